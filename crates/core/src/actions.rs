@@ -66,6 +66,14 @@ impl WorkState {
             .flat_map(|w| w.pending.iter().copied().chain(w.confirmed.keys().copied()))
     }
 
+    /// The keys pending at `relay`.
+    pub fn pending(&self, relay: RelayId) -> impl Iterator<Item = WorkKey> + '_ {
+        self.relays
+            .get(&relay)
+            .into_iter()
+            .flat_map(|w| w.pending.iter().copied())
+    }
+
     /// Number of pending keys over all relays.
     pub fn pending_count(&self) -> usize {
         self.relays.values().map(|w| w.pending.len()).sum()

@@ -110,6 +110,8 @@ pub struct RepoIndex {
     coord_roots: FxHashMap<ItemId, Vec<ItemId>>,
     roots: FxHashMap<ItemId, Root>,
     announcement_ids: HashMap<EventId, ItemId>,
+    /// Coordinates whose newest known announcement is deleted: older ones stay ignored.
+    dead: FxHashMap<ItemId, Version>,
     deleted_coords: FxHashMap<ItemId, Timestamp>,
     deleted_ids: HashSet<(EventId, [u8; 32])>,
     targets: Targets,
@@ -245,26 +247,28 @@ impl RepoIndex {
         let Some(coord) = RepoRef::of_announcement(event) else {
             return false;
         };
-        if self
-            .deleted_ids
-            .contains(&(event.id, event.pubkey.to_bytes()))
-        {
-            return false;
-        }
         let version = Version::of(event);
         let id = self.names.intern_coord(&coord);
-        if self
-            .deleted_coords
+        let latest = self
+            .repos
             .get(&id)
-            .is_some_and(|at| version.created_at <= *at)
-        {
+            .map(|r| r.version)
+            .or_else(|| self.dead.get(&id).copied());
+        if latest.is_some_and(|latest| !version.replaces(&latest)) {
             return false;
         }
-        if let Some(old) = self.repos.get(&id) {
-            if !version.replaces(&old.version) {
-                return false;
-            }
+        let deleted = self
+            .deleted_ids
+            .contains(&(event.id, event.pubkey.to_bytes()))
+            || self
+                .deleted_coords
+                .get(&id)
+                .is_some_and(|at| version.created_at <= *at);
+        if deleted {
+            self.kill_repo(id, version, log);
+            return true;
         }
+        self.dead.remove(&id);
         let listed_cap = self.config.max_relays_per_repo.saturating_mul(4);
         for url in nip34::announced_relays(event).skip(listed_cap) {
             refused.push(RelayRefusal {
@@ -377,10 +381,9 @@ impl RepoIndex {
             let at = self.deleted_coords.entry(id).or_insert(event.created_at);
             *at = (*at).max(event.created_at);
             let at = *at;
-            if let Some(repo) = self.repos.get(&id) {
-                if repo.version.created_at <= at {
-                    self.announcement_ids.remove(&repo.version.id);
-                    self.replace_repo(id, None, log);
+            if let Some(version) = self.repos.get(&id).map(|r| r.version) {
+                if version.created_at <= at {
+                    self.kill_repo(id, version, log);
                 }
             }
         }
@@ -396,13 +399,23 @@ impl RepoIndex {
                 }
             }
             if let Some(repo_id) = self.announcement_ids.get(&target).copied() {
-                if self.names.coord(repo_id).map(|c| c.pubkey) == Some(event.pubkey) {
-                    self.announcement_ids.remove(&target);
-                    self.replace_repo(repo_id, None, log);
+                let version = self.repos.get(&repo_id).map(|r| r.version);
+                let owned = self.names.coord(repo_id).map(|c| c.pubkey) == Some(event.pubkey);
+                if let (Some(version), true) = (version, owned) {
+                    self.kill_repo(repo_id, version, log);
                 }
             }
         }
         applied
+    }
+
+    /// Records `version` as the newest, deleted, version of `id` and untracks the repo.
+    fn kill_repo(&mut self, id: ItemId, version: Version, log: &mut ChangeLog) {
+        if let Some(repo) = self.repos.get(&id) {
+            self.announcement_ids.remove(&repo.version.id);
+            self.replace_repo(id, None, log);
+        }
+        self.dead.insert(id, version);
     }
 
     /// Effective relays of `repo`: announced (and clone hosts when enabled), allowed by
