@@ -3,14 +3,25 @@
 
 #![allow(dead_code)]
 
+use std::sync::OnceLock;
+
 use nostr::prelude::{
     Event, Keys, Kind, PublicKey, SecretKey, Signature, Tag, Timestamp, UnsignedEvent,
 };
 
-/// The public key of deterministic test key number `n` (0-based).
+/// The public key of deterministic test key number `n`.
 pub fn pubkey(n: u8) -> PublicKey {
-    let secret = SecretKey::from_slice(&[n.wrapping_add(1); 32]).expect("valid secret");
-    Keys::new(secret).public_key()
+    static KEYS: OnceLock<Vec<PublicKey>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        (0..=255u8)
+            .map(|i| {
+                let mut bytes = [1u8; 32];
+                bytes[31] = i;
+                let secret = SecretKey::from_slice(&bytes).expect("valid");
+                Keys::new(secret).public_key()
+            })
+            .collect()
+    })[usize::from(n)]
 }
 
 /// An event with a correct id and a dummy signature.
