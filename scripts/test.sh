@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test command: installs what the checks need on a fresh Debian machine, then runs
+# formatting, lints, every test, and the wasm32 build of the shared crates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "toolchain"
+if command -v rustup >/dev/null 2>&1; then
+  for component in rustfmt clippy; do
+    rustup component list --installed | grep -q "^$component" || rustup component add "$component"
+  done
+  rustup target list --installed | grep -qx wasm32-unknown-unknown ||
+    rustup target add wasm32-unknown-unknown
+fi
+# secp256k1's C code is compiled for wasm32 by clang.
+if ! command -v clang >/dev/null 2>&1; then
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq clang >/dev/null
+fi
+export CC_wasm32_unknown_unknown="${CC_wasm32_unknown_unknown:-clang}"
+cargo --version
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "wasm32 build of the shared crates"
+cargo build --locked --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-web
+
+step "all checks passed"
