@@ -281,18 +281,29 @@ fn known(work: &WorkState) -> BTreeSet<(RelayId, WorkKey)> {
         .collect()
 }
 
+/// The system under test and everything it has been fed.
+struct Model {
+    index: RepoIndex,
+    work: WorkState,
+    seen: Vec<Event>,
+    cfg: IndexConfig,
+}
+
 /// Checks one update of the index (a batch of events or a config change) and runs
-/// compute_actions on it, then completes some pending work.
+/// compute_actions on it, then completes every `confirm_every`-th pending key.
 fn check_update(
-    index: &RepoIndex,
+    model: &mut Model,
     before: &Targets,
     changes: &[TargetChange],
-    work: &mut WorkState,
-    seen: &[Event],
-    cfg: &IndexConfig,
     confirm_every: usize,
     now: Timestamp,
 ) -> Result<(), TestCaseError> {
+    let Model {
+        index,
+        work,
+        seen,
+        cfg,
+    } = model;
     // 1. Incremental = rebuilt = reference.
     prop_assert_eq!(index.targets(), &index.rebuild_targets());
     prop_assert_eq!(named(index, index.targets()), reference(seen, cfg));
@@ -356,31 +367,34 @@ proptest! {
     fn incremental_targets_and_actions_match_the_model(
         batches in prop::collection::vec((prop::collection::vec(op(), 1..7), 0usize..4), 1..14),
     ) {
-        let mut cfg = config(false, 32);
-        let mut index = RepoIndex::new(cfg.clone());
-        let mut work = WorkState::default();
-        let mut seen: Vec<Event> = Vec::new();
+        let cfg = config(false, 32);
+        let mut model = Model {
+            index: RepoIndex::new(cfg.clone()),
+            work: WorkState::default(),
+            seen: Vec::new(),
+            cfg,
+        };
         for (step, (ops, confirm_every)) in batches.into_iter().enumerate() {
             let now = Timestamp::from(1_000 + step as u64);
             let mut batch = Vec::new();
             let mut new_config = None;
             for op in &ops {
-                match realise(op, &seen) {
+                match realise(op, &model.seen) {
                     Ok(event) => {
-                        seen.push(event.clone());
+                        model.seen.push(event.clone());
                         batch.push(event);
                     }
                     Err(c) => new_config = Some(c),
                 }
             }
-            let before = index.targets().clone();
-            let update = index.apply(&batch);
-            check_update(&index, &before, &update.changes, &mut work, &seen, &cfg, confirm_every, now)?;
+            let before = model.index.targets().clone();
+            let update = model.index.apply(&batch);
+            check_update(&mut model, &before, &update.changes, confirm_every, now)?;
             if let Some(c) = new_config {
-                cfg = c;
-                let before = index.targets().clone();
-                let update = index.set_config(cfg.clone());
-                check_update(&index, &before, &update.changes, &mut work, &seen, &cfg, confirm_every, now)?;
+                model.cfg = c.clone();
+                let before = model.index.targets().clone();
+                let update = model.index.set_config(c);
+                check_update(&mut model, &before, &update.changes, confirm_every, now)?;
             }
         }
     }
