@@ -493,33 +493,32 @@ impl RepoIndex {
         {
             self.coord_repos.entry(*coord).or_default().push(id);
         }
-        let old_items = old.as_ref().map(|r| self.items_of(r)).unwrap_or_default();
-        let new_items = new.as_ref().map(|r| self.items_of(r)).unwrap_or_default();
         let old_relays: &[RelayId] = old.as_ref().map_or(&[], |r| &r.relays);
         let new_relays: Box<[RelayId]> =
             new.as_ref().map_or_else(Box::default, |r| r.relays.clone());
+        let added_relays = sorted_difference(&new_relays, old_relays);
+        let removed_relays = sorted_difference(old_relays, &new_relays);
+        let kept_relays = sorted_intersection(old_relays, &new_relays);
+        // Items only change when the coordinates do; otherwise one list serves both sides.
+        let old_items = old.as_ref().map(|r| self.items_of(r)).unwrap_or_default();
+        let new_items = match &new {
+            Some(r) if *r.coords != *old_coords => self.items_of(r),
+            Some(_) => old_items.clone(),
+            None => Vec::new(),
+        };
+        let added_items = sorted_difference(&new_items, &old_items);
+        let removed_items = sorted_difference(&old_items, &new_items);
         if let Some(new) = new {
             self.repos.insert(id, new);
         }
-        let had = |relay: &RelayId, item: &ItemId| {
-            old_relays.binary_search(relay).is_ok() && old_items.binary_search(item).is_ok()
-        };
-        for relay in new_relays.iter() {
-            for item in &new_items {
-                if !had(relay, item) {
-                    log.set(&mut self.targets, *relay, *item, true);
-                }
-            }
+        let added = pairs(&added_relays, &new_items).chain(pairs(&kept_relays, &added_items));
+        for (relay, item) in added {
+            log.set(&mut self.targets, relay, item, true);
         }
-        for relay in old_relays {
-            for item in &old_items {
-                let kept = new_relays.binary_search(relay).is_ok()
-                    && new_items.binary_search(item).is_ok();
-                if !kept {
-                    let on = self.is_targeted(*relay, *item);
-                    log.set(&mut self.targets, *relay, *item, on);
-                }
-            }
+        let removed = pairs(&removed_relays, &old_items).chain(pairs(&kept_relays, &removed_items));
+        for (relay, item) in removed {
+            let on = self.is_targeted(relay, item);
+            log.set(&mut self.targets, relay, item, on);
         }
     }
 
@@ -569,6 +568,32 @@ impl RepoIndex {
         relays.dedup();
         relays
     }
+}
+
+/// Elements of sorted `a` not in sorted `b`.
+fn sorted_difference<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
+    a.iter()
+        .filter(|x| b.binary_search(x).is_err())
+        .copied()
+        .collect()
+}
+
+/// Elements of sorted `a` also in sorted `b`.
+fn sorted_intersection<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
+    a.iter()
+        .filter(|x| b.binary_search(x).is_ok())
+        .copied()
+        .collect()
+}
+
+/// Every (relay, item) pair.
+fn pairs<'a>(
+    relays: &'a [RelayId],
+    items: &'a [ItemId],
+) -> impl Iterator<Item = (RelayId, ItemId)> + 'a {
+    relays
+        .iter()
+        .flat_map(move |r| items.iter().map(move |i| (*r, *i)))
 }
 
 /// Removes repeats, keeping the first occurrence's order.
