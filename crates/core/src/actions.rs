@@ -14,43 +14,48 @@ use crate::items::{ItemId, RelayId, WorkKey};
 use crate::targets::{ChangeKind, TargetChange, Targets};
 
 /// Per relay: work in flight (pending) and work done (confirmed, with when).
+///
+/// One map per relay holds both states, so deciding about a key is one lookup.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WorkState {
-    relays: FxHashMap<RelayId, RelayWork>,
+    relays: FxHashMap<RelayId, FxHashMap<WorkKey, Status>>,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct RelayWork {
-    pending: FxHashSet<WorkKey>,
-    confirmed: FxHashMap<WorkKey, Timestamp>,
+/// The state of one key at one relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Pending,
+    /// Confirmed at this many seconds after the epoch (saturates in 2106).
+    Confirmed(u32),
 }
 
-impl RelayWork {
-    fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.confirmed.is_empty()
+impl Status {
+    fn confirmed(at: Timestamp) -> Self {
+        Self::Confirmed(u32::try_from(at.as_secs()).unwrap_or(u32::MAX))
     }
 }
 
 impl WorkState {
+    fn status(&self, relay: RelayId, key: WorkKey) -> Option<Status> {
+        self.relays.get(&relay).and_then(|w| w.get(&key).copied())
+    }
+
     /// Whether `key` is in flight at `relay`.
     pub fn is_pending(&self, relay: RelayId, key: WorkKey) -> bool {
-        self.relays
-            .get(&relay)
-            .is_some_and(|w| w.pending.contains(&key))
+        self.status(relay, key) == Some(Status::Pending)
     }
 
     /// When `key` was confirmed synced from `relay`, if it was.
     pub fn confirmed_at(&self, relay: RelayId, key: WorkKey) -> Option<Timestamp> {
-        self.relays
-            .get(&relay)
-            .and_then(|w| w.confirmed.get(&key).copied())
+        match self.status(relay, key) {
+            Some(Status::Confirmed(at)) => Some(Timestamp::from(u64::from(at))),
+            _ => None,
+        }
     }
 
     /// Whether `key` is pending or confirmed at `relay`.
     pub fn is_known(&self, relay: RelayId, key: WorkKey) -> bool {
-        self.relays
-            .get(&relay)
-            .is_some_and(|w| w.pending.contains(&key) || w.confirmed.contains_key(&key))
+        self.status(relay, key).is_some()
     }
 
     /// Relays with pending or confirmed work.
@@ -63,44 +68,49 @@ impl WorkState {
         self.relays
             .get(&relay)
             .into_iter()
-            .flat_map(|w| w.pending.iter().copied().chain(w.confirmed.keys().copied()))
+            .flat_map(|w| w.keys().copied())
     }
 
     /// The keys pending at `relay`.
     pub fn pending(&self, relay: RelayId) -> impl Iterator<Item = WorkKey> + '_ {
-        self.relays
-            .get(&relay)
-            .into_iter()
-            .flat_map(|w| w.pending.iter().copied())
+        self.relays.get(&relay).into_iter().flat_map(|w| {
+            w.iter()
+                .filter(|(_, s)| **s == Status::Pending)
+                .map(|(k, _)| *k)
+        })
     }
 
     /// Number of pending keys over all relays.
     pub fn pending_count(&self) -> usize {
-        self.relays.values().map(|w| w.pending.len()).sum()
+        self.relays
+            .values()
+            .flat_map(|w| w.values())
+            .filter(|s| **s == Status::Pending)
+            .count()
     }
 
     /// Number of confirmed keys over all relays.
     pub fn confirmed_count(&self) -> usize {
-        self.relays.values().map(|w| w.confirmed.len()).sum()
+        self.relays.values().map(|w| w.len()).sum::<usize>() - self.pending_count()
     }
 
     /// Marks pending work as done at `at`. Returns false when it was not pending.
     pub fn confirm(&mut self, relay: RelayId, key: WorkKey, at: Timestamp) -> bool {
-        let Some(work) = self.relays.get_mut(&relay) else {
-            return false;
-        };
-        if !work.pending.remove(&key) {
-            return false;
+        match self.relays.get_mut(&relay).and_then(|w| w.get_mut(&key)) {
+            Some(status @ Status::Pending) => {
+                *status = Status::confirmed(at);
+                true
+            }
+            _ => false,
         }
-        work.confirmed.insert(key, at);
-        true
     }
 
     /// Restores a checkpoint (confirmed work) loaded from the store.
     pub fn restore(&mut self, relay: RelayId, key: WorkKey, at: Timestamp) {
-        let work = self.relays.entry(relay).or_default();
-        work.pending.remove(&key);
-        work.confirmed.insert(key, at);
+        self.relays
+            .entry(relay)
+            .or_default()
+            .insert(key, Status::confirmed(at));
     }
 
     /// Forgets pending work that failed, so it can be added again.
@@ -108,11 +118,14 @@ impl WorkState {
         let Some(work) = self.relays.get_mut(&relay) else {
             return false;
         };
-        let removed = work.pending.remove(&key);
+        if work.get(&key) != Some(&Status::Pending) {
+            return false;
+        }
+        work.remove(&key);
         if work.is_empty() {
             self.relays.remove(&relay);
         }
-        removed
+        true
     }
 
     /// Applies actions: adds become pending; removes leave pending and confirmed;
@@ -121,10 +134,11 @@ impl WorkState {
         for relay in &actions.relays {
             let work = self.relays.entry(relay.relay).or_default();
             for key in &relay.remove {
-                work.pending.remove(key);
-                work.confirmed.remove(key);
+                work.remove(key);
             }
-            work.pending.extend(relay.add.iter().copied());
+            for key in &relay.add {
+                work.entry(*key).or_insert(Status::Pending);
+            }
             if relay.drop_relay || work.is_empty() {
                 self.relays.remove(&relay.relay);
             }

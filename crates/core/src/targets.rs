@@ -89,15 +89,13 @@ pub(crate) struct ChangeLog {
 impl ChangeLog {
     /// Sets whether `(relay, item)` is a target, remembering its state before the batch.
     pub(crate) fn set(&mut self, targets: &mut Targets, relay: RelayId, item: ItemId, on: bool) {
-        let was = targets.contains(relay, item);
-        if was == on {
-            return;
-        }
-        self.before.entry((relay, item)).or_insert(was);
-        if on {
-            targets.insert(relay, item);
+        let changed = if on {
+            targets.insert(relay, item)
         } else {
-            targets.remove(relay, item);
+            targets.remove(relay, item)
+        };
+        if changed {
+            self.before.entry((relay, item)).or_insert(!on);
         }
     }
 
