@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use nostr::prelude::{Event, EventId, Timestamp};
 use rustc_hash::FxHashMap;
 
-use crate::items::{ItemId, Names, RelayId};
+use crate::items::{Item, ItemId, Names, RelayId};
 use crate::nip34::{self, kinds, RepoRef, Version};
 use crate::relay_url::{RelayUrl, RelayUrlError, RelayUrlPolicy};
 use crate::targets::{ChangeLog, TargetChange, Targets};
@@ -149,6 +149,21 @@ impl RepoIndex {
     /// Number of known root events.
     pub fn root_count(&self) -> usize {
         self.roots.len()
+    }
+
+    /// Whether `coord` is the owner's or a maintainer's coordinate of a tracked repository.
+    pub fn is_tracked_coord(&self, coord: &RepoRef) -> bool {
+        self.names
+            .coord_id(coord)
+            .is_some_and(|id| self.coord_repos.contains_key(&id))
+    }
+
+    /// Whether `id` is an undeleted root event of a tracked repository.
+    pub fn is_tracked_root(&self, id: &EventId) -> bool {
+        self.names
+            .item_id(&Item::Root(*id))
+            .and_then(|item| self.roots.get(&item))
+            .is_some_and(|root| root.coords.iter().any(|c| self.coord_repos.contains_key(c)))
     }
 
     /// The tracked repositories.
@@ -393,7 +408,7 @@ impl RepoIndex {
             };
             applied = true;
             self.deleted_ids.insert((target, author));
-            if let Some(root_id) = self.names.item_id(&crate::items::Item::Root(target)) {
+            if let Some(root_id) = self.names.item_id(&Item::Root(target)) {
                 if self.roots.get(&root_id).is_some_and(|r| r.author == author) {
                     self.remove_root(root_id, log);
                 }

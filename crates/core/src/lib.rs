@@ -8,8 +8,11 @@
 //! - [`relay_url`] and [`address`]: one relay URL normalisation and the private-address rule;
 //! - [`index`]: the repo index and its incrementally maintained relay [`targets`];
 //! - [`actions`]: `compute_actions` = targets − pending − confirmed;
-//! - [`filters`] and [`limits`]: the L1/L2/L3 filters packed under a relay's limits.
+//! - [`filters`] and [`limits`]: the L1/L2/L3 filters packed under a relay's limits;
+//! - [`accept`] and [`seen`]: what a received event does to the store, and the ids seen
+//!   but not stored.
 
+pub mod accept;
 pub mod actions;
 pub mod address;
 pub mod filters;
@@ -18,6 +21,7 @@ pub mod items;
 pub mod limits;
 pub mod nip34;
 pub mod relay_url;
+pub mod seen;
 pub mod targets;
 
 pub use actions::{compute_actions, compute_all_actions, Actions, RelayActions, WorkState};
