@@ -73,8 +73,26 @@ pub fn layer_filters(
     }
 }
 
+/// Filters that are built, sent and completed together, and the items they cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterChunk<T> {
+    /// One filter for L1; one per tag letter for L2 and L3.
+    pub filters: Vec<Filter>,
+    /// The coordinates or root ids the filters cover.
+    pub members: Vec<T>,
+}
+
 /// L1: announcements and state by the given coordinates.
 pub fn announcement_filters(coords: &[RepoRef], form: Form, limits: &RelayLimits) -> Vec<Filter> {
+    flatten(announcement_chunks(coords, form, limits))
+}
+
+/// L1 in chunks with their members.
+pub fn announcement_chunks(
+    coords: &[RepoRef],
+    form: Form,
+    limits: &RelayLimits,
+) -> Vec<FilterChunk<RepoRef>> {
     let mut sorted: Vec<&RepoRef> = coords.iter().collect();
     sorted.sort_by(|a, b| (&a.identifier, a.pubkey).cmp(&(&b.identifier, b.pubkey)));
     sorted.dedup();
@@ -105,21 +123,25 @@ pub fn announcement_filters(coords: &[RepoRef], form: Form, limits: &RelayLimits
     chunks
         .into_iter()
         .map(|chunk| {
-            form.apply(
-                Filter::new()
-                    .kinds([kinds::REPO_ANNOUNCEMENT, kinds::REPO_STATE])
-                    .authors(chunk.authors)
-                    .identifiers(chunk.identifiers),
-            )
+            let members = chunk.members();
+            let filter = Filter::new()
+                .kinds([kinds::REPO_ANNOUNCEMENT, kinds::REPO_STATE])
+                .authors(chunk.authors)
+                .identifiers(chunk.identifiers);
+            FilterChunk {
+                filters: vec![form.apply(filter)],
+                members,
+            }
         })
         .collect()
 }
 
-/// One L1 filter under construction.
+/// One L1 filter under construction: the coordinates it covers, by identifier.
 #[derive(Default)]
 struct L1Chunk {
     authors: BTreeSet<PublicKey>,
     identifiers: BTreeSet<String>,
+    coords: Vec<(String, PublicKey)>,
     bytes: usize,
 }
 
@@ -153,7 +175,15 @@ impl L1Chunk {
             if self.authors.insert(*author) {
                 self.bytes += HEX_VALUE_BYTES;
             }
+            self.coords.push((identifier.to_owned(), *author));
         }
+    }
+
+    fn members(&self) -> Vec<RepoRef> {
+        self.coords
+            .iter()
+            .map(|(d, pk)| RepoRef::new(*pk, d.clone()))
+            .collect()
     }
 
     fn take(&mut self) -> Option<L1Chunk> {
@@ -163,14 +193,30 @@ impl L1Chunk {
 
 /// L2: events tagging the given coordinates through `#a`, `#A` and `#q`.
 pub fn repo_tag_filters(coords: &[RepoRef], form: Form, limits: &RelayLimits) -> Vec<Filter> {
-    let values: BTreeSet<String> = coords.iter().map(ToString::to_string).collect();
-    tag_filters(&values, REPO_TAG_LETTERS, form, limits)
+    flatten(repo_tag_chunks(coords, form, limits))
+}
+
+/// L2 in chunks with their members.
+pub fn repo_tag_chunks(
+    coords: &[RepoRef],
+    form: Form,
+    limits: &RelayLimits,
+) -> Vec<FilterChunk<RepoRef>> {
+    tag_chunks(coords, RepoRef::to_string, REPO_TAG_LETTERS, form, limits)
 }
 
 /// L3: events tagging the given roots through `#e`, `#E` and `#q`.
 pub fn root_tag_filters(roots: &[EventId], form: Form, limits: &RelayLimits) -> Vec<Filter> {
-    let values: BTreeSet<String> = roots.iter().map(EventId::to_hex).collect();
-    tag_filters(&values, ROOT_TAG_LETTERS, form, limits)
+    flatten(root_tag_chunks(roots, form, limits))
+}
+
+/// L3 in chunks with their members.
+pub fn root_tag_chunks(
+    roots: &[EventId],
+    form: Form,
+    limits: &RelayLimits,
+) -> Vec<FilterChunk<EventId>> {
+    tag_chunks(roots, EventId::to_hex, ROOT_TAG_LETTERS, form, limits)
 }
 
 /// The tag letters of L2 filters.
@@ -187,21 +233,34 @@ pub const ROOT_TAG_LETTERS: [SingleLetterTag; 3] = [
     SingleLetterTag::LOWERCASE_Q,
 ];
 
-/// One filter per letter for each chunk of values.
-fn tag_filters(
-    values: &BTreeSet<String>,
+/// One filter per letter for each chunk of members' tag values.
+fn tag_chunks<T: Clone>(
+    members: &[T],
+    value_of: impl Fn(&T) -> String,
     letters: [SingleLetterTag; 3],
     form: Form,
     limits: &RelayLimits,
-) -> Vec<Filter> {
-    let values: Vec<&String> = values.iter().collect();
-    let mut filters = Vec::new();
-    for chunk in chunk_values(&values, limits, |v| json_value_bytes(v)) {
-        for letter in letters {
-            filters.push(form.apply(Filter::new().custom_tags(letter, chunk.iter().copied())));
-        }
-    }
-    filters
+) -> Vec<FilterChunk<T>> {
+    let mut valued: Vec<(String, &T)> = members.iter().map(|m| (value_of(m), m)).collect();
+    valued.sort_by(|a, b| a.0.cmp(&b.0));
+    valued.dedup_by(|a, b| a.0 == b.0);
+    let valued: Vec<&(String, &T)> = valued.iter().collect();
+    chunk_values(&valued, limits, |(v, _)| json_value_bytes(v))
+        .into_iter()
+        .map(|chunk| FilterChunk {
+            filters: letters
+                .iter()
+                .map(|letter| {
+                    form.apply(Filter::new().custom_tags(*letter, chunk.iter().map(|(v, _)| v)))
+                })
+                .collect(),
+            members: chunk.iter().map(|(_, m)| (*m).clone()).collect(),
+        })
+        .collect()
+}
+
+fn flatten<T>(chunks: Vec<FilterChunk<T>>) -> Vec<Filter> {
+    chunks.into_iter().flat_map(|c| c.filters).collect()
 }
 
 /// Every repository announcement (kind 30617): only for explicitly configured bootstrap

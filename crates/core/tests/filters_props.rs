@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use common::pubkey;
 use grasp_sync_core::filters::{
-    announcement_filters, discovery_filter, ids_filters, pack_reqs, repo_tag_filters,
-    root_tag_filters, Form, MAX_SUBSCRIPTION_ID_LEN, REPO_TAG_LETTERS, ROOT_TAG_LETTERS,
+    announcement_chunks, announcement_filters, discovery_filter, ids_filters, pack_reqs,
+    repo_tag_chunks, repo_tag_filters, root_tag_chunks, root_tag_filters, Form,
+    MAX_SUBSCRIPTION_ID_LEN, REPO_TAG_LETTERS, ROOT_TAG_LETTERS,
 };
 use grasp_sync_core::nip34::{kinds, RepoRef};
 use grasp_sync_core::RelayLimits;
@@ -222,6 +223,59 @@ proptest! {
         }
         let reqs = pack_reqs(filters, &limits);
         assert_respects(&reqs, &limits)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    #[test]
+    fn chunk_members_are_exactly_what_their_filters_cover(
+        coords in coords(), roots in ids(1_500), limits in limits(),
+    ) {
+        let form = Form::Historic { since: None };
+        let mut all: Vec<RepoRef> = Vec::new();
+        for chunk in announcement_chunks(&coords, form, &limits) {
+            prop_assert_eq!(chunk.filters.len(), 1);
+            let f = &chunk.filters[0];
+            for m in &chunk.members {
+                prop_assert!(f.authors.as_ref().is_some_and(|a| a.contains(&m.pubkey)));
+                prop_assert!(tag_values(f, SingleLetterTag::LOWERCASE_D).contains(&m.identifier));
+            }
+            all.extend(chunk.members);
+        }
+        let mut expected = coords.clone();
+        expected.sort();
+        expected.dedup();
+        all.sort();
+        prop_assert_eq!(&all, &expected);
+
+        let mut all: Vec<RepoRef> = Vec::new();
+        for chunk in repo_tag_chunks(&coords, form, &limits) {
+            let mut members: Vec<String> = chunk.members.iter().map(ToString::to_string).collect();
+            members.sort();
+            for (f, letter) in chunk.filters.iter().zip(REPO_TAG_LETTERS) {
+                prop_assert_eq!(&tag_values(f, letter), &members);
+            }
+            all.extend(chunk.members);
+        }
+        all.sort();
+        prop_assert_eq!(all, expected);
+
+        let mut all: Vec<EventId> = Vec::new();
+        for chunk in root_tag_chunks(&roots, form, &limits) {
+            let mut members: Vec<String> = chunk.members.iter().map(EventId::to_hex).collect();
+            members.sort();
+            for (f, letter) in chunk.filters.iter().zip(ROOT_TAG_LETTERS) {
+                prop_assert_eq!(&tag_values(f, letter), &members);
+            }
+            all.extend(chunk.members);
+        }
+        let mut expected = roots.clone();
+        expected.sort();
+        expected.dedup();
+        all.sort();
+        prop_assert_eq!(all, expected);
     }
 }
 
