@@ -141,6 +141,11 @@ impl RepoIndex {
         &self.targets
     }
 
+    /// The id of a relay the engine tracks besides announced ones (bootstrap relays).
+    pub(crate) fn intern_relay(&mut self, url: &RelayUrl) -> RelayId {
+        self.names.intern_relay(url)
+    }
+
     /// Number of tracked repositories.
     pub fn repo_count(&self) -> usize {
         self.repos.len()

@@ -15,14 +15,17 @@
 pub mod accept;
 pub mod actions;
 pub mod address;
+pub mod engine;
 pub mod filters;
 pub mod index;
 pub mod items;
 pub mod limits;
+pub mod neg;
 pub mod nip34;
 pub mod relay_url;
 pub mod seen;
 pub mod targets;
+pub mod wire;
 
 pub use actions::{compute_actions, compute_all_actions, Actions, RelayActions, WorkState};
 pub use index::{IndexConfig, IndexUpdate, RepoIndex};

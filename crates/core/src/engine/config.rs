@@ -1,0 +1,104 @@
+//! What the engine is told: what to accept, which relays bootstrap discovery, timing and
+//! flow-control bounds.
+
+use std::time::Duration;
+
+use crate::accept::AcceptConfig;
+use crate::index::IndexConfig;
+use crate::relay_url::RelayUrl;
+
+/// Deadlines and backoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// How long a REQ may go without EOSE.
+    pub eose_timeout: Duration,
+    /// How long a NEG-OPEN may go without its first answer before falling back to REQ.
+    pub neg_first_frame_timeout: Duration,
+    /// How long a running NIP-77 session may go without progress.
+    pub neg_idle_timeout: Duration,
+    /// A reconnection within this gap catches up from the disconnection instead of
+    /// starting fresh.
+    pub quick_reconnect_window: Duration,
+    /// Subtracted from `since` values to cover clock skew between us and relays.
+    pub since_margin: Duration,
+    /// First retry delay after a failure; doubles with each further failure.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_cap: Duration,
+    /// A relay failing for this long is Dead …
+    pub dead_after: Duration,
+    /// … and retried after this long.
+    pub dead_retry: Duration,
+    /// How long to stay quiet towards a relay that said we are rate-limited.
+    pub rate_limit_cooldown: Duration,
+    /// Full reconciliation happens at a random time between these after a fresh start.
+    pub full_reconcile_min: Duration,
+    /// See [`full_reconcile_min`](Self::full_reconcile_min).
+    pub full_reconcile_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            eose_timeout: Duration::from_secs(30),
+            neg_first_frame_timeout: Duration::from_secs(10),
+            neg_idle_timeout: Duration::from_secs(30),
+            quick_reconnect_window: Duration::from_secs(15 * 60),
+            since_margin: Duration::from_secs(10 * 60),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(10 * 60),
+            dead_after: Duration::from_secs(24 * 3600),
+            dead_retry: Duration::from_secs(24 * 3600),
+            rate_limit_cooldown: Duration::from_secs(60),
+            full_reconcile_min: Duration::from_secs(23 * 3600),
+            full_reconcile_max: Duration::from_secs(25 * 3600),
+        }
+    }
+}
+
+/// Bounds on work in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    /// Historic jobs (pages or NIP-77 sessions) running at once per relay.
+    pub jobs_per_relay: usize,
+    /// `ids` REQs in flight at once per relay.
+    pub id_fetches_per_relay: usize,
+    /// Events received but not yet stored, over all relays. Past it, events are dropped
+    /// and their relay is marked for reconciliation (a relay drops a client that stops
+    /// reading, so reading never slows down).
+    pub max_ingest_queue: usize,
+    /// Attempts at one historic job before its keys are abandoned until the next fresh
+    /// start.
+    pub job_attempts: u32,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self {
+            jobs_per_relay: 4,
+            id_fetches_per_relay: 4,
+            max_ingest_queue: 20_000,
+            job_attempts: 3,
+        }
+    }
+}
+
+/// Everything the engine is configured with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Which relays and repositories become targets.
+    pub index: IndexConfig,
+    /// What received events are stored.
+    pub accept: AcceptConfig,
+    /// Relays asked for every announcement (discovery); always connected.
+    pub bootstrap_relays: Vec<RelayUrl>,
+    /// Deadlines and backoff.
+    pub timing: Timing,
+    /// Bounds on work in flight.
+    pub flow: Flow,
+    /// Seed of the jitter generator.
+    pub seed: u64,
+}

@@ -1,0 +1,287 @@
+//! Historic sync jobs: one filter each, run by paginated REQ or by a NIP-77 session.
+
+use std::collections::HashSet;
+
+use nostr::prelude::{EventId, Filter, Timestamp};
+
+use super::time::Time;
+use crate::items::WorkKey;
+use crate::neg::NegInitiator;
+
+/// Identifies a job within the engine.
+pub(crate) type JobId = u64;
+
+/// One historic filter at one relay, and the keys it completes.
+pub(crate) struct Job {
+    pub id: JobId,
+    /// Keys confirmed when every job holding them completes.
+    pub keys: Vec<WorkKey>,
+    /// The historic filter (with `since` when catching up).
+    pub filter: Filter,
+    /// When the job was (re)started: the checkpoint it confirms.
+    pub started_at: Time,
+    pub attempts: u32,
+    pub state: JobState,
+    /// Events of this job not yet stored, and ids not yet fetched.
+    pub outstanding: usize,
+    /// Events were dropped (ingest queue full): run again instead of confirming.
+    pub lossy: bool,
+    /// Whether this job is a relay's one NIP-77 probe.
+    pub probe: bool,
+}
+
+/// Where a job is.
+pub(crate) enum JobState {
+    /// Waiting for a slot.
+    Queued,
+    /// Waiting for the store's local items for the filter.
+    Loading { request: u64 },
+    /// Paginated REQ.
+    Paging(Pager),
+    /// NIP-77 reconciliation.
+    Neg(NegRun),
+    /// Nothing more to receive; waiting for outstanding events to be stored.
+    Draining,
+}
+
+impl JobState {
+    /// The subscription id the job has open at the relay, if any.
+    pub fn subscription(&self) -> Option<&str> {
+        match self {
+            Self::Paging(p) => Some(&p.sub),
+            Self::Neg(n) => Some(&n.sub),
+            _ => None,
+        }
+    }
+}
+
+/// A NIP-77 session in progress.
+pub(crate) struct NegRun {
+    pub sub: String,
+    pub initiator: NegInitiator,
+    pub deadline: Time,
+    /// Whether the relay answered at all (before that, a NOTICE or silence means
+    /// "no NIP-77").
+    pub answered: bool,
+}
+
+/// What an EOSE means for a paginated job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PageOutcome {
+    /// Ask for the next page, older than before.
+    Next,
+    /// Everything was received.
+    Done,
+    /// One second held at least a full page: its remainder cannot be paged by `until`.
+    /// The second is skipped (reported as an incomplete window) and paging goes on.
+    StuckSecond(Timestamp),
+}
+
+/// Paginated REQ: walks `until` backwards; stops on an empty page or one with nothing
+/// new; never loops, because each page either brings new ids (a finite set) or ends
+/// the walk or moves `until` strictly back.
+pub(crate) struct Pager {
+    pub sub: String,
+    pub deadline: Time,
+    until: Option<Timestamp>,
+    seen: HashSet<EventId>,
+    page_count: usize,
+    page_new: usize,
+    page_min: Option<Timestamp>,
+    page_max: Option<Timestamp>,
+    /// The `limit` asked for.
+    limit: usize,
+    /// Size of the last page that brought something new.
+    last_new_page: Option<usize>,
+    /// A page size the relay evidently caps at below `limit` (a page of this size was
+    /// followed by more): relays lower `limit` silently.
+    observed_cap: Option<usize>,
+}
+
+impl Pager {
+    pub fn new(sub: String, deadline: Time, limit: usize) -> Self {
+        Self {
+            sub,
+            deadline,
+            until: None,
+            seen: HashSet::new(),
+            page_count: 0,
+            page_new: 0,
+            page_min: None,
+            page_max: None,
+            limit: limit.max(1),
+            last_new_page: None,
+            observed_cap: None,
+        }
+    }
+
+    /// The filter of the next page.
+    pub fn page_filter(&self, base: &Filter) -> Filter {
+        let filter = base.clone().limit(self.limit);
+        match self.until {
+            Some(until) => filter.until(until),
+            None => filter,
+        }
+    }
+
+    /// Records an event of the current page; whether it is new to this walk.
+    pub fn on_event(&mut self, id: EventId, created_at: Timestamp) -> bool {
+        self.page_count += 1;
+        self.page_min = Some(self.page_min.map_or(created_at, |m| m.min(created_at)));
+        self.page_max = Some(self.page_max.map_or(created_at, |m| m.max(created_at)));
+        let new = self.seen.insert(id);
+        if new {
+            self.page_new += 1;
+        }
+        new
+    }
+
+    /// The current page ended (EOSE): what next.
+    pub fn on_eose(&mut self) -> PageOutcome {
+        let (count, new) = (self.page_count, self.page_new);
+        let (min, max) = (self.page_min.take(), self.page_max.take());
+        self.page_count = 0;
+        self.page_new = 0;
+        let (Some(min), Some(max)) = (min, max) else {
+            return PageOutcome::Done;
+        };
+        if new > 0 {
+            // A short page followed by more means the relay caps pages at that size.
+            if let Some(previous) = self.last_new_page.filter(|p| *p < self.limit) {
+                self.observed_cap = Some(self.observed_cap.map_or(previous, |c| c.max(previous)));
+            }
+            self.last_new_page = Some(count);
+            // Inclusive: more events may share the oldest second of this page.
+            self.until = Some(min);
+            return PageOutcome::Next;
+        }
+        // Nothing new: either everything was received, or one second holds a full page
+        // and `until` cannot get past it.
+        let full = self.observed_cap.unwrap_or(self.limit);
+        if min == max && count >= full {
+            let Some(before) = min.as_secs().checked_sub(1) else {
+                return PageOutcome::Done;
+            };
+            self.until = Some(Timestamp::from(before));
+            return PageOutcome::StuckSecond(min);
+        }
+        PageOutcome::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> EventId {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&n.to_be_bytes());
+        EventId::from_byte_array(b)
+    }
+
+    /// A relay holding `events` (id, created_at) that returns the newest `limit` at or
+    /// before `until`, newest first, ties by id (like strfry).
+    fn page(events: &[(u32, u64)], until: Option<Timestamp>, limit: usize) -> Vec<(u32, u64)> {
+        let mut v: Vec<(u32, u64)> = events
+            .iter()
+            .copied()
+            .filter(|(_, t)| until.is_none_or(|u| *t <= u.as_secs()))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(limit);
+        v
+    }
+
+    fn walk(events: &[(u32, u64)], limit: usize) -> (HashSet<u32>, Vec<Timestamp>, usize) {
+        let mut pager = Pager::new("s".into(), Time::default(), limit);
+        let mut got = HashSet::new();
+        let mut stuck = Vec::new();
+        for pages in 1..10_000 {
+            for (n, t) in page(events, pager.until, limit) {
+                pager.on_event(id(n), Timestamp::from(t));
+                got.insert(n);
+            }
+            match pager.on_eose() {
+                PageOutcome::Next => {}
+                PageOutcome::Done => return (got, stuck, pages),
+                PageOutcome::StuckSecond(s) => stuck.push(s),
+            }
+        }
+        panic!("pagination did not terminate");
+    }
+
+    #[test]
+    fn pages_through_everything_including_shared_seconds() {
+        // 1 000 events over 50 seconds: 20 per second, pages of 30 (pages overlap at
+        // their oldest second, which is asked for again)
+        let events: Vec<(u32, u64)> = (0..1000).map(|n| (n, 1_000 + u64::from(n % 50))).collect();
+        let (got, stuck, pages) = walk(&events, 30);
+        assert_eq!(got.len(), 1000);
+        assert!(stuck.is_empty());
+        assert!(pages <= 1000 / 10 + 2, "{pages} pages");
+        // pages of 7 cannot get past a second holding 20: every second is reported
+        let (_, stuck, _) = walk(&events, 7);
+        assert_eq!(stuck.len(), 50);
+    }
+
+    #[test]
+    fn a_second_holding_more_than_a_page_is_reported_not_looped_on() {
+        let mut events: Vec<(u32, u64)> = (0..30).map(|n| (n, 500)).collect();
+        events.extend((30..40).map(|n| (n, 400 + u64::from(n))));
+        let (got, stuck, _) = walk(&events, 10);
+        assert_eq!(stuck, vec![Timestamp::from(500)]);
+        // the older events below the stuck second are still all received
+        assert!((30..40).all(|n| got.contains(&n)));
+    }
+
+    #[test]
+    fn a_last_page_seen_again_is_the_end_not_a_stuck_second() {
+        // 3 events; pages of 2: the last page repeats the event at the oldest second
+        let events = [(1, 300), (2, 200), (3, 100)];
+        let (got, stuck, _) = walk(&events, 2);
+        assert_eq!(got.len(), 3);
+        assert!(stuck.is_empty());
+        // a relay that silently caps at 100 while we ask for 500, with 250 events in
+        // one second: the stuck second is still recognised
+        let mut events: Vec<(u32, u64)> = (0..250).map(|n| (n, 900)).collect();
+        events.extend((250..600).map(|n| (n, 1_000 + u64::from(n))));
+        let mut pager = Pager::new("s".into(), Time::default(), 500);
+        let mut stuck = Vec::new();
+        for _ in 0..100 {
+            for (n, t) in page(&events, pager.until, 100) {
+                pager.on_event(id(n), Timestamp::from(t));
+            }
+            match pager.on_eose() {
+                PageOutcome::Next => {}
+                PageOutcome::Done => break,
+                PageOutcome::StuckSecond(s) => stuck.push(s),
+            }
+        }
+        assert_eq!(stuck, vec![Timestamp::from(900)]);
+    }
+
+    #[test]
+    fn an_empty_relay_is_one_page() {
+        let (got, stuck, pages) = walk(&[], 500);
+        assert!(got.is_empty() && stuck.is_empty());
+        assert_eq!(pages, 1);
+    }
+
+    #[test]
+    fn a_relay_that_lowers_the_limit_silently_is_still_paged_fully() {
+        let events: Vec<(u32, u64)> = (0..300).map(|n| (n, 10_000 - u64::from(n))).collect();
+        // we ask for 500, the relay returns 100 a page
+        let mut pager = Pager::new("s".into(), Time::default(), 500);
+        let mut got = HashSet::new();
+        loop {
+            for (n, t) in page(&events, pager.until, 100) {
+                pager.on_event(id(n), Timestamp::from(t));
+                got.insert(n);
+            }
+            if pager.on_eose() == PageOutcome::Done {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 300);
+    }
+}

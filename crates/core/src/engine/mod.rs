@@ -1,0 +1,1834 @@
+//! The sans-IO sync engine, in the style of quinn-proto and str0m: fed inputs with the
+//! current time, drained of outputs, asked for its next deadline. It never reads a
+//! clock, never spawns, never does I/O.
+//!
+//! ```text
+//! engine.handle_input(now, Input)     // relay connected/closed, a frame, NIP-11, store answers
+//! engine.handle_timeout(now)          // when poll_timeout's deadline passed
+//! engine.poll_output() -> Option<Output>   // connect, send, load local items, verify, store, checkpoint
+//! engine.poll_timeout() -> Option<Time>
+//! ```
+//!
+//! Events flow: a relay's EVENT is matched against the subscription's filters and
+//! prechecked, then handed out for signature verification ([`Output::Verify`]); verified
+//! events pass [`Acceptor::decide`] and go out to be stored ([`Output::Store`]); once the
+//! store confirms ([`Input::Stored`]), the jobs they belong to may complete and confirm
+//! their keys ([`Output::Checkpoint`]). Accepted announcements and roots update the repo
+//! index at once, and `compute_actions` turns that into new work (discovery).
+
+mod config;
+mod job;
+mod relay;
+mod time;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use nostr::prelude::{Event, EventId, Filter, MatchEventOptions, Timestamp};
+
+pub use config::{EngineConfig, Flow, Timing};
+pub use relay::{Method, Nip77, Phase, RelayStats};
+pub use time::Time;
+
+use crate::accept::{Acceptor, Reject, Removal, Verdict};
+use crate::actions::{compute_actions, compute_all_actions, Actions, WorkState};
+use crate::filters::{
+    announcement_chunks, discovery_filter, ids_filters, pack_reqs, repo_tag_chunks,
+    root_tag_chunks, Form,
+};
+use crate::index::RepoIndex;
+use crate::items::{Item, ItemId, Layer, RelayId, WorkKey};
+use crate::limits::RelayLimits;
+use crate::neg::{self, NegInitiator};
+use crate::nip34::{self, kinds, RepoRef};
+use crate::relay_url::RelayUrl;
+use crate::seen::SeenSet;
+use crate::targets::TargetChange;
+use crate::wire::{
+    is_too_many_records, notice_class, parse_relay_frame, reason_class, ClientFrame, NoticeClass,
+    ReasonClass, RelayFrame,
+};
+use job::{Job, JobId, JobState, NegRun, PageOutcome, Pager};
+use relay::{Fetch, RelayState, Sub};
+use time::Jitter;
+
+/// Identifies a request to the store for local items.
+pub type RequestId = u64;
+/// Identifies a batch of events handed out for verification or storage.
+pub type BatchId = u64;
+
+/// Largest frame accepted from a relay.
+const MAX_FRAME_BYTES: usize = 4 << 20;
+
+/// A sync checkpoint: `item` at `relay` was fully synced in `layer` up to `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The relay.
+    pub relay: RelayUrl,
+    /// The filter layer.
+    pub layer: Layer,
+    /// The coordinate or root.
+    pub item: Item,
+    /// Everything before this was received and stored.
+    pub at: Timestamp,
+}
+
+/// What the driver tells the engine.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The WebSocket to `relay` is open.
+    Connected {
+        /// The relay.
+        relay: RelayUrl,
+    },
+    /// The WebSocket to `relay` closed or could not open.
+    Disconnected {
+        /// The relay.
+        relay: RelayUrl,
+        /// Why, for logs.
+        reason: String,
+    },
+    /// A text frame from `relay`.
+    Frame {
+        /// The relay.
+        relay: RelayUrl,
+        /// The frame.
+        text: String,
+    },
+    /// The relay's NIP-11 document, or `None` if it has none.
+    Info {
+        /// The relay.
+        relay: RelayUrl,
+        /// The document's text.
+        document: Option<String>,
+    },
+    /// The store's items matching a [`Output::LoadLocalItems`] filter.
+    LocalItems {
+        /// The request answered.
+        request: RequestId,
+        /// (created_at, id) of every stored event matching the filter.
+        items: Vec<(Timestamp, EventId)>,
+    },
+    /// Results of an [`Output::Verify`]: whether each event's id and signature hold.
+    Verified {
+        /// The batch.
+        batch: BatchId,
+        /// One flag per event, in order.
+        valid: Vec<bool>,
+    },
+    /// The store committed (or failed to commit) an [`Output::Store`] batch.
+    Stored {
+        /// The batch.
+        batch: BatchId,
+        /// `Err` with a message if nothing of it was committed.
+        result: Result<(), String>,
+    },
+    /// Events stored by someone else (a client of our relay) or loaded at start-up:
+    /// they feed the index at once (discovery is immediate).
+    LocalEvents {
+        /// The events.
+        events: Vec<Event>,
+    },
+    /// Checkpoints restored from the store at start-up.
+    Checkpoints {
+        /// The checkpoints.
+        checkpoints: Vec<Checkpoint>,
+    },
+}
+
+/// What the engine asks the driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open a WebSocket to the relay.
+    Connect {
+        /// The relay.
+        relay: RelayUrl,
+    },
+    /// Fetch the relay's NIP-11 document and answer with [`Input::Info`].
+    FetchInfo {
+        /// The relay.
+        relay: RelayUrl,
+    },
+    /// Send a text frame.
+    Send {
+        /// The relay.
+        relay: RelayUrl,
+        /// The frame.
+        text: String,
+    },
+    /// Close the WebSocket.
+    Close {
+        /// The relay.
+        relay: RelayUrl,
+    },
+    /// Answer with [`Input::LocalItems`]: (created_at, id) of stored events matching.
+    LoadLocalItems {
+        /// The request.
+        request: RequestId,
+        /// The filter.
+        filter: Filter,
+    },
+    /// Verify ids and signatures; answer with [`Input::Verified`].
+    Verify {
+        /// The batch.
+        batch: BatchId,
+        /// The events.
+        events: Vec<Event>,
+    },
+    /// Store these events and remove those; answer with [`Input::Stored`].
+    Store {
+        /// The batch.
+        batch: BatchId,
+        /// Events to store.
+        events: Vec<Event>,
+        /// Events to remove (if the store holds them and the author matches).
+        remove: Vec<Removal>,
+    },
+    /// Persist this checkpoint.
+    Checkpoint(Checkpoint),
+    /// A relay changed phase.
+    Status {
+        /// The relay.
+        relay: RelayUrl,
+        /// Its new phase.
+        phase: Phase,
+    },
+}
+
+/// An event on its way from a relay to the store.
+struct Pipe {
+    relay: RelayId,
+    job: Option<JobId>,
+    event: Event,
+}
+
+/// The relay fetching an id (NIP-77 need), and others' jobs waiting for it.
+struct FetchOwner {
+    relay: RelayId,
+    job: JobId,
+    waiters: Vec<(RelayId, JobId)>,
+}
+
+/// Engine-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Events handed to the store.
+    pub stored: u64,
+    /// Store batches that failed.
+    pub store_failures: u64,
+    /// Frames from relays the engine does not know.
+    pub unknown_relay_frames: u64,
+}
+
+/// The sync engine.
+pub struct SyncEngine {
+    config: EngineConfig,
+    jitter: Jitter,
+    index: RepoIndex,
+    work: WorkState,
+    acceptor: Acceptor,
+    seen: SeenSet,
+    relays: HashMap<RelayId, RelayState>,
+    outputs: VecDeque<Output>,
+    next_id: u64,
+    loading: HashMap<RequestId, (RelayId, JobId)>,
+    to_verify: Vec<Pipe>,
+    verifying: HashMap<BatchId, Vec<Pipe>>,
+    storing: HashMap<BatchId, Vec<(RelayId, Option<JobId>, EventId)>>,
+    in_pipeline: HashSet<EventId>,
+    fetching: HashMap<EventId, FetchOwner>,
+    key_jobs: HashMap<(RelayId, WorkKey), (u32, Time)>,
+    stats: EngineStats,
+    now: Time,
+}
+
+impl SyncEngine {
+    /// An engine with nothing tracked yet.
+    pub fn new(config: EngineConfig) -> Self {
+        let mut index = RepoIndex::new(config.index.clone());
+        let mut relays = HashMap::new();
+        for url in &config.bootstrap_relays {
+            let id = index.intern_relay(url);
+            relays.insert(id, RelayState::new(url.clone(), true));
+        }
+        Self {
+            jitter: Jitter::new(config.seed),
+            acceptor: Acceptor::new(config.accept.clone()),
+            index,
+            config,
+            work: WorkState::default(),
+            seen: SeenSet::default(),
+            relays,
+            outputs: VecDeque::new(),
+            next_id: 1,
+            loading: HashMap::new(),
+            to_verify: Vec::new(),
+            verifying: HashMap::new(),
+            storing: HashMap::new(),
+            in_pipeline: HashSet::new(),
+            fetching: HashMap::new(),
+            key_jobs: HashMap::new(),
+            stats: EngineStats::default(),
+            now: Time::default(),
+        }
+    }
+
+    /// The repo index.
+    pub fn index(&self) -> &RepoIndex {
+        &self.index
+    }
+
+    /// Pending and confirmed work.
+    pub fn work(&self) -> &WorkState {
+        &self.work
+    }
+
+    /// The seen-not-stored set (for persisting).
+    pub fn seen(&self) -> &SeenSet {
+        &self.seen
+    }
+
+    /// Engine-wide counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Every known relay with its phase, method and counters.
+    pub fn relays(&self) -> impl Iterator<Item = (&RelayUrl, Phase, Method, &RelayStats)> {
+        self.relays
+            .values()
+            .map(|r| (&r.url, r.phase, r.method, &r.stats))
+    }
+
+    /// Whether every relay with something to sync is open and has no work left, or is
+    /// failing (Backoff/Dead): what a one-shot `sync` waits for.
+    pub fn is_settled(&self) -> bool {
+        self.in_pipeline.is_empty()
+            && self.to_verify.is_empty()
+            && self.relays.iter().all(|(id, r)| match r.phase {
+                Phase::Open => {
+                    r.jobs.is_empty()
+                        && r.fetch_queue.is_empty()
+                        && self.work.pending(*id).next().is_none()
+                }
+                Phase::Idle => self.index.targets().item_count(*id) == 0 && !r.bootstrap,
+                Phase::Connecting { .. } => false,
+                Phase::Backoff { .. } | Phase::Dead { .. } => true,
+            })
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next: now, while a
+    /// relay with something to sync is not connected yet (e.g. right after start-up).
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let idle_but_wanted = self
+            .relays
+            .iter()
+            .any(|(id, r)| r.phase == Phase::Idle && self.wanted(*id));
+        if idle_but_wanted {
+            return Some(self.now);
+        }
+        self.relays
+            .values()
+            .filter_map(RelayState::next_deadline)
+            .min()
+    }
+
+    /// Processes one input.
+    pub fn handle_input(&mut self, now: Time, input: Input) {
+        self.now = now;
+        match input {
+            Input::Connected { relay } => self.on_connected(&relay),
+            Input::Disconnected { relay, reason: _ } => self.on_disconnected(&relay),
+            Input::Frame { relay, text } => self.on_frame(&relay, &text),
+            Input::Info { relay, document } => {
+                if let Some(state) = self.relay_mut(&relay) {
+                    state.limits = document
+                        .as_deref()
+                        .map_or_else(RelayLimits::default, RelayLimits::from_nip11);
+                }
+            }
+            Input::LocalItems { request, items } => self.on_local_items(request, items),
+            Input::Verified { batch, valid } => self.on_verified(batch, &valid),
+            Input::Stored { batch, result } => self.on_stored(batch, result),
+            Input::LocalEvents { events } => self.on_local_events(&events),
+            Input::Checkpoints { checkpoints } => self.on_checkpoints(checkpoints),
+        }
+        self.drive();
+    }
+
+    /// Processes deadlines that passed at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = now;
+        let ids: Vec<RelayId> = self.relays.keys().copied().collect();
+        for id in ids {
+            self.relay_timeouts(id);
+        }
+        self.seen.expire(now.timestamp());
+        self.drive();
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Connections
+
+    fn relay_mut(&mut self, url: &RelayUrl) -> Option<&mut RelayState> {
+        let id = self.index.names().relay_id(url)?;
+        self.relays.get_mut(&id)
+    }
+
+    fn relay_id(&self, url: &RelayUrl) -> Option<RelayId> {
+        self.index
+            .names()
+            .relay_id(url)
+            .filter(|id| self.relays.contains_key(id))
+    }
+
+    fn set_phase(&mut self, id: RelayId, phase: Phase) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            if relay.phase != phase {
+                relay.phase = phase;
+                self.outputs.push_back(Output::Status {
+                    relay: relay.url.clone(),
+                    phase,
+                });
+            }
+        }
+    }
+
+    fn wanted(&self, id: RelayId) -> bool {
+        self.index.targets().item_count(id) > 0 || self.relays.get(&id).is_some_and(|r| r.bootstrap)
+    }
+
+    fn on_connected(&mut self, url: &RelayUrl) {
+        let Some(id) = self.relay_id(url) else {
+            return;
+        };
+        let now = self.now;
+        let timing = self.config.timing.clone();
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        if !matches!(relay.phase, Phase::Connecting { .. }) {
+            return;
+        }
+        relay.recovered();
+        let quick = relay
+            .gap(now)
+            .is_some_and(|gap| gap < timing.quick_reconnect_window);
+        let catch_up_from = relay
+            .disconnected_at
+            .filter(|_| quick)
+            .map(|t| (t - timing.since_margin).timestamp());
+        if !quick {
+            relay.nip77 = relay::Nip77::Unknown;
+            relay.full_reconcile_at = Some(
+                now + self
+                    .jitter
+                    .between(timing.full_reconcile_min, timing.full_reconcile_max),
+            );
+        }
+        relay.connected_at = Some(now);
+        relay.subs.clear();
+        relay.jobs.clear();
+        relay.fetch_queue.clear();
+        relay.live_dirty = true;
+        self.key_jobs.retain(|(r, _), _| *r != id);
+        self.set_phase(id, Phase::Open);
+        self.schedule_session(id, catch_up_from);
+    }
+
+    fn on_disconnected(&mut self, url: &RelayUrl) {
+        let Some(id) = self.relay_id(url) else {
+            return;
+        };
+        let now = self.now;
+        let was_open = self.relays.get(&id).is_some_and(|r| r.phase == Phase::Open);
+        self.end_session(id);
+        if let Some(relay) = self.relays.get_mut(&id) {
+            if was_open {
+                relay.disconnected_at = Some(now);
+            }
+            relay.fail(now, &self.config.timing, &mut self.jitter);
+            let phase = relay.phase;
+            self.set_phase(id, phase);
+        }
+    }
+
+    /// Forgets a relay's subscriptions and jobs; its fetches pass to waiters.
+    fn end_session(&mut self, id: RelayId) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.subs.clear();
+            relay.jobs.clear();
+            relay.fetch_queue.clear();
+            relay.live_dirty = true;
+        }
+        self.key_jobs.retain(|(r, _), _| *r != id);
+        let owned: Vec<EventId> = self
+            .fetching
+            .iter()
+            .filter(|(_, f)| f.relay == id)
+            .map(|(eid, _)| *eid)
+            .collect();
+        for eid in owned {
+            self.hand_over_fetch(eid);
+        }
+    }
+
+    fn relay_timeouts(&mut self, id: RelayId) {
+        let now = self.now;
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        match relay.phase {
+            Phase::Connecting { deadline } if now >= deadline => {
+                self.outputs.push_back(Output::Close {
+                    relay: relay.url.clone(),
+                });
+                let url = relay.url.clone();
+                self.on_disconnected(&url);
+                return;
+            }
+            Phase::Backoff { until } | Phase::Dead { until } if now >= until => {
+                self.set_phase(id, Phase::Idle);
+                return;
+            }
+            _ => {}
+        }
+        if relay.phase != Phase::Open {
+            return;
+        }
+        let (quiet_until, full_reconcile_at) = (relay.quiet_until, relay.full_reconcile_at);
+        if quiet_until.is_some_and(|t| now >= t) {
+            if let Some(r) = self.relays.get_mut(&id) {
+                r.quiet_until = None;
+            }
+        }
+        if full_reconcile_at.is_some_and(|t| now >= t) {
+            let timing = self.config.timing.clone();
+            let next = now
+                + self
+                    .jitter
+                    .between(timing.full_reconcile_min, timing.full_reconcile_max);
+            if let Some(r) = self.relays.get_mut(&id) {
+                r.nip77 = relay::Nip77::Unknown;
+                r.full_reconcile_at = Some(next);
+            }
+            self.schedule_session(id, None);
+        }
+        let expired: Vec<JobId> = self
+            .relays
+            .get(&id)
+            .map(|r| {
+                r.jobs
+                    .values()
+                    .filter(|j| match &j.state {
+                        JobState::Paging(p) => now >= p.deadline,
+                        JobState::Neg(n) => now >= n.deadline,
+                        _ => false,
+                    })
+                    .map(|j| j.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for job in expired {
+            self.job_timed_out(id, job);
+        }
+        let fetches: Vec<String> = self
+            .relays
+            .get(&id)
+            .map(|r| {
+                r.subs
+                    .iter()
+                    .filter(|(_, s)| matches!(s, Sub::Fetch(f) if now >= f.deadline))
+                    .map(|(sub, _)| sub.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for sub in fetches {
+            self.end_fetch(id, &sub);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Frames
+
+    fn send(&mut self, id: RelayId, frame: &ClientFrame) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let text = frame.to_json();
+        relay.stats.bytes_out += text.len() as u64;
+        if matches!(
+            frame,
+            ClientFrame::Req { .. } | ClientFrame::NegOpen { .. } | ClientFrame::NegMsg { .. }
+        ) {
+            relay.stats.round_trips += 1;
+        }
+        self.outputs.push_back(Output::Send {
+            relay: relay.url.clone(),
+            text,
+        });
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn new_sub(&mut self) -> String {
+        format!("gs{:x}", self.new_id())
+    }
+
+    fn close_sub(&mut self, id: RelayId, sub: &str) {
+        let removed = self.relays.get_mut(&id).and_then(|r| r.subs.remove(sub));
+        match removed {
+            Some(Sub::Job(job)) => {
+                let neg = self
+                    .relays
+                    .get(&id)
+                    .and_then(|r| r.jobs.get(&job))
+                    .is_some_and(|j| matches!(j.state, JobState::Neg(_)));
+                let subscription = sub.to_owned();
+                if neg {
+                    self.send(id, &ClientFrame::NegClose { subscription });
+                } else {
+                    self.send(id, &ClientFrame::Close { subscription });
+                }
+            }
+            Some(_) => self.send(
+                id,
+                &ClientFrame::Close {
+                    subscription: sub.to_owned(),
+                },
+            ),
+            None => {}
+        }
+    }
+
+    fn on_frame(&mut self, url: &RelayUrl, text: &str) {
+        let Some(id) = self.relay_id(url) else {
+            self.stats.unknown_relay_frames += 1;
+            return;
+        };
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        relay.stats.bytes_in += text.len() as u64;
+        if relay.phase != Phase::Open {
+            relay.stats.bad_frame("not-open");
+            return;
+        }
+        let frame = match parse_relay_frame(text, MAX_FRAME_BYTES) {
+            Ok(frame) => frame,
+            Err(e) => {
+                relay.stats.bad_frame(e.as_str());
+                return;
+            }
+        };
+        match frame {
+            RelayFrame::Event {
+                subscription,
+                event,
+            } => self.on_event(id, &subscription, *event, text.len()),
+            RelayFrame::Eose { subscription } => self.on_eose(id, &subscription),
+            RelayFrame::Closed {
+                subscription,
+                message,
+            } => self.on_closed(id, &subscription, &message),
+            RelayFrame::Notice { message } => self.on_notice(id, &message),
+            RelayFrame::NegMsg {
+                subscription,
+                message,
+            } => self.on_neg_msg(id, &subscription, &message),
+            RelayFrame::NegErr {
+                subscription,
+                message,
+            } => self.on_neg_err(id, &subscription, &message),
+            RelayFrame::Ok { .. } | RelayFrame::Auth { .. } | RelayFrame::Count { .. } => {}
+        }
+    }
+
+    fn on_event(&mut self, id: RelayId, sub: &str, event: Event, bytes: usize) {
+        let now = self.now;
+        let max_queue = self.config.flow.max_ingest_queue;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        relay.stats.events_received += 1;
+        let Some(kind) = relay.subs.get(sub) else {
+            relay.stats.bad_frame("unknown-subscription");
+            return;
+        };
+        let opts = MatchEventOptions::new();
+        let (requested, job) = match kind {
+            Sub::Live(filters) => (filters.iter().any(|f| f.match_event(&event, opts)), None),
+            Sub::Job(job) => {
+                let matches = relay
+                    .jobs
+                    .get(job)
+                    .is_some_and(|j| j.filter.match_event(&event, opts));
+                (matches, Some(*job))
+            }
+            Sub::Fetch(fetch) => (fetch.filter.match_event(&event, opts), None),
+        };
+        if !requested {
+            relay.stats.reject(Reject::NotRequested.as_str());
+            return;
+        }
+        if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
+            if let JobState::Paging(pager) = &mut job.state {
+                if !pager.on_event(event.id, event.created_at) {
+                    return;
+                }
+            }
+        }
+        if let Err(reject) = self.acceptor.precheck(&event, bytes, now.timestamp()) {
+            relay.stats.reject(reject.as_str());
+            if reject.remembered() {
+                self.seen.remember(&event, now.timestamp());
+            }
+            // We got the event and decided: a fetch of it is over.
+            self.resolve_fetch(&event.id);
+            return;
+        }
+        if self.seen.contains(&event.id) {
+            self.resolve_fetch(&event.id);
+            return;
+        }
+        if self.in_pipeline.contains(&event.id) {
+            return;
+        }
+        if self.in_pipeline.len() >= max_queue {
+            relay.stats.dropped += 1;
+            relay.needs_catch_up.get_or_insert(now);
+            if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
+                job.lossy = true;
+            }
+            return;
+        }
+        if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
+            job.outstanding += 1;
+        }
+        self.in_pipeline.insert(event.id);
+        self.to_verify.push(Pipe {
+            relay: id,
+            job,
+            event,
+        });
+    }
+
+    fn on_eose(&mut self, id: RelayId, sub: &str) {
+        let Some(kind) = self.relays.get(&id).and_then(|r| r.subs.get(sub)).cloned() else {
+            return;
+        };
+        match kind {
+            Sub::Live(_) => {}
+            Sub::Fetch(_) => self.end_fetch(id, sub),
+            Sub::Job(job) => self.page_ended(id, sub, job),
+        }
+    }
+
+    fn page_ended(&mut self, id: RelayId, sub: &str, job_id: JobId) {
+        let now = self.now;
+        let eose_timeout = self.config.timing.eose_timeout;
+        let outcome = {
+            let Some(job) = self
+                .relays
+                .get_mut(&id)
+                .and_then(|r| r.jobs.get_mut(&job_id))
+            else {
+                return;
+            };
+            let JobState::Paging(pager) = &mut job.state else {
+                return;
+            };
+            pager.on_eose()
+        };
+        self.close_sub(id, sub);
+        match outcome {
+            PageOutcome::Done => self.job_received_all(id, job_id),
+            PageOutcome::Next | PageOutcome::StuckSecond(_) => {
+                if let (PageOutcome::StuckSecond(_), Some(r)) = (outcome, self.relays.get_mut(&id))
+                {
+                    r.stats.incomplete_windows += 1;
+                }
+                let new_sub = self.new_sub();
+                let Some(relay) = self.relays.get_mut(&id) else {
+                    return;
+                };
+                let Some(job) = relay.jobs.get_mut(&job_id) else {
+                    return;
+                };
+                let JobState::Paging(pager) = &mut job.state else {
+                    return;
+                };
+                pager.sub = new_sub.clone();
+                pager.deadline = now + eose_timeout;
+                let filter = pager.page_filter(&job.filter);
+                relay.subs.insert(new_sub.clone(), Sub::Job(job_id));
+                self.send(
+                    id,
+                    &ClientFrame::Req {
+                        subscription: new_sub,
+                        filters: vec![filter],
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_closed(&mut self, id: RelayId, sub: &str, message: &str) {
+        let now = self.now;
+        let cooldown = self.config.timing.rate_limit_cooldown;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(kind) = relay.subs.remove(sub) else {
+            // e.g. CLOSED right after EOSE for a subscription we already ended
+            return;
+        };
+        let class = reason_class(message);
+        if class == ReasonClass::RateLimited {
+            relay.quiet_until = Some(now + cooldown);
+        }
+        match kind {
+            Sub::Live(_) => {
+                relay.live_dirty = true;
+                relay.quiet_until.get_or_insert(now + cooldown);
+            }
+            Sub::Fetch(_) => {
+                self.fetch_ended_with(id, sub, kind);
+            }
+            Sub::Job(job) => {
+                let neg = relay
+                    .jobs
+                    .get(&job)
+                    .is_some_and(|j| matches!(j.state, JobState::Neg(_)));
+                match class {
+                    ReasonClass::RateLimited => self.requeue(id, job, false),
+                    ReasonClass::Blocked if neg && is_too_many_records(message) => {
+                        self.fall_back_to_req(id, job)
+                    }
+                    ReasonClass::AuthRequired | ReasonClass::Restricted | ReasonClass::Blocked => {
+                        self.abandon_job(id, job)
+                    }
+                    _ => self.requeue(id, job, true),
+                }
+            }
+        }
+    }
+
+    fn on_notice(&mut self, id: RelayId, message: &str) {
+        let now = self.now;
+        let cooldown = self.config.timing.rate_limit_cooldown;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        match notice_class(message) {
+            NoticeClass::NegentropyUnsupported => {
+                if relay.nip77 == relay::Nip77::Probing {
+                    relay.nip77 = relay::Nip77::Unsupported;
+                    let probe = relay.jobs.values().find(|j| j.probe).map(|j| j.id);
+                    if let Some(job) = probe {
+                        self.fall_back_to_req(id, job);
+                    }
+                }
+            }
+            NoticeClass::TooManySubscriptions => {
+                let open = relay.subs.len();
+                relay.limits.max_subscriptions = open.saturating_sub(1).max(1);
+                let newest = relay
+                    .jobs
+                    .values()
+                    .rev()
+                    .find(|j| j.state.subscription().is_some())
+                    .map(|j| j.id);
+                if let Some(job) = newest {
+                    self.requeue(id, job, false);
+                }
+            }
+            NoticeClass::RateLimited => relay.quiet_until = Some(now + cooldown),
+            NoticeClass::Other => {}
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Historic jobs
+
+    /// Plans historic jobs for every key of a relay at the start of a session (or a
+    /// full reconciliation): from scratch, or from `catch_up_from` on a quick reconnect.
+    fn schedule_session(&mut self, id: RelayId, catch_up_from: Option<Timestamp>) {
+        let keys: Vec<WorkKey> = self
+            .index
+            .targets()
+            .items(id)
+            .flat_map(|item| {
+                item.layers().iter().map(move |layer| WorkKey {
+                    layer: *layer,
+                    item,
+                })
+            })
+            .collect();
+        let since =
+            |key: &WorkKey, work: &WorkState| work.confirmed_at(id, *key).and(catch_up_from);
+        let mut groups: HashMap<(Layer, Option<Timestamp>), Vec<ItemId>> = HashMap::new();
+        for key in keys {
+            groups
+                .entry((key.layer, since(&key, &self.work)))
+                .or_default()
+                .push(key.item);
+        }
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_by_key(|((layer, since), _)| (*layer, *since));
+        for ((layer, since), items) in groups {
+            self.schedule_jobs(id, layer, &items, since);
+        }
+        if self.relays.get(&id).is_some_and(|r| r.bootstrap) {
+            let since = catch_up_from;
+            let filter = discovery_filter(Form::Historic { since });
+            self.add_job(id, Vec::new(), filter);
+        }
+    }
+
+    /// Adds jobs for `items` of one layer, one per filter of each chunk.
+    fn schedule_jobs(
+        &mut self,
+        id: RelayId,
+        layer: Layer,
+        items: &[ItemId],
+        since: Option<Timestamp>,
+    ) {
+        let Some(limits) = self.relays.get(&id).map(|r| r.limits) else {
+            return;
+        };
+        let form = Form::Historic { since };
+        let names = self.index.names();
+        let mut planned: Vec<(Vec<WorkKey>, Filter)> = Vec::new();
+        let key = |item: ItemId| WorkKey { layer, item };
+        match layer {
+            Layer::Announcements | Layer::RepoTags => {
+                let coords: Vec<RepoRef> = items
+                    .iter()
+                    .filter_map(|i| names.coord(*i).cloned())
+                    .collect();
+                let chunks = if layer == Layer::Announcements {
+                    announcement_chunks(&coords, form, &limits)
+                } else {
+                    repo_tag_chunks(&coords, form, &limits)
+                };
+                for chunk in chunks {
+                    let keys: Vec<WorkKey> = chunk
+                        .members
+                        .iter()
+                        .filter_map(|c| names.coord_id(c))
+                        .map(key)
+                        .collect();
+                    planned.extend(chunk.filters.into_iter().map(|f| (keys.clone(), f)));
+                }
+            }
+            Layer::RootTags => {
+                let roots: Vec<EventId> = items.iter().filter_map(|i| names.root(*i)).collect();
+                for chunk in root_tag_chunks(&roots, form, &limits) {
+                    let keys: Vec<WorkKey> = chunk
+                        .members
+                        .iter()
+                        .filter_map(|r| names.item_id(&Item::Root(*r)))
+                        .map(key)
+                        .collect();
+                    planned.extend(chunk.filters.into_iter().map(|f| (keys.clone(), f)));
+                }
+            }
+        }
+        for (keys, filter) in planned {
+            self.add_job(id, keys, filter);
+        }
+    }
+
+    fn add_job(&mut self, id: RelayId, keys: Vec<WorkKey>, filter: Filter) {
+        let job_id = self.new_id();
+        let now = self.now;
+        for key in &keys {
+            let entry = self.key_jobs.entry((id, *key)).or_insert((0, now));
+            entry.0 += 1;
+            entry.1 = entry.1.min(now);
+        }
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.jobs.insert(
+                job_id,
+                Job {
+                    id: job_id,
+                    keys,
+                    filter,
+                    started_at: now,
+                    attempts: 0,
+                    state: JobState::Queued,
+                    outstanding: 0,
+                    lossy: false,
+                    probe: false,
+                },
+            );
+        }
+    }
+
+    /// Starts queued jobs while the relay has slots.
+    fn start_jobs(&mut self, id: RelayId) {
+        let now = self.now;
+        loop {
+            let Some(relay) = self.relays.get(&id) else {
+                return;
+            };
+            let busy = relay
+                .jobs
+                .values()
+                .filter(|j| !matches!(j.state, JobState::Queued | JobState::Draining))
+                .count();
+            if busy >= self.config.flow.jobs_per_relay || !relay.may_subscribe(now) {
+                return;
+            }
+            let Some(job) = relay
+                .jobs
+                .values()
+                .find(|j| matches!(j.state, JobState::Queued))
+                .map(|j| j.id)
+            else {
+                return;
+            };
+            match relay.nip77 {
+                relay::Nip77::Unsupported => self.start_paging(id, job),
+                // Only the probe may speak NIP-77 until the relay answered it.
+                relay::Nip77::Probing => {
+                    let probe_running = relay.jobs.values().any(|j| j.probe);
+                    if probe_running {
+                        return;
+                    }
+                    self.start_loading(id, job, true);
+                }
+                relay::Nip77::Unknown => self.start_loading(id, job, true),
+                relay::Nip77::Supported => self.start_loading(id, job, false),
+            }
+        }
+    }
+
+    fn start_loading(&mut self, id: RelayId, job_id: JobId, probe: bool) {
+        let request = self.new_id();
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if probe {
+            relay.nip77 = relay::Nip77::Probing;
+            job.probe = true;
+        }
+        job.state = JobState::Loading { request };
+        self.loading.insert(request, (id, job_id));
+        self.outputs.push_back(Output::LoadLocalItems {
+            request,
+            filter: job.filter.clone(),
+        });
+    }
+
+    fn on_local_items(&mut self, request: RequestId, items: Vec<(Timestamp, EventId)>) {
+        let Some((id, job_id)) = self.loading.remove(&request) else {
+            return;
+        };
+        let still_loading = self
+            .relays
+            .get(&id)
+            .and_then(|r| r.jobs.get(&job_id))
+            .is_some_and(|j| matches!(j.state, JobState::Loading { request: r } if r == request));
+        if !still_loading {
+            return;
+        }
+        // An empty local set makes negentropy a slow id download: page instead.
+        if items.is_empty() {
+            self.release_probe(id, job_id);
+            self.start_paging(id, job_id);
+            return;
+        }
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get(&job_id) else {
+            return;
+        };
+        let seen = self.seen.items_matching(&job.filter);
+        let all = items
+            .into_iter()
+            .chain(seen)
+            .map(|(t, eid)| (t.as_secs(), eid.to_bytes()));
+        let frame_limit = neg::frame_limit(&relay.limits);
+        let filter = job.filter.clone();
+        match NegInitiator::new(all, frame_limit) {
+            Ok((initiator, first)) => {
+                let sub = self.new_sub();
+                let deadline = self.now + self.config.timing.neg_first_frame_timeout;
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.subs.insert(sub.clone(), Sub::Job(job_id));
+                    if let Some(job) = relay.jobs.get_mut(&job_id) {
+                        job.state = JobState::Neg(NegRun {
+                            sub: sub.clone(),
+                            initiator,
+                            deadline,
+                            answered: false,
+                        });
+                    }
+                }
+                self.send(
+                    id,
+                    &ClientFrame::NegOpen {
+                        subscription: sub,
+                        filter: Box::new(filter),
+                        message: first,
+                    },
+                );
+            }
+            Err(_) => {
+                self.release_probe(id, job_id);
+                self.start_paging(id, job_id);
+            }
+        }
+    }
+
+    /// A probe that never spoke NIP-77 leaves the relay's NIP-77 state unknown.
+    fn release_probe(&mut self, id: RelayId, job_id: JobId) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            if let Some(job) = relay.jobs.get_mut(&job_id) {
+                if job.probe {
+                    job.probe = false;
+                    if relay.nip77 == relay::Nip77::Probing {
+                        relay.nip77 = relay::Nip77::Unknown;
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_paging(&mut self, id: RelayId, job_id: JobId) {
+        let sub = self.new_sub();
+        let deadline = self.now + self.config.timing.eose_timeout;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let limit = relay.limits.max_results;
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let pager = Pager::new(sub.clone(), deadline, limit);
+        let filter = pager.page_filter(&job.filter);
+        job.state = JobState::Paging(pager);
+        relay.subs.insert(sub.clone(), Sub::Job(job_id));
+        self.send(
+            id,
+            &ClientFrame::Req {
+                subscription: sub,
+                filters: vec![filter],
+            },
+        );
+    }
+
+    fn on_neg_msg(&mut self, id: RelayId, sub: &str, message: &[u8]) {
+        let now = self.now;
+        let idle = self.config.timing.neg_idle_timeout;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(Sub::Job(job_id)) = relay.subs.get(sub).cloned() else {
+            relay.stats.bad_frame("unknown-subscription");
+            return;
+        };
+        if relay.nip77 == relay::Nip77::Probing {
+            relay.nip77 = relay::Nip77::Supported;
+        }
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        job.probe = false;
+        let JobState::Neg(run) = &mut job.state else {
+            return;
+        };
+        run.answered = true;
+        run.deadline = now + idle;
+        let progress = match run.initiator.step(message) {
+            Ok(progress) => progress,
+            Err(_) => {
+                relay.stats.bad_frame("neg-decode");
+                self.close_sub(id, sub);
+                self.fall_back_to_req(id, job_id);
+                return;
+            }
+        };
+        for need in progress.need {
+            self.need(id, job_id, EventId::from_byte_array(need));
+        }
+        match progress.next {
+            Some(next) => self.send(
+                id,
+                &ClientFrame::NegMsg {
+                    subscription: sub.to_owned(),
+                    message: next,
+                },
+            ),
+            None => {
+                self.close_sub(id, sub);
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.method = relay::Method::Negentropy;
+                    relay.stats.jobs_negentropy += 1;
+                }
+                self.job_received_all(id, job_id);
+            }
+        }
+    }
+
+    fn on_neg_err(&mut self, id: RelayId, sub: &str, message: &str) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(Sub::Job(job_id)) = relay.subs.remove(sub) else {
+            return;
+        };
+        let answered = relay
+            .jobs
+            .get(&job_id)
+            .is_some_and(|j| matches!(&j.state, JobState::Neg(n) if n.answered));
+        if !answered && !is_too_many_records(message) && relay.nip77 == relay::Nip77::Probing {
+            relay.nip77 = relay::Nip77::Unsupported;
+        }
+        self.fall_back_to_req(id, job_id);
+    }
+
+    /// NIP-77 failed for this job: page it instead.
+    fn fall_back_to_req(&mut self, id: RelayId, job_id: JobId) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            if let Some(sub) = relay
+                .jobs
+                .get(&job_id)
+                .and_then(|j| j.state.subscription())
+                .map(str::to_owned)
+            {
+                relay.subs.remove(&sub);
+            }
+            if relay.nip77 == relay::Nip77::Probing {
+                relay.nip77 = relay::Nip77::Unsupported;
+            }
+            if let Some(job) = relay.jobs.get_mut(&job_id) {
+                job.probe = false;
+            }
+        }
+        self.start_paging(id, job_id);
+    }
+
+    fn job_timed_out(&mut self, id: RelayId, job_id: JobId) {
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get(&job_id) else {
+            return;
+        };
+        let silent_neg = matches!(&job.state, JobState::Neg(n) if !n.answered);
+        let sub = job.state.subscription().map(str::to_owned);
+        if let Some(sub) = sub {
+            self.close_sub(id, &sub);
+        }
+        if silent_neg {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.nip77 = relay::Nip77::Unsupported;
+            }
+            self.fall_back_to_req(id, job_id);
+        } else {
+            self.requeue(id, job_id, true);
+        }
+    }
+
+    /// Puts a job back in the queue; `failed` counts an attempt, and too many abandon it.
+    fn requeue(&mut self, id: RelayId, job_id: JobId, failed: bool) {
+        let attempts = self.config.flow.job_attempts;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if let Some(sub) = job.state.subscription().map(str::to_owned) {
+            relay.subs.remove(&sub);
+        }
+        if job.probe && relay.nip77 == relay::Nip77::Probing {
+            relay.nip77 = relay::Nip77::Unknown;
+        }
+        job.probe = false;
+        if failed {
+            job.attempts += 1;
+        }
+        if job.attempts >= attempts {
+            self.abandon_job(id, job_id);
+            return;
+        }
+        job.state = JobState::Queued;
+        job.lossy = false;
+        job.started_at = self.now;
+    }
+
+    /// Gives up on a job: its keys stay unconfirmed (pending keys are released so the
+    /// next fresh start adds them again), and it is reported in the counters.
+    fn abandon_job(&mut self, id: RelayId, job_id: JobId) {
+        let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.remove(&job_id))
+        else {
+            return;
+        };
+        if let Some(sub) = job.state.subscription() {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.subs.remove(sub);
+                relay.stats.reject("job-abandoned");
+            }
+        }
+        for key in job.keys {
+            if self.work.is_pending(id, key) {
+                self.work.abandon(id, key);
+            }
+            self.key_jobs.remove(&(id, key));
+        }
+    }
+
+    /// The job will receive nothing more; it completes once its events are stored.
+    fn job_received_all(&mut self, id: RelayId, job_id: JobId) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if matches!(job.state, JobState::Paging(_)) {
+            relay.method = relay::Method::Req;
+            relay.stats.jobs_req += 1;
+        }
+        job.state = JobState::Draining;
+        self.try_complete(id, job_id);
+    }
+
+    fn try_complete(&mut self, id: RelayId, job_id: JobId) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let done = relay
+            .jobs
+            .get(&job_id)
+            .is_some_and(|j| matches!(j.state, JobState::Draining) && j.outstanding == 0);
+        if !done {
+            return;
+        }
+        let lossy = relay.jobs.get(&job_id).is_some_and(|j| j.lossy);
+        if lossy {
+            self.requeue(id, job_id, false);
+            return;
+        }
+        let Some(job) = relay.jobs.remove(&job_id) else {
+            return;
+        };
+        let url = relay.url.clone();
+        for key in job.keys {
+            let Some(entry) = self.key_jobs.get_mut(&(id, key)) else {
+                continue;
+            };
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 > 0 {
+                continue;
+            }
+            let at = entry.1.timestamp();
+            self.key_jobs.remove(&(id, key));
+            let known = self.work.confirm(id, key, at) || {
+                let known = self.work.is_known(id, key);
+                if known {
+                    self.work.restore(id, key, at);
+                }
+                known
+            };
+            if known {
+                let item = self.index.names().item(key.item);
+                self.outputs.push_back(Output::Checkpoint(Checkpoint {
+                    relay: url.clone(),
+                    layer: key.layer,
+                    item,
+                    at,
+                }));
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Fetching need-ids
+
+    /// `job` at relay `id` needs event `eid` (NIP-77 said the relay has it).
+    fn need(&mut self, id: RelayId, job_id: JobId, eid: EventId) {
+        if self.seen.contains(&eid) {
+            return;
+        }
+        if let Some(owner) = self.fetching.get_mut(&eid) {
+            if owner.relay != id {
+                owner.waiters.push((id, job_id));
+                self.bump(id, job_id, 1);
+            }
+            return;
+        }
+        self.fetching.insert(
+            eid,
+            FetchOwner {
+                relay: id,
+                job: job_id,
+                waiters: Vec::new(),
+            },
+        );
+        self.bump(id, job_id, 1);
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.fetch_queue.push_back((eid, job_id, false));
+        }
+    }
+
+    fn bump(&mut self, id: RelayId, job_id: JobId, by: usize) {
+        if let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+        {
+            job.outstanding += by;
+        }
+    }
+
+    fn settle(&mut self, id: RelayId, job_id: JobId) {
+        if let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+        {
+            job.outstanding = job.outstanding.saturating_sub(1);
+        }
+        self.try_complete(id, job_id);
+    }
+
+    /// An id's fetch is over (stored, rejected, or given up): its jobs stop waiting.
+    fn resolve_fetch(&mut self, eid: &EventId) {
+        let Some(owner) = self.fetching.remove(eid) else {
+            return;
+        };
+        self.settle(owner.relay, owner.job);
+        for (relay, job) in owner.waiters {
+            self.settle(relay, job);
+        }
+    }
+
+    /// The fetching relay is gone: a waiting relay fetches the id instead.
+    fn hand_over_fetch(&mut self, eid: EventId) {
+        let Some(mut owner) = self.fetching.remove(&eid) else {
+            return;
+        };
+        if owner.waiters.is_empty() {
+            return;
+        }
+        let (relay, job) = owner.waiters.remove(0);
+        self.fetching.insert(
+            eid,
+            FetchOwner {
+                relay,
+                job,
+                waiters: owner.waiters,
+            },
+        );
+        if let Some(r) = self.relays.get_mut(&relay) {
+            r.fetch_queue.push_back((eid, job, false));
+        }
+    }
+
+    fn start_fetches(&mut self, id: RelayId) {
+        let now = self.now;
+        let deadline = now + self.config.timing.eose_timeout;
+        loop {
+            let Some(relay) = self.relays.get_mut(&id) else {
+                return;
+            };
+            let in_flight = relay
+                .subs
+                .values()
+                .filter(|s| matches!(s, Sub::Fetch(_)))
+                .count();
+            if relay.fetch_queue.is_empty()
+                || in_flight >= self.config.flow.id_fetches_per_relay
+                || !relay.may_subscribe(now)
+            {
+                return;
+            }
+            let take = relay.limits.max_results.min(relay.fetch_queue.len());
+            let batch: Vec<(EventId, JobId, bool)> = relay.fetch_queue.drain(..take).collect();
+            let ids: Vec<EventId> = batch.iter().map(|(e, _, _)| *e).collect();
+            let Some(filter) = ids_filters(&ids, &relay.limits).into_iter().next() else {
+                return;
+            };
+            let sub = self.new_sub();
+            let Some(relay) = self.relays.get_mut(&id) else {
+                return;
+            };
+            relay.subs.insert(
+                sub.clone(),
+                Sub::Fetch(Fetch {
+                    filter: filter.clone(),
+                    ids: batch,
+                    deadline,
+                }),
+            );
+            self.send(
+                id,
+                &ClientFrame::Req {
+                    subscription: sub,
+                    filters: vec![filter],
+                },
+            );
+        }
+    }
+
+    /// An `ids` REQ ended (EOSE, CLOSED or timeout): close it and retry what it did not
+    /// deliver.
+    fn end_fetch(&mut self, id: RelayId, sub: &str) {
+        let Some(kind) = self.relays.get(&id).and_then(|r| r.subs.get(sub)).cloned() else {
+            return;
+        };
+        self.close_sub(id, sub);
+        self.fetch_ended_with(id, sub, kind);
+    }
+
+    fn fetch_ended_with(&mut self, id: RelayId, _sub: &str, kind: Sub) {
+        let Sub::Fetch(fetch) = kind else {
+            return;
+        };
+        for (eid, job, retried) in fetch.ids {
+            let pending = self.fetching.get(&eid).is_some_and(|o| o.relay == id)
+                && !self.in_pipeline.contains(&eid);
+            if !pending {
+                continue;
+            }
+            if retried {
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.stats.undelivered_ids += 1;
+                }
+                self.hand_over_or_resolve(eid);
+            } else if let Some(relay) = self.relays.get_mut(&id) {
+                relay.fetch_queue.push_back((eid, job, true));
+            }
+        }
+    }
+
+    /// Given up at one relay: another waiting relay tries, or the id is settled.
+    fn hand_over_or_resolve(&mut self, eid: EventId) {
+        let has_waiters = self
+            .fetching
+            .get(&eid)
+            .is_some_and(|o| !o.waiters.is_empty());
+        if has_waiters {
+            let owner = self.fetching.get(&eid).map(|o| (o.relay, o.job));
+            self.hand_over_fetch(eid);
+            if let Some((relay, job)) = owner {
+                self.settle(relay, job);
+            }
+        } else {
+            self.resolve_fetch(&eid);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Verification, acceptance, storage
+
+    fn flush_verify(&mut self) {
+        if self.to_verify.is_empty() {
+            return;
+        }
+        let batch = self.new_id();
+        let pipes = std::mem::take(&mut self.to_verify);
+        let events = pipes.iter().map(|p| p.event.clone()).collect();
+        self.verifying.insert(batch, pipes);
+        self.outputs.push_back(Output::Verify { batch, events });
+    }
+
+    fn on_verified(&mut self, batch: BatchId, valid: &[bool]) {
+        let Some(mut pipes) = self.verifying.remove(&batch) else {
+            return;
+        };
+        let now = self.now.timestamp();
+        // Announcements first, then roots, so later events of the batch see them tracked.
+        let rank = |e: &Event| {
+            if e.kind == kinds::REPO_ANNOUNCEMENT {
+                0
+            } else if nip34::is_root(e) {
+                1
+            } else {
+                2
+            }
+        };
+        let mut flagged: Vec<(Pipe, bool)> = pipes
+            .drain(..)
+            .enumerate()
+            .map(|(i, p)| (p, valid.get(i).copied().unwrap_or(false)))
+            .collect();
+        flagged.sort_by_key(|(p, _)| rank(&p.event));
+        let mut events = Vec::new();
+        let mut remove = Vec::new();
+        let mut entries = Vec::new();
+        let mut changes: Vec<TargetChange> = Vec::new();
+        for (pipe, ok) in flagged {
+            let verdict = if ok {
+                self.acceptor.decide(&pipe.event, &self.index)
+            } else {
+                Verdict::Reject(Reject::BadSignature)
+            };
+            match verdict {
+                Verdict::Store { remove: r } => {
+                    let e = &pipe.event;
+                    if e.kind == kinds::REPO_ANNOUNCEMENT
+                        || e.kind == kinds::DELETION
+                        || nip34::is_root(e)
+                    {
+                        changes.extend(self.index.apply([e]).changes);
+                    }
+                    remove.extend(r);
+                    entries.push((pipe.relay, pipe.job, pipe.event.id));
+                    events.push(pipe.event);
+                }
+                Verdict::Reject(reject) => {
+                    if let Some(relay) = self.relays.get_mut(&pipe.relay) {
+                        relay.stats.reject(reject.as_str());
+                    }
+                    if reject.remembered() {
+                        self.seen.remember(&pipe.event, now);
+                    }
+                    self.left_pipeline(
+                        pipe.relay,
+                        pipe.job,
+                        &pipe.event.id,
+                        reject != Reject::BadSignature,
+                    );
+                }
+            }
+        }
+        if !changes.is_empty() {
+            let actions = compute_actions(self.index.targets(), &changes, &self.work);
+            self.take_actions(&actions);
+        }
+        if !events.is_empty() {
+            let batch = self.new_id();
+            self.storing.insert(batch, entries);
+            self.outputs.push_back(Output::Store {
+                batch,
+                events,
+                remove,
+            });
+        }
+    }
+
+    /// An event left the pipeline (stored or rejected). `settled` says whether a fetch
+    /// for it is over (a bad signature is not the event we need: try again elsewhere).
+    fn left_pipeline(&mut self, relay: RelayId, job: Option<JobId>, eid: &EventId, settled: bool) {
+        self.in_pipeline.remove(eid);
+        if let Some(job) = job {
+            self.settle(relay, job);
+        }
+        if settled {
+            self.resolve_fetch(eid);
+        }
+    }
+
+    fn on_stored(&mut self, batch: BatchId, result: Result<(), String>) {
+        let Some(entries) = self.storing.remove(&batch) else {
+            return;
+        };
+        let ok = result.is_ok();
+        if ok {
+            self.stats.stored += entries.len() as u64;
+        } else {
+            self.stats.store_failures += 1;
+        }
+        for (relay, job, eid) in entries {
+            if let Some(r) = self.relays.get_mut(&relay) {
+                if ok {
+                    r.stats.events_accepted += 1;
+                } else if let Some(j) = job.and_then(|j| r.jobs.get_mut(&j)) {
+                    j.lossy = true;
+                }
+            }
+            self.left_pipeline(relay, job, &eid, ok);
+        }
+    }
+
+    fn on_local_events(&mut self, events: &[Event]) {
+        for event in events {
+            self.acceptor.restore(event);
+            self.seen.forget(&event.id);
+        }
+        let update = self.index.apply(events);
+        if !update.changes.is_empty() {
+            let actions = compute_actions(self.index.targets(), &update.changes, &self.work);
+            self.take_actions(&actions);
+        }
+    }
+
+    fn on_checkpoints(&mut self, checkpoints: Vec<Checkpoint>) {
+        for cp in checkpoints {
+            let Some(relay) = self.index.names().relay_id(&cp.relay) else {
+                continue;
+            };
+            let Some(item) = self.index.names().item_id(&cp.item) else {
+                continue;
+            };
+            if self.index.targets().contains(relay, item) {
+                self.work.restore(
+                    relay,
+                    WorkKey {
+                        layer: cp.layer,
+                        item,
+                    },
+                    cp.at,
+                );
+            }
+        }
+        let actions = compute_all_actions(self.index.targets(), &self.work);
+        self.take_actions(&actions);
+    }
+
+    /// Records actions as pending work and schedules what an open relay can start now.
+    fn take_actions(&mut self, actions: &Actions) {
+        self.work.apply(actions);
+        for ra in &actions.relays {
+            let id = ra.relay;
+            let url = self.index.names().relay(id).clone();
+            let relay = self
+                .relays
+                .entry(id)
+                .or_insert_with(|| RelayState::new(url, false));
+            relay.live_dirty = true;
+            if relay.phase != Phase::Open || ra.add.is_empty() {
+                continue;
+            }
+            let mut by_layer: HashMap<Layer, Vec<ItemId>> = HashMap::new();
+            for key in &ra.add {
+                by_layer.entry(key.layer).or_default().push(key.item);
+            }
+            let mut layers: Vec<_> = by_layer.into_iter().collect();
+            layers.sort_by_key(|(l, _)| *l);
+            for (layer, items) in layers {
+                self.schedule_jobs(id, layer, &items, None);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // The driver loop's one step: connections, live subscriptions, jobs, fetches.
+
+    fn drive(&mut self) {
+        let now = self.now;
+        let mut ids: Vec<RelayId> = self.relays.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let wanted = self.wanted(id);
+            let Some(relay) = self.relays.get_mut(&id) else {
+                continue;
+            };
+            match relay.phase {
+                Phase::Idle if wanted => {
+                    let url = relay.url.clone();
+                    let deadline = now + self.config.timing.connect_timeout;
+                    self.outputs
+                        .push_back(Output::FetchInfo { relay: url.clone() });
+                    self.outputs.push_back(Output::Connect { relay: url });
+                    self.set_phase(id, Phase::Connecting { deadline });
+                }
+                Phase::Open if !wanted => {
+                    let url = relay.url.clone();
+                    self.end_session(id);
+                    self.outputs.push_back(Output::Close { relay: url });
+                    if let Some(r) = self.relays.get_mut(&id) {
+                        r.disconnected_at = Some(now);
+                    }
+                    self.set_phase(id, Phase::Idle);
+                }
+                Phase::Open => {
+                    let drained = self.in_pipeline.len() < self.config.flow.max_ingest_queue / 2;
+                    if let (Some(first_drop), true) = (relay.needs_catch_up, drained) {
+                        relay.needs_catch_up = None;
+                        let from = (first_drop - self.config.timing.since_margin).timestamp();
+                        self.schedule_session(id, Some(from));
+                    }
+                    self.refresh_live(id);
+                    self.start_jobs(id);
+                    self.start_fetches(id);
+                }
+                _ => {}
+            }
+        }
+        self.flush_verify();
+    }
+
+    /// Re-issues live subscriptions when the relay's targets changed.
+    fn refresh_live(&mut self, id: RelayId) {
+        let now = self.now;
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        if !relay.live_dirty || relay.quiet_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let limits = relay.limits;
+        let bootstrap = relay.bootstrap;
+        for sub in relay.live_subs() {
+            self.close_sub(id, &sub);
+        }
+        let names = self.index.names();
+        let mut coords = Vec::new();
+        let mut roots = Vec::new();
+        for item in self.index.targets().items(id) {
+            match names.item(item) {
+                Item::Coord(c) => coords.push(c),
+                Item::Root(r) => roots.push(r),
+            }
+        }
+        let mut filters: Vec<Filter> = Vec::new();
+        for chunk in announcement_chunks(&coords, Form::Live, &limits) {
+            filters.extend(chunk.filters);
+        }
+        for chunk in repo_tag_chunks(&coords, Form::Live, &limits) {
+            filters.extend(chunk.filters);
+        }
+        for chunk in root_tag_chunks(&roots, Form::Live, &limits) {
+            filters.extend(chunk.filters);
+        }
+        if bootstrap {
+            filters.push(discovery_filter(Form::Live));
+        }
+        let mut reqs = pack_reqs(filters, &limits);
+        // Leave room for historic jobs: past that budget, one coarse live filter.
+        let budget = limits
+            .max_subscriptions
+            .saturating_sub(self.config.flow.jobs_per_relay + 1)
+            .max(1);
+        if reqs.len() > budget {
+            reqs = vec![vec![Filter::new().kinds(kinds::ALL).limit(0)]];
+        }
+        for filters in reqs {
+            let sub = self.new_sub();
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.subs.insert(sub.clone(), Sub::Live(filters.clone()));
+            }
+            self.send(
+                id,
+                &ClientFrame::Req {
+                    subscription: sub,
+                    filters,
+                },
+            );
+        }
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.live_dirty = false;
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Per-relay state: connection phase, health and backoff, NIP-77 availability, open
+//! subscriptions, historic jobs, id fetches, and the counters a front end shows.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use nostr::prelude::{EventId, Filter};
+
+use super::config::Timing;
+use super::job::{Job, JobId};
+use super::time::{Jitter, Time};
+use crate::limits::RelayLimits;
+use crate::relay_url::RelayUrl;
+
+/// Where a relay connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing to sync from it; not connected.
+    Idle,
+    /// A connection was requested.
+    Connecting {
+        /// When the attempt counts as failed.
+        deadline: Time,
+    },
+    /// Connected.
+    Open,
+    /// Failed; retried at `until`.
+    Backoff {
+        /// When to retry.
+        until: Time,
+    },
+    /// Failing for a day; retried at `until`.
+    Dead {
+        /// When to retry.
+        until: Time,
+    },
+}
+
+/// Whether a relay speaks NIP-77.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nip77 {
+    /// Not tried yet this session: the first NEG-OPEN is a probe.
+    Unknown,
+    /// A probe is out.
+    Probing,
+    /// It answered NEG-MSG.
+    Supported,
+    /// It refused or stayed silent; retried on the next fresh start.
+    Unsupported,
+}
+
+/// How the last historic sync at a relay was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Nothing yet.
+    None,
+    /// NIP-77 negentropy.
+    Negentropy,
+    /// Paginated REQ.
+    Req,
+}
+
+/// Counters per relay, for status displays and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Bytes of frames received.
+    pub bytes_in: u64,
+    /// Bytes of frames sent.
+    pub bytes_out: u64,
+    /// Requests that wait for an answer: REQ, NEG-OPEN, NEG-MSG.
+    pub round_trips: u64,
+    /// EVENT frames received.
+    pub events_received: u64,
+    /// Events stored.
+    pub events_accepted: u64,
+    /// Events refused, by reason label.
+    pub events_rejected: BTreeMap<&'static str, u64>,
+    /// Frames that did not parse, by error label.
+    pub bad_frames: BTreeMap<&'static str, u64>,
+    /// Historic jobs done with NIP-77 and with REQ.
+    pub jobs_negentropy: u64,
+    /// See [`jobs_negentropy`](Self::jobs_negentropy).
+    pub jobs_req: u64,
+    /// Seconds that held more than a page and could not be fully paged.
+    pub incomplete_windows: u64,
+    /// Ids a relay announced (NIP-77) but did not deliver, given up on.
+    pub undelivered_ids: u64,
+    /// Events dropped because the ingest queue was full.
+    pub dropped: u64,
+    /// Connection failures.
+    pub failures: u64,
+}
+
+impl RelayStats {
+    /// Counts one rejection.
+    pub fn reject(&mut self, reason: &'static str) {
+        *self.events_rejected.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Counts one bad frame.
+    pub fn bad_frame(&mut self, reason: &'static str) {
+        *self.bad_frames.entry(reason).or_insert(0) += 1;
+    }
+}
+
+/// What a subscription id at a relay belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sub {
+    /// A live subscription with these filters.
+    Live(Vec<Filter>),
+    /// A historic job (paged REQ or NIP-77 session).
+    Job(JobId),
+    /// An `ids` fetch.
+    Fetch(Fetch),
+}
+
+/// One `ids` REQ in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fetch {
+    pub filter: Filter,
+    pub ids: Vec<(EventId, JobId, bool)>,
+    pub deadline: Time,
+}
+
+/// Everything the engine keeps about one relay.
+pub(crate) struct RelayState {
+    pub url: RelayUrl,
+    pub phase: Phase,
+    pub limits: RelayLimits,
+    pub nip77: Nip77,
+    pub method: Method,
+    /// Consecutive failures and when the first of them happened.
+    pub failures: u32,
+    pub failing_since: Option<Time>,
+    pub connected_at: Option<Time>,
+    pub disconnected_at: Option<Time>,
+    /// No new subscriptions before this (rate-limited).
+    pub quiet_until: Option<Time>,
+    /// When the next full reconciliation is due.
+    pub full_reconcile_at: Option<Time>,
+    /// Open subscriptions.
+    pub subs: HashMap<String, Sub>,
+    /// Live subscriptions must be re-issued (targets changed).
+    pub live_dirty: bool,
+    /// Historic jobs, in start order.
+    pub jobs: BTreeMap<JobId, Job>,
+    /// Ids to fetch: (id, job that needs it, already retried once).
+    pub fetch_queue: VecDeque<(EventId, JobId, bool)>,
+    /// Events were dropped since this time: catch up once the queue drains.
+    pub needs_catch_up: Option<Time>,
+    /// A bootstrap relay: asked for every announcement.
+    pub bootstrap: bool,
+    pub stats: RelayStats,
+}
+
+impl RelayState {
+    pub fn new(url: RelayUrl, bootstrap: bool) -> Self {
+        Self {
+            url,
+            phase: Phase::Idle,
+            limits: RelayLimits::default(),
+            nip77: Nip77::Unknown,
+            method: Method::None,
+            failures: 0,
+            failing_since: None,
+            connected_at: None,
+            disconnected_at: None,
+            quiet_until: None,
+            full_reconcile_at: None,
+            subs: HashMap::new(),
+            live_dirty: true,
+            jobs: BTreeMap::new(),
+            fetch_queue: VecDeque::new(),
+            needs_catch_up: None,
+            bootstrap,
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// After a failure: the phase to wait in — exponential backoff with jitter, Dead
+    /// after failing for `dead_after`.
+    pub fn fail(&mut self, now: Time, timing: &Timing, jitter: &mut Jitter) {
+        self.failures = self.failures.saturating_add(1);
+        self.stats.failures += 1;
+        let since = *self.failing_since.get_or_insert(now);
+        self.phase = if now.since(since) >= timing.dead_after {
+            Phase::Dead {
+                until: now + timing.dead_retry,
+            }
+        } else {
+            let exp = timing
+                .backoff_base
+                .saturating_mul(1u32 << self.failures.saturating_sub(1).min(20));
+            let delay = exp.min(timing.backoff_cap);
+            let delay = jitter.between(delay / 2, delay + delay / 2);
+            Phase::Backoff { until: now + delay }
+        };
+    }
+
+    /// A connection succeeded: health is restored.
+    pub fn recovered(&mut self) {
+        self.failures = 0;
+        self.failing_since = None;
+    }
+
+    /// Whether a new subscription may be opened now.
+    pub fn may_subscribe(&self, now: Time) -> bool {
+        self.phase == Phase::Open
+            && self.quiet_until.is_none_or(|t| now >= t)
+            && self.subs.len() < self.limits.max_subscriptions
+    }
+
+    /// The earliest deadline of this relay.
+    pub fn next_deadline(&self) -> Option<Time> {
+        let phase = match self.phase {
+            Phase::Connecting { deadline } => Some(deadline),
+            Phase::Backoff { until } | Phase::Dead { until } => Some(until),
+            Phase::Open | Phase::Idle => None,
+        };
+        let open = (self.phase == Phase::Open).then(|| {
+            let jobs = self.jobs.values().filter_map(|j| match &j.state {
+                super::job::JobState::Paging(p) => Some(p.deadline),
+                super::job::JobState::Neg(n) => Some(n.deadline),
+                _ => None,
+            });
+            let fetches = self.subs.values().filter_map(|s| match s {
+                Sub::Fetch(f) => Some(f.deadline),
+                _ => None,
+            });
+            jobs.chain(fetches)
+                .chain(self.quiet_until)
+                .chain(self.full_reconcile_at)
+                .min()
+        });
+        [phase, open.flatten()].into_iter().flatten().min()
+    }
+
+    /// Live subscription ids.
+    pub fn live_subs(&self) -> Vec<String> {
+        self.subs
+            .iter()
+            .filter(|(_, s)| matches!(s, Sub::Live(_)))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// How long the relay was away, if it was connected before.
+    pub fn gap(&self, now: Time) -> Option<Duration> {
+        self.disconnected_at.map(|t| now.since(t))
+    }
+}

@@ -1,0 +1,13 @@
+//! Deterministic simulation for grasp-sync (dev-only): a signed NIP-34 corpus
+//! generator, simulated relays with the quirks of real ones, and a simulated world that
+//! drives the sans-IO engine on a simulated clock with injected faults.
+
+pub mod corpus;
+pub mod relay;
+pub mod rng;
+pub mod world;
+
+pub use corpus::{Corpus, CorpusSpec};
+pub use relay::{SimRelay, SimRelayConfig};
+pub use rng::Rng;
+pub use world::{Faults, World};

@@ -1,0 +1,341 @@
+//! A simulated relay over an in-memory event set: real NIP-01 filter matching, NIP-77
+//! through the core's responder, and the quirks of real relays — a silent result limit,
+//! a subscription limit, a message-size limit, NOTICE instead of NEG-ERR, CLOSED right
+//! after EOSE for id-only REQs — each configurable.
+
+use std::collections::{BTreeMap, HashMap};
+
+use grasp_sync_core::neg::{NegReply, NegResponder, ResponderLimits};
+use grasp_sync_core::wire::{parse_client_frame, ClientFrame, RelayFrame};
+use nostr::prelude::{Event, EventId, Filter, Kind, MatchEventOptions, Timestamp};
+
+/// How a simulated relay behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRelayConfig {
+    /// Whether it speaks NIP-77.
+    pub nip77: bool,
+    /// Without NIP-77, refuse NEG-OPEN with a NOTICE (strfry and nostr-rs-relay style)
+    /// instead of a NEG-ERR.
+    pub neg_refusal_as_notice: bool,
+    /// Results per filter, applied silently (like strfry's 500).
+    pub max_results: usize,
+    /// Open subscriptions per connection; more are refused with CLOSED.
+    pub max_subscriptions: usize,
+    /// Largest message accepted; larger ones get a NOTICE.
+    pub max_message_bytes: usize,
+    /// Send CLOSED right after EOSE for REQs that only ask for ids (rust-nostr style).
+    pub closed_after_eose_for_ids: bool,
+    /// Items a NIP-77 session may hold.
+    pub max_neg_items: usize,
+}
+
+impl Default for SimRelayConfig {
+    fn default() -> Self {
+        Self {
+            nip77: true,
+            neg_refusal_as_notice: true,
+            max_results: 500,
+            max_subscriptions: 20,
+            max_message_bytes: 128 * 1024,
+            closed_after_eose_for_ids: true,
+            max_neg_items: 500_000,
+        }
+    }
+}
+
+/// A simulated relay. Frames in, frames out; no clock, no I/O.
+#[derive(Debug)]
+pub struct SimRelay {
+    /// Its behaviour.
+    pub config: SimRelayConfig,
+    events: BTreeMap<EventId, Event>,
+    subs: HashMap<String, Vec<Filter>>,
+    neg: NegResponder,
+    /// Frames received, for assertions.
+    pub frames_in: u64,
+    /// Bytes received and sent.
+    pub bytes_in: u64,
+    /// See [`bytes_in`](Self::bytes_in).
+    pub bytes_out: u64,
+}
+
+impl SimRelay {
+    /// An empty relay.
+    pub fn new(config: SimRelayConfig) -> Self {
+        let neg = NegResponder::new(ResponderLimits {
+            max_items: config.max_neg_items,
+            ..ResponderLimits::default()
+        });
+        Self {
+            config,
+            events: BTreeMap::new(),
+            subs: HashMap::new(),
+            neg,
+            frames_in: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Every stored event.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.values()
+    }
+
+    /// Stores an event as a relay would (replaceable and addressable versions replace
+    /// older ones; NIP-09 deletions remove the author's events) and returns the frames
+    /// for open subscriptions it matches.
+    pub fn publish(&mut self, event: Event) -> Vec<String> {
+        if !self.insert(event.clone()) {
+            return Vec::new();
+        }
+        let opts = MatchEventOptions::new();
+        let mut out = Vec::new();
+        for (sub, filters) in &self.subs {
+            if filters.iter().any(|f| f.match_event(&event, opts)) {
+                out.push(
+                    RelayFrame::Event {
+                        subscription: sub.clone(),
+                        event: Box::new(event.clone()),
+                    }
+                    .to_json(),
+                );
+            }
+        }
+        self.count_out(&out);
+        out
+    }
+
+    /// Stores an event without notifying anyone; whether it was kept.
+    pub fn insert(&mut self, event: Event) -> bool {
+        let kind = event.kind;
+        if kind.is_replaceable() || kind.is_addressable() {
+            let d = |e: &Event| {
+                e.tags
+                    .iter()
+                    .find(|t| t.kind() == "d")
+                    .and_then(|t| t.content())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let key = (kind, event.pubkey, d(&event));
+            let older: Vec<EventId> = self
+                .events
+                .values()
+                .filter(|e| (e.kind, e.pubkey, d(e)) == key)
+                .filter(|e| {
+                    e.created_at < event.created_at
+                        || (e.created_at == event.created_at && e.id > event.id)
+                })
+                .map(|e| e.id)
+                .collect();
+            let newer_held = self
+                .events
+                .values()
+                .any(|e| (e.kind, e.pubkey, d(e)) == key && !older.contains(&e.id));
+            if newer_held {
+                return false;
+            }
+            for id in older {
+                self.events.remove(&id);
+            }
+        }
+        if kind == Kind::from(5u16) {
+            let targets: Vec<EventId> = event
+                .tags
+                .iter()
+                .filter(|t| t.kind() == "e")
+                .filter_map(|t| t.content())
+                .filter_map(|v| EventId::from_hex(v).ok())
+                .collect();
+            for id in targets {
+                if self
+                    .events
+                    .get(&id)
+                    .is_some_and(|e| e.pubkey == event.pubkey)
+                {
+                    self.events.remove(&id);
+                }
+            }
+        }
+        self.events.insert(event.id, event);
+        true
+    }
+
+    /// The connection closed: subscriptions and NIP-77 sessions are gone.
+    pub fn disconnect(&mut self) {
+        self.subs.clear();
+        self.neg = NegResponder::new(ResponderLimits {
+            max_items: self.config.max_neg_items,
+            ..ResponderLimits::default()
+        });
+    }
+
+    /// Handles one frame from a client; returns the frames sent back.
+    pub fn handle(&mut self, text: &str) -> Vec<String> {
+        self.frames_in += 1;
+        self.bytes_in += text.len() as u64;
+        let out = self.answer(text);
+        self.count_out(&out);
+        out
+    }
+
+    fn count_out(&mut self, out: &[String]) {
+        self.bytes_out += out.iter().map(|s| s.len() as u64).sum::<u64>();
+    }
+
+    fn answer(&mut self, text: &str) -> Vec<String> {
+        if text.len() > self.config.max_message_bytes {
+            return vec![notice("error: message too large")];
+        }
+        let frame = match parse_client_frame(text, self.config.max_message_bytes) {
+            Ok(frame) => frame,
+            Err(e) => return vec![notice(&format!("error: could not parse command: {e}"))],
+        };
+        match frame {
+            ClientFrame::Req {
+                subscription,
+                filters,
+            } => self.req(subscription, filters),
+            ClientFrame::Close { subscription } => {
+                self.subs.remove(&subscription);
+                Vec::new()
+            }
+            ClientFrame::Event { event } => {
+                let id = event.id;
+                self.insert(*event);
+                vec![RelayFrame::Ok {
+                    event_id: id,
+                    accepted: true,
+                    message: String::new(),
+                }
+                .to_json()]
+            }
+            ClientFrame::NegOpen {
+                subscription,
+                filter,
+                message,
+            } => {
+                if !self.config.nip77 {
+                    return vec![if self.config.neg_refusal_as_notice {
+                        notice("ERROR: bad msg: unknown cmd")
+                    } else {
+                        neg_err(&subscription, "error: negentropy disabled")
+                    }];
+                }
+                let items: Vec<(u64, [u8; 32])> = self
+                    .matching(&filter)
+                    .map(|e| (e.created_at.as_secs(), e.id.to_bytes()))
+                    .collect();
+                let reply = self.neg.open(&subscription, items, &message);
+                vec![neg_reply(&subscription, reply)]
+            }
+            ClientFrame::NegMsg {
+                subscription,
+                message,
+            } => {
+                if !self.config.nip77 {
+                    return vec![notice("ERROR: bad msg: unknown cmd")];
+                }
+                let reply = self.neg.message(&subscription, &message);
+                vec![neg_reply(&subscription, reply)]
+            }
+            ClientFrame::NegClose { subscription } => {
+                self.neg.close(&subscription);
+                Vec::new()
+            }
+            ClientFrame::Count { subscription, .. } => vec![RelayFrame::Closed {
+                subscription,
+                message: "error: COUNT not supported".into(),
+            }
+            .to_json()],
+            ClientFrame::Auth { .. } => Vec::new(),
+        }
+    }
+
+    fn req(&mut self, subscription: String, filters: Vec<Filter>) -> Vec<String> {
+        if !self.subs.contains_key(&subscription)
+            && self.subs.len() >= self.config.max_subscriptions
+        {
+            return vec![RelayFrame::Closed {
+                subscription,
+                message: "error: too many concurrent REQs".into(),
+            }
+            .to_json()];
+        }
+        let mut out = Vec::new();
+        let mut sent = std::collections::HashSet::new();
+        for filter in &filters {
+            let limit = filter
+                .limit
+                .unwrap_or(self.config.max_results)
+                .min(self.config.max_results);
+            let mut matching: Vec<&Event> = self.matching(filter).collect();
+            matching.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+            for event in matching.into_iter().take(limit) {
+                if sent.insert(event.id) {
+                    out.push(
+                        RelayFrame::Event {
+                            subscription: subscription.clone(),
+                            event: Box::new(event.clone()),
+                        }
+                        .to_json(),
+                    );
+                }
+            }
+        }
+        out.push(
+            RelayFrame::Eose {
+                subscription: subscription.clone(),
+            }
+            .to_json(),
+        );
+        let ids_only = filters.iter().all(|f| f.ids.is_some());
+        if ids_only && self.config.closed_after_eose_for_ids {
+            out.push(
+                RelayFrame::Closed {
+                    subscription,
+                    message: String::new(),
+                }
+                .to_json(),
+            );
+        } else {
+            self.subs.insert(subscription, filters);
+        }
+        out
+    }
+
+    fn matching<'a>(&'a self, filter: &'a Filter) -> impl Iterator<Item = &'a Event> + 'a {
+        let opts = MatchEventOptions::new();
+        let since = filter.since.unwrap_or(Timestamp::from(0));
+        self.events
+            .values()
+            .filter(move |e| e.created_at >= since && filter.match_event(e, opts))
+    }
+}
+
+fn notice(message: &str) -> String {
+    RelayFrame::Notice {
+        message: message.to_owned(),
+    }
+    .to_json()
+}
+
+fn neg_err(subscription: &str, message: &str) -> String {
+    RelayFrame::NegErr {
+        subscription: subscription.to_owned(),
+        message: message.to_owned(),
+    }
+    .to_json()
+}
+
+fn neg_reply(subscription: &str, reply: NegReply) -> String {
+    match reply {
+        NegReply::Msg(message) => RelayFrame::NegMsg {
+            subscription: subscription.to_owned(),
+            message,
+        }
+        .to_json(),
+        NegReply::Err(reason) => neg_err(subscription, &reason),
+    }
+}

@@ -1,0 +1,355 @@
+//! A simulated world: the engine, simulated relays behind a network with latency and
+//! faults, an in-memory store and a simulated clock. Everything is deterministic from
+//! the seed, so a failing run replays exactly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use grasp_sync_core::engine::{Checkpoint, EngineConfig, Input, Output, SyncEngine, Time};
+use grasp_sync_core::RelayUrl;
+use nostr::prelude::{Event, EventId, MatchEventOptions};
+
+use crate::relay::{SimRelay, SimRelayConfig};
+use crate::rng::Rng;
+
+/// Faults injected on the network, in percent per frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Frames from relays that are lost.
+    pub drop_pct: u64,
+    /// Frames from relays that arrive twice.
+    pub duplicate_pct: u64,
+    /// Events from relays whose signature is corrupted on the way.
+    pub bad_signature_pct: u64,
+    /// Extra delay, up to this many milliseconds, per frame.
+    pub jitter_ms: u64,
+}
+
+/// One relay in the world.
+#[derive(Debug)]
+pub struct Host {
+    /// The relay.
+    pub relay: SimRelay,
+    /// Whether it accepts connections.
+    pub up: bool,
+    /// Whether the engine is connected to it.
+    pub connected: bool,
+}
+
+#[derive(Debug)]
+enum Delivery {
+    Input(Input),
+    ToRelay(RelayUrl, String),
+}
+
+/// The simulated world.
+pub struct World {
+    /// The simulated clock.
+    pub now: Time,
+    /// The engine under test.
+    pub engine: SyncEngine,
+    /// The relays, by URL.
+    pub hosts: BTreeMap<RelayUrl, Host>,
+    /// The store.
+    pub store: BTreeMap<EventId, Event>,
+    /// Checkpoints the engine asked to persist.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Network faults in force.
+    pub faults: Faults,
+    /// One-way latency.
+    pub latency: Duration,
+    /// How many times each event id was delivered to the engine, per relay.
+    pub deliveries: HashMap<(RelayUrl, EventId), u32>,
+    queue: BTreeMap<(Time, u64), Delivery>,
+    seq: u64,
+    rng: Rng,
+}
+
+impl World {
+    /// A world with the engine configured by `config`, starting at `start`.
+    pub fn new(config: EngineConfig, start: Time, seed: u64) -> Self {
+        Self {
+            now: start,
+            engine: SyncEngine::new(config),
+            hosts: BTreeMap::new(),
+            store: BTreeMap::new(),
+            checkpoints: Vec::new(),
+            faults: Faults::default(),
+            latency: Duration::from_millis(20),
+            deliveries: HashMap::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            rng: Rng::new(seed ^ 0xA5A5_5A5A),
+        }
+    }
+
+    /// Adds a relay holding `events`.
+    pub fn add_relay(&mut self, url: &str, config: SimRelayConfig, events: &[Event]) -> RelayUrl {
+        let url = RelayUrl::parse(url).unwrap_or_else(|e| panic!("test relay url {url}: {e}"));
+        let mut relay = SimRelay::new(config);
+        for e in events {
+            relay.insert(e.clone());
+        }
+        self.hosts.insert(
+            url.clone(),
+            Host {
+                relay,
+                up: true,
+                connected: false,
+            },
+        );
+        url
+    }
+
+    /// Hands the engine an input now.
+    pub fn input(&mut self, input: Input) {
+        self.engine.handle_input(self.now, input);
+        self.drain();
+    }
+
+    /// Publishes an event at a relay: stored, and sent to matching open subscriptions.
+    pub fn publish(&mut self, url: &RelayUrl, event: Event) {
+        let Some(host) = self.hosts.get_mut(url) else {
+            return;
+        };
+        let frames = host.relay.publish(event);
+        if host.connected {
+            for frame in frames {
+                self.send_to_engine(url.clone(), frame);
+            }
+        }
+    }
+
+    /// Cuts the connection to a relay (it stays up and may be reconnected).
+    pub fn cut(&mut self, url: &RelayUrl) {
+        if let Some(host) = self.hosts.get_mut(url) {
+            if host.connected {
+                host.connected = false;
+                host.relay.disconnect();
+                let at = self.now;
+                self.schedule(
+                    at,
+                    Delivery::Input(Input::Disconnected {
+                        relay: url.clone(),
+                        reason: "cut".into(),
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Takes a relay down (cutting its connection) or brings it back up.
+    pub fn set_up(&mut self, url: &RelayUrl, up: bool) {
+        if !up {
+            self.cut(url);
+        }
+        if let Some(host) = self.hosts.get_mut(url) {
+            host.up = up;
+        }
+    }
+
+    /// Runs until `deadline` of simulated time, or until nothing is left to happen.
+    pub fn run_until(&mut self, deadline: Time) {
+        let mut same_instant = 0u32;
+        loop {
+            self.drain();
+            let next_delivery = self.queue.keys().next().map(|(t, _)| *t);
+            let next_timer = self.engine.poll_timeout();
+            let next = match (next_delivery, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if next > deadline {
+                self.now = deadline;
+                break;
+            }
+            if next <= self.now {
+                same_instant += 1;
+                assert!(same_instant < 100_000, "no progress at {:?}", self.now);
+            } else {
+                same_instant = 0;
+                self.now = next;
+            }
+            if next_delivery.is_some_and(|t| t <= self.now) {
+                let Some((_, delivery)) = self.queue.pop_first() else {
+                    continue;
+                };
+                self.deliver(delivery);
+            } else {
+                self.engine.handle_timeout(self.now);
+            }
+        }
+        self.drain();
+    }
+
+    /// Runs for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn schedule(&mut self, at: Time, delivery: Delivery) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), delivery);
+    }
+
+    fn send_to_engine(&mut self, url: RelayUrl, mut frame: String) {
+        if self.faults.drop_pct > 0 && self.rng.chance(self.faults.drop_pct) {
+            return;
+        }
+        if self.faults.bad_signature_pct > 0
+            && frame.starts_with("[\"EVENT\"")
+            && self.rng.chance(self.faults.bad_signature_pct)
+        {
+            frame = corrupt_signature(&frame);
+        }
+        let jitter = Duration::from_millis(self.rng.below(self.faults.jitter_ms + 1));
+        let at = self.now + self.latency + jitter;
+        let copies = if self.faults.duplicate_pct > 0 && self.rng.chance(self.faults.duplicate_pct)
+        {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            self.schedule(
+                at,
+                Delivery::Input(Input::Frame {
+                    relay: url.clone(),
+                    text: frame.clone(),
+                }),
+            );
+        }
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Input(input) => {
+                if let Input::Frame { relay, text } = &input {
+                    if !self.hosts.get(relay).is_some_and(|h| h.connected) {
+                        return;
+                    }
+                    if let Some(id) = event_id_of(text) {
+                        *self.deliveries.entry((relay.clone(), id)).or_insert(0) += 1;
+                    }
+                }
+                self.engine.handle_input(self.now, input);
+            }
+            Delivery::ToRelay(url, text) => {
+                let Some(host) = self.hosts.get_mut(&url) else {
+                    return;
+                };
+                if !host.connected {
+                    return;
+                }
+                for frame in host.relay.handle(&text) {
+                    self.send_to_engine(url.clone(), frame);
+                }
+            }
+        }
+    }
+
+    /// Executes every output the engine has.
+    fn drain(&mut self) {
+        while let Some(output) = self.engine.poll_output() {
+            let now = self.now;
+            let later = now + self.latency;
+            match output {
+                Output::Connect { relay } => {
+                    let up = self.hosts.get(&relay).is_some_and(|h| h.up);
+                    let input = if up {
+                        if let Some(host) = self.hosts.get_mut(&relay) {
+                            host.connected = true;
+                            host.relay.disconnect();
+                        }
+                        Input::Connected { relay }
+                    } else {
+                        Input::Disconnected {
+                            relay,
+                            reason: "refused".into(),
+                        }
+                    };
+                    self.schedule(later, Delivery::Input(input));
+                }
+                Output::FetchInfo { relay } => self.schedule(
+                    later,
+                    Delivery::Input(Input::Info {
+                        relay,
+                        document: None,
+                    }),
+                ),
+                Output::Send { relay, text } => {
+                    self.schedule(later, Delivery::ToRelay(relay, text))
+                }
+                Output::Close { relay } => {
+                    if let Some(host) = self.hosts.get_mut(&relay) {
+                        host.connected = false;
+                        host.relay.disconnect();
+                    }
+                }
+                Output::LoadLocalItems { request, filter } => {
+                    let opts = MatchEventOptions::new();
+                    let items = self
+                        .store
+                        .values()
+                        .filter(|e| filter.match_event(e, opts))
+                        .map(|e| (e.created_at, e.id))
+                        .collect();
+                    self.schedule(now, Delivery::Input(Input::LocalItems { request, items }));
+                }
+                Output::Verify { batch, events } => {
+                    let valid = events.iter().map(|e| e.verify().is_ok()).collect();
+                    self.schedule(now, Delivery::Input(Input::Verified { batch, valid }));
+                }
+                Output::Store {
+                    batch,
+                    events,
+                    remove,
+                } => {
+                    for r in remove {
+                        if self.store.get(&r.id).is_some_and(|e| e.pubkey == r.author) {
+                            self.store.remove(&r.id);
+                        }
+                    }
+                    for e in events {
+                        self.store.insert(e.id, e);
+                    }
+                    self.schedule(
+                        now,
+                        Delivery::Input(Input::Stored {
+                            batch,
+                            result: Ok(()),
+                        }),
+                    );
+                }
+                Output::Checkpoint(cp) => self.checkpoints.push(cp),
+                Output::Status { .. } => {}
+            }
+        }
+    }
+}
+
+/// The id of the event in an EVENT frame, if it is one.
+fn event_id_of(frame: &str) -> Option<EventId> {
+    let value: serde_json::Value = serde_json::from_str(frame).ok()?;
+    let arr = value.as_array()?;
+    if arr.first()?.as_str()? != "EVENT" {
+        return None;
+    }
+    EventId::from_hex(arr.get(2)?.get("id")?.as_str()?).ok()
+}
+
+/// The same frame with one hex digit of the event's signature changed.
+fn corrupt_signature(frame: &str) -> String {
+    let Some(pos) = frame.find("\"sig\":\"") else {
+        return frame.to_owned();
+    };
+    let at = pos + 7;
+    let mut bytes = frame.as_bytes().to_vec();
+    if let Some(b) = bytes.get_mut(at) {
+        *b = if *b == b'0' { b'1' } else { b'0' };
+    }
+    String::from_utf8(bytes).unwrap_or_else(|_| frame.to_owned())
+}
