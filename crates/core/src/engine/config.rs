@@ -33,6 +33,9 @@ pub struct Timing {
     pub dead_retry: Duration,
     /// How long to stay quiet towards a relay that said we are rate-limited.
     pub rate_limit_cooldown: Duration,
+    /// Newly discovered items join live subscriptions at most this often (their
+    /// historic jobs wait for it), so a burst of discoveries is one update.
+    pub live_update_interval: Duration,
     /// Full reconciliation happens at a random time between these after a fresh start.
     pub full_reconcile_min: Duration,
     /// See [`full_reconcile_min`](Self::full_reconcile_min).
@@ -53,6 +56,7 @@ impl Default for Timing {
             dead_after: Duration::from_secs(24 * 3600),
             dead_retry: Duration::from_secs(24 * 3600),
             rate_limit_cooldown: Duration::from_secs(60),
+            live_update_interval: Duration::from_secs(1),
             full_reconcile_min: Duration::from_secs(23 * 3600),
             full_reconcile_max: Duration::from_secs(25 * 3600),
         }

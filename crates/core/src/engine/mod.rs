@@ -331,9 +331,10 @@ impl SyncEngine {
         if idle_but_wanted {
             return Some(self.now);
         }
+        let live_interval = self.config.timing.live_update_interval;
         self.relays
             .values()
-            .filter_map(RelayState::next_deadline)
+            .filter_map(|r| r.next_deadline(live_interval))
             .min()
     }
 
@@ -1696,7 +1697,8 @@ impl SyncEngine {
         self.take_actions(&actions);
     }
 
-    /// Records actions as pending work and schedules what an open relay can start now.
+    /// Records actions as pending work; an open relay plans jobs for the new keys when
+    /// its queue drains, and adds them to its live subscriptions.
     fn take_actions(&mut self, actions: &Actions) {
         self.work.apply(actions);
         for ra in &actions.relays {
@@ -1706,19 +1708,37 @@ impl SyncEngine {
                 .relays
                 .entry(id)
                 .or_insert_with(|| RelayState::new(url, false));
-            relay.live_dirty = true;
-            if relay.phase != Phase::Open || ra.add.is_empty() {
+            if relay.phase != Phase::Open {
                 continue;
             }
-            let mut by_layer: HashMap<Layer, Vec<ItemId>> = HashMap::new();
-            for key in &ra.add {
+            relay.unscheduled.extend(ra.add.iter().copied());
+            relay.live_new.extend(ra.add.iter().map(|k| k.item));
+        }
+    }
+
+    /// Plans jobs for coalesced new keys once nothing is queued.
+    fn schedule_unscheduled(&mut self, id: RelayId) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let queued = relay
+            .jobs
+            .values()
+            .any(|j| matches!(j.state, JobState::Queued));
+        if queued || relay.unscheduled.is_empty() || !relay.live_new.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut relay.unscheduled);
+        let mut by_layer: HashMap<Layer, Vec<ItemId>> = HashMap::new();
+        for key in keys {
+            if self.work.is_pending(id, key) {
                 by_layer.entry(key.layer).or_default().push(key.item);
             }
-            let mut layers: Vec<_> = by_layer.into_iter().collect();
-            layers.sort_by_key(|(l, _)| *l);
-            for (layer, items) in layers {
-                self.schedule_jobs(id, layer, &items, None);
-            }
+        }
+        let mut layers: Vec<_> = by_layer.into_iter().collect();
+        layers.sort_by_key(|(l, _)| *l);
+        for (layer, items) in layers {
+            self.schedule_jobs(id, layer, &items, None);
         }
     }
 
@@ -1759,7 +1779,10 @@ impl SyncEngine {
                         let from = (first_drop - self.config.timing.since_margin).timestamp();
                         self.schedule_session(id, Some(from));
                     }
+                    // Live first: a new item's historic job must not start before its
+                    // live subscription, or events in between would be missed.
                     self.refresh_live(id);
+                    self.schedule_unscheduled(id);
                     self.start_jobs(id);
                     self.start_fetches(id);
                 }
@@ -1769,51 +1792,78 @@ impl SyncEngine {
         self.flush_verify();
     }
 
-    /// Re-issues live subscriptions when the relay's targets changed.
+    /// Sends live subscriptions: all targets at session start, then only items added
+    /// since, as extra REQs; when those would exceed the relay's budget, everything is
+    /// consolidated again.
     fn refresh_live(&mut self, id: RelayId) {
         let now = self.now;
         let Some(relay) = self.relays.get(&id) else {
             return;
         };
-        if !relay.live_dirty || relay.quiet_until.is_some_and(|t| now < t) {
+        if relay.quiet_until.is_some_and(|t| now < t) {
+            return;
+        }
+        if !relay.live_dirty && relay.live_new.is_empty() {
+            return;
+        }
+        let interval = self.config.timing.live_update_interval;
+        if !relay.live_dirty && relay.live_sent_at.is_some_and(|t| now < t + interval) {
             return;
         }
         let limits = relay.limits;
         let bootstrap = relay.bootstrap;
-        for sub in relay.live_subs() {
-            self.close_sub(id, &sub);
-        }
-        let names = self.index.names();
-        let mut coords = Vec::new();
-        let mut roots = Vec::new();
-        for item in self.index.targets().items(id) {
-            match names.item(item) {
-                Item::Coord(c) => coords.push(c),
-                Item::Root(r) => roots.push(r),
-            }
-        }
-        let mut filters: Vec<Filter> = Vec::new();
-        for chunk in announcement_chunks(&coords, Form::Live, &limits) {
-            filters.extend(chunk.filters);
-        }
-        for chunk in repo_tag_chunks(&coords, Form::Live, &limits) {
-            filters.extend(chunk.filters);
-        }
-        for chunk in root_tag_chunks(&roots, Form::Live, &limits) {
-            filters.extend(chunk.filters);
-        }
-        if bootstrap {
-            filters.push(discovery_filter(Form::Live));
-        }
-        let mut reqs = pack_reqs(filters, &limits);
-        // Leave room for historic jobs: past that budget, one coarse live filter.
         let budget = limits
             .max_subscriptions
             .saturating_sub(self.config.flow.jobs_per_relay + 1)
             .max(1);
+        let live_subs = relay.live_subs();
+        if !relay.live_dirty {
+            let items: Vec<ItemId> = relay.live_new.iter().copied().collect();
+            let reqs = pack_reqs(self.live_filters(&items, false, &limits), &limits);
+            if live_subs.len() + reqs.len() <= budget {
+                self.send_live(id, reqs);
+                return;
+            }
+        }
+        for sub in live_subs {
+            self.close_sub(id, &sub);
+        }
+        let items: Vec<ItemId> = self.index.targets().items(id).collect();
+        let mut reqs = pack_reqs(self.live_filters(&items, bootstrap, &limits), &limits);
         if reqs.len() > budget {
             reqs = vec![vec![Filter::new().kinds(kinds::ALL).limit(0)]];
         }
+        self.send_live(id, reqs);
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.live_dirty = false;
+        }
+    }
+
+    /// Live filters for `items` (and discovery on a bootstrap relay).
+    fn live_filters(&self, items: &[ItemId], discovery: bool, limits: &RelayLimits) -> Vec<Filter> {
+        let names = self.index.names();
+        let coords: Vec<RepoRef> = items
+            .iter()
+            .filter_map(|i| names.coord(*i).cloned())
+            .collect();
+        let roots: Vec<EventId> = items.iter().filter_map(|i| names.root(*i)).collect();
+        let mut filters: Vec<Filter> = Vec::new();
+        for chunk in announcement_chunks(&coords, Form::Live, limits) {
+            filters.extend(chunk.filters);
+        }
+        for chunk in repo_tag_chunks(&coords, Form::Live, limits) {
+            filters.extend(chunk.filters);
+        }
+        for chunk in root_tag_chunks(&roots, Form::Live, limits) {
+            filters.extend(chunk.filters);
+        }
+        if discovery {
+            filters.push(discovery_filter(Form::Live));
+        }
+        filters
+    }
+
+    fn send_live(&mut self, id: RelayId, reqs: Vec<Vec<Filter>>) {
         for filters in reqs {
             let sub = self.new_sub();
             if let Some(relay) = self.relays.get_mut(&id) {
@@ -1828,7 +1878,8 @@ impl SyncEngine {
             );
         }
         if let Some(relay) = self.relays.get_mut(&id) {
-            relay.live_dirty = false;
+            relay.live_new.clear();
+            relay.live_sent_at = Some(self.now);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Per-relay state: connection phase, health and backoff, NIP-77 availability, open
 //! subscriptions, historic jobs, id fetches, and the counters a front end shows.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use nostr::prelude::{EventId, Filter};
@@ -9,6 +9,7 @@ use nostr::prelude::{EventId, Filter};
 use super::config::Timing;
 use super::job::{Job, JobId};
 use super::time::{Jitter, Time};
+use crate::items::{ItemId, WorkKey};
 use crate::limits::RelayLimits;
 use crate::relay_url::RelayUrl;
 
@@ -140,8 +141,15 @@ pub(crate) struct RelayState {
     pub full_reconcile_at: Option<Time>,
     /// Open subscriptions.
     pub subs: HashMap<String, Sub>,
-    /// Live subscriptions must be re-issued (targets changed).
+    /// Live subscriptions must be rebuilt from all targets (session start).
     pub live_dirty: bool,
+    /// Items that became targets since live subscriptions were last sent.
+    pub live_new: BTreeSet<ItemId>,
+    /// When live subscriptions were last sent.
+    pub live_sent_at: Option<Time>,
+    /// New keys not yet planned into jobs: they are coalesced until the job queue
+    /// drains, so a burst of discoveries becomes a few large filters.
+    pub unscheduled: BTreeSet<WorkKey>,
     /// Historic jobs, in start order.
     pub jobs: BTreeMap<JobId, Job>,
     /// Ids to fetch: (id, job that needs it, already retried once).
@@ -169,6 +177,9 @@ impl RelayState {
             full_reconcile_at: None,
             subs: HashMap::new(),
             live_dirty: true,
+            live_new: BTreeSet::new(),
+            live_sent_at: None,
+            unscheduled: BTreeSet::new(),
             jobs: BTreeMap::new(),
             fetch_queue: VecDeque::new(),
             needs_catch_up: None,
@@ -210,8 +221,11 @@ impl RelayState {
             && self.subs.len() < self.limits.max_subscriptions
     }
 
-    /// The earliest deadline of this relay.
-    pub fn next_deadline(&self) -> Option<Time> {
+    /// The earliest deadline of this relay, given the live update interval.
+    pub fn next_deadline(&self, live_interval: Duration) -> Option<Time> {
+        let live = (!self.live_new.is_empty())
+            .then(|| self.live_sent_at.map(|t| t + live_interval))
+            .flatten();
         let phase = match self.phase {
             Phase::Connecting { deadline } => Some(deadline),
             Phase::Backoff { until } | Phase::Dead { until } => Some(until),
@@ -228,6 +242,7 @@ impl RelayState {
                 _ => None,
             });
             jobs.chain(fetches)
+                .chain(live)
                 .chain(self.quiet_until)
                 .chain(self.full_reconcile_at)
                 .min()
