@@ -639,9 +639,8 @@ pub fn blocked_record_cap(message: &str) -> Option<u64> {
     let lower = message.to_ascii_lowercase();
     let after = |marker: &str| {
         lower
-            .find(marker)
-            .and_then(|at| lower.get(at + marker.len()..))
-            .and_then(first_number)
+            .split_once(marker)
+            .and_then(|(_, rest)| first_number(rest))
     };
     ["max", "limit", "cap", ">", "exceed"]
         .iter()
@@ -704,8 +703,11 @@ fn open(text: &str, max_bytes: usize) -> Result<(String, Fields), FrameError> {
 
 /// The elements of a frame after its type, consumed in order.
 struct Fields {
+    /// The message type, once [`Fields::arity`] has checked the frame.
     kind: &'static str,
+    /// Elements in the frame, the type included.
     len: usize,
+    /// The elements not yet consumed.
     items: IntoIter<Value>,
 }
 
@@ -722,6 +724,7 @@ impl Fields {
         Ok(self)
     }
 
+    /// A [`FrameError::BadField`] for `field` of this frame.
     fn bad(&self, field: &'static str) -> FrameError {
         FrameError::BadField {
             kind: self.kind,
@@ -729,6 +732,7 @@ impl Fields {
         }
     }
 
+    /// The next element as a subscription id of 1 to 64 bytes.
     fn subscription(&mut self) -> Result<String, FrameError> {
         match self.items.next() {
             Some(Value::String(id)) if (1..=MAX_SUBSCRIPTION_BYTES).contains(&id.len()) => Ok(id),
@@ -736,6 +740,7 @@ impl Fields {
         }
     }
 
+    /// The next element as a string.
     fn string(&mut self, field: &'static str) -> Result<String, FrameError> {
         match self.items.next() {
             Some(Value::String(s)) => Ok(s),
@@ -752,6 +757,7 @@ impl Fields {
         }
     }
 
+    /// The next element as a bool.
     fn bool(&mut self, field: &'static str) -> Result<bool, FrameError> {
         match self.items.next() {
             Some(Value::Bool(b)) => Ok(b),
@@ -759,6 +765,7 @@ impl Fields {
         }
     }
 
+    /// The next element as 64 hex digits of an event id.
     fn event_id(&mut self) -> Result<EventId, FrameError> {
         let bytes = match self.items.next() {
             Some(Value::String(hex)) => decode_hex(&hex).and_then(|b| <[u8; 32]>::try_from(b).ok()),
@@ -769,6 +776,7 @@ impl Fields {
             .ok_or_else(|| self.bad("event_id"))
     }
 
+    /// The next element as a NIP-45 `{"count": <n>}` object (other keys ignored).
     fn count(&mut self) -> Result<u64, FrameError> {
         match self.items.next() {
             Some(Value::Object(map)) => map.get("count").and_then(Value::as_u64),
@@ -785,6 +793,7 @@ impl Fields {
         }
     }
 
+    /// The next element as an event, structure only.
     fn event(&mut self) -> Result<Box<Event>, FrameError> {
         let value = self.items.next().unwrap_or(Value::Null);
         serde_json::from_value::<Event>(value)
@@ -792,6 +801,7 @@ impl Fields {
             .map_err(|e| FrameError::BadEvent(truncate(&e.to_string(), DETAIL_CHARS)))
     }
 
+    /// The next element as a filter.
     fn filter(&mut self) -> Result<Filter, FrameError> {
         parse_filter(self.items.next().unwrap_or(Value::Null))
     }
@@ -802,6 +812,7 @@ impl Fields {
     }
 }
 
+/// A filter from its JSON.
 fn parse_filter(value: Value) -> Result<Filter, FrameError> {
     serde_json::from_value::<Filter>(value)
         .map_err(|e| FrameError::BadFilter(truncate(&e.to_string(), DETAIL_CHARS)))
@@ -810,19 +821,15 @@ fn parse_filter(value: Value) -> Result<Filter, FrameError> {
 /// The bytes an even-length string of hex digits (either case) stands for.
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
     }
-    let digits = hex.as_bytes();
-    if digits.len() % 2 != 0 {
+    let pairs = hex.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return None;
     }
-    digits
-        .chunks_exact(2)
+    pairs
         .map(|pair| match pair {
             [high, low] => Some((nibble(*high)? << 4) | nibble(*low)?),
             _ => None,
@@ -832,7 +839,7 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 
 /// `bytes` as a JSON string of lowercase hex.
 fn hex_string(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2 + 2);
+    let mut out = String::with_capacity(bytes.len().saturating_mul(2).saturating_add(2));
     out.push('"');
     for byte in bytes {
         for nibble in [byte >> 4, byte & 0x0f] {

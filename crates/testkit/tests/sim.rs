@@ -15,7 +15,7 @@ const RELAYS: [&str; 3] = [
 ];
 
 /// 3 relays (two with NIP-77, one without), 20 repos, overlapping placement.
-fn scenario(seed: u64) -> (World, Corpus) {
+fn scenario(seed: u64, all_nip77: bool) -> (World, Corpus) {
     let spec = CorpusSpec {
         seed,
         repos: 20,
@@ -53,7 +53,7 @@ fn scenario(seed: u64) -> (World, Corpus) {
     let start = Time::from_secs(spec.start + spec.span_secs + 3600);
     let mut world = World::new(config, start, seed);
     for (i, url) in RELAYS.iter().enumerate() {
-        let nip77 = i < 2;
+        let nip77 = all_nip77 || i < 2;
         world.add_relay(
             url,
             SimRelayConfig {
@@ -72,7 +72,7 @@ fn stored(world: &World) -> BTreeSet<EventId> {
 
 #[test]
 fn converges_to_the_acceptable_union_without_faults() {
-    let (mut world, corpus) = scenario(7);
+    let (mut world, corpus) = scenario(7, false);
     world.run_for(Duration::from_secs(3600));
     let got = stored(&world);
     let missing: Vec<_> = corpus.acceptable.difference(&got).collect();
@@ -88,4 +88,33 @@ fn converges_to_the_acceptable_union_without_faults() {
         corpus.acceptable.len()
     );
     assert!(world.engine.is_settled());
+}
+
+fn download_ratio(world: &World) -> f64 {
+    let total: u32 = world.deliveries.values().sum();
+    total as f64 / world.store.len().max(1) as f64
+}
+
+#[test]
+fn nip77_relays_download_each_event_about_once() {
+    let (mut world, corpus) = scenario(11, true);
+    world.run_for(Duration::from_secs(3600));
+    let ratio = download_ratio(&world);
+    for (url, phase, method, stats) in world.engine.relays() {
+        eprintln!(
+            "{url} {phase:?} {method:?} recv {} bytes_in {} bytes_out {} rt {} jobs {:?}",
+            stats.events_received,
+            stats.bytes_in,
+            stats.bytes_out,
+            stats.round_trips,
+            world.engine.relay_jobs(url)
+        );
+    }
+    eprintln!(
+        "download ratio {ratio:.3}; stored {} of {}",
+        world.store.len(),
+        corpus.acceptable.len()
+    );
+    assert_eq!(stored(&world), corpus.acceptable);
+    assert!(ratio <= 1.2, "downloaded {ratio:.2}x the stored events");
 }

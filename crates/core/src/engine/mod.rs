@@ -208,6 +208,13 @@ struct FetchOwner {
     waiters: Vec<(RelayId, JobId)>,
 }
 
+/// How a job starts.
+enum Start {
+    Paging,
+    Probe,
+    Negentropy,
+}
+
 /// Engine-wide counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -237,6 +244,9 @@ pub struct SyncEngine {
     in_pipeline: HashSet<EventId>,
     fetching: HashMap<EventId, FetchOwner>,
     key_jobs: HashMap<(RelayId, WorkKey), (u32, Time)>,
+    /// The relay job running a key's historic sync: other relays' jobs for the key wait
+    /// for it, then reconcile against what it stored instead of downloading it again.
+    leases: HashMap<WorkKey, (RelayId, u32)>,
     stats: EngineStats,
     now: Time,
 }
@@ -267,6 +277,7 @@ impl SyncEngine {
             in_pipeline: HashSet::new(),
             fetching: HashMap::new(),
             key_jobs: HashMap::new(),
+            leases: HashMap::new(),
             stats: EngineStats::default(),
             now: Time::default(),
         }
@@ -297,6 +308,20 @@ impl SyncEngine {
         self.relays
             .values()
             .map(|r| (&r.url, r.phase, r.method, &r.stats))
+    }
+
+    /// Historic jobs at a relay: (queued, running, draining), and ids waiting to be fetched.
+    pub fn relay_jobs(&self, url: &RelayUrl) -> (usize, usize, usize, usize) {
+        let Some(relay) = self.relay_id(url).and_then(|id| self.relays.get(&id)) else {
+            return (0, 0, 0, 0);
+        };
+        let count = |f: fn(&JobState) -> bool| relay.jobs.values().filter(|j| f(&j.state)).count();
+        (
+            count(|s| matches!(s, JobState::Queued)),
+            count(|s| !matches!(s, JobState::Queued | JobState::Draining)),
+            count(|s| matches!(s, JobState::Draining)),
+            relay.fetch_queue.len(),
+        )
     }
 
     /// Whether every relay with something to sync is open and has no work left, or is
@@ -467,6 +492,7 @@ impl SyncEngine {
             relay.live_dirty = true;
         }
         self.key_jobs.retain(|(r, _), _| *r != id);
+        self.leases.retain(|_, (relay, _)| *relay != id);
         let owned: Vec<EventId> = self
             .fetching
             .iter()
@@ -992,23 +1018,63 @@ impl SyncEngine {
             let Some(job) = relay
                 .jobs
                 .values()
-                .find(|j| matches!(j.state, JobState::Queued))
+                .filter(|j| matches!(j.state, JobState::Queued))
+                .find(|j| !self.leased_elsewhere(id, &j.keys))
                 .map(|j| j.id)
             else {
                 return;
             };
-            match relay.nip77 {
-                relay::Nip77::Unsupported => self.start_paging(id, job),
-                // Only the probe may speak NIP-77 until the relay answered it.
-                relay::Nip77::Probing => {
-                    let probe_running = relay.jobs.values().any(|j| j.probe);
-                    if probe_running {
-                        return;
-                    }
-                    self.start_loading(id, job, true);
+            // Only the probe may speak NIP-77 until the relay answered it.
+            let probe_running = relay.jobs.values().any(|j| j.probe);
+            let start = match relay.nip77 {
+                relay::Nip77::Unsupported => Start::Paging,
+                relay::Nip77::Probing if probe_running => return,
+                relay::Nip77::Probing | relay::Nip77::Unknown => Start::Probe,
+                relay::Nip77::Supported => Start::Negentropy,
+            };
+            let keys = relay
+                .jobs
+                .get(&job)
+                .map(|j| j.keys.clone())
+                .unwrap_or_default();
+            for key in keys {
+                let holder = self.leases.entry(key).or_insert((id, 0));
+                if holder.0 == id {
+                    holder.1 += 1;
                 }
-                relay::Nip77::Unknown => self.start_loading(id, job, true),
-                relay::Nip77::Supported => self.start_loading(id, job, false),
+            }
+            match start {
+                Start::Paging => self.start_paging(id, job),
+                Start::Probe => self.start_loading(id, job, true),
+                Start::Negentropy => self.start_loading(id, job, false),
+            }
+        }
+    }
+
+    /// Whether another relay's running jobs hold one of these keys.
+    fn leased_elsewhere(&self, id: RelayId, keys: &[WorkKey]) -> bool {
+        keys.iter()
+            .any(|key| self.leases.get(key).is_some_and(|(relay, _)| *relay != id))
+    }
+
+    /// A job stopped running: when no other job of its relay holds them, its keys are
+    /// free for other relays.
+    fn release(&mut self, id: RelayId, job_id: JobId) {
+        let running = self
+            .relays
+            .get(&id)
+            .and_then(|r| r.jobs.get(&job_id))
+            .filter(|j| !matches!(j.state, JobState::Queued))
+            .map(|j| j.keys.clone())
+            .unwrap_or_default();
+        for key in running {
+            if let Some(holder) = self.leases.get_mut(&key) {
+                if holder.0 == id {
+                    holder.1 = holder.1.saturating_sub(1);
+                    if holder.1 == 0 {
+                        self.leases.remove(&key);
+                    }
+                }
             }
         }
     }
@@ -1247,6 +1313,7 @@ impl SyncEngine {
 
     /// Puts a job back in the queue; `failed` counts an attempt, and too many abandon it.
     fn requeue(&mut self, id: RelayId, job_id: JobId, failed: bool) {
+        self.release(id, job_id);
         let attempts = self.config.flow.job_attempts;
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
@@ -1276,6 +1343,7 @@ impl SyncEngine {
     /// Gives up on a job: its keys stay unconfirmed (pending keys are released so the
     /// next fresh start adds them again), and it is reported in the counters.
     fn abandon_job(&mut self, id: RelayId, job_id: JobId) {
+        self.release(id, job_id);
         let Some(job) = self
             .relays
             .get_mut(&id)
@@ -1329,6 +1397,10 @@ impl SyncEngine {
             self.requeue(id, job_id, false);
             return;
         }
+        self.release(id, job_id);
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
         let Some(job) = relay.jobs.remove(&job_id) else {
             return;
         };

@@ -1,0 +1,66 @@
+//! A NIP-77 initiator fed whatever a relay may send: it never panics, reports each id at
+//! most once (ours in `have`, theirs in `need`), and a finished session stays finished.
+//!
+//! Input: `count` (items, mod 33), `seed`, `shape` (frame limit in the low bits, timestamp
+//! spread in the high ones), then the relay's messages, each a big-endian u16 length and
+//! that many bytes.
+#![no_main]
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{frame_limit, items, Reader};
+use grasp_sync_core::neg::{NegError, NegInitiator};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Reader(data);
+    let count = usize::from(input.byte() % 33);
+    let seed = input.byte();
+    let shape = input.byte();
+    let local = items(count, seed, 1 << (shape >> 4));
+    let ours: HashSet<[u8; 32]> = local.iter().map(|(_, id)| *id).collect();
+
+    let Ok((mut initiator, first)) = NegInitiator::new(local, frame_limit(shape)) else {
+        panic!("building an initiator from {count} items failed");
+    };
+    assert!(!first.is_empty(), "empty first message");
+
+    let mut reported = HashSet::new();
+    let mut finished = false;
+    let mut steps = 0u32;
+    while !input.is_empty() {
+        let message = input.payload();
+        let result = initiator.step(message);
+        steps += 1;
+        assert_eq!(initiator.rounds(), steps);
+        if finished {
+            assert_eq!(result, Err(NegError::Closed), "a finished session went on");
+            continue;
+        }
+        match result {
+            Ok(progress) => {
+                for id in &progress.have {
+                    assert!(ours.contains(id), "`have` reports an id we do not hold");
+                    assert!(reported.insert(*id), "an id was reported twice");
+                }
+                for id in &progress.need {
+                    assert!(!ours.contains(id), "`need` reports an id we hold");
+                    assert!(reported.insert(*id), "an id was reported twice");
+                }
+                if progress.next.is_none() {
+                    assert!(initiator.is_complete());
+                    finished = true;
+                } else {
+                    assert!(!initiator.is_complete());
+                }
+            }
+            Err(NegError::Closed) => panic!("Closed from a running session"),
+            Err(_) => {
+                assert!(!initiator.is_complete());
+                finished = true;
+            }
+        }
+    }
+});
