@@ -23,3 +23,10 @@ lint:
 # Build the shared crates for the browser.
 wasm:
     CC_wasm32_unknown_unknown=clang cargo build --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-web
+
+# Fuzz one target (relay_frame, neg_initiator, neg_responder, engine_frames) for `secs`
+# seconds with cargo-fuzz on nightly (`cargo install cargo-fuzz`). Seeds in fuzz/seeds,
+# the growing corpus in fuzz/corpus, crashes in fuzz/artifacts.
+# GRASP_FUZZ_SKIP_KNOWN=1 skips the checks for known unfixed findings (see each target).
+fuzz target="relay_frame" secs="600":
+    cd fuzz && mkdir -p corpus/{{target}} && cargo +nightly fuzz run {{target}} corpus/{{target}} seeds/{{target}} -- -max_total_time={{secs}} -dict=dicts/frames.dict

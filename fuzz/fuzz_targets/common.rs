@@ -72,3 +72,10 @@ pub fn frame_limit(selector: u8) -> u64 {
         _ => grasp_sync_core::neg::DEFAULT_FRAME_LIMIT,
     }
 }
+
+/// Whether `GRASP_FUZZ_SKIP_KNOWN=1`: checks for known, still unfixed findings are
+/// skipped, so a campaign can look for new ones (each target says which checks).
+pub fn skip_known() -> bool {
+    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var_os("GRASP_FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1"))
+}

@@ -5,7 +5,7 @@
 //! reasons with a machine-readable prefix.
 //!
 //! Input: a frame-limit selector, then operations: a byte (`% 4`: 0 and 3 open, 1
-//! message, 2 close; `/ 4 % 5`: the subscription), for open an item count (mod 17) and
+//! message, 2 close; `/ 4 % 5`: the subscription), for open an item count (mod 128) and
 //! a seed, and for open and message a payload (big-endian u16 length and bytes).
 #![no_main]
 
@@ -19,7 +19,7 @@ use grasp_sync_core::neg::{NegReply, NegResponder, ResponderLimits};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_SESSIONS: usize = 3;
-const MAX_ITEMS: usize = 12;
+const MAX_ITEMS: usize = 100;
 const SUBSCRIPTIONS: [&str; 5] = ["a", "b", "c", "gs2", "a-much-longer-subscription-id"];
 
 fn check_reason(reply: &NegReply) {
@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         let sub = SUBSCRIPTIONS[usize::from(op / 4) % SUBSCRIPTIONS.len()];
         match op % 4 {
             0 | 3 => {
-                let count = usize::from(input.byte() % 17);
+                let count = usize::from(input.byte() % 128);
                 let set = items(count, input.byte(), 1 << (op % 8));
                 let message = input.payload();
                 let taken = Cell::new(0usize);

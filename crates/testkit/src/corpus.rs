@@ -28,6 +28,11 @@ pub struct CorpusSpec {
     pub start: u64,
     /// Events spread over this many seconds.
     pub span_secs: u64,
+    /// Percent of replies, statuses and comments created later, in `live_window`
+    /// (start, seconds): published while a sync runs.
+    pub live_pct: u64,
+    /// See [`live_pct`](Self::live_pct).
+    pub live_window: (u64, u64),
 }
 
 impl Default for CorpusSpec {
@@ -44,6 +49,8 @@ impl Default for CorpusSpec {
             relays_per_repo: 2,
             start: 1_700_000_000,
             span_secs: 30 * 24 * 3600,
+            live_pct: 0,
+            live_window: (1_700_000_000 + 30 * 24 * 3600 + 3600, 540),
         }
     }
 }
@@ -59,6 +66,8 @@ pub struct Corpus {
     pub repos: Vec<RepoRef>,
     /// The relays each repository's newest announcement lists, by repository index.
     pub repo_relays: Vec<Vec<String>>,
+    /// Events created in the live window, to publish while a sync runs.
+    pub live: BTreeSet<EventId>,
     /// Ids a correct sync ends up storing: newest announcement versions, and nothing
     /// deleted by its author.
     pub acceptable: BTreeSet<EventId>,
@@ -127,6 +136,7 @@ impl Corpus {
             repo_of: Vec::new(),
             repos: Vec::new(),
             repo_relays: Vec::new(),
+            live: BTreeSet::new(),
             acceptable: BTreeSet::new(),
         };
         for i in 0..spec.repos {
@@ -236,7 +246,12 @@ impl Corpus {
             let (root, root_at) = roots[rng.below(roots.len() as u64) as usize].clone();
             let root_hex = root.id.to_hex();
             let author = &people[rng.below(people.len() as u64) as usize];
-            let at = (root_at + 1 + rng.below(spec.span_secs / 2 + 1)).min(end);
+            let live = rng.chance(spec.live_pct);
+            let at = if live {
+                spec.live_window.0 + rng.below(spec.live_window.1 + 1)
+            } else {
+                (root_at + 1 + rng.below(spec.span_secs / 2 + 1)).min(end)
+            };
             let event = match rng.below(10) {
                 0..=4 => sign(
                     author,
@@ -274,6 +289,9 @@ impl Corpus {
             };
             let deleted = event.kind.as_u16() == 1111 && rng.chance(5);
             let event = self.push(event, !deleted);
+            if live {
+                self.live.insert(event.id);
+            }
             if deleted {
                 let deletion = sign(
                     &people
@@ -282,7 +300,7 @@ impl Corpus {
                         .cloned()
                         .unwrap_or_else(|| author.clone()),
                     5,
-                    (at + 5).min(end),
+                    if live { at + 5 } else { (at + 5).min(end) },
                     vec![
                         tag(&["e", &event.id.to_hex()]),
                         tag(&["E", &root_hex]),
@@ -290,7 +308,10 @@ impl Corpus {
                     ],
                     "",
                 );
-                self.push(deletion, true);
+                let deletion = self.push(deletion, true);
+                if live {
+                    self.live.insert(deletion.id);
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 //! the seed, so a failing run replays exactly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use grasp_sync_core::engine::{Checkpoint, EngineConfig, Input, Output, SyncEngine, Time};
@@ -15,7 +16,8 @@ use crate::rng::Rng;
 /// Faults injected on the network, in percent per frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
-    /// Frames from relays that are lost.
+    /// Frames from relays lost with their connection (a WebSocket loses frames only
+    /// when it breaks): the frame is dropped and the connection cut.
     pub drop_pct: u64,
     /// Frames from relays that arrive twice.
     pub duplicate_pct: u64,
@@ -34,12 +36,17 @@ pub struct Host {
     pub up: bool,
     /// Whether the engine is connected to it.
     pub connected: bool,
+    /// Counts connections: frames of an earlier connection never reach a later one.
+    pub generation: u64,
 }
 
 #[derive(Debug)]
 enum Delivery {
     Input(Input),
-    ToRelay(RelayUrl, String),
+    /// A frame from a relay, on connection `generation`.
+    Frame(RelayUrl, u64, String),
+    /// A frame to a relay, on connection `generation`.
+    ToRelay(RelayUrl, u64, String),
 }
 
 /// The simulated world.
@@ -60,6 +67,9 @@ pub struct World {
     pub latency: Duration,
     /// How many times each event id was delivered to the engine, per relay.
     pub deliveries: HashMap<(RelayUrl, EventId), u32>,
+    /// How many times each event was written to the store.
+    pub writes: HashMap<EventId, u32>,
+    last_frame_at: HashMap<RelayUrl, Time>,
     queue: BTreeMap<(Time, u64), Delivery>,
     seq: u64,
     rng: Rng,
@@ -77,6 +87,8 @@ impl World {
             faults: Faults::default(),
             latency: Duration::from_millis(20),
             deliveries: HashMap::new(),
+            writes: HashMap::new(),
+            last_frame_at: HashMap::new(),
             queue: BTreeMap::new(),
             seq: 0,
             rng: Rng::new(seed ^ 0xA5A5_5A5A),
@@ -96,6 +108,7 @@ impl World {
                 relay,
                 up: true,
                 connected: false,
+                generation: 0,
             },
         );
         url
@@ -197,6 +210,7 @@ impl World {
 
     fn send_to_engine(&mut self, url: RelayUrl, mut frame: String) {
         if self.faults.drop_pct > 0 && self.rng.chance(self.faults.drop_pct) {
+            self.cut(&url);
             return;
         }
         if self.faults.bad_signature_pct > 0
@@ -206,49 +220,53 @@ impl World {
             frame = corrupt_signature(&frame);
         }
         let jitter = Duration::from_millis(self.rng.below(self.faults.jitter_ms + 1));
-        let at = self.now + self.latency + jitter;
+        // A WebSocket delivers in order: jitter delays, never reorders.
+        let last = self.last_frame_at.get(&url).copied().unwrap_or_default();
+        let at = (self.now + self.latency + jitter).max(last);
+        self.last_frame_at.insert(url.clone(), at);
         let copies = if self.faults.duplicate_pct > 0 && self.rng.chance(self.faults.duplicate_pct)
         {
             2
         } else {
             1
         };
+        let generation = self.hosts.get(&url).map_or(0, |h| h.generation);
         for _ in 0..copies {
-            self.schedule(
-                at,
-                Delivery::Input(Input::Frame {
-                    relay: url.clone(),
-                    text: frame.clone(),
-                }),
-            );
+            self.schedule(at, Delivery::Frame(url.clone(), generation, frame.clone()));
         }
     }
 
     fn deliver(&mut self, delivery: Delivery) {
         match delivery {
-            Delivery::Input(input) => {
-                if let Input::Frame { relay, text } = &input {
-                    if !self.hosts.get(relay).is_some_and(|h| h.connected) {
-                        return;
-                    }
-                    if let Some(id) = event_id_of(text) {
-                        *self.deliveries.entry((relay.clone(), id)).or_insert(0) += 1;
-                    }
+            Delivery::Input(input) => self.engine.handle_input(self.now, input),
+            Delivery::Frame(relay, generation, text) => {
+                if !self.is_current(&relay, generation) {
+                    return;
                 }
-                self.engine.handle_input(self.now, input);
+                if let Some(id) = event_id_of(&text) {
+                    *self.deliveries.entry((relay.clone(), id)).or_insert(0) += 1;
+                }
+                self.engine
+                    .handle_input(self.now, Input::Frame { relay, text });
             }
-            Delivery::ToRelay(url, text) => {
+            Delivery::ToRelay(url, generation, text) => {
+                if !self.is_current(&url, generation) {
+                    return;
+                }
                 let Some(host) = self.hosts.get_mut(&url) else {
                     return;
                 };
-                if !host.connected {
-                    return;
-                }
                 for frame in host.relay.handle(&text) {
                     self.send_to_engine(url.clone(), frame);
                 }
             }
         }
+    }
+
+    fn is_current(&self, url: &RelayUrl, generation: u64) -> bool {
+        self.hosts
+            .get(url)
+            .is_some_and(|h| h.connected && h.generation == generation)
     }
 
     /// Executes every output the engine has.
@@ -262,6 +280,7 @@ impl World {
                     let input = if up {
                         if let Some(host) = self.hosts.get_mut(&relay) {
                             host.connected = true;
+                            host.generation += 1;
                             host.relay.disconnect();
                         }
                         Input::Connected { relay }
@@ -281,7 +300,8 @@ impl World {
                     }),
                 ),
                 Output::Send { relay, text } => {
-                    self.schedule(later, Delivery::ToRelay(relay, text))
+                    let generation = self.hosts.get(&relay).map_or(0, |h| h.generation);
+                    self.schedule(later, Delivery::ToRelay(relay, generation, text));
                 }
                 Output::Close { relay } => {
                     if let Some(host) = self.hosts.get_mut(&relay) {
@@ -300,7 +320,7 @@ impl World {
                     self.schedule(now, Delivery::Input(Input::LocalItems { request, items }));
                 }
                 Output::Verify { batch, events } => {
-                    let valid = events.iter().map(|e| e.verify().is_ok()).collect();
+                    let valid = events.iter().map(verify_cached).collect();
                     self.schedule(now, Delivery::Input(Input::Verified { batch, valid }));
                 }
                 Output::Store {
@@ -314,6 +334,7 @@ impl World {
                         }
                     }
                     for e in events {
+                        *self.writes.entry(e.id).or_insert(0) += 1;
                         self.store.insert(e.id, e);
                     }
                     self.schedule(
@@ -329,6 +350,22 @@ impl World {
             }
         }
     }
+}
+
+/// Verifies an event's id and signature, remembering results across worlds: many
+/// simulated runs share one corpus, and verification dominates their cost otherwise.
+fn verify_cached(event: &Event) -> bool {
+    static CACHE: OnceLock<Mutex<HashMap<(EventId, [u8; 64]), bool>>> = OnceLock::new();
+    let key = (event.id, *event.sig.as_bytes());
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(valid) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+        return valid;
+    }
+    let valid = event.verify().is_ok();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, valid);
+    }
+    valid
 }
 
 /// The id of the event in an EVENT frame, if it is one.

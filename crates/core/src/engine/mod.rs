@@ -201,11 +201,41 @@ struct Pipe {
     event: Event,
 }
 
-/// The relay fetching an id (NIP-77 need), and others' jobs waiting for it.
+/// The relay fetching an id by `ids` (a NIP-77 need, or a copy that failed
+/// verification), the job waiting for it there, and other relays' jobs waiting too.
 struct FetchOwner {
     relay: RelayId,
-    job: JobId,
+    job: Option<JobId>,
     waiters: Vec<(RelayId, JobId)>,
+    /// Already asked again once: the next failure gives up at this relay.
+    retried: bool,
+}
+
+/// Ids recently stored, bounded: a copy from another relay is not verified and written
+/// again.
+#[derive(Default)]
+struct RecentIds {
+    set: HashSet<EventId>,
+    order: VecDeque<EventId>,
+}
+
+impl RecentIds {
+    const CAPACITY: usize = 200_000;
+
+    fn insert(&mut self, id: EventId) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, id: &EventId) -> bool {
+        self.set.contains(id)
+    }
 }
 
 /// How a job starts.
@@ -247,6 +277,7 @@ pub struct SyncEngine {
     /// The relay job running a key's historic sync: other relays' jobs for the key wait
     /// for it, then reconcile against what it stored instead of downloading it again.
     leases: HashMap<WorkKey, (RelayId, u32)>,
+    recent: RecentIds,
     stats: EngineStats,
     now: Time,
 }
@@ -278,6 +309,7 @@ impl SyncEngine {
             fetching: HashMap::new(),
             key_jobs: HashMap::new(),
             leases: HashMap::new(),
+            recent: RecentIds::default(),
             stats: EngineStats::default(),
             now: Time::default(),
         }
@@ -372,6 +404,7 @@ impl SyncEngine {
             Input::Frame { relay, text } => self.on_frame(&relay, &text),
             Input::Info { relay, document } => {
                 if let Some(state) = self.relay_mut(&relay) {
+                    state.cap_learned = false;
                     state.limits = document
                         .as_deref()
                         .map_or_else(RelayLimits::default, RelayLimits::from_nip11);
@@ -575,7 +608,7 @@ impl SyncEngine {
             })
             .unwrap_or_default();
         for sub in fetches {
-            self.end_fetch(id, &sub);
+            self.end_fetch(id, &sub, false);
         }
     }
 
@@ -705,6 +738,9 @@ impl SyncEngine {
             relay.stats.reject(Reject::NotRequested.as_str());
             return;
         }
+        if let Some(Sub::Fetch(fetch)) = relay.subs.get_mut(sub) {
+            fetch.received += 1;
+        }
         if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
             if let JobState::Paging(pager) = &mut job.state {
                 if !pager.on_event(event.id, event.created_at) {
@@ -721,7 +757,7 @@ impl SyncEngine {
             self.resolve_fetch(&event.id);
             return;
         }
-        if self.seen.contains(&event.id) {
+        if self.seen.contains(&event.id) || self.recent.contains(&event.id) {
             self.resolve_fetch(&event.id);
             return;
         }
@@ -753,7 +789,7 @@ impl SyncEngine {
         };
         match kind {
             Sub::Live(_) => {}
-            Sub::Fetch(_) => self.end_fetch(id, sub),
+            Sub::Fetch(_) => self.end_fetch(id, sub, true),
             Sub::Job(job) => self.page_ended(id, sub, job),
         }
     }
@@ -827,7 +863,7 @@ impl SyncEngine {
                 relay.quiet_until.get_or_insert(now + cooldown);
             }
             Sub::Fetch(_) => {
-                self.fetch_ended_with(id, sub, kind);
+                self.fetch_ended_with(id, kind, false);
             }
             Sub::Job(job) => {
                 let neg = relay
@@ -1230,7 +1266,7 @@ impl SyncEngine {
             }
         };
         for need in progress.need {
-            self.need(id, job_id, EventId::from_byte_array(need));
+            self.need(id, Some(job_id), EventId::from_byte_array(need));
         }
         match progress.next {
             Some(next) => self.send(
@@ -1437,15 +1473,16 @@ impl SyncEngine {
     // ---------------------------------------------------------------------------------
     // Fetching need-ids
 
-    /// `job` at relay `id` needs event `eid` (NIP-77 said the relay has it).
-    fn need(&mut self, id: RelayId, job_id: JobId, eid: EventId) {
-        if self.seen.contains(&eid) {
+    /// Relay `id` has event `eid` and we want it (NIP-77 need, or its copy failed
+    /// verification): fetch it by id, unless another relay is already fetching it.
+    fn need(&mut self, id: RelayId, job: Option<JobId>, eid: EventId) {
+        if self.seen.contains(&eid) || self.recent.contains(&eid) {
             return;
         }
         if let Some(owner) = self.fetching.get_mut(&eid) {
-            if owner.relay != id {
-                owner.waiters.push((id, job_id));
-                self.bump(id, job_id, 1);
+            if let (true, Some(job)) = (owner.relay != id, job) {
+                owner.waiters.push((id, job));
+                self.bump(id, job, 1);
             }
             return;
         }
@@ -1453,13 +1490,32 @@ impl SyncEngine {
             eid,
             FetchOwner {
                 relay: id,
-                job: job_id,
+                job,
                 waiters: Vec::new(),
+                retried: false,
             },
         );
-        self.bump(id, job_id, 1);
+        if let Some(job) = job {
+            self.bump(id, job, 1);
+        }
         if let Some(relay) = self.relays.get_mut(&id) {
-            relay.fetch_queue.push_back((eid, job_id, false));
+            relay.fetch_queue.push_back(eid);
+        }
+    }
+
+    /// A fetched copy failed verification: ask its relay once more, then give up there.
+    fn refetch(&mut self, eid: EventId) {
+        let Some(owner) = self.fetching.get_mut(&eid) else {
+            return;
+        };
+        if owner.retried {
+            self.hand_over_or_resolve(eid);
+            return;
+        }
+        owner.retried = true;
+        let relay = owner.relay;
+        if let Some(r) = self.relays.get_mut(&relay) {
+            r.fetch_queue.push_back(eid);
         }
     }
 
@@ -1489,7 +1545,9 @@ impl SyncEngine {
         let Some(owner) = self.fetching.remove(eid) else {
             return;
         };
-        self.settle(owner.relay, owner.job);
+        if let Some(job) = owner.job {
+            self.settle(owner.relay, job);
+        }
         for (relay, job) in owner.waiters {
             self.settle(relay, job);
         }
@@ -1508,12 +1566,13 @@ impl SyncEngine {
             eid,
             FetchOwner {
                 relay,
-                job,
+                job: Some(job),
                 waiters: owner.waiters,
+                retried: false,
             },
         );
         if let Some(r) = self.relays.get_mut(&relay) {
-            r.fetch_queue.push_back((eid, job, false));
+            r.fetch_queue.push_back(eid);
         }
     }
 
@@ -1536,8 +1595,7 @@ impl SyncEngine {
                 return;
             }
             let take = relay.limits.max_results.min(relay.fetch_queue.len());
-            let batch: Vec<(EventId, JobId, bool)> = relay.fetch_queue.drain(..take).collect();
-            let ids: Vec<EventId> = batch.iter().map(|(e, _, _)| *e).collect();
+            let ids: Vec<EventId> = relay.fetch_queue.drain(..take).collect();
             let Some(filter) = ids_filters(&ids, &relay.limits).into_iter().next() else {
                 return;
             };
@@ -1549,8 +1607,9 @@ impl SyncEngine {
                 sub.clone(),
                 Sub::Fetch(Fetch {
                     filter: filter.clone(),
-                    ids: batch,
+                    ids,
                     deadline,
+                    received: 0,
                 }),
             );
             self.send(
@@ -1565,31 +1624,49 @@ impl SyncEngine {
 
     /// An `ids` REQ ended (EOSE, CLOSED or timeout): close it and retry what it did not
     /// deliver.
-    fn end_fetch(&mut self, id: RelayId, sub: &str) {
+    fn end_fetch(&mut self, id: RelayId, sub: &str, at_eose: bool) {
         let Some(kind) = self.relays.get(&id).and_then(|r| r.subs.get(sub)).cloned() else {
             return;
         };
         self.close_sub(id, sub);
-        self.fetch_ended_with(id, sub, kind);
+        self.fetch_ended_with(id, kind, at_eose);
     }
 
-    fn fetch_ended_with(&mut self, id: RelayId, _sub: &str, kind: Sub) {
+    fn fetch_ended_with(&mut self, id: RelayId, kind: Sub, at_eose: bool) {
         let Sub::Fetch(fetch) = kind else {
             return;
         };
-        for (eid, job, retried) in fetch.ids {
-            let pending = self.fetching.get(&eid).is_some_and(|o| o.relay == id)
+        // Fewer events than ids at EOSE: the relay caps results silently below what we
+        // assumed. Learn the cap; what it did not send is asked again, not given up.
+        // Learned once per session and only from a substantial answer, so ids a relay
+        // really lacks cannot shrink the cap step by step.
+        let capped = at_eose
+            && fetch.received >= 10
+            && fetch.received < fetch.ids.len()
+            && self.relays.get(&id).is_some_and(|r| !r.cap_learned);
+        if capped {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.limits.max_results = relay.limits.max_results.min(fetch.received);
+                relay.cap_learned = true;
+            }
+        }
+        for eid in fetch.ids {
+            let owned = self.fetching.get(&eid).is_some_and(|o| o.relay == id)
                 && !self.in_pipeline.contains(&eid);
-            if !pending {
+            if !owned {
                 continue;
             }
-            if retried {
+            if capped {
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.fetch_queue.push_back(eid);
+                }
+            } else if self.fetching.get(&eid).is_some_and(|o| o.retried) {
                 if let Some(relay) = self.relays.get_mut(&id) {
                     relay.stats.undelivered_ids += 1;
                 }
                 self.hand_over_or_resolve(eid);
-            } else if let Some(relay) = self.relays.get_mut(&id) {
-                relay.fetch_queue.push_back((eid, job, true));
+            } else {
+                self.refetch(eid);
             }
         }
     }
@@ -1601,7 +1678,7 @@ impl SyncEngine {
             .get(&eid)
             .is_some_and(|o| !o.waiters.is_empty());
         if has_waiters {
-            let owner = self.fetching.get(&eid).map(|o| (o.relay, o.job));
+            let owner = self.fetching.get(&eid).and_then(|o| o.job.map(|j| (o.relay, j)));
             self.hand_over_fetch(eid);
             if let Some((relay, job)) = owner {
                 self.settle(relay, job);
@@ -1672,6 +1749,7 @@ impl SyncEngine {
                 Verdict::Reject(reject) => {
                     if let Some(relay) = self.relays.get_mut(&pipe.relay) {
                         relay.stats.reject(reject.as_str());
+
                     }
                     if reject.remembered() {
                         self.seen.remember(&pipe.event, now);
@@ -1723,6 +1801,9 @@ impl SyncEngine {
             self.stats.store_failures += 1;
         }
         for (relay, job, eid) in entries {
+            if ok {
+                self.recent.insert(eid);
+            }
             if let Some(r) = self.relays.get_mut(&relay) {
                 if ok {
                     r.stats.events_accepted += 1;
@@ -1738,6 +1819,7 @@ impl SyncEngine {
         for event in events {
             self.acceptor.restore(event);
             self.seen.forget(&event.id);
+            self.recent.insert(event.id);
         }
         let update = self.index.apply(events);
         if !update.changes.is_empty() {

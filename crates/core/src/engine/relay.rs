@@ -119,8 +119,10 @@ pub(crate) enum Sub {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Fetch {
     pub filter: Filter,
-    pub ids: Vec<(EventId, JobId, bool)>,
+    pub ids: Vec<EventId>,
     pub deadline: Time,
+    /// Events received on it: fewer than asked at EOSE reveals a silent result cap.
+    pub received: usize,
 }
 
 /// Everything the engine keeps about one relay.
@@ -152,8 +154,10 @@ pub(crate) struct RelayState {
     pub unscheduled: BTreeSet<WorkKey>,
     /// Historic jobs, in start order.
     pub jobs: BTreeMap<JobId, Job>,
-    /// Ids to fetch: (id, job that needs it, already retried once).
-    pub fetch_queue: VecDeque<(EventId, JobId, bool)>,
+    /// Ids to fetch (their owners are in the engine's fetch table).
+    pub fetch_queue: VecDeque<EventId>,
+    /// The relay's real result cap was learned from a short answer (once per session).
+    pub cap_learned: bool,
     /// Events were dropped since this time: catch up once the queue drains.
     pub needs_catch_up: Option<Time>,
     /// A bootstrap relay: asked for every announcement.
@@ -183,6 +187,7 @@ impl RelayState {
             jobs: BTreeMap::new(),
             fetch_queue: VecDeque::new(),
             needs_catch_up: None,
+            cap_learned: false,
             bootstrap,
             stats: RelayStats::default(),
         }
