@@ -56,7 +56,10 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
     let spec_start = CorpusSpec::default().start + CorpusSpec::default().span_secs;
     let start = Time::from_secs(spec_start + 3600);
     let config = EngineConfig {
-        bootstrap_relays: RELAYS.iter().filter_map(|u| RelayUrl::parse(u).ok()).collect(),
+        bootstrap_relays: RELAYS
+            .iter()
+            .filter_map(|u| RelayUrl::parse(u).ok())
+            .collect(),
         seed,
         ..EngineConfig::default()
     };
@@ -154,18 +157,68 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
             .relays()
             .map(|(u, p, m, s)| {
                 format!(
-                    "{u} {p:?} {m:?} jobs {:?} rejected {:?} bad {:?} undelivered {}",
+                    "{u} {p:?} {m:?} recv {} stored {} rt {} neg/req jobs {}/{} fails {} jobs {:?} rejected {:?} bad {:?} undelivered {} forged2 {} dropped {} stuck {}",
+                    s.events_received,
+                    s.events_accepted,
+                    s.round_trips,
+                    s.jobs_negentropy,
+                    s.jobs_req,
+                    s.failures,
                     world.engine.relay_jobs(u),
                     s.events_rejected,
                     s.bad_frames,
-                    s.undelivered_ids
+                    s.undelivered_ids,
+                    s.forged_twice,
+                    s.dropped,
+                    s.incomplete_windows
                 )
             })
             .collect();
+        let mut kinds: std::collections::BTreeMap<(u16, bool), usize> = Default::default();
+        for id in corpus.acceptable.difference(&stored) {
+            if let Some(e) = corpus.events.iter().find(|e| e.id == *id) {
+                *kinds
+                    .entry((e.kind.as_u16(), corpus.live.contains(id)))
+                    .or_insert(0) += 1;
+            }
+        }
+        let mut traces = Vec::new();
+        let mut missing_ids: Vec<&EventId> = corpus.acceptable.difference(&stored).collect();
+        missing_ids.sort_by_key(|id| {
+            corpus
+                .events
+                .iter()
+                .find(|e| e.id == **id)
+                .map(|e| !matches!(e.kind.as_u16(), 1618 | 1621 | 1617))
+        });
+        for id in missing_ids.into_iter().take(6) {
+            let holders: Vec<String> = world
+                .hosts
+                .iter()
+                .filter(|(_, h)| h.relay.events().any(|e| e.id == *id))
+                .map(|(u, _)| u.to_string())
+                .collect();
+            let delivered: Vec<String> = world
+                .deliveries
+                .iter()
+                .filter(|((_, e), _)| e == id)
+                .map(|((u, _), n)| format!("{u}x{n}"))
+                .collect();
+            let event = corpus.events.iter().find(|e| e.id == *id);
+            traces.push(format!(
+                "{} kind {:?} at {:?} held by {holders:?} delivered {delivered:?} written {:?} tags {:?}",
+                id.to_hex(),
+                event.map(|e| e.kind.as_u16()),
+                event.map(|e| e.created_at.as_secs()),
+                world.writes.get(id),
+                event.map(|e| e.tags.iter().map(|t| t.as_slice().iter().map(|x| x.chars().take(12).collect::<String>()).collect::<Vec<_>>()).collect::<Vec<_>>())
+            ));
+        }
         return Err(format!(
-            "store differs: {missing} missing, {extra} extra of {}\n  {}",
+            "store differs: {missing} missing (kind, live) {kinds:?}, {extra} extra of {}\n  {}\n  {}",
             corpus.acceptable.len(),
-            relays.join("\n  ")
+            relays.join("\n  "),
+            traces.join("\n  ")
         ));
     }
     if !world.engine.is_settled() || world.engine.work().pending_count() != 0 {
@@ -182,7 +235,10 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
 }
 
 fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("GRASP_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(seed) = std::env::var("GRASP_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return vec![seed];
     }
     let n: u64 = std::env::var("GRASP_SIM_SEEDS")

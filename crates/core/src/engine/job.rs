@@ -28,6 +28,10 @@ pub(crate) struct Job {
     pub lossy: bool,
     /// Whether this job is a relay's one NIP-77 probe.
     pub probe: bool,
+    /// Not started again before this (after a lossy run).
+    pub not_before: Option<Time>,
+    /// Lossy runs so far: each doubles the delay before the next.
+    pub lossy_runs: u32,
 }
 
 /// Where a job is.

@@ -949,8 +949,10 @@ impl SyncEngine {
         for ((layer, since), items) in groups {
             self.schedule_jobs(id, layer, &items, since);
         }
-        if self.relays.get(&id).is_some_and(|r| r.bootstrap) {
-            let since = catch_up_from;
+        let margin = self.config.timing.since_margin;
+        if let Some(relay) = self.relays.get(&id).filter(|r| r.bootstrap) {
+            // Discovery catches up from its own last completion, not the reconnection.
+            let since = relay.discovered_at.map(|t| (t - margin).timestamp());
             let filter = discovery_filter(Form::Historic { since });
             self.add_job(id, Vec::new(), filter);
         }
@@ -1031,6 +1033,8 @@ impl SyncEngine {
                     outstanding: 0,
                     lossy: false,
                     probe: false,
+                    not_before: None,
+                    lossy_runs: 0,
                 },
             );
         }
@@ -1055,6 +1059,7 @@ impl SyncEngine {
                 .jobs
                 .values()
                 .filter(|j| matches!(j.state, JobState::Queued))
+                .filter(|j| j.not_before.is_none_or(|t| now >= t))
                 .find(|j| !self.leased_elsewhere(id, &j.keys))
                 .map(|j| j.id)
             else {
@@ -1430,6 +1435,17 @@ impl SyncEngine {
         }
         let lossy = relay.jobs.get(&job_id).is_some_and(|j| j.lossy);
         if lossy {
+            // Something was lost (dropped, or only forged copies came): run again after
+            // a delay that doubles each time, up to an hour.
+            let base = self.config.timing.backoff_base;
+            let now = self.now;
+            if let Some(job) = relay.jobs.get_mut(&job_id) {
+                job.lossy_runs = job.lossy_runs.saturating_add(1);
+                let delay = base
+                    .saturating_mul(1u32 << job.lossy_runs.min(16))
+                    .min(std::time::Duration::from_secs(3600));
+                job.not_before = Some(now + delay);
+            }
             self.requeue(id, job_id, false);
             return;
         }
@@ -1440,6 +1456,9 @@ impl SyncEngine {
         let Some(job) = relay.jobs.remove(&job_id) else {
             return;
         };
+        if job.keys.is_empty() && relay.bootstrap {
+            relay.discovered_at = Some(job.started_at);
+        }
         let url = relay.url.clone();
         for key in job.keys {
             let Some(entry) = self.key_jobs.get_mut(&(id, key)) else {
@@ -1509,6 +1528,14 @@ impl SyncEngine {
             return;
         };
         if owner.retried {
+            let (relay, job, waiting) = (owner.relay, owner.job, !owner.waiters.is_empty());
+            if let Some(r) = self.relays.get_mut(&relay) {
+                r.stats.forged_twice += 1;
+                // With nobody else to ask, the job cannot vouch for completeness.
+                if let Some(job) = job.filter(|_| !waiting).and_then(|j| r.jobs.get_mut(&j)) {
+                    job.lossy = true;
+                }
+            }
             self.hand_over_or_resolve(eid);
             return;
         }
@@ -1553,21 +1580,32 @@ impl SyncEngine {
         }
     }
 
-    /// The fetching relay is gone: a waiting relay fetches the id instead.
+    /// The fetching relay is gone or gave up: a waiting relay whose job is still running
+    /// fetches the id instead; with none, the fetch is over.
     fn hand_over_fetch(&mut self, eid: EventId) {
-        let Some(mut owner) = self.fetching.remove(&eid) else {
+        let Some(owner) = self.fetching.remove(&eid) else {
             return;
         };
-        if owner.waiters.is_empty() {
+        let alive = |relays: &HashMap<RelayId, RelayState>, (relay, job): &(RelayId, JobId)| {
+            relays
+                .get(relay)
+                .is_some_and(|r| r.phase == Phase::Open && r.jobs.contains_key(job))
+        };
+        let mut waiters: Vec<(RelayId, JobId)> = owner
+            .waiters
+            .into_iter()
+            .filter(|w| alive(&self.relays, w))
+            .collect();
+        if waiters.is_empty() {
             return;
         }
-        let (relay, job) = owner.waiters.remove(0);
+        let (relay, job) = waiters.remove(0);
         self.fetching.insert(
             eid,
             FetchOwner {
                 relay,
                 job: Some(job),
-                waiters: owner.waiters,
+                waiters,
                 retried: false,
             },
         );
@@ -1678,7 +1716,10 @@ impl SyncEngine {
             .get(&eid)
             .is_some_and(|o| !o.waiters.is_empty());
         if has_waiters {
-            let owner = self.fetching.get(&eid).and_then(|o| o.job.map(|j| (o.relay, j)));
+            let owner = self
+                .fetching
+                .get(&eid)
+                .and_then(|o| o.job.map(|j| (o.relay, j)));
             self.hand_over_fetch(eid);
             if let Some((relay, job)) = owner {
                 self.settle(relay, job);
@@ -1749,17 +1790,22 @@ impl SyncEngine {
                 Verdict::Reject(reject) => {
                     if let Some(relay) = self.relays.get_mut(&pipe.relay) {
                         relay.stats.reject(reject.as_str());
-
                     }
                     if reject.remembered() {
                         self.seen.remember(&pipe.event, now);
                     }
-                    self.left_pipeline(
-                        pipe.relay,
-                        pipe.job,
-                        &pipe.event.id,
-                        reject != Reject::BadSignature,
-                    );
+                    let forged = reject == Reject::BadSignature;
+                    if forged {
+                        // A forged copy is not the event: fetch a real one by id (the
+                        // job, if any, waits for it).
+                        self.in_pipeline.remove(&pipe.event.id);
+                        if self.fetching.contains_key(&pipe.event.id) {
+                            self.refetch(pipe.event.id);
+                        } else {
+                            self.need(pipe.relay, pipe.job, pipe.event.id);
+                        }
+                    }
+                    self.left_pipeline(pipe.relay, pipe.job, &pipe.event.id, !forged);
                 }
             }
         }

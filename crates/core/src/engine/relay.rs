@@ -86,6 +86,8 @@ pub struct RelayStats {
     pub incomplete_windows: u64,
     /// Ids a relay announced (NIP-77) but did not deliver, given up on.
     pub undelivered_ids: u64,
+    /// Ids given up on after a second forged copy.
+    pub forged_twice: u64,
     /// Events dropped because the ingest queue was full.
     pub dropped: u64,
     /// Connection failures.
@@ -162,6 +164,8 @@ pub(crate) struct RelayState {
     pub needs_catch_up: Option<Time>,
     /// A bootstrap relay: asked for every announcement.
     pub bootstrap: bool,
+    /// When the last complete discovery (every announcement) started.
+    pub discovered_at: Option<Time>,
     pub stats: RelayStats,
 }
 
@@ -189,6 +193,7 @@ impl RelayState {
             needs_catch_up: None,
             cap_learned: false,
             bootstrap,
+            discovered_at: None,
             stats: RelayStats::default(),
         }
     }
@@ -240,6 +245,7 @@ impl RelayState {
             let jobs = self.jobs.values().filter_map(|j| match &j.state {
                 super::job::JobState::Paging(p) => Some(p.deadline),
                 super::job::JobState::Neg(n) => Some(n.deadline),
+                super::job::JobState::Queued => j.not_before,
                 _ => None,
             });
             let fetches = self.subs.values().filter_map(|s| match s {
