@@ -391,7 +391,7 @@ impl SyncEngine {
         let live_interval = self.config.timing.live_update_interval;
         self.relays
             .values()
-            .filter_map(|r| r.next_deadline(live_interval))
+            .filter_map(|r| r.next_deadline(self.now, live_interval))
             .min()
     }
 
@@ -739,7 +739,7 @@ impl SyncEngine {
             return;
         }
         if let Some(Sub::Fetch(fetch)) = relay.subs.get_mut(sub) {
-            fetch.received += 1;
+            fetch.delivered.insert(event.id);
         }
         if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
             if let JobState::Paging(pager) = &mut job.state {
@@ -1362,9 +1362,7 @@ impl SyncEngine {
         let Some(job) = relay.jobs.get_mut(&job_id) else {
             return;
         };
-        if let Some(sub) = job.state.subscription().map(str::to_owned) {
-            relay.subs.remove(&sub);
-        }
+        let open_sub = job.state.subscription().map(str::to_owned);
         if job.probe && relay.nip77 == relay::Nip77::Probing {
             relay.nip77 = relay::Nip77::Unknown;
         }
@@ -1379,6 +1377,16 @@ impl SyncEngine {
         job.state = JobState::Queued;
         job.lossy = false;
         job.started_at = self.now;
+        // Tell the relay too, if it still holds the subscription.
+        if let Some(sub) = open_sub {
+            if self
+                .relays
+                .get(&id)
+                .is_some_and(|r| r.subs.contains_key(&sub))
+            {
+                self.close_sub(id, &sub);
+            }
+        }
     }
 
     /// Gives up on a job: its keys stay unconfirmed (pending keys are released so the
@@ -1647,7 +1655,7 @@ impl SyncEngine {
                     filter: filter.clone(),
                     ids,
                     deadline,
-                    received: 0,
+                    delivered: HashSet::new(),
                 }),
             );
             self.send(
@@ -1678,18 +1686,20 @@ impl SyncEngine {
         // assumed. Learn the cap; what it did not send is asked again, not given up.
         // Learned once per session and only from a substantial answer, so ids a relay
         // really lacks cannot shrink the cap step by step.
+        let received = fetch.delivered.len();
         let capped = at_eose
-            && fetch.received >= 10
-            && fetch.received < fetch.ids.len()
+            && received >= 10
+            && received < fetch.ids.len()
             && self.relays.get(&id).is_some_and(|r| !r.cap_learned);
         if capped {
             if let Some(relay) = self.relays.get_mut(&id) {
-                relay.limits.max_results = relay.limits.max_results.min(fetch.received);
+                relay.limits.max_results = relay.limits.max_results.min(received);
                 relay.cap_learned = true;
             }
         }
         for eid in fetch.ids {
             let owned = self.fetching.get(&eid).is_some_and(|o| o.relay == id)
+                && !fetch.delivered.contains(&eid)
                 && !self.in_pipeline.contains(&eid);
             if !owned {
                 continue;

@@ -1,7 +1,7 @@
 //! Per-relay state: connection phase, health and backoff, NIP-77 availability, open
 //! subscriptions, historic jobs, id fetches, and the counters a front end shows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use nostr::prelude::{EventId, Filter};
@@ -123,8 +123,9 @@ pub(crate) struct Fetch {
     pub filter: Filter,
     pub ids: Vec<EventId>,
     pub deadline: Time,
-    /// Events received on it: fewer than asked at EOSE reveals a silent result cap.
-    pub received: usize,
+    /// Ids it delivered (what happens to them is the pipeline's business); fewer than
+    /// asked at EOSE reveals a silent result cap.
+    pub delivered: HashSet<EventId>,
 }
 
 /// Everything the engine keeps about one relay.
@@ -231,8 +232,10 @@ impl RelayState {
             && self.subs.len() < self.limits.max_subscriptions
     }
 
-    /// The earliest deadline of this relay, given the live update interval.
-    pub fn next_deadline(&self, live_interval: Duration) -> Option<Time> {
+    /// The earliest deadline of this relay after `now`, given the live update interval.
+    /// Deadlines already past were handled, or wait on something else (a slot, a lease,
+    /// a quiet period) that has a deadline of its own or an input to come.
+    pub fn next_deadline(&self, now: Time, live_interval: Duration) -> Option<Time> {
         let live = (!self.live_new.is_empty())
             .then(|| self.live_sent_at.map(|t| t + live_interval))
             .flatten();
@@ -241,24 +244,23 @@ impl RelayState {
             Phase::Backoff { until } | Phase::Dead { until } => Some(until),
             Phase::Open | Phase::Idle => None,
         };
-        let open = (self.phase == Phase::Open).then(|| {
-            let jobs = self.jobs.values().filter_map(|j| match &j.state {
+        let mut deadlines: Vec<Time> = phase.into_iter().collect();
+        if self.phase == Phase::Open {
+            deadlines.extend(self.jobs.values().filter_map(|j| match &j.state {
                 super::job::JobState::Paging(p) => Some(p.deadline),
                 super::job::JobState::Neg(n) => Some(n.deadline),
                 super::job::JobState::Queued => j.not_before,
                 _ => None,
-            });
-            let fetches = self.subs.values().filter_map(|s| match s {
+            }));
+            deadlines.extend(self.subs.values().filter_map(|s| match s {
                 Sub::Fetch(f) => Some(f.deadline),
                 _ => None,
-            });
-            jobs.chain(fetches)
-                .chain(live)
-                .chain(self.quiet_until)
-                .chain(self.full_reconcile_at)
-                .min()
-        });
-        [phase, open.flatten()].into_iter().flatten().min()
+            }));
+            deadlines.extend(live);
+            deadlines.extend(self.quiet_until);
+            deadlines.extend(self.full_reconcile_at);
+        }
+        deadlines.into_iter().filter(|t| *t > now).min()
     }
 
     /// Live subscription ids.
