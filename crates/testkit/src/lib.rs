@@ -3,11 +3,13 @@
 //! drives the sans-IO engine on a simulated clock with injected faults.
 
 pub mod corpus;
+pub mod index;
 pub mod relay;
 pub mod rng;
 pub mod world;
 
 pub use corpus::{Corpus, CorpusSpec};
+pub use index::EventIndex;
 pub use relay::{SimRelay, SimRelayConfig};
 pub use rng::Rng;
 pub use world::{Faults, World};

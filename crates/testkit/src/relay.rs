@@ -3,11 +3,12 @@
 //! a subscription limit, a message-size limit, NOTICE instead of NEG-ERR, CLOSED right
 //! after EOSE for id-only REQs — each configurable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
+use crate::index::EventIndex;
 use grasp_sync_core::neg::{NegReply, NegResponder, ResponderLimits};
 use grasp_sync_core::wire::{parse_client_frame, ClientFrame, RelayFrame};
-use nostr::prelude::{Event, EventId, Filter, Kind, MatchEventOptions, Timestamp};
+use nostr::prelude::{Event, EventId, Filter, Kind, MatchEventOptions};
 
 /// How a simulated relay behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +49,7 @@ impl Default for SimRelayConfig {
 pub struct SimRelay {
     /// Its behaviour.
     pub config: SimRelayConfig,
-    events: BTreeMap<EventId, Event>,
+    events: EventIndex,
     subs: HashMap<String, Vec<Filter>>,
     neg: NegResponder,
     /// Frames received, for assertions.
@@ -68,7 +69,7 @@ impl SimRelay {
         });
         Self {
             config,
-            events: BTreeMap::new(),
+            events: EventIndex::default(),
             subs: HashMap::new(),
             neg,
             frames_in: 0,
@@ -79,7 +80,7 @@ impl SimRelay {
 
     /// Every stored event.
     pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.events.values()
+        self.events.iter()
     }
 
     /// Stores an event as a relay would (replaceable and addressable versions replace
@@ -121,7 +122,7 @@ impl SimRelay {
             let key = (kind, event.pubkey, d(&event));
             let older: Vec<EventId> = self
                 .events
-                .values()
+                .iter()
                 .filter(|e| (e.kind, e.pubkey, d(e)) == key)
                 .filter(|e| {
                     e.created_at < event.created_at
@@ -131,13 +132,13 @@ impl SimRelay {
                 .collect();
             let newer_held = self
                 .events
-                .values()
+                .iter()
                 .any(|e| (e.kind, e.pubkey, d(e)) == key && !older.contains(&e.id));
             if newer_held {
                 return false;
             }
             for id in older {
-                self.events.remove(&id);
+                self.remove(&id);
             }
         }
         if kind == Kind::from(5u16) {
@@ -154,12 +155,16 @@ impl SimRelay {
                     .get(&id)
                     .is_some_and(|e| e.pubkey == event.pubkey)
                 {
-                    self.events.remove(&id);
+                    self.remove(&id);
                 }
             }
         }
-        self.events.insert(event.id, event);
+        self.events.insert(event);
         true
+    }
+
+    fn remove(&mut self, id: &EventId) {
+        self.events.remove(id);
     }
 
     /// The connection closed: subscriptions and NIP-77 sessions are gone.
@@ -306,11 +311,7 @@ impl SimRelay {
     }
 
     fn matching<'a>(&'a self, filter: &'a Filter) -> impl Iterator<Item = &'a Event> + 'a {
-        let opts = MatchEventOptions::new();
-        let since = filter.since.unwrap_or(Timestamp::from(0));
-        self.events
-            .values()
-            .filter(move |e| e.created_at >= since && filter.match_event(e, opts))
+        self.events.matching(filter).into_iter()
     }
 }
 

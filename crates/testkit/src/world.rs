@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use grasp_sync_core::engine::{Checkpoint, EngineConfig, Input, Output, SyncEngine, Time};
 use grasp_sync_core::RelayUrl;
-use nostr::prelude::{Event, EventId, MatchEventOptions};
+use nostr::prelude::{Event, EventId};
+
+use crate::index::EventIndex;
 
 use crate::relay::{SimRelay, SimRelayConfig};
 use crate::rng::Rng;
@@ -16,9 +18,9 @@ use crate::rng::Rng;
 /// Faults injected on the network, in percent per frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
-    /// Frames from relays lost with their connection (a WebSocket loses frames only
-    /// when it breaks): the frame is dropped and the connection cut.
-    pub drop_pct: u64,
+    /// Frames from relays, per mille, lost with their connection (a WebSocket loses
+    /// frames only when it breaks): the frame is dropped and the connection cut.
+    pub drop_per_mille: u64,
     /// Frames from relays that arrive twice.
     pub duplicate_pct: u64,
     /// Events from relays whose signature is corrupted on the way.
@@ -58,7 +60,7 @@ pub struct World {
     /// The relays, by URL.
     pub hosts: BTreeMap<RelayUrl, Host>,
     /// The store.
-    pub store: BTreeMap<EventId, Event>,
+    pub store: EventIndex,
     /// Checkpoints the engine asked to persist.
     pub checkpoints: Vec<Checkpoint>,
     /// Network faults in force.
@@ -82,7 +84,7 @@ impl World {
             now: start,
             engine: SyncEngine::new(config),
             hosts: BTreeMap::new(),
-            store: BTreeMap::new(),
+            store: EventIndex::default(),
             checkpoints: Vec::new(),
             faults: Faults::default(),
             latency: Duration::from_millis(20),
@@ -209,7 +211,7 @@ impl World {
     }
 
     fn send_to_engine(&mut self, url: RelayUrl, mut frame: String) {
-        if self.faults.drop_pct > 0 && self.rng.chance(self.faults.drop_pct) {
+        if self.faults.drop_per_mille > 0 && self.rng.below(1000) < self.faults.drop_per_mille {
             self.cut(&url);
             return;
         }
@@ -310,11 +312,10 @@ impl World {
                     }
                 }
                 Output::LoadLocalItems { request, filter } => {
-                    let opts = MatchEventOptions::new();
                     let items = self
                         .store
-                        .values()
-                        .filter(|e| filter.match_event(e, opts))
+                        .matching(&filter)
+                        .into_iter()
                         .map(|e| (e.created_at, e.id))
                         .collect();
                     self.schedule(now, Delivery::Input(Input::LocalItems { request, items }));
@@ -335,7 +336,7 @@ impl World {
                     }
                     for e in events {
                         *self.writes.entry(e.id).or_insert(0) += 1;
-                        self.store.insert(e.id, e);
+                        self.store.insert(e);
                     }
                     self.schedule(
                         now,

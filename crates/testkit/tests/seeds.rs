@@ -108,7 +108,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
 
     // Ten minutes of faults, with live events.
     world.faults = Faults {
-        drop_pct: rng.below(3),
+        drop_per_mille: rng.below(5),
         duplicate_pct: rng.below(5),
         bad_signature_pct: rng.below(5),
         jitter_ms: rng.below(200),
@@ -148,7 +148,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
     }
     world.run_for(Duration::from_secs(3600));
 
-    let stored: BTreeSet<EventId> = world.store.keys().copied().collect();
+    let stored: BTreeSet<EventId> = world.store.ids().collect();
     if stored != corpus.acceptable {
         let missing = corpus.acceptable.difference(&stored).count();
         let extra = stored.difference(&corpus.acceptable).count();
@@ -251,22 +251,40 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn every_seed_converges_after_faults() {
     let seeds = seeds();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Mutex<Vec<(u64, Result<Outcome, String>)>> = Mutex::default();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(seed) = seeds.get(i).copied() else {
+                    break;
+                };
+                let outcome = catch_unwind(AssertUnwindSafe(|| run_seed(seed)))
+                    .unwrap_or_else(|_| Err("panicked".into()));
+                if let Ok(mut r) = results.lock() {
+                    r.push((seed, outcome));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(seed, _)| *seed);
     let mut failed = Vec::new();
     let (mut stored, mut extra, mut deliveries) = (0u64, 0u64, 0u64);
-    for seed in &seeds {
-        match catch_unwind(AssertUnwindSafe(|| run_seed(*seed))) {
-            Ok(Ok(o)) => {
+    for (seed, outcome) in results {
+        match outcome {
+            Ok(o) => {
                 stored += o.stored as u64;
                 extra += u64::from(o.extra_writes);
                 deliveries += u64::from(o.deliveries);
             }
-            Ok(Err(why)) => {
+            Err(why) => {
                 eprintln!("seed {seed} failed: {why}");
-                failed.push(*seed);
-            }
-            Err(_) => {
-                eprintln!("seed {seed} panicked");
-                failed.push(*seed);
+                failed.push(seed);
             }
         }
     }

@@ -1537,11 +1537,21 @@ impl SyncEngine {
         };
         if owner.retried {
             let (relay, job, waiting) = (owner.relay, owner.job, !owner.waiters.is_empty());
+            let now = self.now;
             if let Some(r) = self.relays.get_mut(&relay) {
                 r.stats.forged_twice += 1;
-                // With nobody else to ask, the job cannot vouch for completeness.
-                if let Some(job) = job.filter(|_| !waiting).and_then(|j| r.jobs.get_mut(&j)) {
-                    job.lossy = true;
+                // With nobody else to ask, the job cannot vouch for completeness; a live
+                // event without a job is caught up from now on.
+                match job.filter(|_| !waiting) {
+                    Some(j) => {
+                        if let Some(job) = r.jobs.get_mut(&j) {
+                            job.lossy = true;
+                        }
+                    }
+                    None if !waiting => {
+                        r.needs_catch_up.get_or_insert(now);
+                    }
+                    None => {}
                 }
             }
             self.hand_over_or_resolve(eid);
