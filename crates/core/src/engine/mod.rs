@@ -391,7 +391,7 @@ impl SyncEngine {
         let live_interval = self.config.timing.live_update_interval;
         self.relays
             .values()
-            .filter_map(|r| r.next_deadline(self.now, live_interval))
+            .filter_map(|r| r.next_deadline(live_interval))
             .min()
     }
 
@@ -561,6 +561,14 @@ impl SyncEngine {
             return;
         }
         let (quiet_until, full_reconcile_at) = (relay.quiet_until, relay.full_reconcile_at);
+        // A delayed job that is due waits for a slot from now on (slots free on inputs).
+        if let Some(r) = self.relays.get_mut(&id) {
+            for job in r.jobs.values_mut() {
+                if job.not_before.is_some_and(|t| now >= t) {
+                    job.not_before = None;
+                }
+            }
+        }
         if quiet_until.is_some_and(|t| now >= t) {
             if let Some(r) = self.relays.get_mut(&id) {
                 r.quiet_until = None;

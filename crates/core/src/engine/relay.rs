@@ -232,13 +232,14 @@ impl RelayState {
             && self.subs.len() < self.limits.max_subscriptions
     }
 
-    /// The earliest deadline of this relay after `now`, given the live update interval.
-    /// Deadlines already past were handled, or wait on something else (a slot, a lease,
-    /// a quiet period) that has a deadline of its own or an input to come.
-    pub fn next_deadline(&self, now: Time, live_interval: Duration) -> Option<Time> {
+    /// The earliest deadline of this relay, given the live update interval. Every
+    /// deadline is consumed by `handle_timeout` once due, so a past one fires once.
+    pub fn next_deadline(&self, live_interval: Duration) -> Option<Time> {
+        // A live update waits for the interval and for any quiet period.
         let live = (!self.live_new.is_empty())
             .then(|| self.live_sent_at.map(|t| t + live_interval))
-            .flatten();
+            .flatten()
+            .map(|t| self.quiet_until.map_or(t, |q| t.max(q)));
         let phase = match self.phase {
             Phase::Connecting { deadline } => Some(deadline),
             Phase::Backoff { until } | Phase::Dead { until } => Some(until),
@@ -260,7 +261,7 @@ impl RelayState {
             deadlines.extend(self.quiet_until);
             deadlines.extend(self.full_reconcile_at);
         }
-        deadlines.into_iter().filter(|t| *t > now).min()
+        deadlines.into_iter().min()
     }
 
     /// Live subscription ids.
