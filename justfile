@@ -8,6 +8,18 @@ run *ARGS:
 test:
     ./scripts/test.sh
 
+# The deterministic simulation over N seeds (CI runs 1000).
+sim seeds="1000":
+    GRASP_SIM_SEEDS={{seeds}} cargo test --release -p grasp-sync-testkit -- --nocapture
+
+# The simulation over 100 000 seeds (hours; not in CI).
+soak:
+    GRASP_SIM_SEEDS=100000 cargo test --release -p grasp-sync-testkit --test seeds -- --nocapture
+
+# Replay one simulation seed, with its failure report.
+replay seed:
+    GRASP_SIM_SEED={{seed}} cargo test --release -p grasp-sync-testkit --test seeds -- --nocapture
+
 # Benchmarks of the core (index update + compute_actions at 1k/10k/100k repos).
 bench:
     cargo bench -p grasp-sync-core --bench index_update

@@ -32,7 +32,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$test_log"
+cargo test --workspace --locked --exclude grasp-sync-testkit 2>&1 | tee "$test_log"
+
+step "deterministic simulation (release build; GRASP_SIM_SEEDS=${GRASP_SIM_SEEDS:-1000} seeds)"
+cargo test --locked --release -p grasp-sync-testkit -- --nocapture 2>&1 | tee -a "$test_log"
 
 step "wasm32 build of the shared crates"
 cargo build --locked --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-web

@@ -237,6 +237,10 @@ pub struct NegInitiator {
     rounds: u32,
     state: State,
     reported: HashSet<[u8; 32]>,
+    /// Our own ids: a relay can make negentropy list them as needed (found by fuzzing:
+    /// an id list for a range that does not match our items), and we never fetch what
+    /// we hold.
+    local: HashSet<[u8; 32]>,
 }
 
 impl fmt::Debug for NegInitiator {
@@ -269,6 +273,8 @@ impl NegInitiator {
         items: impl IntoIterator<Item = NegItem>,
         frame_limit: u64,
     ) -> Result<(Self, Vec<u8>), NegError> {
+        let items: Vec<NegItem> = items.into_iter().collect();
+        let local = items.iter().map(|(_, id)| *id).collect();
         let mut session = new_session(build_storage(items, usize::MAX)?, frame_limit)?;
         let first = session.initiate().map_err(lib_error)?;
         let initiator = Self {
@@ -276,6 +282,7 @@ impl NegInitiator {
             rounds: 0,
             state: State::Running,
             reported: HashSet::new(),
+            local,
         };
         Ok((initiator, first))
     }
@@ -305,7 +312,10 @@ impl NegInitiator {
                         .collect()
                 };
                 let have = fresh(have);
-                let need = fresh(need);
+                let need = fresh(need)
+                    .into_iter()
+                    .filter(|id| !self.local.contains(id))
+                    .collect();
                 Ok(NegProgress { next, have, need })
             }
             Err(error) => {
