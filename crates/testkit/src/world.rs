@@ -356,7 +356,8 @@ impl World {
 /// Verifies an event's id and signature, remembering results across worlds: many
 /// simulated runs share one corpus, and verification dominates their cost otherwise.
 fn verify_cached(event: &Event) -> bool {
-    static CACHE: OnceLock<Mutex<HashMap<(EventId, [u8; 64]), bool>>> = OnceLock::new();
+    type Verdicts = HashMap<(EventId, [u8; 64]), bool>;
+    static CACHE: OnceLock<Mutex<Verdicts>> = OnceLock::new();
     let key = (event.id, *event.sig.as_bytes());
     let cache = CACHE.get_or_init(Mutex::default);
     if let Some(valid) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {

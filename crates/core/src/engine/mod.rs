@@ -1669,12 +1669,12 @@ impl SyncEngine {
             };
             relay.subs.insert(
                 sub.clone(),
-                Sub::Fetch(Fetch {
+                Sub::Fetch(Box::new(Fetch {
                     filter: filter.clone(),
                     ids,
                     deadline,
                     delivered: HashSet::new(),
-                }),
+                })),
             );
             self.send(
                 id,

@@ -114,7 +114,7 @@ pub(crate) enum Sub {
     /// A historic job (paged REQ or NIP-77 session).
     Job(JobId),
     /// An `ids` fetch.
-    Fetch(Fetch),
+    Fetch(Box<Fetch>),
 }
 
 /// One `ids` REQ in flight.
