@@ -28,6 +28,17 @@ pub struct SimRelayConfig {
     pub closed_after_eose_for_ids: bool,
     /// Items a NIP-77 session may hold.
     pub max_neg_items: usize,
+    /// With NIP-77: ignore NEG-OPEN and NEG-MSG silently (no answer at all).
+    pub neg_silent: bool,
+    /// With NIP-77: answer a NEG-OPEN whose filter matches more than this many records
+    /// with NEG-ERR `blocked: too many records` (strfry style).
+    pub neg_blocked_over: Option<usize>,
+    /// Answer the first this many REQs with CLOSED `rate-limited: slow down`.
+    pub rate_limited_reqs: usize,
+    /// Decorate the first this many REQ answers holding events with junk: a frame that
+    /// is not JSON, one of an unknown type, an EVENT for an unknown subscription, and a
+    /// copy of the first event with a corrupted signature sent before the real one.
+    pub junk_answers: usize,
 }
 
 impl Default for SimRelayConfig {
@@ -40,6 +51,10 @@ impl Default for SimRelayConfig {
             max_message_bytes: 128 * 1024,
             closed_after_eose_for_ids: true,
             max_neg_items: 500_000,
+            neg_silent: false,
+            neg_blocked_over: None,
+            rate_limited_reqs: 0,
+            junk_answers: 0,
         }
     }
 }
@@ -58,7 +73,15 @@ pub struct SimRelay {
     pub bytes_in: u64,
     /// See [`bytes_in`](Self::bytes_in).
     pub bytes_out: u64,
+    /// The last [`LOG_CAPACITY`] frames received, in order; NIP-77 messages are elided
+    /// (`["NEG-OPEN","sub",{filter},"…"]`).
+    pub log: Vec<String>,
+    reqs_seen: usize,
+    junk_sent: usize,
 }
+
+/// Frames kept in [`SimRelay::log`]: past it the older half is dropped.
+pub const LOG_CAPACITY: usize = 4_096;
 
 impl SimRelay {
     /// An empty relay.
@@ -75,6 +98,9 @@ impl SimRelay {
             frames_in: 0,
             bytes_in: 0,
             bytes_out: 0,
+            log: Vec::new(),
+            reqs_seen: 0,
+            junk_sent: 0,
         }
     }
 
@@ -180,9 +206,22 @@ impl SimRelay {
     pub fn handle(&mut self, text: &str) -> Vec<String> {
         self.frames_in += 1;
         self.bytes_in += text.len() as u64;
+        self.record(text);
         let out = self.answer(text);
         self.count_out(&out);
         out
+    }
+
+    fn record(&mut self, text: &str) {
+        if self.log.len() >= LOG_CAPACITY {
+            self.log.drain(..LOG_CAPACITY / 2);
+        }
+        let neg = text.starts_with("[\"NEG-OPEN\"") || text.starts_with("[\"NEG-MSG\"");
+        let entry = match text.rfind(",\"").filter(|_| neg) {
+            Some(at) => format!("{},\"…\"]", &text[..at]),
+            None => text.to_owned(),
+        };
+        self.log.push(entry);
     }
 
     fn count_out(&mut self, out: &[String]) {
@@ -201,7 +240,18 @@ impl SimRelay {
             ClientFrame::Req {
                 subscription,
                 filters,
-            } => self.req(subscription, filters),
+            } => {
+                self.reqs_seen += 1;
+                if self.reqs_seen <= self.config.rate_limited_reqs {
+                    return vec![RelayFrame::Closed {
+                        subscription,
+                        message: "rate-limited: slow down".into(),
+                    }
+                    .to_json()];
+                }
+                let out = self.req(subscription, filters);
+                self.junk(out)
+            }
             ClientFrame::Close { subscription } => {
                 self.subs.remove(&subscription);
                 Vec::new()
@@ -228,6 +278,14 @@ impl SimRelay {
                         neg_err(&subscription, "error: negentropy disabled")
                     }];
                 }
+                if self.config.neg_silent {
+                    return Vec::new();
+                }
+                if let Some(max) = self.config.neg_blocked_over {
+                    if self.matching(&filter).count() > max {
+                        return vec![neg_err(&subscription, "blocked: too many records")];
+                    }
+                }
                 let items: Vec<(u64, [u8; 32])> = self
                     .matching(&filter)
                     .map(|e| (e.created_at.as_secs(), e.id.to_bytes()))
@@ -241,6 +299,9 @@ impl SimRelay {
             } => {
                 if !self.config.nip77 {
                     return vec![notice("ERROR: bad msg: unknown cmd")];
+                }
+                if self.config.neg_silent {
+                    return Vec::new();
                 }
                 let reply = self.neg.message(&subscription, &message);
                 vec![neg_reply(&subscription, reply)]
@@ -310,9 +371,42 @@ impl SimRelay {
         out
     }
 
+    /// Adds junk around an answer (see [`SimRelayConfig::junk_answers`]).
+    fn junk(&mut self, mut out: Vec<String>) -> Vec<String> {
+        if self.junk_sent >= self.config.junk_answers {
+            return out;
+        }
+        let Some(first) = out.iter().position(|f| f.starts_with("[\"EVENT\"")) else {
+            return out;
+        };
+        self.junk_sent += 1;
+        let event = out[first].clone();
+        let unknown_sub = match event.find(",{") {
+            Some(at) => format!("[\"EVENT\",\"no-such-subscription\"{}", &event[at..]),
+            None => event.clone(),
+        };
+        out.insert(first, corrupt_signature(&event));
+        out.insert(0, unknown_sub);
+        out.insert(0, "[\"WHATEVER\",\"x\"]".to_owned());
+        out.insert(0, "this is not json".to_owned());
+        out
+    }
+
     fn matching<'a>(&'a self, filter: &'a Filter) -> impl Iterator<Item = &'a Event> + 'a {
         self.events.matching(filter).into_iter()
     }
+}
+
+/// The frame with one hex digit of the event's signature changed.
+fn corrupt_signature(frame: &str) -> String {
+    let Some(pos) = frame.find("\"sig\":\"") else {
+        return frame.to_owned();
+    };
+    let mut bytes = frame.as_bytes().to_vec();
+    if let Some(b) = bytes.get_mut(pos + 7) {
+        *b = if *b == b'0' { b'1' } else { b'0' };
+    }
+    String::from_utf8(bytes).unwrap_or_else(|_| frame.to_owned())
 }
 
 fn notice(message: &str) -> String {

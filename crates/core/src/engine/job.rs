@@ -28,6 +28,9 @@ pub(crate) struct Job {
     pub lossy: bool,
     /// Whether this job is a relay's one NIP-77 probe.
     pub probe: bool,
+    /// When paged instead of reconciled, page only from here: keys already confirmed
+    /// need no full re-download from a relay without NIP-77.
+    pub paging_since: Option<Timestamp>,
     /// Not started again before this (after a lossy run).
     pub not_before: Option<Time>,
     /// Lossy runs so far: each doubles the delay before the next.

@@ -881,6 +881,9 @@ impl SyncEngine {
                 match class {
                     ReasonClass::RateLimited => self.requeue(id, job, false),
                     ReasonClass::Blocked if neg && is_too_many_records(message) => {
+                        if relay.nip77 == relay::Nip77::Probing {
+                            relay.nip77 = relay::Nip77::Supported;
+                        }
                         self.fall_back_to_req(id, job)
                     }
                     ReasonClass::AuthRequired | ReasonClass::Restricted | ReasonClass::Blocked => {
@@ -943,26 +946,37 @@ impl SyncEngine {
                 })
             })
             .collect();
-        let since =
-            |key: &WorkKey, work: &WorkState| work.confirmed_at(id, *key).and(catch_up_from);
-        let mut groups: HashMap<(Layer, Option<Timestamp>), Vec<ItemId>> = HashMap::new();
+        let margin = self.config.timing.since_margin.as_secs();
+        // Confirmed keys: a quick reconnect catches up from the disconnection; a fresh
+        // start reconciles them in full with NIP-77, but pages (without NIP-77) only from
+        // the oldest of their checkpoints. Unconfirmed keys sync from the beginning.
+        let oldest_confirmed = keys
+            .iter()
+            .filter_map(|k| self.work.confirmed_at(id, *k))
+            .min()
+            .map(|t| Timestamp::from(t.as_secs().saturating_sub(margin)));
+        let mut groups: HashMap<(Layer, bool), Vec<ItemId>> = HashMap::new();
         for key in keys {
-            groups
-                .entry((key.layer, since(&key, &self.work)))
-                .or_default()
-                .push(key.item);
+            let confirmed = self.work.confirmed_at(id, key).is_some();
+            groups.entry((key.layer, confirmed)).or_default().push(key.item);
         }
         let mut groups: Vec<_> = groups.into_iter().collect();
-        groups.sort_by_key(|((layer, since), _)| (*layer, *since));
-        for ((layer, since), items) in groups {
-            self.schedule_jobs(id, layer, &items, since);
+        groups.sort_by_key(|(group, _)| *group);
+        for ((layer, confirmed), items) in groups {
+            let (since, paging_since) = match (confirmed, catch_up_from) {
+                (true, Some(from)) => (Some(from), None),
+                (true, None) => (None, oldest_confirmed),
+                (false, _) => (None, None),
+            };
+            self.schedule_jobs(id, layer, &items, since, paging_since);
         }
-        let margin = self.config.timing.since_margin;
         if let Some(relay) = self.relays.get(&id).filter(|r| r.bootstrap) {
-            // Discovery catches up from its own last completion, not the reconnection.
-            let since = relay.discovered_at.map(|t| (t - margin).timestamp());
-            let filter = discovery_filter(Form::Historic { since });
-            self.add_job(id, Vec::new(), filter);
+            // Discovery has its own checkpoint: reconciled in full, paged from there.
+            let discovered = relay
+                .discovered_at
+                .map(|t| Timestamp::from(t.timestamp().as_secs().saturating_sub(margin)));
+            let filter = discovery_filter(Form::Historic { since: None });
+            self.add_job(id, Vec::new(), filter, discovered);
         }
     }
 
@@ -973,6 +987,7 @@ impl SyncEngine {
         layer: Layer,
         items: &[ItemId],
         since: Option<Timestamp>,
+        paging_since: Option<Timestamp>,
     ) {
         let Some(limits) = self.relays.get(&id).map(|r| r.limits) else {
             return;
@@ -1016,11 +1031,17 @@ impl SyncEngine {
             }
         }
         for (keys, filter) in planned {
-            self.add_job(id, keys, filter);
+            self.add_job(id, keys, filter, paging_since);
         }
     }
 
-    fn add_job(&mut self, id: RelayId, keys: Vec<WorkKey>, filter: Filter) {
+    fn add_job(
+        &mut self,
+        id: RelayId,
+        keys: Vec<WorkKey>,
+        filter: Filter,
+        paging_since: Option<Timestamp>,
+    ) {
         let job_id = self.new_id();
         let now = self.now;
         for key in &keys {
@@ -1041,6 +1062,7 @@ impl SyncEngine {
                     outstanding: 0,
                     lossy: false,
                     probe: false,
+                    paging_since,
                     not_before: None,
                     lossy_runs: 0,
                 },
@@ -1234,6 +1256,10 @@ impl SyncEngine {
         let Some(job) = relay.jobs.get_mut(&job_id) else {
             return;
         };
+        if let Some(from) = job.paging_since.take() {
+            let since = job.filter.since.map_or(from, |s| s.max(from));
+            job.filter = job.filter.clone().since(since);
+        }
         let pager = Pager::new(sub.clone(), deadline, limit);
         let filter = pager.page_filter(&job.filter);
         job.state = JobState::Paging(pager);
@@ -1273,6 +1299,7 @@ impl SyncEngine {
             Ok(progress) => progress,
             Err(_) => {
                 relay.stats.bad_frame("neg-decode");
+                relay.nip77 = relay::Nip77::Unsupported;
                 self.close_sub(id, sub);
                 self.fall_back_to_req(id, job_id);
                 return;
@@ -1311,8 +1338,15 @@ impl SyncEngine {
             .jobs
             .get(&job_id)
             .is_some_and(|j| matches!(&j.state, JobState::Neg(n) if n.answered));
-        if !answered && !is_too_many_records(message) && relay.nip77 == relay::Nip77::Probing {
-            relay.nip77 = relay::Nip77::Unsupported;
+        if relay.nip77 == relay::Nip77::Probing {
+            // "Too many records" is NIP-77 working on an oversized filter.
+            relay.nip77 = if is_too_many_records(message) {
+                relay::Nip77::Supported
+            } else if answered {
+                relay::Nip77::Probing
+            } else {
+                relay::Nip77::Unsupported
+            };
         }
         self.fall_back_to_req(id, job_id);
     }
@@ -1328,8 +1362,12 @@ impl SyncEngine {
             {
                 relay.subs.remove(&sub);
             }
-            if relay.nip77 == relay::Nip77::Probing {
-                relay.nip77 = relay::Nip77::Unsupported;
+            // The NIP-77 verdict is the caller's: a probe that ends here without one
+            // leaves the next job to probe again.
+            if relay.jobs.get(&job_id).is_some_and(|j| j.probe)
+                && relay.nip77 == relay::Nip77::Probing
+            {
+                relay.nip77 = relay::Nip77::Unknown;
             }
             if let Some(job) = relay.jobs.get_mut(&job_id) {
                 job.probe = false;
@@ -1966,7 +2004,7 @@ impl SyncEngine {
         let mut layers: Vec<_> = by_layer.into_iter().collect();
         layers.sort_by_key(|(l, _)| *l);
         for (layer, items) in layers {
-            self.schedule_jobs(id, layer, &items, None);
+            self.schedule_jobs(id, layer, &items, None, None);
         }
     }
 

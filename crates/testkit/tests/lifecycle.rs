@@ -1,0 +1,874 @@
+//! One test per engine lifecycle path and fallback trigger, each against one simulated
+//! relay holding a small corpus: first sync and negentropy, NIP-77 refusals (NOTICE,
+//! NEG-ERR, silence, `blocked: too many records`), rate limits, quick reconnects and
+//! fresh starts, backoff and death, restart from checkpoints, silent result caps, and
+//! garbage from a relay. Each asserts on counters, phases, the frames the relay received
+//! and the store, and ends converged on the events the relay holds.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use grasp_sync_core::engine::{EngineConfig, Input, Method, Phase, RelayStats, Time};
+use grasp_sync_core::{Layer, RelayUrl};
+use grasp_sync_testkit::corpus::{keys, sign};
+use grasp_sync_testkit::{Corpus, CorpusSpec, SimRelayConfig, World};
+use nostr::prelude::{Event, EventId, Filter};
+use serde_json::Value;
+
+const URL: &str = "wss://relay-a.example.com";
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+/// Past `full_reconcile_max` (25 h): one full reconciliation has run.
+const RECONCILE: Duration = Duration::from_secs(26 * 3600);
+
+fn spec(seed: u64, repos: usize, events_per_repo: usize) -> CorpusSpec {
+    CorpusSpec {
+        seed,
+        repos,
+        events_per_repo,
+        relays: vec![URL.to_owned()],
+        relays_per_repo: 1,
+        ..CorpusSpec::default()
+    }
+}
+
+/// 3 repositories, about 180 events.
+fn small() -> Corpus {
+    Corpus::generate(&spec(42, 3, 60))
+}
+
+fn start_time() -> Time {
+    let d = CorpusSpec::default();
+    Time::from_secs(d.start + d.span_secs + 3600)
+}
+
+/// A world whose engine bootstraps from the one relay, which holds the whole corpus.
+fn world_with(
+    corpus: &Corpus,
+    relay: SimRelayConfig,
+    seed: u64,
+    tune: impl FnOnce(&mut EngineConfig),
+) -> (World, RelayUrl) {
+    let url = RelayUrl::parse(URL).expect("relay url");
+    let mut config = EngineConfig {
+        bootstrap_relays: vec![url.clone()],
+        seed,
+        ..EngineConfig::default()
+    };
+    tune(&mut config);
+    let mut world = World::new(config, start_time(), seed);
+    let url = world.add_relay(URL, relay, &corpus.events);
+    (world, url)
+}
+
+fn world(corpus: &Corpus, relay: SimRelayConfig) -> (World, RelayUrl) {
+    world_with(corpus, relay, 7, |_| {})
+}
+
+fn relay_state(world: &World, url: &RelayUrl) -> (Phase, Method, RelayStats) {
+    world
+        .engine
+        .relays()
+        .find(|(u, ..)| *u == url)
+        .map(|(_, p, m, s)| (p, m, s.clone()))
+        .expect("relay known to the engine")
+}
+
+fn stats(world: &World, url: &RelayUrl) -> RelayStats {
+    relay_state(world, url).2
+}
+
+fn log(world: &World, url: &RelayUrl) -> Vec<String> {
+    world.hosts[url].relay.log.clone()
+}
+
+fn stored(world: &World) -> BTreeSet<EventId> {
+    world.store.ids().collect()
+}
+
+fn relay_set(world: &World, url: &RelayUrl) -> BTreeSet<EventId> {
+    world.hosts[url].relay.events().map(|e| e.id).collect()
+}
+
+fn deliveries(world: &World) -> u32 {
+    world.deliveries.values().sum()
+}
+
+/// The store holds exactly `expected`, nothing is pending or running.
+fn assert_converged(world: &World, url: &RelayUrl, expected: &BTreeSet<EventId>) {
+    let got = stored(world);
+    let missing = expected.difference(&got).count();
+    let extra = got.difference(expected).count();
+    assert!(
+        missing == 0 && extra == 0,
+        "store differs: {missing} missing, {extra} extra of {}; relay {:?}",
+        expected.len(),
+        relay_state(world, url)
+    );
+    assert!(world.engine.is_settled(), "not settled");
+    assert_eq!(world.engine.work().pending_count(), 0, "keys pending");
+    assert_eq!(world.engine.relay_jobs(url), (0, 0, 0, 0), "jobs left");
+    assert_eq!(relay_state(world, url).0, Phase::Open);
+}
+
+// -------------------------------------------------------------------------------------
+// Frames the relay received
+
+/// A REQ or NEG-OPEN as the relay received it.
+#[derive(Debug, Clone)]
+struct Sent {
+    kind: String,
+    filters: Vec<Value>,
+}
+
+fn parse(frame: &str) -> Option<Sent> {
+    let value: Value = serde_json::from_str(frame).ok()?;
+    let arr = value.as_array()?;
+    let kind = arr.first()?.as_str()?.to_owned();
+    arr.get(1)?.as_str()?;
+    let filters = match kind.as_str() {
+        "REQ" => arr[2..].to_vec(),
+        "NEG-OPEN" => vec![arr.get(2)?.clone()],
+        _ => Vec::new(),
+    };
+    Some(Sent { kind, filters })
+}
+
+fn is_live(f: &Value) -> bool {
+    f.get("limit").and_then(Value::as_u64) == Some(0)
+}
+
+fn is_fetch(f: &Value) -> bool {
+    f.get("ids").is_some()
+}
+
+/// Historic job frames: NEG-OPENs, and REQs that are neither live nor `ids` fetches.
+fn job_frames(frames: &[String]) -> Vec<Sent> {
+    frames
+        .iter()
+        .filter_map(|f| parse(f))
+        .filter(|s| match s.kind.as_str() {
+            "NEG-OPEN" => true,
+            "REQ" => s.filters.iter().all(|f| !is_live(f) && !is_fetch(f)),
+            _ => false,
+        })
+        .collect()
+}
+
+fn since(f: &Value) -> Option<u64> {
+    f.get("since").and_then(Value::as_u64)
+}
+
+/// Which layer a historic filter belongs to.
+fn layer_of(f: &Value) -> &'static str {
+    let kinds: Vec<u64> = f
+        .get("kinds")
+        .and_then(Value::as_array)
+        .map(|k| k.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    if f.get("authors").is_some() && kinds.contains(&30617) {
+        "L1"
+    } else if kinds == [30617] {
+        "discovery"
+    } else if f.get("#a").is_some() || f.get("#A").is_some() {
+        "L2"
+    } else if f.get("#e").is_some() || f.get("#E").is_some() {
+        "L3"
+    } else if let Some(q) = f.get("#q").and_then(Value::as_array) {
+        if q.iter()
+            .any(|v| v.as_str().is_some_and(|s| s.contains(':')))
+        {
+            "L2"
+        } else {
+            "L3"
+        }
+    } else {
+        "other"
+    }
+}
+
+fn to_filter(f: &Value) -> Filter {
+    serde_json::from_value(f.clone()).expect("filter parses")
+}
+
+fn count_kind(frames: &[String], kind: &str) -> usize {
+    let prefix = format!("[\"{kind}\"");
+    frames.iter().filter(|f| f.starts_with(&prefix)).count()
+}
+
+/// Runs in steps of `step` for `total`, returning for each frame the relay received
+/// (by index in its log, from the log's length at the start) the time it was first
+/// seen: at most `step` after it arrived.
+fn run_stepping(world: &mut World, url: &RelayUrl, total: Duration, step: Duration) -> Vec<Time> {
+    let first = world.hosts[url].relay.log.len();
+    let end = world.now + total;
+    let mut seen = Vec::new();
+    while world.now < end {
+        world.run_for(step);
+        let len = world.hosts[url].relay.log.len();
+        while first + seen.len() < len {
+            seen.push(world.now);
+        }
+    }
+    seen
+}
+
+// -------------------------------------------------------------------------------------
+// 1. NIP-77: first sync pages, later syncs reconcile
+
+#[test]
+fn nip77_first_sync_pages_then_full_reconciliation_is_cheap() {
+    let corpus = small();
+    let (mut world, url) = world(&corpus, SimRelayConfig::default());
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let first = stats(&world, &url);
+    let first_log = log(&world, &url);
+    // The repository layers started with an empty local set: they were paged.
+    assert!(first.jobs_req > 0, "{first:?}");
+    let l2_first = job_frames(&first_log)
+        .into_iter()
+        .find(|s| s.filters.iter().any(|f| f.get("#a").is_some()))
+        .expect("an #a job");
+    assert_eq!(l2_first.kind, "REQ", "the first #a job pages");
+    assert!(deliveries(&world) as usize >= corpus.acceptable.len());
+
+    let (before_deliveries, before_writes) = (deliveries(&world), world.writes.len());
+    world.run_for(RECONCILE);
+    let (_, method, second) = relay_state(&world, &url);
+    let reconcile_log = log(&world, &url)[first_log.len()..].to_vec();
+    let jobs = job_frames(&reconcile_log);
+    let neg = jobs.iter().filter(|s| s.kind == "NEG-OPEN").count();
+    let bytes_in = second.bytes_in - first.bytes_in;
+    let bytes_out = second.bytes_out - first.bytes_out;
+    eprintln!(
+        "reconciliation: {} job filters ({neg} NEG-OPEN), {bytes_in} B in, {bytes_out} B out, {} round trips, method {method:?}",
+        jobs.len(),
+        second.round_trips - first.round_trips
+    );
+    assert!(!jobs.is_empty(), "no full reconciliation happened");
+    // A full reconciliation: NIP-77 over everything; what is paged instead (an empty
+    // local set) pages only from the checkpoints, never from the beginning.
+    assert!(jobs
+        .iter()
+        .filter(|s| s.kind == "NEG-OPEN")
+        .all(|s| s.filters.iter().all(|f| since(f).is_none())));
+    assert!(jobs
+        .iter()
+        .filter(|s| s.kind == "REQ")
+        .all(|s| s.filters.iter().all(|f| since(f).is_some())));
+    assert!(second.jobs_negentropy > first.jobs_negentropy);
+    assert_eq!(
+        (second.jobs_negentropy - first.jobs_negentropy) as usize,
+        neg,
+        "every NEG-OPEN completed by negentropy"
+    );
+    // Only filters with nothing stored locally are paged (negentropy over an empty set
+    // is a slow id download); everything else reconciles.
+    for job in jobs.iter().filter(|s| s.kind == "REQ") {
+        for f in &job.filters {
+            let mut f = f.clone();
+            if let Some(o) = f.as_object_mut() {
+                o.remove("limit");
+                o.remove("until");
+            }
+            assert!(
+                world.store.matching(&to_filter(&f)).is_empty(),
+                "a filter with a local set was paged: {f}"
+            );
+        }
+    }
+    assert!(
+        bytes_in < 3 * 1024 * jobs.len() as u64,
+        "{bytes_in} bytes in for {} filters",
+        jobs.len()
+    );
+    assert_eq!(
+        deliveries(&world),
+        before_deliveries,
+        "an event was downloaded again"
+    );
+    assert_eq!(world.writes.len(), before_writes);
+    assert_converged(&world, &url, &corpus.acceptable);
+}
+
+// -------------------------------------------------------------------------------------
+// 2. Fallbacks when the relay does not speak NIP-77
+
+/// Initial sync and one full reconciliation against a relay refusing NIP-77: each
+/// session sends exactly one NEG-OPEN (the probe), everything is paged, the store
+/// converges.
+fn refused(relay: SimRelayConfig) -> (World, RelayUrl, Corpus) {
+    let corpus = small();
+    let (mut world, url) = world(&corpus, relay);
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let (_, method, first) = relay_state(&world, &url);
+    assert_eq!(method, Method::Req);
+    assert_eq!(first.jobs_negentropy, 0);
+    assert_eq!(count_kind(&log(&world, &url), "NEG-OPEN"), 1, "one probe");
+    world.run_for(RECONCILE);
+    let (_, method, second) = relay_state(&world, &url);
+    assert_eq!(method, Method::Req);
+    assert_eq!(second.jobs_negentropy, 0);
+    assert!(second.jobs_req > first.jobs_req, "reconciled by REQ");
+    assert_eq!(
+        count_kind(&log(&world, &url), "NEG-OPEN"),
+        2,
+        "one probe per session"
+    );
+    assert_converged(&world, &url, &corpus.acceptable);
+    (world, url, corpus)
+}
+
+#[test]
+fn fallback_on_notice_refusal() {
+    refused(SimRelayConfig {
+        nip77: false,
+        neg_refusal_as_notice: true,
+        ..SimRelayConfig::default()
+    });
+}
+
+#[test]
+fn fallback_on_neg_err_refusal() {
+    let (world, url, _) = refused(SimRelayConfig {
+        nip77: false,
+        neg_refusal_as_notice: false,
+        ..SimRelayConfig::default()
+    });
+    assert!(stats(&world, &url).bad_frames.is_empty());
+}
+
+#[test]
+fn fallback_on_silence_after_the_first_frame_timeout() {
+    let corpus = small();
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            neg_silent: true,
+            ..SimRelayConfig::default()
+        },
+    );
+    let step = Duration::from_millis(100);
+    let times = run_stepping(&mut world, &url, 5 * MINUTE, step);
+    let frames = log(&world, &url);
+    let open = frames
+        .iter()
+        .position(|f| f.starts_with("[\"NEG-OPEN\""))
+        .expect("a probe");
+    let close = frames
+        .iter()
+        .position(|f| f.starts_with("[\"NEG-CLOSE\""))
+        .expect("the probe is closed");
+    let waited = times[close].since(times[open]);
+    eprintln!("silent probe given up after {waited:?}");
+    let timeout = EngineConfig::default().timing.neg_first_frame_timeout;
+    assert!(timeout >= Duration::from_secs(10));
+    assert!(waited + step >= timeout, "gave up after {waited:?}");
+    assert!(waited <= timeout + 2 * SECOND, "waited {waited:?}");
+    // Nothing else started while the probe was out; right after it, the same filter
+    // is paged.
+    assert!(job_frames(&frames[open + 1..close]).is_empty());
+    let probe = parse(&frames[open]).expect("NEG-OPEN parses");
+    let next = job_frames(&frames[close + 1..])
+        .into_iter()
+        .next()
+        .expect("a job after the probe");
+    assert_eq!(next.kind, "REQ");
+    let mut paged = next.filters[0].clone();
+    if let Some(o) = paged.as_object_mut() {
+        o.remove("limit");
+    }
+    assert_eq!(paged, probe.filters[0], "the probe's filter is paged");
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let (_, method, s) = relay_state(&world, &url);
+    assert_eq!(method, Method::Req);
+    assert_eq!(s.jobs_negentropy, 0);
+    assert_eq!(count_kind(&log(&world, &url), "NEG-OPEN"), 1);
+}
+
+// -------------------------------------------------------------------------------------
+// 3. `blocked: too many records`
+
+#[test]
+fn fallback_on_blocked_too_many_records() {
+    let corpus = small();
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            neg_blocked_over: Some(0),
+            ..SimRelayConfig::default()
+        },
+    );
+    world.run_for(HOUR);
+    world.run_for(RECONCILE);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let (_, method, s) = relay_state(&world, &url);
+    assert_eq!(method, Method::Req);
+    assert_eq!(s.jobs_negentropy, 0);
+    // Each refused NEG-OPEN's filter is paged next.
+    let frames = log(&world, &url);
+    let jobs = job_frames(&frames);
+    let mut refused = 0;
+    for (i, job) in jobs
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| j.kind == "NEG-OPEN")
+    {
+        refused += 1;
+        let paged = jobs[i + 1..].iter().any(|j| {
+            j.kind == "REQ" && {
+                let mut f = j.filters[0].clone();
+                if let Some(o) = f.as_object_mut() {
+                    o.remove("limit");
+                    o.remove("until");
+                    o.remove("since");
+                }
+                f == job.filters[0]
+            }
+        });
+        assert!(paged, "refused filter not paged: {}", job.filters[0]);
+    }
+    assert!(refused >= 2, "{refused} NEG-OPENs");
+}
+
+/// A relay refusing one filter with `blocked: too many records` still speaks NIP-77:
+/// the refusal is about the filter's size, and `on_neg_err` deliberately does not mark
+/// the relay Unsupported for it. Here the probe (the L1 filter, ~100 records) is over
+/// the relay's cap of 75, the `#a` filter (~50 records, all stored locally) is not.
+#[test]
+fn too_many_records_on_the_probe_does_not_disable_nip77() {
+    let corpus = Corpus::generate(&spec(5, 50, 3));
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            neg_blocked_over: Some(75),
+            ..SimRelayConfig::default()
+        },
+    );
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let mark = log(&world, &url).len();
+    let before = stats(&world, &url);
+    world.run_for(RECONCILE);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let after = stats(&world, &url);
+    let frames = log(&world, &url)[mark..].to_vec();
+    let jobs = job_frames(&frames);
+    for j in &jobs {
+        eprintln!("{} {}", j.kind, layer_of(&j.filters[0]));
+    }
+    let probe = jobs.first().expect("a reconciliation");
+    assert_eq!(probe.kind, "NEG-OPEN");
+    assert_eq!(layer_of(&probe.filters[0]), "L1");
+    let a_filter = jobs
+        .iter()
+        .find(|j| j.filters[0].get("#a").is_some())
+        .expect("an #a job");
+    assert_eq!(
+        a_filter.kind, "NEG-OPEN",
+        "the #a filter (under the cap, stored locally) should reconcile by NIP-77"
+    );
+    assert!(after.jobs_negentropy > before.jobs_negentropy);
+}
+
+// -------------------------------------------------------------------------------------
+// 4. `rate-limited:`
+
+#[test]
+fn rate_limited_jobs_are_retried_after_the_cooldown() {
+    let corpus = small();
+    let refused = 3;
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            rate_limited_reqs: refused,
+            ..SimRelayConfig::default()
+        },
+    );
+    let step = Duration::from_millis(100);
+    let times = run_stepping(&mut world, &url, 10 * MINUTE, step);
+    let frames = log(&world, &url);
+    let cooldown = EngineConfig::default().timing.rate_limit_cooldown;
+    let reqs: Vec<usize> = (0..frames.len())
+        .filter(|i| frames[*i].starts_with("[\"REQ\""))
+        .collect();
+    assert!(reqs.len() > refused);
+    let first_refused = times[reqs[0]];
+    let last_refused = reqs[refused - 1];
+    // Every subscription after the refusals waited for the cooldown.
+    let retry = (last_refused + 1..frames.len())
+        .find(|i| frames[*i].starts_with("[\"REQ\"") || frames[*i].starts_with("[\"NEG-OPEN\""))
+        .expect("a retry");
+    let waited = times[retry].since(first_refused);
+    eprintln!("first subscription after {refused} refusals: {waited:?} later");
+    assert!(waited + step >= cooldown, "retried after {waited:?}");
+    // The refused job subscriptions were sent again.
+    let refused_jobs: Vec<Value> = reqs[..refused]
+        .iter()
+        .filter_map(|i| parse(&frames[*i]))
+        .flat_map(|s| s.filters)
+        .filter(|f| !is_live(f))
+        .collect();
+    assert!(!refused_jobs.is_empty(), "a job was refused");
+    for f in &refused_jobs {
+        let again = frames[last_refused + 1..]
+            .iter()
+            .filter_map(|x| parse(x))
+            .any(|s| s.filters.contains(f));
+        assert!(again, "never retried: {f}");
+    }
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+    assert_eq!(world.engine.relay_jobs(&url), (0, 0, 0, 0));
+}
+
+// -------------------------------------------------------------------------------------
+// 5, 6. Reconnections
+
+/// New events for every layer of repository 0, created at `at`: a new state (L1), a new
+/// issue (L2, and a new root), a comment on an existing root (L3).
+fn new_events(corpus: &Corpus, at: u64) -> Vec<Event> {
+    let spec = spec(42, 3, 60);
+    let repo = &corpus.repos[0];
+    let owner = (0..spec.repos as u64 * 2)
+        .map(|i| keys(spec.seed.wrapping_mul(1_000_003).wrapping_add(i)))
+        .find(|k| k.public_key() == repo.pubkey)
+        .expect("owner keys");
+    let someone = keys(999);
+    let coord = repo.to_string();
+    let root = corpus
+        .events
+        .iter()
+        .zip(&corpus.repo_of)
+        .find(|(e, r)| **r == 0 && e.kind.as_u16() == 1621)
+        .map(|(e, _)| e.clone())
+        .expect("an issue in repo 0");
+    let t = |parts: &[&str]| parts.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let root_hex = root.id.to_hex();
+    vec![
+        sign(
+            &owner,
+            30618,
+            at,
+            vec![
+                t(&["d", &repo.identifier]),
+                t(&["refs/heads/main", &"cd".repeat(20)]),
+            ],
+            "",
+        ),
+        sign(
+            &someone,
+            1621,
+            at + 1,
+            vec![t(&["a", &coord]), t(&["subject", "new issue"])],
+            "a new issue",
+        ),
+        sign(
+            &someone,
+            1111,
+            at + 2,
+            vec![
+                t(&["E", &root_hex]),
+                t(&["K", "1621"]),
+                t(&["e", &root_hex]),
+                t(&["k", "1621"]),
+            ],
+            "a new comment",
+        ),
+    ]
+}
+
+#[test]
+fn quick_reconnect_catches_up_every_layer_from_the_disconnection() {
+    let corpus = small();
+    let (mut world, url) = world(&corpus, SimRelayConfig::default());
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let mark = log(&world, &url).len();
+    let checkpoints = world.checkpoints.len();
+    let cut_at = world.now;
+    world.set_up(&url, false);
+    world.run_for(SECOND);
+    let fresh = new_events(&corpus, cut_at.timestamp().as_secs() + 5);
+    for e in &fresh {
+        world.publish(&url, e.clone());
+    }
+    world.run_for(2 * MINUTE);
+    world.set_up(&url, true);
+    world.run_for(30 * MINUTE);
+    let expected = relay_set(&world, &url);
+    for e in &fresh {
+        assert!(expected.contains(&e.id));
+    }
+    assert_converged(&world, &url, &expected);
+
+    let margin = EngineConfig::default().timing.since_margin;
+    let want = (cut_at - margin).timestamp().as_secs();
+    let frames = log(&world, &url)[mark..].to_vec();
+    let jobs = job_frames(&frames);
+    let new_issue = fresh[1].id.to_hex();
+    let mut caught_up: BTreeSet<&str> = BTreeSet::new();
+    for job in &jobs {
+        for f in &job.filters {
+            let layer = layer_of(f);
+            eprintln!("{} {layer} since {:?}", job.kind, since(f));
+            match (layer, since(f)) {
+                ("discovery", s) => assert!(
+                    (job.kind == "NEG-OPEN") == s.is_none(),
+                    "discovery is reconciled in full or paged from its checkpoint: {} {f}",
+                    job.kind
+                ),
+                (_, Some(s)) => {
+                    assert_eq!(s, want, "catch-up since for {f}");
+                    caught_up.insert(layer);
+                }
+                // Only the root discovered while catching up is synced from scratch.
+                ("L3", None) => {
+                    let values: Vec<&str> = ["#e", "#E", "#q"]
+                        .iter()
+                        .filter_map(|k| f.get(*k).and_then(Value::as_array))
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    assert_eq!(values, vec![new_issue.as_str()], "{f}");
+                }
+                (_, None) => panic!("a full filter after a quick reconnect: {f}"),
+            }
+        }
+    }
+    assert_eq!(
+        caught_up,
+        ["L1", "L2", "L3"].into_iter().collect(),
+        "every layer caught up"
+    );
+    let layers: BTreeSet<Layer> = world.checkpoints[checkpoints..]
+        .iter()
+        .map(|c| c.layer)
+        .collect();
+    assert_eq!(layers.len(), 3, "checkpoints of every layer: {layers:?}");
+}
+
+#[test]
+fn long_disconnect_is_a_fresh_start_with_full_filters() {
+    let corpus = small();
+    let (mut world, url) = world(&corpus, SimRelayConfig::default());
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let mark = log(&world, &url).len();
+    let cut_at = world.now;
+    world.set_up(&url, false);
+    world.run_for(SECOND);
+    let mut fresh = new_events(&corpus, cut_at.timestamp().as_secs() + 5);
+    // Published during the outage but created five days ago: only a full filter (no
+    // `since`) finds it.
+    let backdated = new_events(&corpus, cut_at.timestamp().as_secs() - 5 * 86_400)
+        .pop()
+        .expect("a comment");
+    fresh.push(backdated.clone());
+    for e in &fresh {
+        world.publish(&url, e.clone());
+    }
+    world.run_for(20 * MINUTE);
+    world.set_up(&url, true);
+    world.run_for(HOUR);
+    let expected = relay_set(&world, &url);
+    assert!(expected.contains(&backdated.id));
+    assert_converged(&world, &url, &expected);
+    let frames = log(&world, &url)[mark..].to_vec();
+    let jobs = job_frames(&frames);
+    let mut layers = BTreeSet::new();
+    for job in &jobs {
+        for f in &job.filters {
+            let layer = layer_of(f);
+            if layer != "discovery" {
+                if job.kind == "NEG-OPEN" {
+                    assert_eq!(since(f), None, "fresh start reconciles in full: {f}");
+                }
+                layers.insert(layer);
+            }
+        }
+    }
+    assert_eq!(layers, ["L1", "L2", "L3"].into_iter().collect());
+    // NIP-77 is probed again on a fresh start.
+    assert!(jobs.iter().any(|j| j.kind == "NEG-OPEN"));
+    assert!(stats(&world, &url).failures > 0);
+}
+
+// -------------------------------------------------------------------------------------
+// 7. Backoff and death
+
+#[test]
+fn backoff_grows_then_dead_after_a_day_then_retried_a_day_later() {
+    let corpus = small();
+    let (mut world, url) = world(&corpus, SimRelayConfig::default());
+    world.set_up(&url, false);
+    let timing = EngineConfig::default().timing;
+    let begin = world.now;
+    // (attempt time, failures after it)
+    let mut attempts: Vec<(Time, u64)> = Vec::new();
+    let dead_until = loop {
+        let (phase, _, s) = relay_state(&world, &url);
+        match phase {
+            Phase::Dead { until } => break until,
+            Phase::Backoff { until } => {
+                world.run_until(until + Duration::from_millis(100));
+                attempts.push((until, stats(&world, &url).failures));
+            }
+            _ => world.run_for(Duration::from_millis(100)),
+        }
+        assert!(
+            world.now.since(begin) < 26 * HOUR,
+            "never dead: {phase:?} {s:?}"
+        );
+    };
+    let died_at = world.now;
+    // One failure per attempt.
+    for w in attempts.windows(2) {
+        assert_eq!(w[1].1, w[0].1 + 1);
+    }
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1].0.since(w[0].0)).collect();
+    eprintln!(
+        "{} attempts; first gaps {:?}",
+        attempts.len(),
+        &gaps[..gaps.len().min(12)]
+    );
+    // Doubling with ±50 % jitter: two steps on, a gap is always longer.
+    for k in 0..7 {
+        assert!(gaps[k + 2] > gaps[k], "gaps {:?}", &gaps[..10]);
+    }
+    let cap = timing.backoff_cap + timing.backoff_cap / 2 + timing.connect_timeout;
+    assert!(gaps.iter().all(|g| *g <= cap));
+    let late: Duration = gaps[gaps.len() - 10..].iter().sum::<Duration>() / 10;
+    assert!(late >= timing.backoff_cap / 2, "late gaps average {late:?}");
+    // Dead once failing for a day, retried a day later.
+    assert!(died_at.since(begin) >= timing.dead_after);
+    assert!(died_at.since(begin) <= timing.dead_after + cap);
+    let retry_in = dead_until.since(died_at);
+    assert!(retry_in <= timing.dead_retry && retry_in + SECOND >= timing.dead_retry);
+    let failures = stats(&world, &url).failures;
+    world.run_for(23 * HOUR);
+    world.set_up(&url, true);
+    world.run_until(dead_until - SECOND);
+    assert!(matches!(relay_state(&world, &url).0, Phase::Dead { .. }));
+    assert_eq!(stats(&world, &url).failures, failures, "retried while dead");
+    assert!(world.store.is_empty());
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+}
+
+// -------------------------------------------------------------------------------------
+// 8. Restart from checkpoints
+
+#[test]
+fn restart_from_checkpoints_does_not_download_again() {
+    let corpus = small();
+    let (mut first, url) = world(&corpus, SimRelayConfig::default());
+    first.run_for(HOUR);
+    assert_converged(&first, &url, &corpus.acceptable);
+    let checkpoints = first.checkpoints.clone();
+    let events: Vec<Event> = first.store.iter().cloned().collect();
+    assert!(!checkpoints.is_empty());
+
+    let (mut second, url2) = world_with(&corpus, SimRelayConfig::default(), 8, |_| {});
+    for e in &events {
+        second.store.insert(e.clone());
+    }
+    second.input(Input::LocalEvents {
+        events: events.clone(),
+    });
+    second.input(Input::Checkpoints {
+        checkpoints: checkpoints.clone(),
+    });
+    second.run_for(HOUR);
+    assert_converged(&second, &url2, &corpus.acceptable);
+    let (a, b) = (deliveries(&first), deliveries(&second));
+    eprintln!(
+        "deliveries: first run {a}, after restart {b}; writes {}; {:?}",
+        second.writes.len(),
+        stats(&second, &url2)
+    );
+    assert!(b * 20 <= a, "restart downloaded {b} events (first run {a})");
+    assert!(second.writes.is_empty(), "events written again");
+    assert!(stats(&second, &url2).jobs_negentropy > 0);
+}
+
+// -------------------------------------------------------------------------------------
+// 9. Silent result cap
+
+#[test]
+fn silent_result_cap_is_paged_through() {
+    let corpus = Corpus::generate(&spec(9, 3, 150));
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            nip77: false,
+            max_results: 100,
+            ..SimRelayConfig::default()
+        },
+    );
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let frames = log(&world, &url);
+    let jobs: Vec<Sent> = job_frames(&frames)
+        .into_iter()
+        .filter(|j| j.kind == "REQ")
+        .collect();
+    // The engine asks for 500 a page; the relay sends at most 100; paging goes on.
+    assert!(jobs
+        .iter()
+        .all(|j| j.filters[0].get("limit").and_then(Value::as_u64) == Some(500)));
+    let later_pages = jobs
+        .iter()
+        .filter(|j| j.filters[0].get("until").is_some())
+        .count();
+    let s = stats(&world, &url);
+    eprintln!("{} REQ pages, {later_pages} with until; {s:?}", jobs.len());
+    assert!(later_pages >= 3, "{later_pages} later pages");
+    assert_eq!(s.incomplete_windows, 0);
+}
+
+// -------------------------------------------------------------------------------------
+// 10. Garbage from a relay
+
+#[test]
+fn bad_frames_are_counted_and_ignored() {
+    let corpus = small();
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            junk_answers: 3,
+            ..SimRelayConfig::default()
+        },
+    );
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let s = stats(&world, &url);
+    eprintln!(
+        "bad frames {:?}, rejected {:?}",
+        s.bad_frames, s.events_rejected
+    );
+    for label in ["not-json", "unknown-type", "unknown-subscription"] {
+        assert_eq!(
+            s.bad_frames.get(label),
+            Some(&3),
+            "{label}: {:?}",
+            s.bad_frames
+        );
+    }
+    // A forged copy of an event already stored (a page's boundary event, sent again) is
+    // dropped as known before verification, so up to 3 are rejected.
+    let forged = s.events_rejected.get("bad-signature").copied().unwrap_or(0);
+    assert!((1..=3).contains(&forged), "{:?}", s.events_rejected);
+    // Every event was written once; forged copies were replaced by fetched real ones.
+    assert!(world.writes.values().all(|n| *n == 1));
+    let fetches = log(&world, &url)
+        .iter()
+        .filter_map(|f| parse(f))
+        .filter(|s| s.filters.iter().any(is_fetch))
+        .count();
+    assert!(fetches >= 1, "forged events were fetched again by id");
+}
