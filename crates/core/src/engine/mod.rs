@@ -958,7 +958,10 @@ impl SyncEngine {
         let mut groups: HashMap<(Layer, bool), Vec<ItemId>> = HashMap::new();
         for key in keys {
             let confirmed = self.work.confirmed_at(id, key).is_some();
-            groups.entry((key.layer, confirmed)).or_default().push(key.item);
+            groups
+                .entry((key.layer, confirmed))
+                .or_default()
+                .push(key.item);
         }
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_by_key(|(group, _)| *group);
