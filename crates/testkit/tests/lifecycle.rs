@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use grasp_sync_core::engine::{EngineConfig, Input, Method, Phase, RelayStats, Time};
+use grasp_sync_core::engine::{EngineConfig, Input, Method, Phase, RelayStats, Scope, Time};
 use grasp_sync_core::{Layer, RelayUrl};
 use grasp_sync_testkit::corpus::{keys, sign};
 use grasp_sync_testkit::{Corpus, CorpusSpec, SimRelayConfig, World};
@@ -248,16 +248,10 @@ fn nip77_first_sync_pages_then_full_reconciliation_is_cheap() {
         second.round_trips - first.round_trips
     );
     assert!(!jobs.is_empty(), "no full reconciliation happened");
-    // A full reconciliation: NIP-77 over everything; what is paged instead (an empty
-    // local set) pages only from the checkpoints, never from the beginning.
+    // The daily full reconciliation covers everything, by either method.
     assert!(jobs
         .iter()
-        .filter(|s| s.kind == "NEG-OPEN")
         .all(|s| s.filters.iter().all(|f| since(f).is_none())));
-    assert!(jobs
-        .iter()
-        .filter(|s| s.kind == "REQ")
-        .all(|s| s.filters.iter().all(|f| since(f).is_some())));
     assert!(second.jobs_negentropy > first.jobs_negentropy);
     assert_eq!(
         (second.jobs_negentropy - first.jobs_negentropy) as usize,
@@ -647,7 +641,10 @@ fn quick_reconnect_catches_up_every_layer_from_the_disconnection() {
     );
     let layers: BTreeSet<Layer> = world.checkpoints[checkpoints..]
         .iter()
-        .map(|c| c.layer)
+        .filter_map(|c| match &c.scope {
+            Scope::Item { layer, .. } => Some(*layer),
+            Scope::Discovery => None,
+        })
         .collect();
     assert_eq!(layers.len(), 3, "checkpoints of every layer: {layers:?}");
 }
@@ -794,6 +791,53 @@ fn restart_from_checkpoints_does_not_download_again() {
     assert!(b * 20 <= a, "restart downloaded {b} events (first run {a})");
     assert!(second.writes.is_empty(), "events written again");
     assert!(stats(&second, &url2).jobs_negentropy > 0);
+}
+
+/// A restart against a relay without NIP-77 pages only from the checkpoints (minus
+/// the margin), not from the beginning: a restart is not a re-download.
+#[test]
+fn restart_against_a_req_only_relay_pages_from_the_checkpoints() {
+    let corpus = small();
+    let req_only = SimRelayConfig {
+        nip77: false,
+        ..SimRelayConfig::default()
+    };
+    let (mut first, url) = world(&corpus, req_only.clone());
+    first.run_for(HOUR);
+    assert_converged(&first, &url, &corpus.acceptable);
+    let checkpoints = first.checkpoints.clone();
+    let events: Vec<Event> = first.store.iter().cloned().collect();
+
+    let (mut second, url2) = world_with(&corpus, req_only, 8, |_| {});
+    for e in &events {
+        second.store.insert(e.clone());
+    }
+    second.input(Input::LocalEvents {
+        events: events.clone(),
+    });
+    second.input(Input::Checkpoints { checkpoints });
+    second.run_for(HOUR);
+    assert_converged(&second, &url2, &corpus.acceptable);
+    let jobs = job_frames(&log(&second, &url2));
+    let paged: Vec<&Sent> = jobs.iter().filter(|j| j.kind == "REQ").collect();
+    assert!(!paged.is_empty());
+    for j in &paged {
+        for f in &j.filters {
+            if since(f).is_none() {
+                eprintln!("no since: {} {f}", layer_of(f));
+            }
+        }
+    }
+    assert!(
+        paged
+            .iter()
+            .all(|j| j.filters.iter().all(|f| since(f).is_some())),
+        "a restart paged from the beginning"
+    );
+    let (a, b) = (deliveries(&first), deliveries(&second));
+    eprintln!("deliveries: first run {a}, after restart {b}");
+    assert!(b * 5 <= a, "restart downloaded {b} events (first run {a})");
+    assert!(second.writes.is_empty(), "events written again");
 }
 
 // -------------------------------------------------------------------------------------

@@ -59,17 +59,29 @@ pub type BatchId = u64;
 /// Largest frame accepted from a relay.
 const MAX_FRAME_BYTES: usize = 4 << 20;
 
-/// A sync checkpoint: `item` at `relay` was fully synced in `layer` up to `at`.
+/// A sync checkpoint: what at `relay` was fully synced up to `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The relay.
     pub relay: RelayUrl,
-    /// The filter layer.
-    pub layer: Layer,
-    /// The coordinate or root.
-    pub item: Item,
+    /// What was synced.
+    pub scope: Scope,
     /// Everything before this was received and stored.
     pub at: Timestamp,
+}
+
+/// What a checkpoint covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One item in one filter layer.
+    Item {
+        /// The filter layer.
+        layer: Layer,
+        /// The coordinate or root.
+        item: Item,
+    },
+    /// Discovery: every announcement at a bootstrap relay.
+    Discovery,
 }
 
 /// What the driver tells the engine.
@@ -236,6 +248,19 @@ impl RecentIds {
     fn contains(&self, id: &EventId) -> bool {
         self.set.contains(id)
     }
+}
+
+/// What a relay session's historic jobs cover for keys already confirmed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session {
+    /// A quick reconnect (or a catch-up after losses): everything from `from` on.
+    Quick { from: Timestamp },
+    /// First connection of this run, or a long disconnection: NIP-77 over everything,
+    /// paging (without NIP-77) only from the checkpoints — a restart is not a re-download.
+    Fresh,
+    /// The daily full reconciliation: everything, by either method — the only way a
+    /// relay without NIP-77 yields events that arrived there late with old timestamps.
+    Full,
 }
 
 /// How a job starts.
@@ -496,7 +521,11 @@ impl SyncEngine {
         relay.live_dirty = true;
         self.key_jobs.retain(|(r, _), _| *r != id);
         self.set_phase(id, Phase::Open);
-        self.schedule_session(id, catch_up_from);
+        let session = match catch_up_from {
+            Some(from) => Session::Quick { from },
+            None => Session::Fresh,
+        };
+        self.schedule_session(id, session);
     }
 
     fn on_disconnected(&mut self, url: &RelayUrl) {
@@ -584,7 +613,7 @@ impl SyncEngine {
                 r.nip77 = relay::Nip77::Unknown;
                 r.full_reconcile_at = Some(next);
             }
-            self.schedule_session(id, None);
+            self.schedule_session(id, Session::Full);
         }
         let expired: Vec<JobId> = self
             .relays
@@ -932,9 +961,9 @@ impl SyncEngine {
     // ---------------------------------------------------------------------------------
     // Historic jobs
 
-    /// Plans historic jobs for every key of a relay at the start of a session (or a
-    /// full reconciliation): from scratch, or from `catch_up_from` on a quick reconnect.
-    fn schedule_session(&mut self, id: RelayId, catch_up_from: Option<Timestamp>) {
+    /// Plans historic jobs for every key of a relay at the start of a session, a
+    /// catch-up or the daily full reconciliation (see [`Session`]).
+    fn schedule_session(&mut self, id: RelayId, session: Session) {
         let keys: Vec<WorkKey> = self
             .index
             .targets()
@@ -966,10 +995,10 @@ impl SyncEngine {
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_by_key(|(group, _)| *group);
         for ((layer, confirmed), items) in groups {
-            let (since, paging_since) = match (confirmed, catch_up_from) {
-                (true, Some(from)) => (Some(from), None),
-                (true, None) => (None, oldest_confirmed),
-                (false, _) => (None, None),
+            let (since, paging_since) = match (confirmed, session) {
+                (true, Session::Quick { from }) => (Some(from), None),
+                (true, Session::Fresh) => (None, oldest_confirmed),
+                (true, Session::Full) | (false, _) => (None, None),
             };
             self.schedule_jobs(id, layer, &items, since, paging_since);
         }
@@ -979,7 +1008,8 @@ impl SyncEngine {
                 .discovered_at
                 .map(|t| Timestamp::from(t.timestamp().as_secs().saturating_sub(margin)));
             let filter = discovery_filter(Form::Historic { since: None });
-            self.add_job(id, Vec::new(), filter, discovered);
+            let paging_since = discovered.filter(|_| session != Session::Full);
+            self.add_job(id, Vec::new(), filter, paging_since);
         }
     }
 
@@ -1513,10 +1543,15 @@ impl SyncEngine {
         let Some(job) = relay.jobs.remove(&job_id) else {
             return;
         };
+        let url = relay.url.clone();
         if job.keys.is_empty() && relay.bootstrap {
             relay.discovered_at = Some(job.started_at);
+            self.outputs.push_back(Output::Checkpoint(Checkpoint {
+                relay: url.clone(),
+                scope: Scope::Discovery,
+                at: job.started_at.timestamp(),
+            }));
         }
-        let url = relay.url.clone();
         for key in job.keys {
             let Some(entry) = self.key_jobs.get_mut(&(id, key)) else {
                 continue;
@@ -1538,8 +1573,10 @@ impl SyncEngine {
                 let item = self.index.names().item(key.item);
                 self.outputs.push_back(Output::Checkpoint(Checkpoint {
                     relay: url.clone(),
-                    layer: key.layer,
-                    item,
+                    scope: Scope::Item {
+                        layer: key.layer,
+                        item,
+                    },
                     at,
                 }));
             }
@@ -1948,18 +1985,21 @@ impl SyncEngine {
             let Some(relay) = self.index.names().relay_id(&cp.relay) else {
                 continue;
             };
-            let Some(item) = self.index.names().item_id(&cp.item) else {
-                continue;
-            };
-            if self.index.targets().contains(relay, item) {
-                self.work.restore(
-                    relay,
-                    WorkKey {
-                        layer: cp.layer,
-                        item,
-                    },
-                    cp.at,
-                );
+            match cp.scope {
+                Scope::Discovery => {
+                    if let Some(state) = self.relays.get_mut(&relay) {
+                        let at = Time::from_secs(cp.at.as_secs());
+                        state.discovered_at = Some(state.discovered_at.map_or(at, |t| t.max(at)));
+                    }
+                }
+                Scope::Item { layer, item } => {
+                    let Some(item) = self.index.names().item_id(&item) else {
+                        continue;
+                    };
+                    if self.index.targets().contains(relay, item) {
+                        self.work.restore(relay, WorkKey { layer, item }, cp.at);
+                    }
+                }
             }
         }
         let actions = compute_all_actions(self.index.targets(), &self.work);
@@ -2046,7 +2086,7 @@ impl SyncEngine {
                     if let (Some(first_drop), true) = (relay.needs_catch_up, drained) {
                         relay.needs_catch_up = None;
                         let from = (first_drop - self.config.timing.since_margin).timestamp();
-                        self.schedule_session(id, Some(from));
+                        self.schedule_session(id, Session::Quick { from });
                     }
                     // Live first: a new item's historic job must not start before its
                     // live subscription, or events in between would be missed.
