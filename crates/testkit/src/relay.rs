@@ -39,6 +39,9 @@ pub struct SimRelayConfig {
     /// is not JSON, one of an unknown type, an EVENT for an unknown subscription, and a
     /// copy of the first event with a corrupted signature sent before the real one.
     pub junk_answers: usize,
+    /// Adds to every REQ answer one stored event that matches none of its filters (a
+    /// relay that ignores filters in part): the client must refuse it.
+    pub mismatched_events: bool,
 }
 
 impl Default for SimRelayConfig {
@@ -55,6 +58,7 @@ impl Default for SimRelayConfig {
             neg_blocked_over: None,
             rate_limited_reqs: 0,
             junk_answers: 0,
+            mismatched_events: false,
         }
     }
 }
@@ -350,6 +354,20 @@ impl SimRelay {
                 }
             }
         }
+        if self.config.mismatched_events {
+            let stray = self.events.iter().find(|e| {
+                !sent.contains(&e.id) && !filters.iter().any(|f| self.index_matches(f, e))
+            });
+            if let Some(event) = stray {
+                out.push(
+                    RelayFrame::Event {
+                        subscription: subscription.clone(),
+                        event: Box::new(event.clone()),
+                    }
+                    .to_json(),
+                );
+            }
+        }
         out.push(
             RelayFrame::Eose {
                 subscription: subscription.clone(),
@@ -390,6 +408,10 @@ impl SimRelay {
         out.insert(0, "[\"WHATEVER\",\"x\"]".to_owned());
         out.insert(0, "this is not json".to_owned());
         out
+    }
+
+    fn index_matches(&self, filter: &Filter, event: &Event) -> bool {
+        filter.match_event(event, MatchEventOptions::new())
     }
 
     fn matching<'a>(&'a self, filter: &'a Filter) -> impl Iterator<Item = &'a Event> + 'a {

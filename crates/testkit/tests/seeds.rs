@@ -101,6 +101,7 @@ fn run_seed(seed: u64) -> Result<Outcome, String> {
             max_results: if rng.chance(50) { 500 } else { 150 },
             max_subscriptions: if rng.chance(50) { 20 } else { 10 },
             closed_after_eose_for_ids: rng.chance(50),
+            mismatched_events: rng.chance(20),
             ..SimRelayConfig::default()
         };
         urls.push(world.add_relay(url, config, &initial[i]));
