@@ -388,11 +388,12 @@ fn fallback_on_silence_after_the_first_frame_timeout() {
 // 3. `blocked: too many records`
 
 #[test]
-fn fallback_on_blocked_too_many_records() {
+fn blocked_too_many_records_splits_the_window() {
     let corpus = small();
     let (mut world, url) = world(
         &corpus,
         SimRelayConfig {
+            // every NEG-OPEN that matches anything is refused as too large
             neg_blocked_over: Some(0),
             ..SimRelayConfig::default()
         },
@@ -400,33 +401,47 @@ fn fallback_on_blocked_too_many_records() {
     world.run_for(HOUR);
     world.run_for(RECONCILE);
     assert_converged(&world, &url, &corpus.acceptable);
-    let (_, method, s) = relay_state(&world, &url);
-    assert_eq!(method, Method::Req);
-    assert_eq!(s.jobs_negentropy, 0);
-    // Each refused NEG-OPEN's filter is paged next.
     let frames = log(&world, &url);
     let jobs = job_frames(&frames);
-    let mut refused = 0;
-    for (i, job) in jobs
+    let neg: Vec<&Sent> = jobs.iter().filter(|j| j.kind == "NEG-OPEN").collect();
+    // Refused filters come back with halved `created_at` windows…
+    let windowed = neg
         .iter()
-        .enumerate()
-        .filter(|(_, j)| j.kind == "NEG-OPEN")
-    {
-        refused += 1;
-        let paged = jobs[i + 1..].iter().any(|j| {
-            j.kind == "REQ" && {
-                let mut f = j.filters[0].clone();
-                if let Some(o) = f.as_object_mut() {
-                    o.remove("limit");
-                    o.remove("until");
-                    o.remove("since");
-                }
-                f == job.filters[0]
-            }
-        });
-        assert!(paged, "refused filter not paged: {}", job.filters[0]);
-    }
-    assert!(refused >= 2, "{refused} NEG-OPENs");
+        .filter(|j| j.filters[0].get("until").is_some())
+        .count();
+    assert!(windowed > 0, "no window was split");
+    // Splitting ends: each refusal halves a window, down to an hour.
+    assert!(neg.len() < 2_000, "{} NEG-OPENs", neg.len());
+}
+
+/// With a relay cap a little under a filter's size, the halves fit and are reconciled
+/// with NIP-77: nothing is paged in the daily reconciliation.
+#[test]
+fn blocked_too_many_records_halves_reconcile_with_nip77() {
+    let corpus = small();
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            neg_blocked_over: Some(40),
+            ..SimRelayConfig::default()
+        },
+    );
+    world.run_for(HOUR);
+    let before = relay_state(&world, &url).2;
+    let mark = log(&world, &url).len();
+    world.run_for(RECONCILE);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let after = relay_state(&world, &url).2;
+    let jobs = job_frames(&log(&world, &url)[mark..]);
+    let split = jobs
+        .iter()
+        .any(|j| j.kind == "NEG-OPEN" && j.filters[0].get("until").is_some());
+    assert!(split, "no window was split");
+    assert!(after.jobs_negentropy > before.jobs_negentropy);
+    assert_eq!(
+        after.events_received, before.events_received,
+        "an in-sync reconciliation downloaded events"
+    );
 }
 
 /// A relay refusing one filter with `blocked: too many records` still speaks NIP-77:

@@ -913,7 +913,7 @@ impl SyncEngine {
                         if relay.nip77 == relay::Nip77::Probing {
                             relay.nip77 = relay::Nip77::Supported;
                         }
-                        self.fall_back_to_req(id, job)
+                        self.split_window(id, job)
                     }
                     ReasonClass::AuthRequired | ReasonClass::Restricted | ReasonClass::Blocked => {
                         self.abandon_job(id, job)
@@ -1381,7 +1381,40 @@ impl SyncEngine {
                 relay::Nip77::Unsupported
             };
         }
-        self.fall_back_to_req(id, job_id);
+        if is_too_many_records(message) {
+            self.split_window(id, job_id);
+        } else {
+            self.fall_back_to_req(id, job_id);
+        }
+    }
+
+    /// The relay refused a NIP-77 session as too large: halve the job's `created_at`
+    /// window and reconcile each half (the newer half stays open-ended); a window under
+    /// an hour is paged instead, so splitting always ends.
+    fn split_window(&mut self, id: RelayId, job_id: JobId) {
+        const MIN_WINDOW_SECS: u64 = 3600;
+        let now = self.now.timestamp().as_secs();
+        let Some(job) = self.relays.get(&id).and_then(|r| r.jobs.get(&job_id)) else {
+            return;
+        };
+        let lo = job.filter.since.map_or(0, |t| t.as_secs());
+        let hi = job.filter.until.map_or(now, |t| t.as_secs());
+        if hi.saturating_sub(lo) < MIN_WINDOW_SECS {
+            self.fall_back_to_req(id, job_id);
+            return;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let newer = job.filter.clone().since(Timestamp::from(mid + 1));
+        let (keys, paging_since) = (job.keys.clone(), job.paging_since);
+        if let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+        {
+            job.filter = job.filter.clone().until(Timestamp::from(mid));
+        }
+        self.requeue(id, job_id, false);
+        self.add_job(id, keys, newer, paging_since);
     }
 
     /// NIP-77 failed for this job: page it instead.
