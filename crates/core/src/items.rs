@@ -169,6 +169,16 @@ impl Names {
         id.is_root().then(|| self.roots[id.index()])
     }
 
+    /// The coordinates and the root events among `items`, in order.
+    pub fn split(&self, items: &[ItemId]) -> (Vec<RepoRef>, Vec<EventId>) {
+        let coords = items
+            .iter()
+            .filter_map(|i| self.coord(*i).cloned())
+            .collect();
+        let roots = items.iter().filter_map(|i| self.root(*i)).collect();
+        (coords, roots)
+    }
+
     /// The URL a relay id names.
     pub fn relay(&self, id: RelayId) -> &RelayUrl {
         &self.relays[id.0 as usize]

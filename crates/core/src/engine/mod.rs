@@ -39,7 +39,7 @@ use crate::index::RepoIndex;
 use crate::items::{Item, ItemId, Layer, RelayId, WorkKey};
 use crate::limits::RelayLimits;
 use crate::neg::{self, NegInitiator};
-use crate::nip34::{self, kinds, RepoRef};
+use crate::nip34::{self, kinds};
 use crate::relay_url::RelayUrl;
 use crate::seen::SeenSet;
 use crate::targets::TargetChange;
@@ -899,9 +899,7 @@ impl SyncEngine {
                 relay.live_dirty = true;
                 relay.quiet_until.get_or_insert(now + cooldown);
             }
-            Sub::Fetch(_) => {
-                self.fetch_ended_with(id, kind, false);
-            }
+            Sub::Fetch(fetch) => self.fetch_ended_with(id, *fetch, false),
             Sub::Job(job) => {
                 let neg = relay
                     .jobs
@@ -1027,14 +1025,11 @@ impl SyncEngine {
         };
         let form = Form::Historic { since };
         let names = self.index.names();
+        let (coords, roots) = names.split(items);
         let mut planned: Vec<(Vec<WorkKey>, Filter)> = Vec::new();
         let key = |item: ItemId| WorkKey { layer, item };
         match layer {
             Layer::Announcements | Layer::RepoTags => {
-                let coords: Vec<RepoRef> = items
-                    .iter()
-                    .filter_map(|i| names.coord(*i).cloned())
-                    .collect();
                 let chunks = if layer == Layer::Announcements {
                     announcement_chunks(&coords, form, &limits)
                 } else {
@@ -1051,7 +1046,6 @@ impl SyncEngine {
                 }
             }
             Layer::RootTags => {
-                let roots: Vec<EventId> = items.iter().filter_map(|i| names.root(*i)).collect();
                 for chunk in root_tag_chunks(&roots, form, &limits) {
                     let keys: Vec<WorkKey> = chunk
                         .members
@@ -1800,17 +1794,20 @@ impl SyncEngine {
     /// An `ids` REQ ended (EOSE, CLOSED or timeout): close it and retry what it did not
     /// deliver.
     fn end_fetch(&mut self, id: RelayId, sub: &str, at_eose: bool) {
-        let Some(kind) = self.relays.get(&id).and_then(|r| r.subs.get(sub)).cloned() else {
+        let Some(Sub::Fetch(fetch)) = self.relays.get_mut(&id).and_then(|r| r.subs.remove(sub))
+        else {
             return;
         };
-        self.close_sub(id, sub);
-        self.fetch_ended_with(id, kind, at_eose);
+        self.send(
+            id,
+            &ClientFrame::Close {
+                subscription: sub.to_owned(),
+            },
+        );
+        self.fetch_ended_with(id, *fetch, at_eose);
     }
 
-    fn fetch_ended_with(&mut self, id: RelayId, kind: Sub, at_eose: bool) {
-        let Sub::Fetch(fetch) = kind else {
-            return;
-        };
+    fn fetch_ended_with(&mut self, id: RelayId, fetch: Fetch, at_eose: bool) {
         // Fewer events than ids at EOSE: the relay caps results silently below what we
         // assumed. Learn the cap; what it did not send is asked again, not given up.
         // Learned once per session and only from a substantial answer, so ids a relay
@@ -2183,12 +2180,7 @@ impl SyncEngine {
 
     /// Live filters for `items` (and discovery on a bootstrap relay).
     fn live_filters(&self, items: &[ItemId], discovery: bool, limits: &RelayLimits) -> Vec<Filter> {
-        let names = self.index.names();
-        let coords: Vec<RepoRef> = items
-            .iter()
-            .filter_map(|i| names.coord(*i).cloned())
-            .collect();
-        let roots: Vec<EventId> = items.iter().filter_map(|i| names.root(*i)).collect();
+        let (coords, roots) = self.index.names().split(items);
         let mut filters: Vec<Filter> = Vec::new();
         for chunk in announcement_chunks(&coords, Form::Live, limits) {
             filters.extend(chunk.filters);
