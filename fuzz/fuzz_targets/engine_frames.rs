@@ -65,7 +65,7 @@ impl Driver {
                     }),
                     Output::Store { batch, .. } => answers.push(Input::Stored {
                         batch,
-                        result: Ok(()),
+                        result: Ok(Vec::new()),
                     }),
                     Output::Connect { relay } => {
                         if !self.connecting.contains(&relay) {

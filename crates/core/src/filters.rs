@@ -263,10 +263,29 @@ fn flatten<T>(chunks: Vec<FilterChunk<T>>) -> Vec<Filter> {
     chunks.into_iter().flat_map(|c| c.filters).collect()
 }
 
-/// Every repository announcement (kind 30617): only for explicitly configured bootstrap
-/// relays, never for relays found in announcements.
-pub fn discovery_filter(form: Form) -> Filter {
-    form.apply(Filter::new().kind(kinds::REPO_ANNOUNCEMENT))
+/// Which announcements bootstrap relays are asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DiscoveryScope {
+    /// Every announcement (a server mirroring everything it accepts).
+    #[default]
+    All,
+    /// Only these repositories' announcements (a one-shot sync of named repos). One
+    /// filter asks for every listed author × identifier pair, so an announcement by one
+    /// listed author with another's identifier is found too.
+    Repos(Vec<RepoRef>),
+}
+
+/// Repository announcements (kind 30617) in `scope`: only for explicitly configured
+/// bootstrap relays, never for relays found in announcements.
+pub fn discovery_filter(form: Form, scope: &DiscoveryScope) -> Filter {
+    let filter = Filter::new().kind(kinds::REPO_ANNOUNCEMENT);
+    let filter = match scope {
+        DiscoveryScope::All => filter,
+        DiscoveryScope::Repos(repos) => filter
+            .authors(repos.iter().map(|r| r.pubkey))
+            .identifiers(repos.iter().map(|r| r.identifier.clone())),
+    };
+    form.apply(filter)
 }
 
 /// `ids` filters fetching the given events: never more ids per filter than the relay

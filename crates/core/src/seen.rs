@@ -107,9 +107,12 @@ impl SeenSet {
     }
 
     /// Remembers `event` as seen and not stored, from `now` on.
-    pub fn remember(&mut self, event: &Event, now: Timestamp) {
+    /// Returns the entry, for persisting.
+    pub fn remember(&mut self, event: &Event, now: Timestamp) -> SeenEntry {
         let expires_at = Timestamp::from(now.as_secs().saturating_add(self.ttl));
-        self.insert(SeenEntry::of(event, expires_at));
+        let entry = SeenEntry::of(event, expires_at);
+        self.insert(entry.clone());
+        entry
     }
 
     /// Adds an entry (e.g. restored from the store); the one expiring first makes room.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use common::pubkey;
 use grasp_sync_core::filters::{
     announcement_chunks, announcement_filters, discovery_filter, ids_filters, pack_reqs,
-    repo_tag_chunks, repo_tag_filters, root_tag_chunks, root_tag_filters, Form,
+    repo_tag_chunks, repo_tag_filters, root_tag_chunks, root_tag_filters, DiscoveryScope, Form,
     MAX_SUBSCRIPTION_ID_LEN, REPO_TAG_LETTERS, ROOT_TAG_LETTERS,
 };
 use grasp_sync_core::nip34::{kinds, RepoRef};
@@ -306,7 +306,7 @@ fn the_same_identifier_under_many_authors_stays_in_one_filter() {
 
 #[test]
 fn discovery_asks_for_every_announcement() {
-    let live = discovery_filter(Form::Live);
+    let live = discovery_filter(Form::Live, &DiscoveryScope::All);
     assert_eq!(live.limit, Some(0));
     assert_eq!(
         live.kinds

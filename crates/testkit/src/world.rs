@@ -7,6 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use grasp_sync_core::engine::{Checkpoint, EngineConfig, Input, Output, SyncEngine, Time};
+use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::RelayUrl;
 use nostr::prelude::{Event, EventId};
 
@@ -63,6 +64,8 @@ pub struct World {
     pub store: EventIndex,
     /// Checkpoints the engine asked to persist.
     pub checkpoints: Vec<Checkpoint>,
+    /// Seen-not-stored entries the engine asked to persist.
+    pub remembered: Vec<SeenEntry>,
     /// Network faults in force.
     pub faults: Faults,
     /// One-way latency.
@@ -86,6 +89,7 @@ impl World {
             hosts: BTreeMap::new(),
             store: EventIndex::default(),
             checkpoints: Vec::new(),
+            remembered: Vec::new(),
             faults: Faults::default(),
             latency: Duration::from_millis(20),
             deliveries: HashMap::new(),
@@ -329,9 +333,10 @@ impl World {
                     events,
                     remove,
                 } => {
+                    let mut removed = Vec::new();
                     for r in remove {
                         if self.store.get(&r.id).is_some_and(|e| e.pubkey == r.author) {
-                            self.store.remove(&r.id);
+                            removed.extend(self.store.remove(&r.id));
                         }
                     }
                     for e in events {
@@ -342,11 +347,12 @@ impl World {
                         now,
                         Delivery::Input(Input::Stored {
                             batch,
-                            result: Ok(()),
+                            result: Ok(removed),
                         }),
                     );
                 }
                 Output::Checkpoint(cp) => self.checkpoints.push(cp),
+                Output::Remember(entries) => self.remembered.extend(entries),
                 Output::Status { .. } => {}
             }
         }

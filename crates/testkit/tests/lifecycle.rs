@@ -8,11 +8,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use grasp_sync_core::accept::AnnouncementPolicy;
 use grasp_sync_core::engine::{EngineConfig, Input, Method, Phase, RelayStats, Scope, Time};
+use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::{Layer, RelayUrl};
 use grasp_sync_testkit::corpus::{keys, sign};
 use grasp_sync_testkit::{Corpus, CorpusSpec, SimRelayConfig, World};
-use nostr::prelude::{Event, EventId, Filter};
+use nostr::prelude::{Event, EventId, Filter, PublicKey};
 use serde_json::Value;
 
 const URL: &str = "wss://relay-a.example.com";
@@ -806,6 +808,59 @@ fn restart_from_checkpoints_does_not_download_again() {
     assert!(b * 20 <= a, "restart downloaded {b} events (first run {a})");
     assert!(second.writes.is_empty(), "events written again");
     assert!(stats(&second, &url2).jobs_negentropy > 0);
+}
+
+/// Ids seen and not stored (here: announcements by authors outside the allow-list) are
+/// persisted and restored: the reconciliation after a restart asks for none of them.
+#[test]
+fn restart_with_remembered_ids_downloads_nothing() {
+    let mut corpus = Corpus::generate(&spec(7, 10, 30));
+    let authors: BTreeSet<PublicKey> = corpus.events.iter().map(|e| e.pubkey).collect();
+    let at = CorpusSpec::default().start + 100;
+    for i in 0..20 {
+        let d = format!("stranger-{i}");
+        let tags = vec![
+            vec!["d".to_owned(), d],
+            vec!["relays".to_owned(), URL.to_owned()],
+        ];
+        corpus
+            .events
+            .push(sign(&keys(5_000 + i), 30617, at + i, tags, ""));
+    }
+    let allow = |c: &mut EngineConfig| {
+        c.accept.announcements = AnnouncementPolicy::AllowList(authors.clone());
+    };
+    let (mut first, url) = world_with(&corpus, SimRelayConfig::default(), 7, allow);
+    first.run_for(HOUR);
+    assert_converged(&first, &url, &corpus.acceptable);
+    assert_eq!(first.remembered.len(), 20, "the strangers' announcements");
+    let events: Vec<Event> = first.store.iter().cloned().collect();
+    let restart = |remembered: Vec<SeenEntry>| {
+        let (mut second, url2) = world_with(&corpus, SimRelayConfig::default(), 8, allow);
+        for e in &events {
+            second.store.insert(e.clone());
+        }
+        second.input(Input::LocalEvents {
+            events: events.clone(),
+        });
+        second.input(Input::Checkpoints {
+            checkpoints: first.checkpoints.clone(),
+        });
+        second.input(Input::Remembered {
+            entries: remembered,
+        });
+        second.run_for(HOUR);
+        assert_converged(&second, &url2, &corpus.acceptable);
+        deliveries(&second)
+    };
+    let forgetful = restart(Vec::new());
+    let remembering = restart(first.remembered.clone());
+    eprintln!("deliveries after restart: {forgetful} without remembered ids, {remembering} with");
+    assert_eq!(
+        forgetful, 20,
+        "without remembered ids the restart asks again"
+    );
+    assert_eq!(remembering, 0, "with remembered ids nothing is downloaded");
 }
 
 /// A restart against a relay without NIP-77 pages only from the checkpoints (minus

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::accept::AcceptConfig;
+use crate::filters::DiscoveryScope;
 use crate::index::IndexConfig;
 use crate::relay_url::RelayUrl;
 
@@ -97,8 +98,10 @@ pub struct EngineConfig {
     pub index: IndexConfig,
     /// What received events are stored.
     pub accept: AcceptConfig,
-    /// Relays asked for every announcement (discovery); always connected.
+    /// Relays asked for announcements (discovery); always connected.
     pub bootstrap_relays: Vec<RelayUrl>,
+    /// Which announcements bootstrap relays are asked for.
+    pub discovery: DiscoveryScope,
     /// Deadlines and backoff.
     pub timing: Timing,
     /// Bounds on work in flight.

@@ -41,7 +41,7 @@ use crate::limits::RelayLimits;
 use crate::neg::{self, NegInitiator};
 use crate::nip34::{self, kinds};
 use crate::relay_url::RelayUrl;
-use crate::seen::SeenSet;
+use crate::seen::{SeenEntry, SeenSet};
 use crate::targets::TargetChange;
 use crate::wire::{
     is_too_many_records, notice_class, parse_relay_frame, reason_class, ClientFrame, NoticeClass,
@@ -131,8 +131,9 @@ pub enum Input {
     Stored {
         /// The batch.
         batch: BatchId,
-        /// `Err` with a message if nothing of it was committed.
-        result: Result<(), String>,
+        /// The events the store removed (they join the seen-not-stored set), or `Err`
+        /// with a message if nothing of the batch was committed.
+        result: Result<Vec<Event>, String>,
     },
     /// Events stored by someone else (a client of our relay) or loaded at start-up:
     /// they feed the index at once (discovery is immediate).
@@ -144,6 +145,12 @@ pub enum Input {
     Checkpoints {
         /// The checkpoints.
         checkpoints: Vec<Checkpoint>,
+    },
+    /// Seen-not-stored entries restored from the store at start-up (see
+    /// [`Output::Remember`]).
+    Remembered {
+        /// The entries.
+        entries: Vec<SeenEntry>,
     },
 }
 
@@ -197,6 +204,10 @@ pub enum Output {
     },
     /// Persist this checkpoint.
     Checkpoint(Checkpoint),
+    /// Persist these ids seen and not stored (rejected, superseded, deleted) until they
+    /// expire; restore them with [`Input::Remembered`], so a restarted reconciliation
+    /// does not ask for them again.
+    Remember(Vec<SeenEntry>),
     /// A relay changed phase.
     Status {
         /// The relay.
@@ -303,6 +314,8 @@ pub struct SyncEngine {
     /// for it, then reconcile against what it stored instead of downloading it again.
     leases: HashMap<WorkKey, (RelayId, u32)>,
     recent: RecentIds,
+    /// Seen-not-stored entries not yet handed out for persisting.
+    remembered: Vec<SeenEntry>,
     stats: EngineStats,
     now: Time,
 }
@@ -335,6 +348,7 @@ impl SyncEngine {
             key_jobs: HashMap::new(),
             leases: HashMap::new(),
             recent: RecentIds::default(),
+            remembered: Vec::new(),
             stats: EngineStats::default(),
             now: Time::default(),
         }
@@ -440,6 +454,12 @@ impl SyncEngine {
             Input::Stored { batch, result } => self.on_stored(batch, result),
             Input::LocalEvents { events } => self.on_local_events(&events),
             Input::Checkpoints { checkpoints } => self.on_checkpoints(checkpoints),
+            Input::Remembered { entries } => {
+                let now = now.timestamp();
+                for entry in entries.into_iter().filter(|e| e.expires_at > now) {
+                    self.seen.insert(entry);
+                }
+            }
         }
         self.drive();
     }
@@ -788,7 +808,8 @@ impl SyncEngine {
         if let Err(reject) = self.acceptor.precheck(&event, bytes, now.timestamp()) {
             relay.stats.reject(reject.as_str());
             if reject.remembered() {
-                self.seen.remember(&event, now.timestamp());
+                let entry = self.seen.remember(&event, now.timestamp());
+                self.remembered.push(entry);
             }
             // We got the event and decided: a fetch of it is over.
             self.resolve_fetch(&event.id);
@@ -1005,7 +1026,7 @@ impl SyncEngine {
             let discovered = relay
                 .discovered_at
                 .map(|t| Timestamp::from(t.timestamp().as_secs().saturating_sub(margin)));
-            let filter = discovery_filter(Form::Historic { since: None });
+            let filter = discovery_filter(Form::Historic { since: None }, &self.config.discovery);
             let paging_since = discovered.filter(|_| session != Session::Full);
             self.add_job(id, Vec::new(), filter, paging_since);
         }
@@ -1928,7 +1949,8 @@ impl SyncEngine {
                         relay.stats.reject(reject.as_str());
                     }
                     if reject.remembered() {
-                        self.seen.remember(&pipe.event, now);
+                        let entry = self.seen.remember(&pipe.event, now);
+                        self.remembered.push(entry);
                     }
                     let forged = reject == Reject::BadSignature;
                     if forged {
@@ -1972,11 +1994,15 @@ impl SyncEngine {
         }
     }
 
-    fn on_stored(&mut self, batch: BatchId, result: Result<(), String>) {
+    fn on_stored(&mut self, batch: BatchId, result: Result<Vec<Event>, String>) {
         let Some(entries) = self.storing.remove(&batch) else {
             return;
         };
         let ok = result.is_ok();
+        for removed in result.unwrap_or_default() {
+            let entry = self.seen.remember(&removed, self.now.timestamp());
+            self.remembered.push(entry);
+        }
         if ok {
             self.stats.stored += entries.len() as u64;
         } else {
@@ -2129,6 +2155,10 @@ impl SyncEngine {
             }
         }
         self.flush_verify();
+        if !self.remembered.is_empty() {
+            let entries = std::mem::take(&mut self.remembered);
+            self.outputs.push_back(Output::Remember(entries));
+        }
     }
 
     /// Sends live subscriptions: all targets at session start, then only items added
@@ -2192,7 +2222,7 @@ impl SyncEngine {
             filters.extend(chunk.filters);
         }
         if discovery {
-            filters.push(discovery_filter(Form::Live));
+            filters.push(discovery_filter(Form::Live, &self.config.discovery));
         }
         filters
     }
