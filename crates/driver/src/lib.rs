@@ -1,0 +1,14 @@
+//! The async loop that runs the sans-IO [`SyncEngine`] against real peers, written once
+//! for both front ends.
+//!
+//! It is generic over what a front end supplies ([`Network`], [`Store`], [`Verifier`],
+//! [`Clock`]), depends on `futures` only (no runtime), and never requires `Send`: the
+//! loop is one future, polled by a tokio task natively and by the browser's event loop on
+//! wasm. Every socket is read all the time; a slow store never stalls reading, because
+//! the engine's flow control bounds what waits to be stored.
+
+mod driver;
+mod ports;
+
+pub use driver::{Command, Driver, DriverStats, Exit};
+pub use ports::{Clock, Connection, Incoming, Network, SavedState, Store, Verifier};

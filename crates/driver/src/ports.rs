@@ -1,0 +1,98 @@
+//! What a front end supplies: a network (WebSockets and NIP-11), a store, a signature
+//! verifier and a clock. Futures are `'static` and need not be `Send`.
+
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use futures::stream::LocalBoxStream;
+use grasp_sync_core::accept::Removal;
+use grasp_sync_core::engine::{Checkpoint, Time};
+use grasp_sync_core::seen::SeenEntry;
+use grasp_sync_core::RelayUrl;
+use nostr::prelude::{Event, EventId, Filter, Timestamp};
+
+/// Something that arrived on a WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A text frame.
+    Text(String),
+    /// The socket closed (by the peer, a protocol error, or a failed liveness check).
+    /// Nothing follows.
+    Closed(String),
+}
+
+/// An open WebSocket to a relay.
+pub struct Connection {
+    /// Everything received, in order; `Closed` (or the end of the stream) ends it.
+    pub incoming: LocalBoxStream<'static, Incoming>,
+    /// Queues a text frame for sending without waiting; `Err` if the socket is gone.
+    pub send: Box<dyn FnMut(String) -> Result<(), String>>,
+    /// Closes the socket (idempotent).
+    pub close: Box<dyn FnMut()>,
+}
+
+/// WebSockets and NIP-11 documents.
+pub trait Network {
+    /// Opens a WebSocket to `url`. The implementation applies its own connect timeout
+    /// and address policy, and reports refusals as `Err` with a reason.
+    fn connect(&self, url: &RelayUrl) -> LocalBoxFuture<'static, Result<Connection, String>>;
+
+    /// Fetches the relay's NIP-11 document (`None` when it has none or the fetch failed).
+    fn fetch_info(&self, url: &RelayUrl) -> LocalBoxFuture<'static, Option<String>>;
+}
+
+/// What a store restores at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct SavedState {
+    /// Sync checkpoints.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Ids seen and not stored, not yet expired.
+    pub remembered: Vec<SeenEntry>,
+}
+
+/// The local event store, plus the sync state that lives beside it.
+///
+/// Calls may overlap; an implementation serialises writes itself. A write completes
+/// only once it is durable (checkpoints are saved after the events they cover).
+pub trait Store {
+    /// Stored events matching `filter` (all of them: `limit` is not applied by callers).
+    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>>;
+
+    /// (created_at, id) of every stored event matching `filter`: a negentropy local set.
+    fn items(
+        &self,
+        filter: Filter,
+    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>>;
+
+    /// Saves `events` and removes what `remove` names (when the store holds it and the
+    /// author matches), atomically as far as the store allows. Returns the removed events.
+    fn save(
+        &self,
+        events: Vec<Event>,
+        remove: Vec<Removal>,
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>>;
+
+    /// Saves a checkpoint (replacing the one of the same relay and scope).
+    fn save_checkpoint(&self, checkpoint: Checkpoint) -> LocalBoxFuture<'static, Result<(), String>>;
+
+    /// Remembers ids seen and not stored, until each entry expires.
+    fn remember(&self, entries: Vec<SeenEntry>) -> LocalBoxFuture<'static, Result<(), String>>;
+
+    /// Checkpoints and remembered ids saved earlier.
+    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>>;
+}
+
+/// Checks event ids and signatures, possibly in parallel.
+pub trait Verifier {
+    /// One flag per event, in order: whether its id and signature hold.
+    fn verify(&self, events: Vec<Event>) -> LocalBoxFuture<'static, Vec<bool>>;
+}
+
+/// Wall-clock time and sleeping.
+pub trait Clock {
+    /// Now, as milliseconds since the UNIX epoch.
+    fn now(&self) -> Time;
+
+    /// Completes after `duration`.
+    fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()>;
+}

@@ -1,0 +1,1 @@
+//! The LMDB store (work in progress).
