@@ -1,10 +1,642 @@
-//! The loop (work in progress).
+//! The loop: feeds the engine what the ports report and executes what the engine asks.
+//!
+//! Everything runs in one future. Sockets are streams merged into one [`SelectAll`];
+//! connection attempts, NIP-11 fetches, store answers and verification batches are
+//! futures in one [`FuturesUnordered`]; persisting checkpoints and remembered ids is a
+//! single lane, so a later checkpoint never lands before an earlier one.
 
-/// Work in progress.
-pub struct Driver;
-/// Work in progress.
-pub enum Command {}
-/// Work in progress.
-pub struct DriverStats;
-/// Work in progress.
-pub enum Exit {}
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures::future::{poll_fn, LocalBoxFuture};
+use futures::stream::{self, FuturesUnordered, LocalBoxStream, SelectAll};
+use futures::{FutureExt, Stream, StreamExt};
+use grasp_sync_core::engine::{
+    BatchId, Checkpoint, Input, Output, Phase, RequestId, SyncEngine, Time,
+};
+use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
+use grasp_sync_core::nip34::kinds;
+use grasp_sync_core::seen::SeenEntry;
+use grasp_sync_core::{RelayUrl, RepoRef};
+use nostr::prelude::{Event, EventId, Filter, SingleLetterTag, Timestamp};
+
+use crate::ports::{Clock, Connection, Incoming, Network, Store, Verifier};
+
+/// Most items taken from one source before the others get a turn.
+const BURST: usize = 256;
+/// How long a shutdown waits for in-flight writes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the driver's owner may tell a running loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Events stored by someone else (e.g. a client of our relay): they feed the index at
+    /// once, so a new announcement starts syncing its relays.
+    LocalEvents(Vec<Event>),
+    /// Finish in-flight writes, close every connection and return.
+    Stop,
+}
+
+/// Why [`Driver::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The observer asked to stop.
+    Observer,
+    /// A [`Command::Stop`] arrived.
+    Stopped,
+    /// The command stream ended.
+    CommandsClosed,
+}
+
+/// What the observer passed to [`Driver::run`] decides after each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Keep going.
+    Continue,
+    /// Finish in-flight writes and return.
+    Stop,
+}
+
+/// The driver's own counters (the engine counts per relay).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Connection attempts.
+    pub connects: u64,
+    /// Attempts that failed.
+    pub connect_failures: u64,
+    /// Frames that could not be queued because the socket was gone.
+    pub send_failures: u64,
+    /// Store operations that failed (saves, loads).
+    pub store_failures: u64,
+    /// Checkpoint or remembered-id writes that failed.
+    pub persist_failures: u64,
+    /// Events loaded from the store at start-up.
+    pub loaded_events: u64,
+}
+
+/// A socket the loop owns: its generation tells its frames from a replaced one's.
+struct Socket {
+    generation: u64,
+    connection: Option<Connection>,
+}
+
+/// A finished asynchronous operation.
+enum Done {
+    Connected(RelayUrl, u64, Result<Connection, String>),
+    Info(RelayUrl, Option<String>),
+    Items(RequestId, Result<Vec<(Timestamp, EventId)>, String>),
+    Verified(BatchId, Vec<bool>),
+    Stored(BatchId, Result<Vec<Event>, String>),
+    Persisted(Result<(), String>),
+}
+
+/// A write to the persistence lane.
+enum Persist {
+    Checkpoint(Checkpoint),
+    Remember(Vec<SeenEntry>),
+}
+
+/// Something that happened while the loop waited.
+enum Happened {
+    Frame(RelayUrl, u64, Incoming),
+    Done(Done),
+    Command(Option<Command>),
+    Timeout,
+}
+
+type Task = LocalBoxFuture<'static, Done>;
+type Frames = LocalBoxStream<'static, (RelayUrl, u64, Incoming)>;
+
+/// Runs a [`SyncEngine`] over a front end's ports.
+pub struct Driver<N, S, V, C> {
+    engine: SyncEngine,
+    network: N,
+    store: S,
+    verifier: V,
+    clock: C,
+    sockets: HashMap<RelayUrl, Socket>,
+    next_generation: u64,
+    tasks: FuturesUnordered<Task>,
+    frames: SelectAll<Frames>,
+    persist_queue: VecDeque<Persist>,
+    persisting: bool,
+    /// Saves in flight; shutdown waits for them.
+    saving: usize,
+    /// Inputs produced while executing outputs (a failed send closes its socket).
+    deferred: Vec<Input>,
+    stats: DriverStats,
+}
+
+impl<N, S, V, C> Driver<N, S, V, C>
+where
+    N: Network,
+    S: Store,
+    V: Verifier,
+    C: Clock,
+{
+    /// A driver for `engine`; nothing happens until [`start`](Self::start).
+    pub fn new(engine: SyncEngine, network: N, store: S, verifier: V, clock: C) -> Self {
+        Self {
+            engine,
+            network,
+            store,
+            verifier,
+            clock,
+            sockets: HashMap::new(),
+            next_generation: 1,
+            tasks: FuturesUnordered::new(),
+            frames: SelectAll::new(),
+            persist_queue: VecDeque::new(),
+            persisting: false,
+            saving: 0,
+            deferred: Vec::new(),
+            stats: DriverStats::default(),
+        }
+    }
+
+    /// The engine, for status and progress.
+    pub fn engine(&self) -> &SyncEngine {
+        &self.engine
+    }
+
+    /// The driver's counters.
+    pub fn stats(&self) -> &DriverStats {
+        &self.stats
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Restores what the store knows: announcements in `scope` (and their maintainers'),
+    /// the root events of the tracked repositories, then checkpoints and remembered ids —
+    /// so a restart behaves like a quick reconnect, not a first sync.
+    pub async fn start(&mut self, scope: &DiscoveryScope) -> Result<(), String> {
+        let announcements = self
+            .store
+            .query(discovery_filter(Form::Historic { since: None }, scope))
+            .await?;
+        self.feed_local(announcements);
+        // Maintainers' announcements add relays; load those of tracked coordinates.
+        let coords: Vec<RepoRef> = self
+            .engine
+            .index()
+            .repos()
+            .flat_map(|r| self.engine.index().repo_coords(r))
+            .cloned()
+            .collect();
+        if !coords.is_empty() {
+            let filter = Filter::new()
+                .kind(kinds::REPO_ANNOUNCEMENT)
+                .authors(coords.iter().map(|c| c.pubkey))
+                .identifiers(coords.iter().map(|c| c.identifier.clone()));
+            let more = self.store.query(filter).await?;
+            self.feed_local(more);
+            let values: Vec<String> = coords.iter().map(ToString::to_string).collect();
+            for letter in ['a', 'A', 'q'] {
+                let Ok(tag) = SingleLetterTag::from_char(letter) else {
+                    continue;
+                };
+                let filter = Filter::new()
+                    .kinds([kinds::PATCH, kinds::PULL_REQUEST, kinds::ISSUE])
+                    .custom_tags(tag, values.iter().cloned());
+                let roots = self.store.query(filter).await?;
+                self.feed_local(roots);
+            }
+        }
+        let state = self.store.load_state().await?;
+        let now = self.clock.now();
+        self.engine.handle_input(
+            now,
+            Input::Checkpoints {
+                checkpoints: state.checkpoints,
+            },
+        );
+        self.engine.handle_input(
+            now,
+            Input::Remembered {
+                entries: state.remembered,
+            },
+        );
+        Ok(())
+    }
+
+    fn feed_local(&mut self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        self.stats.loaded_events += events.len() as u64;
+        let now = self.clock.now();
+        self.engine.handle_input(now, Input::LocalEvents { events });
+    }
+
+    /// Runs until `observe` says stop, a [`Command::Stop`] arrives or `commands` ends;
+    /// then finishes in-flight writes (for at most a few seconds) and closes every
+    /// socket. `observe` sees the engine after every step.
+    pub async fn run<Cmds>(
+        &mut self,
+        mut commands: Cmds,
+        mut observe: impl FnMut(&SyncEngine, Time) -> Control,
+    ) -> Exit
+    where
+        Cmds: Stream<Item = Command> + Unpin,
+    {
+        let mut timer: Option<(Time, LocalBoxFuture<'static, ()>)> = None;
+        let mut just_timed_out = false;
+        let exit = loop {
+            self.execute_outputs();
+            let now = self.clock.now();
+            if observe(&self.engine, now) == Control::Stop {
+                break Exit::Observer;
+            }
+            match self.engine.poll_timeout() {
+                Some(at) if at <= now && !just_timed_out => {
+                    self.engine.handle_timeout(now);
+                    just_timed_out = true;
+                    continue;
+                }
+                Some(at) => {
+                    // A deadline that stays due right after handling it must not spin
+                    // the loop: it waits a little.
+                    let at = if just_timed_out {
+                        at.max(now + Duration::from_millis(5))
+                    } else {
+                        at
+                    };
+                    if timer.as_ref().is_none_or(|(t, _)| *t != at) {
+                        timer = Some((at, self.clock.sleep(at.since(now))));
+                    }
+                }
+                None => timer = None,
+            }
+            just_timed_out = false;
+            let happened = self.wait(&mut commands, &mut timer).await;
+            let mut stop = None;
+            for event in happened {
+                match event {
+                    Happened::Frame(url, generation, incoming) => {
+                        self.on_incoming(url, generation, incoming)
+                    }
+                    Happened::Done(done) => self.on_done(done),
+                    Happened::Command(Some(Command::LocalEvents(events))) => {
+                        let now = self.clock.now();
+                        self.engine.handle_input(now, Input::LocalEvents { events });
+                    }
+                    Happened::Command(Some(Command::Stop)) => stop = Some(Exit::Stopped),
+                    Happened::Command(None) => stop = stop.or(Some(Exit::CommandsClosed)),
+                    Happened::Timeout => {
+                        timer = None;
+                        let now = self.clock.now();
+                        self.engine.handle_timeout(now);
+                        just_timed_out = true;
+                    }
+                }
+            }
+            if let Some(exit) = stop {
+                break exit;
+            }
+        };
+        self.shutdown().await;
+        exit
+    }
+
+    /// Waits until something happens; takes whatever else is ready too (bounded per
+    /// source, so a busy socket cannot starve the store or the timer).
+    async fn wait<Cmds>(
+        &mut self,
+        commands: &mut Cmds,
+        timer: &mut Option<(Time, LocalBoxFuture<'static, ()>)>,
+    ) -> Vec<Happened>
+    where
+        Cmds: Stream<Item = Command> + Unpin,
+    {
+        let frames = &mut self.frames;
+        let tasks = &mut self.tasks;
+        let mut commands_done = false;
+        poll_fn(|cx| {
+            let mut out = Vec::new();
+            for _ in 0..BURST {
+                match Pin::new(&mut *tasks).poll_next(cx) {
+                    Poll::Ready(Some(done)) => out.push(Happened::Done(done)),
+                    _ => break,
+                }
+            }
+            for _ in 0..BURST {
+                match Pin::new(&mut *frames).poll_next(cx) {
+                    Poll::Ready(Some((url, generation, incoming))) => {
+                        out.push(Happened::Frame(url, generation, incoming));
+                    }
+                    _ => break,
+                }
+            }
+            if !commands_done {
+                for _ in 0..BURST {
+                    match Pin::new(&mut *commands).poll_next(cx) {
+                        Poll::Ready(Some(command)) => out.push(Happened::Command(Some(command))),
+                        Poll::Ready(None) => {
+                            commands_done = true;
+                            out.push(Happened::Command(None));
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+            }
+            if let Some((_, sleep)) = timer.as_mut() {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    out.push(Happened::Timeout);
+                }
+            }
+            if out.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(out)
+            }
+        })
+        .await
+    }
+
+    fn on_incoming(&mut self, url: RelayUrl, generation: u64, incoming: Incoming) {
+        let current = self
+            .sockets
+            .get(&url)
+            .is_some_and(|s| s.generation == generation && s.connection.is_some());
+        if !current {
+            return;
+        }
+        let now = self.clock.now();
+        match incoming {
+            Incoming::Text(text) => self
+                .engine
+                .handle_input(now, Input::Frame { relay: url, text }),
+            Incoming::Closed(reason) => {
+                tracing::debug!(relay = %url, %reason, "closed");
+                self.sockets.remove(&url);
+                self.engine
+                    .handle_input(now, Input::Disconnected { relay: url, reason });
+            }
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let now = self.clock.now();
+        match done {
+            Done::Connected(url, generation, result) => {
+                let wanted = self
+                    .sockets
+                    .get(&url)
+                    .is_some_and(|s| s.generation == generation && s.connection.is_none());
+                match result {
+                    Ok(mut connection) if wanted => {
+                        let incoming = std::mem::replace(
+                            &mut connection.incoming,
+                            stream::empty().boxed_local(),
+                        );
+                        let tag = url.clone();
+                        let closed =
+                            stream::once(async { Incoming::Closed("stream ended".into()) });
+                        self.frames.push(
+                            incoming
+                                .chain(closed)
+                                .map(move |i| (tag.clone(), generation, i))
+                                .boxed_local(),
+                        );
+                        if let Some(socket) = self.sockets.get_mut(&url) {
+                            socket.connection = Some(connection);
+                        }
+                        tracing::debug!(relay = %url, "connected");
+                        self.engine
+                            .handle_input(now, Input::Connected { relay: url });
+                    }
+                    Ok(mut stale) => (stale.close)(),
+                    Err(reason) if wanted => {
+                        self.stats.connect_failures += 1;
+                        tracing::info!(relay = %url, %reason, "connection failed");
+                        self.sockets.remove(&url);
+                        self.engine
+                            .handle_input(now, Input::Disconnected { relay: url, reason });
+                    }
+                    Err(_) => {}
+                }
+            }
+            Done::Info(url, document) => self.engine.handle_input(
+                now,
+                Input::Info {
+                    relay: url,
+                    document,
+                },
+            ),
+            Done::Items(request, result) => {
+                let items = result.unwrap_or_else(|e| {
+                    // An unreadable local set reads as empty: the job pages instead.
+                    self.stats.store_failures += 1;
+                    tracing::warn!(error = %e, "loading negentropy items failed");
+                    Vec::new()
+                });
+                self.engine
+                    .handle_input(now, Input::LocalItems { request, items });
+            }
+            Done::Verified(batch, valid) => self
+                .engine
+                .handle_input(now, Input::Verified { batch, valid }),
+            Done::Stored(batch, result) => {
+                self.saving = self.saving.saturating_sub(1);
+                if let Err(e) = &result {
+                    self.stats.store_failures += 1;
+                    tracing::error!(error = %e, "saving events failed");
+                }
+                self.engine
+                    .handle_input(now, Input::Stored { batch, result });
+            }
+            Done::Persisted(result) => {
+                self.persisting = false;
+                if let Err(e) = result {
+                    self.stats.persist_failures += 1;
+                    tracing::error!(error = %e, "saving sync state failed");
+                }
+                self.next_persist();
+            }
+        }
+    }
+
+    /// Executes every output the engine has (and the inputs that produces).
+    fn execute_outputs(&mut self) {
+        loop {
+            while let Some(output) = self.engine.poll_output() {
+                self.execute(output);
+            }
+            if self.deferred.is_empty() {
+                break;
+            }
+            let now = self.clock.now();
+            for input in std::mem::take(&mut self.deferred) {
+                self.engine.handle_input(now, input);
+            }
+        }
+    }
+
+    fn execute(&mut self, output: Output) {
+        match output {
+            Output::Connect { relay } => {
+                if let Some(mut old) = self.sockets.remove(&relay) {
+                    if let Some(c) = old.connection.as_mut() {
+                        (c.close)();
+                    }
+                }
+                let generation = self.next_generation;
+                self.next_generation += 1;
+                self.stats.connects += 1;
+                self.sockets.insert(
+                    relay.clone(),
+                    Socket {
+                        generation,
+                        connection: None,
+                    },
+                );
+                let connecting = self.network.connect(&relay);
+                self.tasks.push(
+                    connecting
+                        .map(move |r| Done::Connected(relay, generation, r))
+                        .boxed_local(),
+                );
+            }
+            Output::FetchInfo { relay } => {
+                let fetching = self.network.fetch_info(&relay);
+                self.tasks
+                    .push(fetching.map(move |d| Done::Info(relay, d)).boxed_local());
+            }
+            Output::Send { relay, text } => {
+                let sent = self
+                    .sockets
+                    .get_mut(&relay)
+                    .and_then(|s| s.connection.as_mut())
+                    .map(|c| (c.send)(text));
+                match sent {
+                    Some(Ok(())) => {}
+                    Some(Err(reason)) => {
+                        self.stats.send_failures += 1;
+                        if let Some(mut socket) = self.sockets.remove(&relay) {
+                            if let Some(c) = socket.connection.as_mut() {
+                                (c.close)();
+                            }
+                        }
+                        self.deferred.push(Input::Disconnected { relay, reason });
+                    }
+                    // Not connected (yet or any more): the engine hears of it through
+                    // the connection's own outcome.
+                    None => self.stats.send_failures += 1,
+                }
+            }
+            Output::Close { relay } => {
+                if let Some(mut socket) = self.sockets.remove(&relay) {
+                    if let Some(c) = socket.connection.as_mut() {
+                        (c.close)();
+                    }
+                }
+            }
+            Output::LoadLocalItems { request, filter } => {
+                let loading = self.store.items(filter);
+                self.tasks
+                    .push(loading.map(move |r| Done::Items(request, r)).boxed_local());
+            }
+            Output::Verify { batch, events } => {
+                let verifying = self.verifier.verify(events);
+                self.tasks.push(
+                    verifying
+                        .map(move |v| Done::Verified(batch, v))
+                        .boxed_local(),
+                );
+            }
+            Output::Store {
+                batch,
+                events,
+                remove,
+            } => {
+                self.saving += 1;
+                let saving = self.store.save(events, remove);
+                self.tasks
+                    .push(saving.map(move |r| Done::Stored(batch, r)).boxed_local());
+            }
+            Output::Checkpoint(checkpoint) => {
+                self.persist_queue
+                    .push_back(Persist::Checkpoint(checkpoint));
+                self.next_persist();
+            }
+            Output::Remember(entries) => {
+                self.persist_queue.push_back(Persist::Remember(entries));
+                self.next_persist();
+            }
+            Output::Status { relay, phase } => match phase {
+                Phase::Backoff { .. } | Phase::Dead { .. } => {
+                    tracing::info!(relay = %relay, ?phase, "relay failing");
+                }
+                _ => tracing::debug!(relay = %relay, ?phase, "relay phase"),
+            },
+        }
+    }
+
+    /// Starts the next write on the persistence lane, merging queued remembered ids.
+    fn next_persist(&mut self) {
+        if self.persisting {
+            return;
+        }
+        let Some(next) = self.persist_queue.pop_front() else {
+            return;
+        };
+        let writing = match next {
+            Persist::Checkpoint(checkpoint) => self.store.save_checkpoint(checkpoint),
+            Persist::Remember(mut entries) => {
+                while let Some(Persist::Remember(more)) = self.persist_queue.front_mut() {
+                    entries.append(more);
+                    self.persist_queue.pop_front();
+                }
+                self.store.remember(entries)
+            }
+        };
+        self.persisting = true;
+        self.tasks.push(writing.map(Done::Persisted).boxed_local());
+    }
+
+    /// Lets in-flight saves and state writes finish (feeding their results to the
+    /// engine, which may checkpoint them), then closes every socket.
+    async fn shutdown(&mut self) {
+        let deadline = self.clock.now() + SHUTDOWN_GRACE;
+        let mut grace = self.clock.sleep(SHUTDOWN_GRACE);
+        while self.saving > 0 || self.persisting || !self.persist_queue.is_empty() {
+            if self.clock.now() >= deadline {
+                tracing::warn!("shutdown: gave up waiting for in-flight writes");
+                break;
+            }
+            let next = poll_fn(|cx| match Pin::new(&mut self.tasks).poll_next(cx) {
+                Poll::Ready(done) => Poll::Ready(done),
+                Poll::Pending => match grace.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                },
+            })
+            .await;
+            let Some(done) = next else { break };
+            match done {
+                Done::Stored(..) | Done::Persisted(..) => {
+                    self.on_done(done);
+                    // Drain checkpoints and remembered ids; ignore new network work.
+                    while let Some(output) = self.engine.poll_output() {
+                        match output {
+                            Output::Checkpoint(_) | Output::Remember(_) => self.execute(output),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (_, mut socket) in self.sockets.drain() {
+            if let Some(c) = socket.connection.as_mut() {
+                (c.close)();
+            }
+        }
+    }
+}

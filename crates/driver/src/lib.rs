@@ -10,5 +10,5 @@
 mod driver;
 mod ports;
 
-pub use driver::{Command, Driver, DriverStats, Exit};
+pub use driver::{Command, Control, Driver, DriverStats, Exit};
 pub use ports::{Clock, Connection, Incoming, Network, SavedState, Store, Verifier};

@@ -73,7 +73,10 @@ pub trait Store {
     ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>>;
 
     /// Saves a checkpoint (replacing the one of the same relay and scope).
-    fn save_checkpoint(&self, checkpoint: Checkpoint) -> LocalBoxFuture<'static, Result<(), String>>;
+    fn save_checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> LocalBoxFuture<'static, Result<(), String>>;
 
     /// Remembers ids seen and not stored, until each entry expires.
     fn remember(&self, entries: Vec<SeenEntry>) -> LocalBoxFuture<'static, Result<(), String>>;
