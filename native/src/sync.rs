@@ -1,0 +1,350 @@
+//! `grasp-sync sync`: a one-shot mirror of named repositories into the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use grasp_sync_core::engine::{EngineConfig, Method, Phase, RelayStats, SyncEngine, Time};
+use grasp_sync_core::filters::DiscoveryScope;
+use grasp_sync_core::{RelayUrl, RepoRef};
+use grasp_sync_driver::{Command, Control, Driver, DriverStats, Exit};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::clock::SystemClock;
+use crate::net::{NativeNetwork, NetConfig};
+use crate::store::LmdbStore;
+use crate::verify::ParallelVerifier;
+
+/// What `grasp-sync sync` was asked.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Repository references: `30617:<pubkey>:<d>` or `naddr1…`.
+    pub repos: Vec<String>,
+    /// Relays to ask for the announcements (besides `naddr` relay hints).
+    pub relays: Vec<String>,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// LMDB map size.
+    pub map_size: usize,
+    /// Follow relays that announcements list even when they are private addresses.
+    pub allow_private_relays: bool,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Connection attempts per relay before it counts as failed.
+    pub attempts: u64,
+    /// Draw progress bars (on a terminal).
+    pub progress: bool,
+}
+
+/// One relay's line in the summary.
+#[derive(Debug, Clone)]
+pub struct RelayReport {
+    /// The relay.
+    pub url: RelayUrl,
+    /// Where it ended.
+    pub phase: Phase,
+    /// How it was synced.
+    pub method: Method,
+    /// Its counters.
+    pub stats: RelayStats,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    /// Per relay.
+    pub relays: Vec<RelayReport>,
+    /// Repositories tracked at the end.
+    pub repos: usize,
+    /// Events written to the store.
+    pub stored: u64,
+    /// Driver counters.
+    pub driver: DriverStats,
+    /// Whether every relay ended in sync or failed (rather than the timeout).
+    pub settled: bool,
+}
+
+impl SyncReport {
+    /// Whether nothing could be synced: no relay was reached.
+    pub fn nothing_synced(&self) -> bool {
+        self.relays
+            .iter()
+            .all(|r| r.stats.round_trips == 0 && r.stats.bytes_in == 0)
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<40} {:<8} {:<10} {:>9} {:>9} {:>9} {:>11} {:>11} {:>7}",
+            "relay",
+            "state",
+            "method",
+            "received",
+            "stored",
+            "rejected",
+            "bytes in",
+            "bytes out",
+            "trips"
+        );
+        for r in &self.relays {
+            let rejected: u64 = r.stats.events_rejected.values().sum();
+            let _ = writeln!(
+                out,
+                "{:<40} {:<8} {:<10} {:>9} {:>9} {:>9} {:>11} {:>11} {:>7}",
+                truncate(r.url.as_str(), 40),
+                phase_name(r.phase),
+                method_name(r.method),
+                r.stats.events_received,
+                r.stats.events_accepted,
+                rejected,
+                r.stats.bytes_in,
+                r.stats.bytes_out,
+                r.stats.round_trips
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} repositories tracked, {} events stored{}",
+            self.repos,
+            self.stored,
+            if self.settled {
+                ""
+            } else {
+                " (timed out before every relay was in sync)"
+            }
+        );
+        out
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(n - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+/// A short name for a phase.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Idle => "idle",
+        Phase::Connecting { .. } => "connect",
+        Phase::Open => "in sync",
+        Phase::Backoff { .. } => "failing",
+        Phase::Dead { .. } => "dead",
+    }
+}
+
+/// A short name for a method.
+pub fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::None => "-",
+        Method::Negentropy => "NIP-77",
+        Method::Req => "REQ",
+    }
+}
+
+/// Why a sync could not run.
+#[derive(Debug)]
+pub enum SyncError {
+    /// The arguments are wrong.
+    Usage(String),
+    /// The store could not be opened or read.
+    Store(String),
+    /// Something else.
+    Other(String),
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Usage(m) | Self::Store(m) | Self::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+/// Parses repository references and collects `naddr` relay hints.
+pub fn parse_repos(inputs: &[String]) -> Result<(Vec<RepoRef>, Vec<String>), SyncError> {
+    let mut repos = Vec::new();
+    let mut hints = Vec::new();
+    for input in inputs {
+        let s = input.trim();
+        let parsed = if s.starts_with("naddr1") || s.starts_with("nostr:naddr1") {
+            RepoRef::from_naddr(s).map(|(repo, relays)| {
+                hints.extend(relays);
+                repo
+            })
+        } else {
+            RepoRef::parse(s)
+        };
+        let repo = parsed.map_err(|e| SyncError::Usage(format!("`{input}`: {e}")))?;
+        repos.push(repo);
+    }
+    Ok((repos, hints))
+}
+
+/// Runs a sync to the end. Must run inside a tokio `LocalSet` (the driver is one
+/// non-`Send` future).
+pub async fn run_sync(options: &SyncOptions) -> Result<SyncReport, SyncError> {
+    let (repos, hints) = parse_repos(&options.repos)?;
+    if repos.is_empty() {
+        return Err(SyncError::Usage("name at least one repository".into()));
+    }
+    let mut bootstrap = BTreeSet::new();
+    for relay in options.relays.iter().chain(&hints) {
+        match RelayUrl::parse(relay) {
+            Ok(url) => {
+                bootstrap.insert(url);
+            }
+            Err(e) if options.relays.contains(relay) => {
+                return Err(SyncError::Usage(format!("--relay `{relay}`: {e}")));
+            }
+            Err(e) => tracing::warn!(relay, error = %e, "ignoring an naddr relay hint"),
+        }
+    }
+    let store = LmdbStore::open(&options.data_dir, options.map_size)
+        .await
+        .map_err(|e| SyncError::Store(e.to_string()))?;
+
+    let scope = DiscoveryScope::Repos(repos.clone());
+    let mut config = EngineConfig {
+        bootstrap_relays: bootstrap.iter().cloned().collect(),
+        discovery: scope.clone(),
+        seed: std::process::id().into(),
+        ..EngineConfig::default()
+    };
+    config.index.relay_policy.allow_private = options.allow_private_relays;
+    let network = NativeNetwork::new(NetConfig {
+        allow_private: options.allow_private_relays,
+        trusted: bootstrap.clone(),
+        ..NetConfig::default()
+    })
+    .map_err(SyncError::Other)?;
+    let mut driver = Driver::new(
+        SyncEngine::new(config),
+        network,
+        store,
+        ParallelVerifier,
+        SystemClock,
+    );
+    driver.start(&scope).await.map_err(SyncError::Store)?;
+    if bootstrap.is_empty() && driver.engine().index().repo_count() == 0 {
+        return Err(SyncError::Usage(
+            "no relay to ask: the store does not know these repositories; pass --relay URL".into(),
+        ));
+    }
+
+    let progress = Progress::new(options.progress);
+    let started = std::time::Instant::now();
+    let timeout = options.timeout;
+    let attempts = options.attempts.max(1);
+    let mut settled = false;
+    let exit = driver
+        .run(futures::stream::pending::<Command>(), |engine, now| {
+            progress.update(engine, now);
+            if is_done(engine, attempts) {
+                settled = true;
+                return Control::Stop;
+            }
+            if started.elapsed() >= timeout {
+                return Control::Stop;
+            }
+            Control::Continue
+        })
+        .await;
+    debug_assert_eq!(exit, Exit::Observer);
+    progress.finish();
+    let engine = driver.engine();
+    let mut relays: Vec<RelayReport> = engine
+        .relays()
+        .map(|(url, phase, method, stats)| RelayReport {
+            url: url.clone(),
+            phase,
+            method,
+            stats: stats.clone(),
+        })
+        .collect();
+    relays.sort_by(|a, b| a.url.cmp(&b.url));
+    Ok(SyncReport {
+        relays,
+        repos: engine.index().repo_count(),
+        stored: engine.stats().stored,
+        driver: driver.stats().clone(),
+        settled,
+    })
+}
+
+/// Every relay is in sync, or failed `attempts` times in a row.
+fn is_done(engine: &SyncEngine, attempts: u64) -> bool {
+    engine.is_settled()
+        && engine.relays().all(|(_, phase, _, stats)| match phase {
+            Phase::Backoff { .. } => stats.failures >= attempts,
+            _ => true,
+        })
+}
+
+/// A spinner per relay (drawn only on a terminal).
+struct Progress {
+    bars: Option<(
+        MultiProgress,
+        std::cell::RefCell<BTreeMap<RelayUrl, ProgressBar>>,
+    )>,
+    last: std::cell::Cell<Time>,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        Self {
+            bars: enabled.then(|| (MultiProgress::new(), Default::default())),
+            last: std::cell::Cell::new(Time::default()),
+        }
+    }
+
+    fn update(&self, engine: &SyncEngine, now: Time) {
+        let Some((multi, bars)) = &self.bars else {
+            return;
+        };
+        if now.since(self.last.get()) < Duration::from_millis(100) {
+            return;
+        }
+        self.last.set(now);
+        let mut bars = bars.borrow_mut();
+        for (url, phase, method, stats) in engine.relays() {
+            let bar = bars.entry(url.clone()).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new_spinner());
+                if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix:40} {msg}") {
+                    bar.set_style(style);
+                }
+                bar.set_prefix(truncate(url.as_str(), 40));
+                bar
+            });
+            let rejected: u64 = stats.events_rejected.values().sum();
+            bar.set_message(format!(
+                "{:<8} {:<7} {} received, {} stored, {} rejected, {} KiB in",
+                phase_name(phase),
+                method_name(method),
+                stats.events_received,
+                stats.events_accepted,
+                rejected,
+                stats.bytes_in / 1024
+            ));
+            bar.tick();
+        }
+    }
+
+    fn finish(&self) {
+        if let Some((multi, bars)) = &self.bars {
+            for bar in bars.borrow().values() {
+                bar.finish();
+            }
+            let _ = multi.clear();
+        }
+    }
+}
