@@ -34,7 +34,7 @@ lint:
 
 # Build the shared crates for the browser.
 wasm:
-    CC_wasm32_unknown_unknown=clang cargo build --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-web
+    CC_wasm32_unknown_unknown=clang cargo build --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-driver -p grasp-sync-web
 
 # Fuzz one target (relay_frame, neg_initiator, neg_responder, engine_frames) for `secs`
 # seconds with cargo-fuzz on nightly (`cargo install cargo-fuzz`). Seeds in fuzz/seeds,

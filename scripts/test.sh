@@ -23,6 +23,10 @@ fi
 export CC_wasm32_unknown_unknown="${CC_wasm32_unknown_unknown:-clang}"
 cargo --version
 
+step "real relays for the integration tests"
+./scripts/install-test-peers.sh
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -37,8 +41,8 @@ cargo test --workspace --locked --exclude grasp-sync-testkit 2>&1 | tee "$test_l
 step "deterministic simulation (release build; GRASP_SIM_SEEDS=${GRASP_SIM_SEEDS:-1000} seeds)"
 cargo test --locked --release -p grasp-sync-testkit -- --nocapture 2>&1 | tee -a "$test_log"
 
-step "wasm32 build of the shared crates"
-cargo build --locked --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-web
+step "wasm32 build of the shared crates (core, driver, web)"
+cargo build --locked --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-driver -p grasp-sync-web
 
 step "all checks passed"
 # One closing line with the totals over every test binary.
