@@ -1,1 +1,1478 @@
-//! The LMDB store (work in progress).
+//! The LMDB store: the driver's [`Store`] port for the native front end.
+//!
+//! # Layout on disk
+//!
+//! [`LmdbStore::open`] takes a directory and keeps two LMDB environments in it:
+//!
+//! - `events/` — the events, in rust-nostr's `nostr-lmdb` (its own schema, indexes and
+//!   migrations);
+//! - `state/` — the sync state beside them, in a small `heed` environment (nostr-lmdb has
+//!   no key-value API), format [`STATE_FORMAT`]:
+//!   - database `meta`: key `format` → the format number as decimal ASCII (`1`);
+//!   - database `checkpoints`: key = SHA-256 of `"<relay URL>\n<scope>"` (relay URLs may
+//!     be longer than LMDB's 511-byte key limit), value = the JSON object
+//!     `{"v":1,"relay":"wss://…","scope":"…","at":<unix seconds>}`, where `scope` is
+//!     `discovery`, `item <layer> coord 30617:<pubkey hex>:<d>` or
+//!     `item <layer> root <event id hex>` and `<layer>` is `announcements`, `repo-tags`
+//!     or `root-tags`. Saving a checkpoint of the same relay and scope replaces it.
+//!   - database `seen`: key = the 32-byte event id, value = the JSON object
+//!     `{"v":1,"pubkey":"<hex>","kind":<u16>,"created_at":<secs>,"tags":[["e","…"],…],"expires_at":<secs>}`.
+//!     [`Store::load_state`] deletes the entries whose `expires_at` is before now.
+//!
+//!   Records of another `v`, or that do not decode, are skipped with a warning and left
+//!   in place.
+//!
+//! # What nostr-lmdb does on save
+//!
+//! nostr-lmdb 0.45 applies relay semantics of its own when it saves an event: it refuses
+//! ephemeral kinds and duplicates; for a replaceable or addressable (`d`-tagged) event it
+//! refuses it when it holds a newer version (NIP-01: newer `created_at`, then lower id,
+//! wins) and otherwise deletes the older versions, without saying which. It would also
+//! process NIP-09 deletion requests and NIP-62 requests to vanish, deleting events and
+//! refusing them from then on; this store turns both off, since the engine's acceptance
+//! step decides deletions and hands them over as [`Removal`]s.
+//!
+//! So that nothing disappears unreported, [`LmdbStore::save`] notes, before writing,
+//! the stored versions each replaceable or addressable event may replace and the events
+//! each removal names, and after writing reports as removed every one of those, and every
+//! event handed in, that the store does not hold. An older version handed in after a newer
+//! one is therefore returned as "removed": it was not kept, which is what the engine needs
+//! to know (removed events join its seen-not-stored set).
+//!
+//! # Batching
+//!
+//! nostr-lmdb writes through one ingester thread that drains its queue into a single
+//! write transaction. [`LmdbStore::save`] queues every save and every removal at once (one
+//! poll sends them all), so a call is written in one transaction, or in a few when the
+//! ingester wakes while the queue is still filling; a failure aborts the transaction it
+//! happens in. Saves are serialised among themselves by an async lock, so concurrent
+//! calls do not see each other's half-written state.
+//!
+//! # A full map
+//!
+//! When a write transaction runs out of map (`MDB_MAP_FULL`), nostr-lmdb 0.45.3 aborts
+//! it and answers every operation in it with "batched transaction failed", logging the
+//! cause but not returning it. So on that answer [`LmdbStore::save`] asks LMDB itself: in
+//! a write transaction on the same environment that it always aborts, it allocates as
+//! many pages as the failed call could have needed (a generous estimate, in a scratch
+//! database that never reaches the disk). If LMDB answers `MDB_MAP_FULL` there too, the
+//! error is [`StoreError::MapFull`]; otherwise it is [`StoreError::Events`]. Writes that
+//! committed before the failing transaction stay, and reads go on working. A full map
+//! refuses removals too (LMDB copies pages on write, deleting included). heed 0.20 keeps
+//! an environment open for the life of the process, so a larger map size takes a restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::future::{join, join_all, LocalBoxFuture};
+use futures::FutureExt as _;
+use grasp_sync_core::accept::Removal;
+use grasp_sync_core::engine::{Checkpoint, Scope};
+use grasp_sync_core::seen::SeenEntry;
+use grasp_sync_core::{Item, Layer, RelayUrl, RepoRef};
+use grasp_sync_driver::{SavedState, Store};
+use heed::types::Bytes;
+use heed::{Database, Env, EnvOpenOptions, MdbError};
+use nostr::prelude::{Event, EventId, Filter, Kind, PublicKey, SingleLetterTag, Timestamp};
+use nostr_database::{NostrDatabase as _, SaveEventStatus};
+use nostr_lmdb::NostrLmdb;
+use serde::{Deserialize, Serialize};
+
+/// The format of the state environment this build reads and writes.
+pub const STATE_FORMAT: u32 = 1;
+
+/// The map size of the state environment (virtual address space; the file grows with
+/// use).
+pub const STATE_MAP_SIZE: usize = 1 << 30;
+
+/// Map sizes are rounded up to a multiple of this (LMDB wants a multiple of the page
+/// size; 64 KiB covers 4, 16 and 64 KiB pages).
+const MAP_SIZE_GRANULE: usize = 64 << 10;
+
+const EVENTS_DIR: &str = "events";
+const STATE_DIR: &str = "state";
+const FORMAT_KEY: &[u8] = b"format";
+/// What nostr-lmdb's error text contains when the map is full.
+const MAP_FULL_TEXT: &str = "MDB_MAP_FULL";
+/// What nostr-lmdb 0.45.3 answers for every operation of an aborted write transaction.
+const BATCH_FAILED_TEXT: &str = "Batched transaction failed";
+/// The scratch database of the map-full probe (created and dropped in an aborted
+/// transaction, so never on disk).
+const PROBE_DB: &str = "grasp-sync-map-probe";
+/// The most pages the map-full probe allocates (LMDB caps a transaction's dirty pages).
+const PROBE_MAX_PAGES: usize = 16_384;
+/// Pages the probe adds for the B-tree paths a write copies (nostr-lmdb writes to nine
+/// databases a few levels deep).
+const PROBE_BASE_PAGES: usize = 48;
+
+/// Why a store operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An LMDB map is full (`MDB_MAP_FULL`): the environment needs a larger map size.
+    MapFull {
+        /// `events` or `state`.
+        environment: &'static str,
+        /// The map size in force, in bytes.
+        map_size: usize,
+    },
+    /// A file-system error (creating the directories).
+    Io(std::io::Error),
+    /// nostr-lmdb reported an error.
+    Events(String),
+    /// The state environment reported an error.
+    State(String),
+    /// The state was written in a format this build does not read.
+    Format(String),
+    /// A blocking task panicked or was cancelled.
+    Task(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MapFull {
+                environment,
+                map_size,
+            } => write!(
+                f,
+                "the LMDB {environment} map is full ({map_size} bytes, MDB_MAP_FULL): \
+                 raise the store's map size"
+            ),
+            Self::Io(e) => write!(f, "store directory: {e}"),
+            Self::Events(e) => write!(f, "event store: {e}"),
+            Self::State(e) => write!(f, "state store: {e}"),
+            Self::Format(e) => write!(f, "state store format: {e}"),
+            Self::Task(e) => write!(f, "store task: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl StoreError {
+    fn events(error: nostr_database::error::Error, map_size: usize) -> Self {
+        let text = error.to_string();
+        if text.contains(MAP_FULL_TEXT) {
+            Self::MapFull {
+                environment: EVENTS_DIR,
+                map_size,
+            }
+        } else {
+            Self::Events(text)
+        }
+    }
+
+    fn state(error: heed::Error) -> Self {
+        match error {
+            heed::Error::Mdb(MdbError::MapFull) => Self::MapFull {
+                environment: STATE_DIR,
+                map_size: STATE_MAP_SIZE,
+            },
+            e => Self::State(e.to_string()),
+        }
+    }
+}
+
+/// The event store and the sync state beside it, in LMDB. Cheap to clone: clones share
+/// one store.
+#[derive(Clone)]
+pub struct LmdbStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    events: NostrLmdb,
+    /// The environment nostr-lmdb opened (shared through heed's registry), for the
+    /// map-full probe.
+    events_env: Env,
+    events_map_size: usize,
+    state: Env,
+    checkpoints: Database<Bytes, Bytes>,
+    seen: Database<Bytes, Bytes>,
+    /// Serialises [`LmdbStore::save`] calls.
+    write: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for LmdbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LmdbStore")
+            .field("state", &self.inner.state.path())
+            .field("events_map_size", &self.inner.events_map_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LmdbStore {
+    /// Opens (creating if needed) the store in `dir`: events in `dir/events` with a map
+    /// of `map_size_bytes` (rounded up to a multiple of 64 KiB), sync state in
+    /// `dir/state`. Needs a tokio runtime (nostr-lmdb opens on a blocking task).
+    ///
+    /// Opening a directory again in the same process shares its environments (heed keeps
+    /// them open for the life of the process), and fails if the map size differs.
+    pub async fn open(dir: &Path, map_size_bytes: usize) -> Result<Self, StoreError> {
+        let events_dir = dir.join(EVENTS_DIR);
+        let state_dir = dir.join(STATE_DIR);
+        fs::create_dir_all(&events_dir).map_err(StoreError::Io)?;
+        fs::create_dir_all(&state_dir).map_err(StoreError::Io)?;
+        let events_map_size = map_size_bytes
+            .max(1)
+            .div_ceil(MAP_SIZE_GRANULE)
+            .saturating_mul(MAP_SIZE_GRANULE);
+        let events = NostrLmdb::builder(&events_dir)
+            .map_size(events_map_size)
+            .process_nip09(false)
+            .process_nip62(false)
+            // One spare database slot, for the map-full probe.
+            .additional_dbs(1)
+            .build()
+            .await
+            .map_err(|e| StoreError::events(e, events_map_size))?;
+        let events_env = blocking(move || shared_env(&events_dir)).await??;
+        let (state, checkpoints, seen) = blocking(move || open_state(state_dir)).await??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                events,
+                events_env,
+                events_map_size,
+                state,
+                checkpoints,
+                seen,
+                write: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Every stored event matching `filter`, newest first. A `limit` keeps the newest
+    /// that many (through [`query_newest`](Self::query_newest)).
+    pub async fn query(&self, filter: Filter) -> Result<Vec<Event>, StoreError> {
+        if filter.limit.is_some() {
+            return self.query_newest(filter).await;
+        }
+        self.query_all(filter).await
+    }
+
+    /// nostr-lmdb's answer to `filter`, newest first.
+    async fn query_all(&self, filter: Filter) -> Result<Vec<Event>, StoreError> {
+        let events = self
+            .inner
+            .events
+            .query(filter)
+            .await
+            .map_err(|e| self.events_error(e))?;
+        Ok(events.into_iter().collect())
+    }
+
+    /// The newest `filter.limit` stored events matching `filter` (all of them without a
+    /// limit), ordered by `created_at` descending then id ascending (NIP-01).
+    ///
+    /// nostr-lmdb 0.45.3 answers a limited filter that names authors, kinds and tags
+    /// together by walking its index intersection in id order, so it returns the wrong
+    /// "newest N"; it also stops a limited ids filter after the first N ids in id order.
+    /// For those two shapes this lists the (id, `created_at`) of every match (no event
+    /// bodies: the same index walk nostr-lmdb does for the shape anyway), keeps the newest
+    /// N and fetches them by id. Other shapes walk time-ordered indexes and are answered
+    /// by nostr-lmdb directly. Events past their NIP-40 expiration are left out, as a
+    /// relay must not serve them (so a limited answer may hold fewer than N when expired
+    /// events are among the newest).
+    pub async fn query_newest(&self, filter: Filter) -> Result<Vec<Event>, StoreError> {
+        let now = Timestamp::now();
+        let Some(limit) = filter.limit else {
+            let mut events = self.query_all(filter).await?;
+            events.retain(|e| !e.is_expired_at(now));
+            return Ok(events);
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut events: Vec<Event> = if limit_walks_in_id_order(&filter) {
+            let mut items = self.negentropy_items(filter.remove_limit()).await?;
+            items.sort_unstable_by(newest_first);
+            items.truncate(limit);
+            if items.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.query_all(Filter::new().ids(items.into_iter().map(|(_, id)| id)))
+                .await?
+        } else {
+            self.query_all(filter).await?
+        };
+        events.retain(|e| !e.is_expired_at(now));
+        events.sort_unstable_by(|a, b| newest_first(&(a.created_at, a.id), &(b.created_at, b.id)));
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    /// (created_at, id) of every stored event matching `filter`, newest first; a
+    /// `limit` keeps the newest that many. Events past their NIP-40 expiration are left
+    /// out (nostr-lmdb's negentropy listing skips them, as NIP-77 relays do).
+    pub async fn items(&self, filter: Filter) -> Result<Vec<(Timestamp, EventId)>, StoreError> {
+        let limit = filter.limit;
+        let mut items = self.negentropy_items(filter.remove_limit()).await?;
+        items.sort_unstable_by(newest_first);
+        if let Some(limit) = limit {
+            items.truncate(limit);
+        }
+        Ok(items)
+    }
+
+    async fn negentropy_items(
+        &self,
+        filter: Filter,
+    ) -> Result<Vec<(Timestamp, EventId)>, StoreError> {
+        let items = self
+            .inner
+            .events
+            .negentropy_items(filter)
+            .await
+            .map_err(|e| self.events_error(e))?;
+        Ok(items.into_iter().map(|(id, at)| (at, id)).collect())
+    }
+
+    /// Saves `events`, then removes each event `remove` names when the store holds it
+    /// and its author matches. Returns what is not held afterwards although it was held
+    /// before (removals, versions replaced by a newer one in `events`) or was handed in
+    /// (an older version of a replaceable or addressable event than the one held, an
+    /// ephemeral event); see the module documentation.
+    pub async fn save(
+        &self,
+        events: Vec<Event>,
+        remove: Vec<Removal>,
+    ) -> Result<Vec<Event>, StoreError> {
+        if events.is_empty() && remove.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = &self.inner.events;
+        let _write = self.inner.write.lock().await;
+
+        // What may disappear: the versions each replaceable or addressable event may
+        // replace, the events named for removal (when the author matches), and the
+        // events handed in.
+        let mut watched: BTreeMap<EventId, Event> = BTreeMap::new();
+        let mut coordinates: BTreeSet<(PublicKey, Kind, Option<String>)> = BTreeSet::new();
+        for event in &events {
+            if event.kind.is_replaceable() {
+                coordinates.insert((event.pubkey, event.kind, None));
+            } else if event.kind.is_addressable() {
+                if let Some(d) = event.tags.identifier() {
+                    coordinates.insert((event.pubkey, event.kind, Some(d.to_owned())));
+                }
+            }
+        }
+        for (author, kind, d) in coordinates {
+            let mut filter = Filter::new().author(author).kind(kind);
+            if let Some(d) = d {
+                filter = filter.identifier(d);
+            }
+            let held = db.query(filter).await.map_err(|e| self.events_error(e))?;
+            watched.extend(held.into_iter().map(|e| (e.id, e)));
+        }
+        let removal_filters: Vec<Filter> = remove
+            .iter()
+            .map(|r| Filter::new().id(r.id).author(r.author))
+            .collect();
+        if !remove.is_empty() {
+            let held = db
+                .query(Filter::new().ids(remove.iter().map(|r| r.id)))
+                .await
+                .map_err(|e| self.events_error(e))?;
+            for event in held {
+                if remove
+                    .iter()
+                    .any(|r| r.id == event.id && r.author == event.pubkey)
+                {
+                    watched.insert(event.id, event);
+                }
+            }
+        }
+
+        // Queue every save and removal in one poll so the ingester can take them in one
+        // write transaction.
+        let saves = join_all(events.iter().map(|e| db.save_event(e)));
+        let deletes = join_all(removal_filters.into_iter().map(|f| db.delete(f)));
+        let (saved, deleted) = join(saves, deletes).await;
+        let mut first_error = None;
+        for (event, status) in events.iter().zip(saved) {
+            match status {
+                Ok(SaveEventStatus::Success) => {}
+                Ok(SaveEventStatus::Rejected(reason)) => {
+                    tracing::debug!(id = %event.id, ?reason, "nostr-lmdb refused an event");
+                }
+                Err(e) => {
+                    first_error = Some(pick_error(first_error, self.events_error(e)));
+                }
+            }
+        }
+        for result in deleted {
+            if let Err(e) = result {
+                first_error = Some(pick_error(first_error, self.events_error(e)));
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(self.diagnose(e, &events, remove.len()).await);
+        }
+
+        for event in events {
+            watched.entry(event.id).or_insert(event);
+        }
+        let held: BTreeSet<EventId> = db
+            .query(Filter::new().ids(watched.keys().copied()))
+            .await
+            .map_err(|e| self.events_error(e))?
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        Ok(watched
+            .into_values()
+            .filter(|e| !held.contains(&e.id))
+            .collect())
+    }
+
+    /// Saves `checkpoint`, replacing the one of the same relay and scope.
+    pub async fn save_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let key = checkpoint_key(&checkpoint.relay, &checkpoint.scope);
+        let value = encode(&CheckpointRecord::of(&checkpoint))?;
+        blocking(move || {
+            let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
+            inner
+                .checkpoints
+                .put(&mut txn, &key, &value)
+                .map_err(StoreError::state)?;
+            txn.commit().map_err(StoreError::state)
+        })
+        .await?
+    }
+
+    /// Remembers `entries` (ids seen and not stored) until each expires; an entry for an
+    /// id already remembered replaces it.
+    pub async fn remember(&self, entries: Vec<SeenEntry>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let inner = Arc::clone(&self.inner);
+        let records = entries
+            .iter()
+            .map(|e| Ok((e.id, encode(&SeenRecord::of(e))?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        blocking(move || {
+            let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
+            for (id, value) in &records {
+                inner
+                    .seen
+                    .put(&mut txn, id.as_bytes(), value)
+                    .map_err(StoreError::state)?;
+            }
+            txn.commit().map_err(StoreError::state)
+        })
+        .await?
+    }
+
+    /// The checkpoints and the remembered ids that have not expired (`expires_at` not
+    /// before now); expired entries are deleted.
+    pub async fn load_state(&self) -> Result<SavedState, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let now = unix_now();
+        blocking(move || load_state(&inner, now)).await?
+    }
+
+    /// Where the sync state lives (`dir/state`).
+    pub fn state_path(&self) -> &Path {
+        self.inner.state.path()
+    }
+
+    fn events_error(&self, error: nostr_database::error::Error) -> StoreError {
+        StoreError::events(error, self.inner.events_map_size)
+    }
+
+    /// Turns nostr-lmdb's "batched transaction failed" into [`StoreError::MapFull`] when
+    /// the map cannot hold what the failed call could have needed (see the module
+    /// documentation).
+    async fn diagnose(&self, error: StoreError, events: &[Event], removals: usize) -> StoreError {
+        let StoreError::Events(text) = &error else {
+            return error;
+        };
+        if !text.contains(BATCH_FAILED_TEXT) {
+            return error;
+        }
+        let pages = estimate_pages(events, removals);
+        let inner = Arc::clone(&self.inner);
+        match blocking(move || map_cannot_hold(&inner.events_env, pages)).await {
+            Ok(Ok(true)) => StoreError::MapFull {
+                environment: EVENTS_DIR,
+                map_size: self.inner.events_map_size,
+            },
+            Ok(Ok(false)) => StoreError::Events(format!(
+                "{text} (nostr-lmdb aborted the write and logged the cause; the map has room)"
+            )),
+            Ok(Err(probe)) | Err(probe) => {
+                tracing::warn!("map-full probe failed: {probe}");
+                error
+            }
+        }
+    }
+}
+
+impl Store for LmdbStore {
+    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+        let store = self.clone();
+        async move { store.query(filter).await.map_err(|e| e.to_string()) }.boxed_local()
+    }
+
+    fn items(
+        &self,
+        filter: Filter,
+    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>> {
+        let store = self.clone();
+        async move { store.items(filter).await.map_err(|e| e.to_string()) }.boxed_local()
+    }
+
+    fn save(
+        &self,
+        events: Vec<Event>,
+        remove: Vec<Removal>,
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+        let store = self.clone();
+        async move { store.save(events, remove).await.map_err(|e| e.to_string()) }.boxed_local()
+    }
+
+    fn save_checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> LocalBoxFuture<'static, Result<(), String>> {
+        let store = self.clone();
+        async move {
+            store
+                .save_checkpoint(checkpoint)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed_local()
+    }
+
+    fn remember(&self, entries: Vec<SeenEntry>) -> LocalBoxFuture<'static, Result<(), String>> {
+        let store = self.clone();
+        async move { store.remember(entries).await.map_err(|e| e.to_string()) }.boxed_local()
+    }
+
+    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {
+        let store = self.clone();
+        async move { store.load_state().await.map_err(|e| e.to_string()) }.boxed_local()
+    }
+}
+
+/// Whether nostr-lmdb 0.45.3 answers `filter`'s limit by walking ids rather than time:
+/// ids given, or authors, kinds and tags all given (its index intersection is in id
+/// order).
+fn limit_walks_in_id_order(filter: &Filter) -> bool {
+    let given = |set: Option<usize>| set.is_some_and(|n| n > 0);
+    given(filter.ids.as_ref().map(BTreeSet::len))
+        || (given(filter.authors.as_ref().map(BTreeSet::len))
+            && given(filter.kinds.as_ref().map(BTreeSet::len))
+            && !filter.generic_tags.is_empty())
+}
+
+/// NIP-01 order: `created_at` descending, then id ascending.
+fn newest_first(a: &(Timestamp, EventId), b: &(Timestamp, EventId)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1))
+}
+
+/// Keeps a map-full error over any other (a failed batch reports the others as plain
+/// "batched transaction failed"), else the first.
+fn pick_error(current: Option<StoreError>, new: StoreError) -> StoreError {
+    match current {
+        Some(e @ StoreError::MapFull { .. }) => e,
+        Some(_) if matches!(new, StoreError::MapFull { .. }) => new,
+        Some(e) => e,
+        None => new,
+    }
+}
+
+/// Pages a save of `events` and `removals` removals could need, generously: per event
+/// its overflow pages, a leaf page for its record and each index entry (four, plus three
+/// per tag), and the paths every write copies.
+fn estimate_pages(events: &[Event], removals: usize) -> usize {
+    const PAGE: usize = 4096;
+    let per_event: usize = events
+        .iter()
+        .map(|e| {
+            let tag_bytes: usize = e
+                .tags
+                .iter()
+                .map(|t| t.as_slice().iter().map(|v| v.len() + 4).sum::<usize>())
+                .sum();
+            (e.content.len() + tag_bytes + 200).div_ceil(PAGE) + 5 + 3 * e.tags.len()
+        })
+        .sum();
+    (PROBE_BASE_PAGES + per_event + 8 * removals).min(PROBE_MAX_PAGES)
+}
+
+/// Whether LMDB refuses to allocate `pages` more pages in `env` (`MDB_MAP_FULL`): fills
+/// a scratch database with one-page values in a write transaction that it aborts.
+fn map_cannot_hold(env: &Env, pages: usize) -> Result<bool, StoreError> {
+    let mut txn = env.write_txn().map_err(StoreError::state)?;
+    let probe: Database<Bytes, Bytes> = match env.create_database(&mut txn, Some(PROBE_DB)) {
+        Ok(db) => db,
+        Err(heed::Error::Mdb(MdbError::MapFull)) => return Ok(true),
+        Err(e) => return Err(StoreError::state(e)),
+    };
+    let page_size = probe.stat(&txn).map_err(StoreError::state)?.page_size as usize;
+    // A value this size fills exactly one overflow page (16-byte page header).
+    let value = vec![0u8; page_size.saturating_sub(64).max(1)];
+    for i in 0..pages {
+        match probe.put(&mut txn, &(i as u64).to_be_bytes(), &value) {
+            Ok(()) => {}
+            Err(heed::Error::Mdb(MdbError::MapFull)) => return Ok(true),
+            Err(e) => return Err(StoreError::state(e)),
+        }
+    }
+    txn.abort();
+    Ok(false)
+}
+
+/// The handle of the environment nostr-lmdb opened at `dir`, from heed's registry (which
+/// hands out the open environment, also inside the error when the options differ).
+fn shared_env(dir: &Path) -> Result<Env, StoreError> {
+    // SAFETY: heed's registry holds the environment nostr-lmdb opened at `dir` (the
+    // `NostrLmdb` is alive), so this returns that environment instead of opening the
+    // files a second time.
+    match unsafe { EnvOpenOptions::new().open(dir) } {
+        Ok(env) | Err(heed::Error::BadOpenOptions { env, .. }) => Ok(env),
+        Err(e) => Err(StoreError::state(e)),
+    }
+}
+
+/// Runs `f` on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))
+}
+
+fn unix_now() -> Timestamp {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Timestamp::from(secs)
+}
+
+/// The state environment and its `checkpoints` and `seen` databases.
+type StateDbs = (Env, Database<Bytes, Bytes>, Database<Bytes, Bytes>);
+
+fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
+    // SAFETY: heed's `open` is unsafe because LMDB forbids opening one environment twice
+    // in a process without going through heed's registry (which heed keeps), and because
+    // the files must not be changed by anything but LMDB; `dir/state` is ours alone.
+    let env = unsafe {
+        EnvOpenOptions::new()
+            .map_size(STATE_MAP_SIZE)
+            .max_dbs(4)
+            .open(&dir)
+    }
+    .map_err(StoreError::state)?;
+    let mut txn = env.write_txn().map_err(StoreError::state)?;
+    let meta: Database<Bytes, Bytes> = env
+        .create_database(&mut txn, Some("meta"))
+        .map_err(StoreError::state)?;
+    let checkpoints = env
+        .create_database(&mut txn, Some("checkpoints"))
+        .map_err(StoreError::state)?;
+    let seen = env
+        .create_database(&mut txn, Some("seen"))
+        .map_err(StoreError::state)?;
+    match meta.get(&txn, FORMAT_KEY).map_err(StoreError::state)? {
+        None => {
+            let format = STATE_FORMAT.to_string();
+            meta.put(&mut txn, FORMAT_KEY, format.as_bytes())
+                .map_err(StoreError::state)?;
+        }
+        Some(bytes) => {
+            let format = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok());
+            if format != Some(STATE_FORMAT) {
+                return Err(StoreError::Format(format!(
+                    "{} holds state format {:?}; this build reads format {STATE_FORMAT}",
+                    dir.display(),
+                    String::from_utf8_lossy(bytes)
+                )));
+            }
+        }
+    }
+    txn.commit().map_err(StoreError::state)?;
+    Ok((env, checkpoints, seen))
+}
+
+fn load_state(inner: &Inner, now: Timestamp) -> Result<SavedState, StoreError> {
+    let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
+    let mut state = SavedState::default();
+    for row in inner.checkpoints.iter(&txn).map_err(StoreError::state)? {
+        let (_, value) = row.map_err(StoreError::state)?;
+        match decode::<CheckpointRecord>(value).and_then(CheckpointRecord::into_checkpoint) {
+            Ok(c) => state.checkpoints.push(c),
+            Err(e) => tracing::warn!("skipping a stored checkpoint: {e}"),
+        }
+    }
+    let mut expired: Vec<Vec<u8>> = Vec::new();
+    for row in inner.seen.iter(&txn).map_err(StoreError::state)? {
+        let (key, value) = row.map_err(StoreError::state)?;
+        let entry = EventId::from_slice(key)
+            .map_err(|e| e.to_string())
+            .and_then(|id| decode::<SeenRecord>(value).and_then(|r| r.into_entry(id)));
+        match entry {
+            Ok(e) if e.expires_at < now => expired.push(key.to_vec()),
+            Ok(e) => state.remembered.push(e),
+            Err(e) => tracing::warn!("skipping a stored seen entry: {e}"),
+        }
+    }
+    for key in &expired {
+        inner
+            .seen
+            .delete(&mut txn, key)
+            .map_err(StoreError::state)?;
+    }
+    txn.commit().map_err(StoreError::state)?;
+    Ok(state)
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::State(format!("encoding: {e}")))
+}
+
+fn decode<'a, T: Deserialize<'a> + Versioned>(bytes: &'a [u8]) -> Result<T, String> {
+    let record: T = serde_json::from_slice(bytes).map_err(|e| format!("undecodable: {e}"))?;
+    if record.version() != STATE_FORMAT {
+        return Err(format!(
+            "record version {} is not {STATE_FORMAT}",
+            record.version()
+        ));
+    }
+    Ok(record)
+}
+
+trait Versioned {
+    fn version(&self) -> u32;
+}
+
+/// A checkpoint as stored (see the module documentation).
+#[derive(Serialize, Deserialize)]
+struct CheckpointRecord {
+    v: u32,
+    relay: String,
+    scope: String,
+    at: u64,
+}
+
+impl Versioned for CheckpointRecord {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+impl CheckpointRecord {
+    fn of(c: &Checkpoint) -> Self {
+        Self {
+            v: STATE_FORMAT,
+            relay: c.relay.as_str().to_owned(),
+            scope: scope_text(&c.scope),
+            at: c.at.as_secs(),
+        }
+    }
+
+    fn into_checkpoint(self) -> Result<Checkpoint, String> {
+        Ok(Checkpoint {
+            relay: RelayUrl::parse(&self.relay)
+                .map_err(|e| format!("relay {:?}: {e}", self.relay))?,
+            scope: parse_scope(&self.scope)?,
+            at: Timestamp::from(self.at),
+        })
+    }
+}
+
+/// A seen entry as stored, less its id (the key).
+#[derive(Serialize, Deserialize)]
+struct SeenRecord {
+    v: u32,
+    pubkey: String,
+    kind: u16,
+    created_at: u64,
+    tags: Vec<(String, String)>,
+    expires_at: u64,
+}
+
+impl Versioned for SeenRecord {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+impl SeenRecord {
+    fn of(e: &SeenEntry) -> Self {
+        Self {
+            v: STATE_FORMAT,
+            pubkey: e.pubkey.to_hex(),
+            kind: e.kind.as_u16(),
+            created_at: e.created_at.as_secs(),
+            tags: e
+                .tags
+                .iter()
+                .map(|(letter, value)| (letter.to_string(), value.clone()))
+                .collect(),
+            expires_at: e.expires_at.as_secs(),
+        }
+    }
+
+    fn into_entry(self, id: EventId) -> Result<SeenEntry, String> {
+        let tags = self
+            .tags
+            .into_iter()
+            .map(|(letter, value)| {
+                let letter = SingleLetterTag::from_str(&letter)
+                    .map_err(|e| format!("tag {letter:?}: {e}"))?;
+                Ok((letter, value))
+            })
+            .collect::<Result<Vec<(SingleLetterTag, String)>, String>>()?;
+        Ok(SeenEntry {
+            id,
+            pubkey: PublicKey::from_hex(&self.pubkey).map_err(|e| format!("pubkey: {e}"))?,
+            kind: Kind::from(self.kind),
+            created_at: Timestamp::from(self.created_at),
+            tags,
+            expires_at: Timestamp::from(self.expires_at),
+        })
+    }
+}
+
+fn checkpoint_key(relay: &RelayUrl, scope: &Scope) -> [u8; 32] {
+    let text = format!("{}\n{}", relay.as_str(), scope_text(scope));
+    bitcoin_hashes::sha256::Hash::hash(text.as_bytes()).to_byte_array()
+}
+
+fn layer_name(layer: Layer) -> &'static str {
+    match layer {
+        Layer::Announcements => "announcements",
+        Layer::RepoTags => "repo-tags",
+        Layer::RootTags => "root-tags",
+    }
+}
+
+fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Discovery => "discovery".to_owned(),
+        Scope::Item { layer, item } => match item {
+            Item::Coord(c) => format!("item {} coord {c}", layer_name(*layer)),
+            Item::Root(id) => format!("item {} root {}", layer_name(*layer), id.to_hex()),
+        },
+    }
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    if text == "discovery" {
+        return Ok(Scope::Discovery);
+    }
+    let bad = || format!("scope {text:?}");
+    let mut parts = text.splitn(4, ' ');
+    let (Some("item"), Some(layer), Some(what), Some(value)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let layer = Layer::ALL
+        .into_iter()
+        .find(|l| layer_name(*l) == layer)
+        .ok_or_else(bad)?;
+    let item = match what {
+        "coord" => Item::Coord(RepoRef::parse(value).map_err(|e| format!("{}: {e}", bad()))?),
+        "root" => Item::Root(EventId::from_hex(value).map_err(|e| format!("{}: {e}", bad()))?),
+        _ => return Err(bad()),
+    };
+    Ok(Scope::Item { layer, item })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use grasp_sync_testkit::corpus::{keys, sign};
+    use grasp_sync_testkit::{Corpus, CorpusSpec};
+    use nostr::prelude::{Keys, MatchEventOptions};
+
+    use super::*;
+
+    const MAP: usize = 64 << 20;
+
+    fn corpus(repos: usize, events_per_repo: usize) -> Corpus {
+        Corpus::generate(&CorpusSpec {
+            seed: 7,
+            repos,
+            events_per_repo,
+            ..CorpusSpec::default()
+        })
+    }
+
+    fn acceptable(corpus: &Corpus) -> Vec<Event> {
+        corpus
+            .events
+            .iter()
+            .filter(|e| corpus.acceptable.contains(&e.id))
+            .cloned()
+            .collect()
+    }
+
+    fn ids<'a>(events: impl IntoIterator<Item = &'a Event>) -> BTreeSet<EventId> {
+        events.into_iter().map(|e| e.id).collect()
+    }
+
+    async fn open(dir: &Path) -> LmdbStore {
+        LmdbStore::open(dir, MAP).await.expect("open")
+    }
+
+    fn issue(keys: &Keys, at: u64, tags: &[(&str, &str)], content: &str) -> Event {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| vec![(*k).to_owned(), (*v).to_owned()])
+            .collect();
+        sign(keys, 1621, at, tags, content)
+    }
+
+    fn announcement(keys: &Keys, at: u64, d: &str) -> Event {
+        sign(keys, 30617, at, vec![vec!["d".into(), d.into()]], "")
+    }
+
+    #[tokio::test]
+    async fn save_query_items_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let corpus = corpus(3, 30);
+        let events = acceptable(&corpus);
+        assert!(events.len() > 50, "corpus too small: {}", events.len());
+
+        // Through the port, as the driver calls it.
+        let removed = Store::save(&store, events.clone(), Vec::new())
+            .await
+            .expect("save");
+        assert!(removed.is_empty(), "nothing to remove: {removed:?}");
+
+        let all = Store::query(&store, Filter::new()).await.expect("query");
+        assert_eq!(ids(&all), ids(&events));
+        let items = Store::items(&store, Filter::new()).await.expect("items");
+        let expected: BTreeSet<(Timestamp, EventId)> =
+            events.iter().map(|e| (e.created_at, e.id)).collect();
+        assert_eq!(items.len(), events.len());
+        assert_eq!(items.iter().copied().collect::<BTreeSet<_>>(), expected);
+
+        // A repository's tag filter answers what matching in memory answers.
+        let repo = &corpus.repos[0];
+        let filter = Filter::new().custom_tag(SingleLetterTag::LOWERCASE_A, repo.to_string());
+        let want: BTreeSet<EventId> = events
+            .iter()
+            .filter(|e| filter.match_event(e, MatchEventOptions::new()))
+            .map(|e| e.id)
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(
+            ids(&store.query(filter.clone()).await.expect("query")),
+            want
+        );
+        let items = store.items(filter).await.expect("items");
+        assert_eq!(
+            items.iter().map(|(_, id)| *id).collect::<BTreeSet<_>>(),
+            want
+        );
+
+        // Saving again changes nothing and removes nothing.
+        let removed = store.save(events.clone(), Vec::new()).await.expect("save");
+        assert!(removed.is_empty());
+        assert_eq!(
+            store.query(Filter::new()).await.expect("query").len(),
+            events.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_disappears_unreported() {
+        // The whole corpus, old announcement versions and kind 5 deletions included, in
+        // one call: what is not held afterwards is exactly what was returned.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let corpus = corpus(4, 40);
+        let removed = store
+            .save(corpus.events.clone(), Vec::new())
+            .await
+            .expect("save");
+        let held = ids(&store.query(Filter::new()).await.expect("query"));
+        let removed = ids(&removed);
+        assert!(held.is_disjoint(&removed));
+        assert_eq!(
+            held.union(&removed).copied().collect::<BTreeSet<_>>(),
+            ids(&corpus.events)
+        );
+        // Deletion requests are stored as plain events (NIP-09 processing is off).
+        let deletions = corpus
+            .events
+            .iter()
+            .filter(|e| e.kind == Kind::EventDeletion);
+        for deletion in deletions {
+            assert!(held.contains(&deletion.id));
+        }
+    }
+
+    #[tokio::test]
+    async fn replaced_and_refused_versions_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let owner = keys(1);
+        let v1 = announcement(&owner, 100, "repo");
+        let v2 = announcement(&owner, 200, "repo");
+        let other = announcement(&owner, 50, "other-repo");
+
+        let removed = store
+            .save(vec![v1.clone(), other.clone()], Vec::new())
+            .await;
+        assert_eq!(removed.expect("save"), Vec::<Event>::new());
+        // A newer version replaces the older one, which comes back as removed.
+        let removed = store
+            .save(vec![v2.clone()], Vec::new())
+            .await
+            .expect("save");
+        assert_eq!(removed, vec![v1.clone()]);
+        // An older version is refused: not kept, so reported too.
+        let removed = store
+            .save(vec![v1.clone()], Vec::new())
+            .await
+            .expect("save");
+        assert_eq!(removed, vec![v1.clone()]);
+        // Two newer versions in one call: the newest stays.
+        let v3 = announcement(&owner, 300, "repo");
+        let v4 = announcement(&owner, 400, "repo");
+        let removed = store
+            .save(vec![v3.clone(), v4.clone()], Vec::new())
+            .await
+            .expect("save");
+        assert_eq!(ids(&removed), ids([&v2, &v3]));
+        let held = store.query(Filter::new()).await.expect("query");
+        assert_eq!(ids(&held), ids([&v4, &other]));
+    }
+
+    #[tokio::test]
+    async fn removal_needs_the_author() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let (alice, bob) = (keys(1), keys(2));
+        let e1 = issue(&alice, 100, &[("t", "x")], "one");
+        let e2 = issue(&alice, 101, &[("t", "x")], "two");
+        let e3 = issue(&alice, 102, &[("t", "x")], "three");
+        store
+            .save(vec![e1.clone(), e2.clone()], Vec::new())
+            .await
+            .expect("save");
+
+        let wrong = Removal {
+            id: e1.id,
+            author: bob.public_key(),
+        };
+        assert!(store
+            .save(Vec::new(), vec![wrong])
+            .await
+            .expect("save")
+            .is_empty());
+        assert_eq!(store.query(Filter::new()).await.expect("query").len(), 2);
+
+        let right = Removal {
+            id: e1.id,
+            author: alice.public_key(),
+        };
+        let removed = store.save(Vec::new(), vec![right]).await.expect("save");
+        assert_eq!(removed, vec![e1.clone()]);
+        assert!(store
+            .save(Vec::new(), vec![right])
+            .await
+            .expect("save")
+            .is_empty());
+
+        // Saves and removals in one call.
+        let removed = store
+            .save(
+                vec![e3.clone()],
+                vec![Removal {
+                    id: e2.id,
+                    author: alice.public_key(),
+                }],
+            )
+            .await
+            .expect("save");
+        assert_eq!(removed, vec![e2]);
+        assert_eq!(
+            ids(&store.query(Filter::new()).await.expect("query")),
+            ids([&e3])
+        );
+    }
+
+    fn checkpoint_rows(state: &SavedState) -> Vec<(String, String, u64)> {
+        let mut rows: Vec<_> = state
+            .checkpoints
+            .iter()
+            .map(|c| (c.relay.to_string(), scope_text(&c.scope), c.at.as_secs()))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    #[tokio::test]
+    async fn checkpoints_replace_and_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let corpus = corpus(2, 5);
+        let relay = |s: &str| RelayUrl::parse(s).expect("relay url");
+        let long = relay(&format!("wss://relay.example.com/{}", "p".repeat(1500)));
+        let coord = Scope::Item {
+            layer: Layer::RepoTags,
+            item: Item::Coord(corpus.repos[0].clone()),
+        };
+        let root = Scope::Item {
+            layer: Layer::RootTags,
+            item: Item::Root(corpus.events[0].id),
+        };
+        let checkpoints = [
+            (relay("wss://a.example.com"), coord.clone(), 10),
+            (relay("wss://a.example.com"), coord.clone(), 20),
+            (relay("wss://a.example.com"), Scope::Discovery, 5),
+            (relay("wss://b.example.com"), root.clone(), 7),
+            (relay("wss://b.example.com"), coord.clone(), 8),
+            (long.clone(), Scope::Discovery, 1),
+        ];
+        let expected = {
+            let state = SavedState {
+                checkpoints: checkpoints[1..]
+                    .iter()
+                    .map(|(relay, scope, at)| Checkpoint {
+                        relay: relay.clone(),
+                        scope: scope.clone(),
+                        at: Timestamp::from(*at),
+                    })
+                    .collect(),
+                remembered: Vec::new(),
+            };
+            checkpoint_rows(&state)
+        };
+        {
+            let store = open(dir.path()).await;
+            for (relay, scope, at) in checkpoints {
+                Store::save_checkpoint(
+                    &store,
+                    Checkpoint {
+                        relay,
+                        scope,
+                        at: Timestamp::from(at),
+                    },
+                )
+                .await
+                .expect("save checkpoint");
+            }
+            let state = store.load_state().await.expect("load");
+            assert_eq!(checkpoint_rows(&state), expected);
+        }
+        let store = open(dir.path()).await;
+        let state = Store::load_state(&store).await.expect("load");
+        assert_eq!(checkpoint_rows(&state), expected);
+        assert!(state.remembered.is_empty());
+    }
+
+    #[tokio::test]
+    async fn expired_seen_entries_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let corpus = corpus(2, 10);
+        let now = unix_now().as_secs();
+        let later = Timestamp::from(now + 3600);
+        let earlier = Timestamp::from(now - 10);
+        let keep: Vec<SeenEntry> = corpus.events[..3]
+            .iter()
+            .map(|e| SeenEntry::of(e, later))
+            .collect();
+        let forget: Vec<SeenEntry> = corpus.events[3..5]
+            .iter()
+            .map(|e| SeenEntry::of(e, earlier))
+            .collect();
+        assert!(keep.iter().any(|e| !e.tags.is_empty()), "tags are covered");
+        // An entry remembered again replaces the earlier one.
+        let renewed = SeenEntry::of(&corpus.events[5], earlier);
+        let renewed_later = SeenEntry::of(&corpus.events[5], later);
+        let sorted = |mut v: Vec<SeenEntry>| {
+            v.sort_by_key(|e| e.id);
+            v
+        };
+        {
+            let store = open(dir.path()).await;
+            Store::remember(&store, keep.iter().chain(&forget).cloned().collect())
+                .await
+                .expect("remember");
+            store.remember(vec![renewed]).await.expect("remember");
+            store
+                .remember(vec![renewed_later.clone()])
+                .await
+                .expect("remember");
+            let state = store.load_state().await.expect("load");
+            let mut want = keep.clone();
+            want.push(renewed_later.clone());
+            assert_eq!(sorted(state.remembered), sorted(want));
+        }
+        let store = open(dir.path()).await;
+        let state = store.load_state().await.expect("load");
+        let mut want = keep.clone();
+        want.push(renewed_later);
+        assert_eq!(sorted(state.remembered), sorted(want));
+        // The expired entries are gone from disk, not only from the answer.
+        let txn = store.inner.state.read_txn().expect("txn");
+        assert_eq!(store.inner.seen.len(&txn).expect("len"), 4);
+    }
+
+    #[tokio::test]
+    async fn a_full_map_is_an_error_and_the_store_still_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LmdbStore::open(dir.path(), 1 << 20).await.expect("open");
+        let corpus = corpus(20, 100);
+        let events = acceptable(&corpus);
+        let mut saved = 0;
+        let error = loop {
+            assert!(saved < events.len(), "1 MiB held the whole corpus");
+            let batch = events[saved..(saved + 50).min(events.len())].to_vec();
+            match store.save(batch, Vec::new()).await {
+                Ok(removed) => {
+                    assert!(removed.is_empty());
+                    saved += 50;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(
+                error,
+                StoreError::MapFull {
+                    environment: "events",
+                    map_size: 1_048_576
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("raise the store's map size"),
+            "{error}"
+        );
+        assert!(saved > 0);
+        // One event at a time from there: whatever does not fit is a full map too.
+        let mut refused = 0;
+        for event in &events[saved..] {
+            match store.save(vec![event.clone()], Vec::new()).await {
+                Ok(_) => saved += 1,
+                Err(StoreError::MapFull { .. }) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert!(refused > 0);
+
+        // Still reads (at least every batch that succeeded), and the state still writes.
+        let held = store
+            .query(Filter::new())
+            .await
+            .expect("query after map full");
+        assert!(held.len() >= saved, "{} < {saved}", held.len());
+        assert_eq!(
+            store.items(Filter::new()).await.expect("items").len(),
+            held.len()
+        );
+        let checkpoint = Checkpoint {
+            relay: RelayUrl::parse("wss://a.example.com").expect("relay url"),
+            scope: Scope::Discovery,
+            at: Timestamp::from(1),
+        };
+        store.save_checkpoint(checkpoint).await.expect("checkpoint");
+        // A removal needs pages too (LMDB copies on write): a full map refuses it.
+        let first = held[0].clone();
+        let removal = Removal {
+            id: first.id,
+            author: first.pubkey,
+        };
+        let error = store.save(Vec::new(), vec![removal]).await;
+        assert!(
+            matches!(error, Err(StoreError::MapFull { .. })),
+            "{error:?}"
+        );
+
+        // Reads still work after the refusal.
+        let again = store.query(Filter::new()).await.expect("query");
+        assert_eq!(ids(&again), ids(&held));
+        assert!(again.contains(&first));
+    }
+
+    #[tokio::test]
+    async fn newest_n_is_right_where_nostr_lmdb_walks_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path()).await;
+        let alice = keys(1);
+        let events: Vec<Event> = (0..8)
+            .map(|i| issue(&alice, 1000 + i, &[("t", "x")], &format!("issue {i}")))
+            .collect();
+        store.save(events.clone(), Vec::new()).await.expect("save");
+
+        let newest = |n: usize| {
+            let mut sorted = events.clone();
+            sorted.sort_by(|a, b| newest_first(&(a.created_at, a.id), &(b.created_at, b.id)));
+            sorted.truncate(n);
+            sorted
+        };
+        let lowest_ids: BTreeSet<EventId> = ids(&events).into_iter().take(3).collect();
+        assert_ne!(
+            lowest_ids,
+            ids(&newest(3)),
+            "test events must tell the orders apart"
+        );
+
+        let filter = Filter::new()
+            .author(alice.public_key())
+            .kind(Kind::from(1621))
+            .hashtag("x")
+            .limit(3);
+        // nostr-lmdb 0.45.3 alone: the three lowest ids. When this fails, upstream fixed
+        // the walk and the guard in `query_newest` can go.
+        let naive = store
+            .inner
+            .events
+            .query(filter.clone())
+            .await
+            .expect("query");
+        assert_eq!(
+            ids(&naive),
+            lowest_ids,
+            "nostr-lmdb's limited author+kind+tag query"
+        );
+        assert_ne!(ids(&naive), ids(&newest(3)));
+        // Ours: the newest three, in NIP-01 order; through the port too.
+        assert_eq!(
+            store.query_newest(filter.clone()).await.expect("newest"),
+            newest(3)
+        );
+        assert_eq!(
+            Store::query(&store, filter).await.expect("query"),
+            newest(3)
+        );
+
+        // A limited ids filter.
+        let by_ids = Filter::new().ids(events.iter().map(|e| e.id)).limit(2);
+        assert_eq!(store.query_newest(by_ids).await.expect("newest"), newest(2));
+        // A shape nostr-lmdb walks in time order.
+        let by_kind = Filter::new().kind(Kind::from(1621)).limit(4);
+        assert_eq!(
+            store.query_newest(by_kind).await.expect("newest"),
+            newest(4)
+        );
+        // No limit: all of them, newest first.
+        let all = Filter::new().author(alice.public_key());
+        assert_eq!(store.query_newest(all).await.expect("newest"), newest(8));
+        // Limited items.
+        let items = store
+            .items(
+                Filter::new()
+                    .kind(Kind::from(1621))
+                    .hashtag("x")
+                    .author(alice.public_key())
+                    .limit(3),
+            )
+            .await
+            .expect("items");
+        let want: Vec<(Timestamp, EventId)> =
+            newest(3).iter().map(|e| (e.created_at, e.id)).collect();
+        assert_eq!(items, want);
+    }
+
+    #[tokio::test]
+    async fn the_map_full_probe_tells_room_from_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LmdbStore::open(dir.path(), 1 << 20).await.expect("open");
+        let env = &store.inner.events_env;
+        assert_eq!(
+            env.path(),
+            store.inner.state.path().with_file_name(EVENTS_DIR)
+        );
+        assert!(
+            !map_cannot_hold(env, 16).expect("probe"),
+            "a fresh 1 MiB map has room"
+        );
+        assert!(
+            map_cannot_hold(env, 1024).expect("probe"),
+            "1 MiB holds no 4 MiB"
+        );
+        // The probe left nothing behind.
+        let txn = env.read_txn().expect("txn");
+        let probe: Option<Database<Bytes, Bytes>> =
+            env.open_database(&txn, Some(PROBE_DB)).expect("open");
+        assert!(probe.is_none());
+    }
+
+    #[tokio::test]
+    async fn newer_state_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(dir.path()).await;
+            let inner = &store.inner;
+            let mut txn = inner.state.write_txn().expect("txn");
+            let meta: Database<Bytes, Bytes> = inner
+                .state
+                .open_database(&txn, Some("meta"))
+                .expect("open meta")
+                .expect("meta exists");
+            meta.put(&mut txn, FORMAT_KEY, b"2").expect("put");
+            txn.commit().expect("commit");
+        }
+        match LmdbStore::open(dir.path(), MAP).await {
+            Err(StoreError::Format(message)) => assert!(message.contains("format 1"), "{message}"),
+            other => panic!("expected a format error, got {other:?}"),
+        }
+    }
+
+    /// Prints how long one `save` of N events takes against N one-event saves
+    /// (`cargo test -p grasp-sync --release save_batching_report -- --ignored --nocapture`).
+    #[tokio::test]
+    #[ignore = "a report, not a check"]
+    async fn save_batching_report() {
+        let corpus = corpus(20, 100);
+        let events = acceptable(&corpus);
+        let txns = |store: &LmdbStore| store.inner.events_env.info().last_txn_id;
+        let (batched, batched_txns) = {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = open(dir.path()).await;
+            let (start, first) = (Instant::now(), txns(&store));
+            store.save(events.clone(), Vec::new()).await.expect("save");
+            (start.elapsed(), txns(&store) - first)
+        };
+        let (single, single_txns) = {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = open(dir.path()).await;
+            let (start, first) = (Instant::now(), txns(&store));
+            for event in &events {
+                store
+                    .save(vec![event.clone()], Vec::new())
+                    .await
+                    .expect("save");
+            }
+            (start.elapsed(), txns(&store) - first)
+        };
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / events.len() as f64;
+        println!(
+            "{} events: one save {batched:?} ({:.0} µs/event, {batched_txns} write \
+             transaction(s)), one save per event {single:?} ({:.0} µs/event, {single_txns} \
+             write transaction(s)): ratio {:.1}",
+            events.len(),
+            per(batched),
+            per(single),
+            single.as_secs_f64() / batched.as_secs_f64()
+        );
+    }
+}
