@@ -12,4 +12,4 @@ pub use corpus::{Corpus, CorpusSpec};
 pub use index::EventIndex;
 pub use relay::{SimRelay, SimRelayConfig};
 pub use rng::Rng;
-pub use world::{Faults, World};
+pub use world::{Downloads, Faults, Via, World};

@@ -340,6 +340,9 @@ impl SimRelay {
                 .limit
                 .unwrap_or(self.config.max_results)
                 .min(self.config.max_results);
+            if limit == 0 {
+                continue;
+            }
             let mut matching: Vec<&Event> = self.matching(filter).collect();
             matching.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
             for event in matching.into_iter().take(limit) {

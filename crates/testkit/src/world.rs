@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use grasp_sync_core::engine::{Checkpoint, EngineConfig, Input, Output, SyncEngine, Time};
 use grasp_sync_core::seen::SeenEntry;
+use grasp_sync_core::wire::{parse_client_frame, parse_relay_frame, ClientFrame, RelayFrame};
 use grasp_sync_core::RelayUrl;
-use nostr::prelude::{Event, EventId};
+use nostr::prelude::{Event, EventId, Filter, MatchEventOptions};
 
 use crate::index::EventIndex;
 
@@ -28,6 +29,57 @@ pub struct Faults {
     pub bad_signature_pct: u64,
     /// Extra delay, up to this many milliseconds, per frame.
     pub jitter_ms: u64,
+}
+
+/// How an event reached the engine: the kind of subscription that asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// A live subscription (`limit: 0`).
+    Live,
+    /// A historic REQ (one page of a paginated walk); `boundary` when the page's
+    /// `until` is the event's own second: the oldest second of the previous page,
+    /// asked again because more events may share it (NIP-01 has no cursor).
+    Page {
+        /// The page asked for the event's second again.
+        boundary: bool,
+        /// A fingerprint of the historic filter without `until` and `limit`: the pages
+        /// of one walk share it.
+        filter: u64,
+    },
+    /// An `ids` fetch (a NIP-77 need, or a real copy after a forged one).
+    Ids,
+    /// A subscription whose filters the event does not match (a relay quirk), or one
+    /// the world never saw opened.
+    Unrequested,
+}
+
+/// Download accounting over [`World::vias`]: what was downloaded, and which downloads
+/// were redundant.
+#[derive(Debug, Clone, Default)]
+pub struct Downloads {
+    /// Deliveries of events a subscription asked for.
+    pub requested: u64,
+    /// Deliveries of events matching none of the subscription's filters (a relay
+    /// quirk; the engine refuses them).
+    pub unrequested: u64,
+    /// Deliveries by a page asking for the event's second again (see [`Via::Page`]).
+    pub boundary: u64,
+    /// Distinct events delivered.
+    pub distinct: u64,
+    /// Distinct (relay, event) pairs delivered.
+    pub pairs: u64,
+    /// Deliveries the protocol requires, summed over events: per event at least one;
+    /// more when several requests had to send it — each request of a relay without
+    /// NIP-77 that delivered it (a REQ cannot skip what we already have: each historic
+    /// filter that matches it, and its live subscriptions and `ids` fetches together),
+    /// and each relay with NIP-77 that pushed it on a live subscription (every relay
+    /// pushes new events to its subscribers).
+    pub required: u64,
+    /// (relay, event) delivered more than once where the engine could have avoided it:
+    /// by a relay with NIP-77, more than once outside page boundaries; by a relay
+    /// without, more than once by one request: its live subscriptions and `ids`
+    /// fetches together, or one historic filter's pages outside their boundaries.
+    pub redundant: Vec<(RelayUrl, EventId, Vec<Via>)>,
 }
 
 /// One relay in the world.
@@ -72,8 +124,17 @@ pub struct World {
     pub latency: Duration,
     /// How many times each event id was delivered to the engine, per relay.
     pub deliveries: HashMap<(RelayUrl, EventId), u32>,
+    /// Every delivery of each event, per relay, with the kind of subscription that
+    /// asked for it (download accounting; kept while [`accounting`](Self::accounting)
+    /// is on).
+    pub vias: HashMap<(RelayUrl, EventId), Vec<Via>>,
+    /// Whether deliveries are classified into [`vias`](Self::vias) (on by default;
+    /// parsing every event frame a second time costs simulations with many frames).
+    pub accounting: bool,
     /// How many times each event was written to the store.
     pub writes: HashMap<EventId, u32>,
+    /// The filters of each subscription the engine opened, by relay and id.
+    opened: HashMap<(RelayUrl, String), Vec<Filter>>,
     last_frame_at: HashMap<RelayUrl, Time>,
     queue: BTreeMap<(Time, u64), Delivery>,
     seq: u64,
@@ -93,7 +154,10 @@ impl World {
             faults: Faults::default(),
             latency: Duration::from_millis(20),
             deliveries: HashMap::new(),
+            vias: HashMap::new(),
+            accounting: true,
             writes: HashMap::new(),
+            opened: HashMap::new(),
             last_frame_at: HashMap::new(),
             queue: BTreeMap::new(),
             seq: 0,
@@ -203,6 +267,55 @@ impl World {
         self.drain();
     }
 
+    /// Download accounting so far (see [`Downloads`]); relays count as speaking NIP-77
+    /// by their configuration.
+    pub fn downloads(&self) -> Downloads {
+        let mut report = Downloads::default();
+        let mut required: HashMap<EventId, u64> = HashMap::new();
+        for ((relay, id), vias) in &self.vias {
+            let nip77 = self.hosts.get(relay).is_some_and(|h| h.relay.config.nip77);
+            // Deliveries per request: `None` for live subscriptions and `ids` fetches,
+            // a filter's fingerprint for its pages (outside their boundaries).
+            let mut requests: HashMap<Option<u64>, u32> = HashMap::new();
+            let mut asked = 0u32;
+            for via in vias {
+                match via {
+                    Via::Unrequested => {
+                        report.unrequested += 1;
+                        continue;
+                    }
+                    Via::Page { boundary: true, .. } => report.boundary += 1,
+                    Via::Page { filter, .. } => *requests.entry(Some(*filter)).or_insert(0) += 1,
+                    Via::Live | Via::Ids => *requests.entry(None).or_insert(0) += 1,
+                }
+                report.requested += 1;
+                asked += 1;
+            }
+            if asked == 0 {
+                continue;
+            }
+            report.pairs += 1;
+            let once: u32 = requests.values().sum();
+            let redundant = if nip77 {
+                once > 1
+            } else {
+                requests.values().any(|n| *n > 1)
+            };
+            if redundant {
+                report.redundant.push((relay.clone(), *id, vias.clone()));
+            }
+            let needed = if nip77 {
+                u64::from(vias.contains(&Via::Live))
+            } else {
+                requests.len() as u64
+            };
+            *required.entry(*id).or_insert(0) += needed;
+        }
+        report.distinct = required.len() as u64;
+        report.required = required.values().map(|n| (*n).max(1)).sum();
+        report
+    }
+
     /// Runs for `d` of simulated time.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
@@ -249,7 +362,12 @@ impl World {
                 if !self.is_current(&relay, generation) {
                     return;
                 }
-                if let Some(id) = event_id_of(&text) {
+                if self.accounting {
+                    if let Some((id, via)) = self.via(&relay, &text) {
+                        *self.deliveries.entry((relay.clone(), id)).or_insert(0) += 1;
+                        self.vias.entry((relay.clone(), id)).or_default().push(via);
+                    }
+                } else if let Some(id) = event_id_of(&text) {
                     *self.deliveries.entry((relay.clone(), id)).or_insert(0) += 1;
                 }
                 self.engine
@@ -267,6 +385,30 @@ impl World {
                 }
             }
         }
+    }
+
+    /// The event an EVENT frame carries and how it was asked for.
+    fn via(&self, relay: &RelayUrl, text: &str) -> Option<(EventId, Via)> {
+        let Ok(RelayFrame::Event {
+            subscription,
+            event,
+        }) = parse_relay_frame(text, usize::MAX)
+        else {
+            return None;
+        };
+        let filters = self.opened.get(&(relay.clone(), subscription));
+        let opts = MatchEventOptions::new();
+        let matched = filters.and_then(|fs| fs.iter().find(|f| f.match_event(&event, opts)));
+        let via = match matched {
+            None => Via::Unrequested,
+            Some(f) if f.ids.is_some() => Via::Ids,
+            Some(f) if f.limit == Some(0) => Via::Live,
+            Some(f) => Via::Page {
+                boundary: f.until == Some(event.created_at),
+                filter: fingerprint(f),
+            },
+        };
+        Some((event.id, via))
     }
 
     fn is_current(&self, url: &RelayUrl, generation: u64) -> bool {
@@ -306,6 +448,15 @@ impl World {
                     }),
                 ),
                 Output::Send { relay, text } => {
+                    if self.accounting {
+                        if let Ok(ClientFrame::Req {
+                            subscription,
+                            filters,
+                        }) = parse_client_frame(&text, usize::MAX)
+                        {
+                            self.opened.insert((relay.clone(), subscription), filters);
+                        }
+                    }
                     let generation = self.hosts.get(&relay).map_or(0, |h| h.generation);
                     self.schedule(later, Delivery::ToRelay(relay, generation, text));
                 }
@@ -374,6 +525,17 @@ fn verify_cached(event: &Event) -> bool {
         c.insert(key, valid);
     }
     valid
+}
+
+/// A hash of a filter without `until` and `limit`.
+fn fingerprint(filter: &Filter) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut f = filter.clone();
+    f.until = None;
+    f.limit = None;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    f.as_json().hash(&mut h);
+    h.finish()
 }
 
 /// The id of the event in an EVENT frame, if it is one.

@@ -536,6 +536,8 @@ impl SyncEngine {
         }
         relay.connected_at = Some(now);
         relay.subs.clear();
+        relay.closing_live.clear();
+        relay.live_tail = None;
         relay.jobs.clear();
         relay.fetch_queue.clear();
         relay.live_dirty = true;
@@ -569,6 +571,8 @@ impl SyncEngine {
     fn end_session(&mut self, id: RelayId) {
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.subs.clear();
+            relay.closing_live.clear();
+            relay.live_tail = None;
             relay.jobs.clear();
             relay.fetch_queue.clear();
             relay.live_dirty = true;
@@ -769,19 +773,29 @@ impl SyncEngine {
     }
 
     fn on_event(&mut self, id: RelayId, sub: &str, event: Event, bytes: usize) {
-        let now = self.now;
-        let max_queue = self.config.flow.max_ingest_queue;
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
         };
         relay.stats.events_received += 1;
+        let opts = MatchEventOptions::new();
         let Some(kind) = relay.subs.get(sub) else {
-            relay.stats.bad_frame("unknown-subscription");
+            // A replaced live subscription, until the relay answered its successor.
+            let Some(closing) = relay.closing_live.get(sub) else {
+                relay.stats.bad_frame("unknown-subscription");
+                return;
+            };
+            if !closing.filters.iter().any(|f| f.match_event(&event, opts)) {
+                relay.stats.reject(Reject::NotRequested.as_str());
+                return;
+            }
+            self.admit(id, None, event, bytes);
             return;
         };
-        let opts = MatchEventOptions::new();
         let (requested, job) = match kind {
-            Sub::Live(filters) => (filters.iter().any(|f| f.match_event(&event, opts)), None),
+            Sub::Live(live) => (
+                live.filters.iter().any(|f| f.match_event(&event, opts)),
+                None,
+            ),
             Sub::Job(job) => {
                 let matches = relay
                     .jobs
@@ -805,6 +819,17 @@ impl SyncEngine {
                 }
             }
         }
+        self.admit(id, job, event, bytes);
+    }
+
+    /// A requested event from relay `id` (for `job`, if any): prechecked, then queued
+    /// for verification unless known or already on its way.
+    fn admit(&mut self, id: RelayId, job: Option<JobId>, event: Event, bytes: usize) {
+        let now = self.now;
+        let max_queue = self.config.flow.max_ingest_queue;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
         if let Err(reject) = self.acceptor.precheck(&event, bytes, now.timestamp()) {
             relay.stats.reject(reject.as_str());
             if reject.remembered() {
@@ -846,7 +871,15 @@ impl SyncEngine {
             return;
         };
         match kind {
-            Sub::Live(_) => {}
+            Sub::Live(_) => {
+                // The relay answered: replaced subscriptions sent all they will.
+                let now = self.now;
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay
+                        .closing_live
+                        .retain(|_, c| c.successor != sub && c.until > now);
+                }
+            }
             Sub::Fetch(_) => self.end_fetch(id, sub, true),
             Sub::Job(job) => self.page_ended(id, sub, job),
         }
@@ -917,6 +950,9 @@ impl SyncEngine {
         }
         match kind {
             Sub::Live(_) => {
+                if relay.live_tail.as_deref() == Some(sub) {
+                    relay.live_tail = None;
+                }
                 relay.live_dirty = true;
                 relay.quiet_until.get_or_insert(now + cooldown);
             }
@@ -1133,12 +1169,15 @@ impl SyncEngine {
             if busy >= self.config.flow.jobs_per_relay || !relay.may_subscribe(now) {
                 return;
             }
+            let req_only = self.req_only_peers(id);
             let Some(job) = relay
                 .jobs
                 .values()
                 .filter(|j| matches!(j.state, JobState::Queued))
                 .filter(|j| j.not_before.is_none_or(|t| now >= t))
-                .find(|j| !self.leased_elsewhere(id, &j.keys))
+                .find(|j| {
+                    !self.leased_elsewhere(id, &j.keys) && !self.defers_to(&req_only, &j.keys)
+                })
                 .map(|j| j.id)
             else {
                 return;
@@ -1168,6 +1207,37 @@ impl SyncEngine {
                 Start::Negentropy => self.start_loading(id, job, false),
             }
         }
+    }
+
+    /// Open relays without NIP-77 that relay `id` (which may speak it) leaves shared
+    /// keys to: such a relay pages everything it holds anyway, and reconciling after
+    /// it downloads only what it lacked — the other way round, it downloads again all
+    /// that was already fetched.
+    fn req_only_peers(&self, id: RelayId) -> Vec<RelayId> {
+        if self
+            .relays
+            .get(&id)
+            .is_none_or(|r| r.nip77 == relay::Nip77::Unsupported)
+        {
+            return Vec::new();
+        }
+        self.relays
+            .iter()
+            .filter(|(other, r)| {
+                **other != id && r.phase == Phase::Open && r.nip77 == relay::Nip77::Unsupported
+            })
+            .map(|(other, _)| *other)
+            .collect()
+    }
+
+    /// Whether one of these relays has a job (queued or running) for one of the keys.
+    fn defers_to(&self, peers: &[RelayId], keys: &[WorkKey]) -> bool {
+        !peers.is_empty()
+            && keys.iter().any(|key| {
+                peers
+                    .iter()
+                    .any(|peer| self.key_jobs.contains_key(&(*peer, *key)))
+            })
     }
 
     /// Whether another relay's running jobs hold one of these keys.
@@ -2161,9 +2231,11 @@ impl SyncEngine {
         }
     }
 
-    /// Sends live subscriptions: all targets at session start, then only items added
-    /// since, as extra REQs; when those would exceed the relay's budget, everything is
-    /// consolidated again.
+    /// Sends live subscriptions: all targets at session start; then items added since
+    /// are merged into the newest live REQ (re-issued under a new id, the old one closed
+    /// after it) while that still fits one REQ, so an event matching an old and a new
+    /// item arrives on one subscription only; past that they go out as extra REQs, and
+    /// when those would exceed the relay's budget everything is consolidated again.
     fn refresh_live(&mut self, id: RelayId) {
         let now = self.now;
         let Some(relay) = self.relays.get(&id) else {
@@ -2187,24 +2259,110 @@ impl SyncEngine {
             .max(1);
         let live_subs = relay.live_subs();
         if !relay.live_dirty {
-            let items: Vec<ItemId> = relay.live_new.iter().copied().collect();
-            let reqs = pack_reqs(self.live_filters(&items, false, &limits), &limits);
+            let new: Vec<ItemId> = relay.live_new.iter().copied().collect();
+            let tail = relay
+                .live_tail
+                .as_ref()
+                .and_then(|sub| match relay.subs.get(sub) {
+                    Some(Sub::Live(live)) => live
+                        .items
+                        .as_ref()
+                        .map(|items| (sub.clone(), items.clone(), live.discovery)),
+                    _ => None,
+                });
+            // The replacement is opened before the old one is closed (nothing published
+            // in between is missed), so it needs a free subscription slot.
+            let slot = relay.subs.len() < limits.max_subscriptions;
+            if let (Some((old, mut items, discovery)), true) = (tail, slot) {
+                items.extend(new.iter().copied());
+                items.sort_unstable();
+                items.dedup();
+                let mut reqs = pack_reqs(self.live_filters(&items, discovery, &limits), &limits);
+                if let (1, Some(filters)) = (reqs.len(), reqs.pop()) {
+                    let sub = self.send_live(id, filters, Some(items), discovery);
+                    self.retire_live(id, &old, &sub);
+                    self.live_sent(id, Some(sub));
+                    return;
+                }
+            }
+            let reqs = pack_reqs(self.live_filters(&new, false, &limits), &limits);
             if live_subs.len() + reqs.len() <= budget {
-                self.send_live(id, reqs);
+                let single = reqs.len() == 1;
+                let mut last = None;
+                for filters in reqs {
+                    let items = single.then(|| new.clone());
+                    last = Some(self.send_live(id, filters, items, false));
+                }
+                self.live_sent(id, last.filter(|_| single));
                 return;
             }
         }
-        for sub in live_subs {
-            self.close_sub(id, &sub);
-        }
         let items: Vec<ItemId> = self.index.targets().items(id).collect();
         let mut reqs = pack_reqs(self.live_filters(&items, bootstrap, &limits), &limits);
-        if reqs.len() > budget {
+        let catch_all = reqs.len() > budget;
+        if catch_all {
             reqs = vec![vec![Filter::new().kinds(kinds::ALL).limit(0)]];
         }
-        self.send_live(id, reqs);
+        for sub in &live_subs {
+            self.retire_live(id, sub, "");
+        }
+        let single = reqs.len() == 1 && !catch_all;
+        let mut last = None;
+        for filters in reqs {
+            let covered = single.then(|| items.clone());
+            last = Some(self.send_live(id, filters, covered, bootstrap));
+        }
+        // What the closed subscriptions sent before the relay saw the new ones still
+        // counts: the last new REQ's EOSE ends the grace.
+        if let Some(successor) = &last {
+            let until = now + self.config.timing.eose_timeout;
+            if let Some(relay) = self.relays.get_mut(&id) {
+                for (_, closing) in relay.closing_live.iter_mut() {
+                    if closing.successor.is_empty() {
+                        closing.successor = successor.clone();
+                        closing.until = until;
+                    }
+                }
+            }
+        }
+        self.live_sent(id, last.filter(|_| single));
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.live_dirty = false;
+        }
+    }
+
+    /// Closes a live subscription that `successor` replaces; events on it still count
+    /// until the successor's EOSE (see [`relay::Closing`]); an empty `successor` is set
+    /// by the caller once the replacement is sent.
+    fn retire_live(&mut self, id: RelayId, old: &str, successor: &str) {
+        let until = self.now + self.config.timing.eose_timeout;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        if let Some(Sub::Live(live)) = relay.subs.remove(old) {
+            relay.closing_live.insert(
+                old.to_owned(),
+                relay::Closing {
+                    filters: live.filters,
+                    successor: successor.to_owned(),
+                    until,
+                },
+            );
+            self.send(
+                id,
+                &ClientFrame::Close {
+                    subscription: old.to_owned(),
+                },
+            );
+        }
+    }
+
+    /// Live subscriptions were sent: `tail` is the one to merge new items into.
+    fn live_sent(&mut self, id: RelayId, tail: Option<String>) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.live_new.clear();
+            relay.live_sent_at = Some(self.now);
+            relay.live_tail = tail;
         }
     }
 
@@ -2227,23 +2385,32 @@ impl SyncEngine {
         filters
     }
 
-    fn send_live(&mut self, id: RelayId, reqs: Vec<Vec<Filter>>) {
-        for filters in reqs {
-            let sub = self.new_sub();
-            if let Some(relay) = self.relays.get_mut(&id) {
-                relay.subs.insert(sub.clone(), Sub::Live(filters.clone()));
-            }
-            self.send(
-                id,
-                &ClientFrame::Req {
-                    subscription: sub,
-                    filters,
-                },
+    /// Opens one live REQ; returns its subscription id.
+    fn send_live(
+        &mut self,
+        id: RelayId,
+        filters: Vec<Filter>,
+        items: Option<Vec<ItemId>>,
+        discovery: bool,
+    ) -> String {
+        let sub = self.new_sub();
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.subs.insert(
+                sub.clone(),
+                Sub::Live(Box::new(relay::Live {
+                    filters: filters.clone(),
+                    items,
+                    discovery,
+                })),
             );
         }
-        if let Some(relay) = self.relays.get_mut(&id) {
-            relay.live_new.clear();
-            relay.live_sent_at = Some(self.now);
-        }
+        self.send(
+            id,
+            &ClientFrame::Req {
+                subscription: sub.clone(),
+                filters,
+            },
+        );
+        sub
     }
 }

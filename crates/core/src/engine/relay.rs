@@ -106,11 +106,34 @@ impl RelayStats {
     }
 }
 
+/// A live subscription: its filters, and, when it is the one REQ new items are merged
+/// into, what it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Live {
+    pub filters: Vec<Filter>,
+    /// The items it covers, when known (a REQ packed alone from them).
+    pub items: Option<Vec<ItemId>>,
+    /// Whether it holds the discovery filter.
+    pub discovery: bool,
+}
+
+/// A live subscription being replaced: events on it still count until the relay has
+/// answered its successor (a relay handles frames in order, so what it sent on the old
+/// subscription before that answer is not sent on the new one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Closing {
+    pub filters: Vec<Filter>,
+    /// The subscription whose EOSE ends the grace.
+    pub successor: String,
+    /// Dropped after this at the latest.
+    pub until: Time,
+}
+
 /// What a subscription id at a relay belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Sub {
-    /// A live subscription with these filters.
-    Live(Vec<Filter>),
+    /// A live subscription.
+    Live(Box<Live>),
     /// A historic job (paged REQ or NIP-77 session).
     Job(JobId),
     /// An `ids` fetch.
@@ -152,6 +175,11 @@ pub(crate) struct RelayState {
     pub live_new: BTreeSet<ItemId>,
     /// When live subscriptions were last sent.
     pub live_sent_at: Option<Time>,
+    /// The live subscription new items are merged into (re-issued under a new id), so
+    /// an event matching an old and a new item is not sent on two subscriptions.
+    pub live_tail: Option<String>,
+    /// Live subscriptions replaced but still accepted (see [`Closing`]).
+    pub closing_live: HashMap<String, Closing>,
     /// New keys not yet planned into jobs: they are coalesced until the job queue
     /// drains, so a burst of discoveries becomes a few large filters.
     pub unscheduled: BTreeSet<WorkKey>,
@@ -188,6 +216,8 @@ impl RelayState {
             live_dirty: true,
             live_new: BTreeSet::new(),
             live_sent_at: None,
+            live_tail: None,
+            closing_live: HashMap::new(),
             unscheduled: BTreeSet::new(),
             jobs: BTreeMap::new(),
             fetch_queue: VecDeque::new(),
