@@ -42,6 +42,12 @@ pub struct SimRelayConfig {
     /// Adds to every REQ answer one stored event that matches none of its filters (a
     /// relay that ignores filters in part): the client must refuse it.
     pub mismatched_events: bool,
+    /// Clock skew, in seconds, of those publishing live to this relay, relative to the
+    /// world's clock: a live event with `created_at` T reaches the relay at world time
+    /// T − skew (see [`World::publish_due`](crate::World::publish_due)). Negative: clocks
+    /// behind, events arrive with timestamps already in the past — what a `since`
+    /// catch-up after a reconnection must still cover; positive: clocks ahead.
+    pub clock_skew_secs: i64,
 }
 
 impl Default for SimRelayConfig {
@@ -59,6 +65,7 @@ impl Default for SimRelayConfig {
             rate_limited_reqs: 0,
             junk_answers: 0,
             mismatched_events: false,
+            clock_skew_secs: 0,
         }
     }
 }

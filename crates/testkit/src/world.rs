@@ -203,6 +203,30 @@ impl World {
         }
     }
 
+    /// World time at which a live event reaches `url`: its `created_at` minus the
+    /// relay's clock skew (see [`SimRelayConfig::clock_skew_secs`]).
+    pub fn publish_time(&self, url: &RelayUrl, event: &Event) -> Time {
+        let skew = self
+            .hosts
+            .get(url)
+            .map_or(0, |h| h.relay.config.clock_skew_secs);
+        let at = i128::from(event.created_at.as_secs()) - i128::from(skew);
+        Time::from_secs(u64::try_from(at.max(0)).unwrap_or(u64::MAX))
+    }
+
+    /// Publishes the events of `pending` whose time has come at their relay (see
+    /// [`publish_time`](Self::publish_time)); keeps the others.
+    pub fn publish_due(&mut self, pending: &mut Vec<(RelayUrl, Event)>) {
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = pending
+            .drain(..)
+            .partition(|(url, e)| self.publish_time(url, e) <= now);
+        *pending = later;
+        for (url, event) in due {
+            self.publish(&url, event);
+        }
+    }
+
     /// Cuts the connection to a relay (it stays up and may be reconnected).
     pub fn cut(&mut self, url: &RelayUrl) {
         if let Some(host) = self.hosts.get_mut(url) {

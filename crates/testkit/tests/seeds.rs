@@ -1,7 +1,8 @@
 //! Many seeds of the simulation: random relay quirks, overlapping placement, live
 //! events and faults (broken connections, duplicated frames, corrupted signatures,
-//! relays going down), then one simulated hour without faults. Every seed must end with
-//! the store holding exactly the acceptable events and no work pending.
+//! relays going down, publishers' clocks off by up to ±8 minutes), then one simulated
+//! hour without faults. Every seed must end with the store holding exactly the
+//! acceptable events and no work pending.
 //!
 //! Each seed also runs fault-free (same corpus, placement, relay quirks and live
 //! events), where the downloads are accounted (see `check_downloads`).
@@ -23,6 +24,10 @@ const RELAYS: [&str; 3] = [
     "wss://relay-b.example.com",
     "wss://relay-c.example.com",
 ];
+/// Largest clock skew of live publishers in faulty runs: 8 minutes, inside the engine's
+/// 10-minute `since` margin (beyond it, see the lifecycle test
+/// `clock_skew_beyond_the_margin_is_recovered_by_full_reconciliation`).
+const MAX_SKEW_SECS: u64 = 8 * 60;
 /// Distinct corpora; seeds share them (signing dominates otherwise).
 const CORPORA: u64 = 4;
 
@@ -156,6 +161,9 @@ fn run_seed(seed: u64, faulty: bool) -> Result<Outcome, String> {
         }
     }
     for (i, url) in RELAYS.iter().enumerate() {
+        // Those publishing to the relay have clocks off by up to ±MAX_SKEW: within the
+        // engine's `since` margin, so quick reconnects still catch everything up.
+        let skew = rng.below(2 * MAX_SKEW_SECS + 1) as i64 - MAX_SKEW_SECS as i64;
         let config = SimRelayConfig {
             nip77: rng.chance(70),
             neg_refusal_as_notice: rng.chance(50),
@@ -163,6 +171,7 @@ fn run_seed(seed: u64, faulty: bool) -> Result<Outcome, String> {
             max_subscriptions: if rng.chance(50) { 20 } else { 10 },
             closed_after_eose_for_ids: rng.chance(50),
             mismatched_events: rng.chance(20),
+            clock_skew_secs: if faulty { skew } else { 0 },
             ..SimRelayConfig::default()
         };
         world.add_relay(url, config, &initial[i]);
@@ -194,12 +203,7 @@ fn run_seed(seed: u64, faulty: bool) -> Result<Outcome, String> {
                 down_until.insert(i, world.now + Duration::from_secs(60 + rng.below(240)));
             }
         }
-        let now = world.now.timestamp();
-        let (due, later): (Vec<_>, Vec<_>) = live.drain(..).partition(|(_, e)| e.created_at <= now);
-        live = later;
-        for (url, event) in due {
-            world.publish(&url, event);
-        }
+        world.publish_due(&mut live);
         world.run_for(step);
     }
     for (url, event) in live.drain(..) {
