@@ -931,10 +931,17 @@ fn silent_result_cap_is_paged_through() {
         .into_iter()
         .filter(|j| j.kind == "REQ")
         .collect();
-    // The engine asks for 500 a page; the relay sends at most 100; paging goes on.
-    assert!(jobs
+    // The engine asks for 500 a page; the relay sends at most 100; paging goes on. Once
+    // a page of 100 was followed by more, 100 is the relay's limit: later pages ask for
+    // that (and a full page is recognised as one).
+    let limits: Vec<u64> = jobs
         .iter()
-        .all(|j| j.filters[0].get("limit").and_then(Value::as_u64) == Some(500)));
+        .filter_map(|j| j.filters[0].get("limit").and_then(Value::as_u64))
+        .collect();
+    assert_eq!(limits.len(), jobs.len());
+    assert_eq!(limits.first(), Some(&500));
+    assert!(limits.contains(&100), "the cap was not learned: {limits:?}");
+    assert!(limits.iter().all(|l| *l == 500 || *l == 100), "{limits:?}");
     let later_pages = jobs
         .iter()
         .filter(|j| j.filters[0].get("until").is_some())
@@ -1092,4 +1099,215 @@ fn clock_skew_beyond_the_margin_is_recovered_by_full_reconciliation() {
             }
         );
     }
+}
+
+// -------------------------------------------------------------------------------------
+// 12. A second holding more than a page
+
+/// A relay that returns at most this many results per filter, silently.
+const SMALL_CAP: usize = 20;
+/// Statuses published in one second: more than a page.
+const CROWD: usize = 50;
+
+/// A root event of repository `repo`.
+fn root_of(corpus: &Corpus, repo: usize) -> Event {
+    corpus
+        .events
+        .iter()
+        .zip(&corpus.repo_of)
+        .find(|(e, r)| {
+            **r == repo
+                && (matches!(e.kind.as_u16(), 1618 | 1621)
+                    || (e.kind.as_u16() == 1617
+                        && e.tags.iter().any(|t| t.as_slice() == ["t", "root"])))
+        })
+        .map(|(e, _)| e.clone())
+        .expect("a root")
+}
+
+/// The small corpus plus [`CROWD`] statuses created in one second in the middle of its
+/// span, on the roots of `repos` in turn (each status tags its repository with `a` and
+/// its root with `e`, so both the repository and the root filters hit the crowd).
+fn crowded(repos: &[usize]) -> (Corpus, Vec<Event>, u64) {
+    let mut corpus = small();
+    let d = CorpusSpec::default();
+    let second = d.start + d.span_secs / 2;
+    let crowd: Vec<Event> = (0..CROWD)
+        .map(|i| {
+            let repo = repos[i % repos.len()];
+            let root = root_of(&corpus, repo);
+            let coord = corpus.repos[repo].to_string();
+            let tags = vec![
+                vec![
+                    "e".to_owned(),
+                    root.id.to_hex(),
+                    String::new(),
+                    "root".to_owned(),
+                ],
+                vec!["a".to_owned(), coord],
+            ];
+            sign(
+                &keys(2_000 + i as u64),
+                1630,
+                second,
+                tags,
+                &format!("status {i}"),
+            )
+        })
+        .collect();
+    for e in &crowd {
+        corpus.events.push(e.clone());
+        corpus.repo_of.push(0);
+        corpus.acceptable.insert(e.id);
+    }
+    (corpus, crowd, second)
+}
+
+/// Job frames asking for exactly one second.
+fn one_second_jobs(frames: &[String], second: u64) -> Vec<Sent> {
+    job_frames(frames)
+        .into_iter()
+        .filter(|s| {
+            s.filters.iter().all(|f| {
+                since(f) == Some(second) && f.get("until").and_then(Value::as_u64) == Some(second)
+            })
+        })
+        .collect()
+}
+
+/// Runs until settled, then another hour, which must send nothing more: no loop.
+fn run_to_quiet(world: &mut World, url: &RelayUrl) {
+    world.run_for(HOUR);
+    assert!(world.engine.is_settled(), "not settled");
+    let (frames, reqs) = {
+        let log = log(world, url);
+        (
+            log.len(),
+            count_kind(&log, "REQ") + count_kind(&log, "NEG-OPEN"),
+        )
+    };
+    assert!(reqs < 400, "{reqs} REQ and NEG-OPEN frames");
+    world.run_for(HOUR);
+    assert_eq!(
+        log(world, url).len(),
+        frames,
+        "still sending after it settled"
+    );
+}
+
+/// With NIP-77, the second is reconciled on its own (`since = until = second`), even
+/// with nothing of it stored yet, and its events fetched by id in batches the relay
+/// returns in full: everything arrives, nothing is reported incomplete. The crowd is on
+/// one repository and one root: halving the filters could not have helped.
+#[test]
+fn a_second_holding_more_than_a_page_is_reconciled_with_nip77() {
+    let (corpus, crowd, second) = crowded(&[0]);
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            max_results: SMALL_CAP,
+            ..SimRelayConfig::default()
+        },
+    );
+    run_to_quiet(&mut world, &url);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let s = stats(&world, &url);
+    assert_eq!(s.incomplete_windows, 0, "{s:?}");
+    let narrowed = one_second_jobs(&log(&world, &url), second);
+    eprintln!(
+        "{} one-second jobs: {:?}; {s:?}",
+        narrowed.len(),
+        narrowed.iter().map(|j| &j.kind).collect::<Vec<_>>()
+    );
+    assert!(
+        narrowed.iter().any(|j| j.kind == "NEG-OPEN"),
+        "the second was not reconciled on its own"
+    );
+    assert!(
+        narrowed.iter().all(|j| j.kind == "NEG-OPEN"),
+        "paged within the second"
+    );
+    for e in &crowd {
+        assert_eq!(world.writes.get(&e.id), Some(&1));
+    }
+    // What the stuck page already brought is not fetched again.
+    let d = world.downloads();
+    assert!(d.redundant.is_empty(), "{:?}", d.redundant);
+}
+
+/// Without NIP-77, the second's filter is halved by its values (repositories, roots)
+/// and each half paged within the second until every half fits a page: everything
+/// arrives, nothing is reported incomplete.
+#[test]
+fn a_second_holding_more_than_a_page_is_split_by_items_without_nip77() {
+    let (corpus, _, second) = crowded(&[0, 1, 2]);
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            nip77: false,
+            max_results: SMALL_CAP,
+            ..SimRelayConfig::default()
+        },
+    );
+    run_to_quiet(&mut world, &url);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let s = stats(&world, &url);
+    assert_eq!(s.incomplete_windows, 0, "{s:?}");
+    let narrowed = one_second_jobs(&log(&world, &url), second);
+    let widths: Vec<usize> = narrowed
+        .iter()
+        .map(|j| {
+            j.filters[0]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(k, _)| k.starts_with('#'))
+                        .filter_map(|(_, v)| v.as_array().map(Vec::len))
+                        .sum()
+                })
+                .unwrap_or(0)
+        })
+        .collect();
+    eprintln!("one-second pages with {widths:?} values; {s:?}");
+    assert!(narrowed.iter().all(|j| j.kind == "REQ"));
+    assert!(narrowed.len() >= 4, "the second was not split: {widths:?}");
+    assert!(
+        widths.contains(&1),
+        "halved down to single items: {widths:?}"
+    );
+}
+
+/// Without NIP-77, a second holding more than a page for a single repository and root
+/// cannot be narrowed further: it is reported as an incomplete window, the rest of the
+/// store converges, and nothing loops.
+#[test]
+fn a_second_of_one_item_holding_more_than_a_page_is_reported_incomplete() {
+    let (corpus, crowd, _) = crowded(&[0]);
+    let (mut world, url) = world(
+        &corpus,
+        SimRelayConfig {
+            nip77: false,
+            max_results: SMALL_CAP,
+            ..SimRelayConfig::default()
+        },
+    );
+    run_to_quiet(&mut world, &url);
+    let s = stats(&world, &url);
+    let got = stored(&world);
+    let lost: Vec<&EventId> = corpus.acceptable.difference(&got).collect();
+    eprintln!("{} of {CROWD} crowded events missing; {s:?}", lost.len());
+    // The repository filter and the root filter each end at a single item.
+    assert!(s.incomplete_windows >= 2, "{s:?}");
+    assert!(
+        !lost.is_empty() && lost.len() <= CROWD - SMALL_CAP,
+        "{} lost",
+        lost.len()
+    );
+    let crowd_ids: BTreeSet<EventId> = crowd.iter().map(|e| e.id).collect();
+    assert!(
+        lost.iter().all(|id| crowd_ids.contains(id)),
+        "lost outside the crowd"
+    );
+    assert_eq!(world.engine.work().pending_count(), 0);
+    assert_eq!(world.engine.relay_jobs(&url), (0, 0, 0, 0));
 }

@@ -1,6 +1,6 @@
 //! Historic sync jobs: one filter each, run by paginated REQ or by a NIP-77 session.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use nostr::prelude::{EventId, Filter, Timestamp};
 
@@ -35,6 +35,58 @@ pub(crate) struct Job {
     pub not_before: Option<Time>,
     /// Lossy runs so far: each doubles the delay before the next.
     pub lossy_runs: u32,
+    /// Set when the job covers one second that held more than a page.
+    pub narrow: Option<Narrow>,
+}
+
+/// A job narrowing one second (`since = until = second`) that held more than a page:
+/// with NIP-77, reconciled (whatever the local set); without, its filter is halved
+/// (by item values, then authors, then kinds) and each half paged within the second,
+/// down to filters that cannot be halved, whose overflow is reported as incomplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Narrow {
+    /// The second.
+    pub second: Timestamp,
+    /// Results a page held at the relay when the second overflowed: a page this full
+    /// overflows too.
+    pub cap: usize,
+    /// Already known to overflow (the whole filter's page was full): halved at once
+    /// when paged, not asked again.
+    pub overflowed: bool,
+}
+
+/// Halves a filter along the dimension with the most values (a tag's values, then
+/// authors, then kinds, then ids); `None` when every dimension holds at most one value.
+pub(crate) fn halve(filter: &Filter) -> Option<(Filter, Filter)> {
+    fn split<T: Ord + Clone>(values: &BTreeSet<T>) -> (BTreeSet<T>, BTreeSet<T>) {
+        let mid = values.len() / 2;
+        let first: BTreeSet<T> = values.iter().take(mid).cloned().collect();
+        let second: BTreeSet<T> = values.iter().skip(mid).cloned().collect();
+        (first, second)
+    }
+    let (mut a, mut b) = (filter.clone(), filter.clone());
+    let widest_tag = filter
+        .generic_tags
+        .iter()
+        .filter(|(_, values)| values.len() > 1)
+        .max_by_key(|(_, values)| values.len());
+    if let Some((tag, values)) = widest_tag {
+        let (x, y) = split(values);
+        a.generic_tags.insert(*tag, x);
+        b.generic_tags.insert(*tag, y);
+    } else if let Some(authors) = filter.authors.as_ref().filter(|v| v.len() > 1) {
+        let (x, y) = split(authors);
+        (a.authors, b.authors) = (Some(x), Some(y));
+    } else if let Some(kinds) = filter.kinds.as_ref().filter(|v| v.len() > 1) {
+        let (x, y) = split(kinds);
+        (a.kinds, b.kinds) = (Some(x), Some(y));
+    } else if let Some(ids) = filter.ids.as_ref().filter(|v| v.len() > 1) {
+        let (x, y) = split(ids);
+        (a.ids, b.ids) = (Some(x), Some(y));
+    } else {
+        return None;
+    }
+    Some((a, b))
 }
 
 /// Where a job is.
@@ -80,13 +132,15 @@ pub(crate) enum PageOutcome {
     /// Everything was received.
     Done,
     /// One second held at least a full page: its remainder cannot be paged by `until`.
-    /// The second is skipped (reported as an incomplete window) and paging goes on.
+    /// Paging goes on below it; the second is narrowed by a job of its own. For a
+    /// one-second walk (see [`Pager::one_second`]): its only page was full.
     StuckSecond(Timestamp),
 }
 
 /// Paginated REQ: walks `until` backwards; stops on an empty page or one with nothing
 /// new; never loops, because each page either brings new ids (a finite set) or ends
-/// the walk or moves `until` strictly back.
+/// the walk or moves `until` strictly back. A second holding a full page is skipped
+/// (`StuckSecond`) for a one-second walk of its own, which has a single page.
 pub(crate) struct Pager {
     pub sub: String,
     pub deadline: Time,
@@ -103,6 +157,9 @@ pub(crate) struct Pager {
     /// A page size the relay evidently caps at below `limit` (a page of this size was
     /// followed by more): relays lower `limit` silently.
     observed_cap: Option<usize>,
+    /// A walk of one second whose pages hold this many: one page, which either holds
+    /// everything or overflows.
+    one_second: Option<usize>,
 }
 
 impl Pager {
@@ -119,7 +176,29 @@ impl Pager {
             limit: limit.max(1),
             last_new_page: None,
             observed_cap: None,
+            one_second: None,
         }
+    }
+
+    /// A walk of one second (the filter has `since = until`) at a relay whose pages
+    /// hold `cap` results: a page that full overflowed.
+    pub fn one_second(sub: String, deadline: Time, limit: usize, cap: usize) -> Self {
+        Self {
+            one_second: Some(cap.max(1)),
+            ..Self::new(sub, deadline, limit)
+        }
+    }
+
+    /// The page size the relay evidently caps at, when a short page was followed by
+    /// more.
+    pub fn observed_cap(&self) -> Option<usize> {
+        self.observed_cap
+    }
+
+    /// How many results a full page holds, as far as this walk knows.
+    pub fn full(&self) -> usize {
+        self.one_second
+            .unwrap_or_else(|| self.observed_cap.unwrap_or(self.limit))
     }
 
     /// The filter of the next page.
@@ -152,6 +231,13 @@ impl Pager {
         let (Some(min), Some(max)) = (min, max) else {
             return PageOutcome::Done;
         };
+        if let Some(cap) = self.one_second {
+            return if count >= cap {
+                PageOutcome::StuckSecond(min)
+            } else {
+                PageOutcome::Done
+            };
+        }
         if new > 0 {
             // A short page followed by more means the relay caps pages at that size.
             if let Some(previous) = self.last_new_page.filter(|p| *p < self.limit) {
@@ -265,6 +351,57 @@ mod tests {
             }
         }
         assert_eq!(stuck, vec![Timestamp::from(900)]);
+    }
+
+    #[test]
+    fn a_one_second_walk_is_one_page_that_holds_everything_or_overflows() {
+        let events: Vec<(u32, u64)> = (0..30).map(|n| (n, 500)).collect();
+        for (cap, overflows) in [(20, true), (30, true), (31, false)] {
+            let mut pager = Pager::one_second("s".into(), Time::default(), 500, cap);
+            for (n, t) in page(&events, None, cap.min(30)) {
+                pager.on_event(id(n), Timestamp::from(t));
+            }
+            let want = if overflows {
+                PageOutcome::StuckSecond(Timestamp::from(500))
+            } else {
+                PageOutcome::Done
+            };
+            assert_eq!(pager.on_eose(), want, "cap {cap}");
+        }
+        // an empty second is done
+        let mut pager = Pager::one_second("s".into(), Time::default(), 500, 20);
+        assert_eq!(pager.on_eose(), PageOutcome::Done);
+    }
+
+    #[test]
+    fn halving_narrows_the_widest_dimension_down_to_single_values() {
+        use nostr::prelude::{Kind, SingleLetterTag};
+        let e = SingleLetterTag::LOWERCASE_E;
+        let filter = Filter::new()
+            .kinds([Kind::from(1u16), Kind::from(2u16)])
+            .custom_tags(e, ["a", "b", "c"]);
+        let (a, b) = halve(&filter).expect("three values halve");
+        let values = |f: &Filter| f.generic_tags.get(&e).map_or(0, |v| v.len());
+        assert_eq!((values(&a), values(&b)), (1, 2));
+        assert_eq!(a.kinds, filter.kinds);
+        // then kinds, once every tag holds one value
+        let (x, y) = halve(&a).expect("two kinds halve");
+        assert_eq!(
+            (
+                x.kinds.as_ref().map(|k| k.len()),
+                y.kinds.as_ref().map(|k| k.len())
+            ),
+            (Some(1), Some(1))
+        );
+        assert!(halve(&x).is_none(), "one value everywhere");
+        // every value ends up in exactly one half
+        let (c, d) = halve(&b).expect("two values halve");
+        let mut all: Vec<String> = [a, c, d]
+            .iter()
+            .flat_map(|f| f.generic_tags.get(&e).cloned().unwrap_or_default())
+            .collect();
+        all.sort();
+        assert_eq!(all, ["a", "b", "c"]);
     }
 
     #[test]

@@ -47,7 +47,7 @@ use crate::wire::{
     is_too_many_records, notice_class, parse_relay_frame, reason_class, ClientFrame, NoticeClass,
     ReasonClass, RelayFrame,
 };
-use job::{Job, JobId, JobState, NegRun, PageOutcome, Pager};
+use job::{halve, Job, JobId, JobState, Narrow, NegRun, PageOutcome, Pager};
 use relay::{Fetch, RelayState, Sub};
 use time::Jitter;
 
@@ -899,16 +899,47 @@ impl SyncEngine {
             let JobState::Paging(pager) = &mut job.state else {
                 return;
             };
-            pager.on_eose()
+            let outcome = pager.on_eose();
+            (outcome, pager.full(), pager.observed_cap())
         };
+        let (outcome, full, observed_cap) = outcome;
         self.close_sub(id, sub);
+        // A cap the relay evidently applies silently is its result limit from now on:
+        // later walks (and `ids` fetches) ask for no more, and recognise a full page.
+        if let Some(cap) = observed_cap {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.limits.max_results = relay.limits.max_results.min(cap);
+            }
+        }
+        let narrow = self
+            .relays
+            .get(&id)
+            .and_then(|r| r.jobs.get(&job_id))
+            .and_then(|j| j.narrow.map(|n| (n, j.keys.clone(), j.filter.clone())));
+        match (outcome, narrow) {
+            (PageOutcome::StuckSecond(_), Some((narrow, keys, filter))) => {
+                // The one second overflowed this (half of a) filter too: halve again.
+                self.halve_narrow(id, keys, &filter, narrow);
+                self.job_received_all(id, job_id);
+                return;
+            }
+            (PageOutcome::StuckSecond(second), None) => {
+                // Paging goes on below the second; the second gets a job of its own.
+                let job = self.relays.get(&id).and_then(|r| r.jobs.get(&job_id));
+                if let Some((keys, filter)) = job.map(|j| (j.keys.clone(), j.filter.clone())) {
+                    let narrow = Narrow {
+                        second,
+                        cap: full,
+                        overflowed: true,
+                    };
+                    self.add_narrow_job(id, keys, filter, narrow);
+                }
+            }
+            _ => {}
+        }
         match outcome {
             PageOutcome::Done => self.job_received_all(id, job_id),
             PageOutcome::Next | PageOutcome::StuckSecond(_) => {
-                if let (PageOutcome::StuckSecond(_), Some(r)) = (outcome, self.relays.get_mut(&id))
-                {
-                    r.stats.incomplete_windows += 1;
-                }
                 let new_sub = self.new_sub();
                 let Some(relay) = self.relays.get_mut(&id) else {
                     return;
@@ -930,6 +961,27 @@ impl SyncEngine {
                         filters: vec![filter],
                     },
                 );
+            }
+        }
+    }
+
+    /// A one-second filter overflowed a page: its halves are narrowed in turn; one that
+    /// cannot be halved is reported as an incomplete window (the relay holds more in
+    /// that second than it returns, and NIP-77 is not available to list them).
+    fn halve_narrow(&mut self, id: RelayId, keys: Vec<WorkKey>, filter: &Filter, narrow: Narrow) {
+        let half = Narrow {
+            overflowed: false,
+            ..narrow
+        };
+        match halve(filter) {
+            Some((a, b)) => {
+                self.add_narrow_job(id, keys.clone(), a, half);
+                self.add_narrow_job(id, keys, b, half);
+            }
+            None => {
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.stats.incomplete_windows += 1;
+                }
             }
         }
     }
@@ -1125,7 +1177,7 @@ impl SyncEngine {
         keys: Vec<WorkKey>,
         filter: Filter,
         paging_since: Option<Timestamp>,
-    ) {
+    ) -> JobId {
         let job_id = self.new_id();
         let now = self.now;
         for key in &keys {
@@ -1149,8 +1201,23 @@ impl SyncEngine {
                     paging_since,
                     not_before: None,
                     lossy_runs: 0,
+                    narrow: None,
                 },
             );
+        }
+        job_id
+    }
+
+    /// Adds a job narrowing one second of `filter` (see [`Narrow`]) for `keys`.
+    fn add_narrow_job(&mut self, id: RelayId, keys: Vec<WorkKey>, filter: Filter, narrow: Narrow) {
+        let filter = filter.since(narrow.second).until(narrow.second);
+        let job_id = self.add_job(id, keys, filter, None);
+        if let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+        {
+            job.narrow = Some(narrow);
         }
     }
 
@@ -1300,8 +1367,14 @@ impl SyncEngine {
         if !still_loading {
             return;
         }
-        // An empty local set makes negentropy a slow id download: page instead.
-        if items.is_empty() {
+        // An empty local set makes negentropy a slow id download: page instead — except
+        // for one second that held more than a page, which paging cannot list.
+        let narrow = self
+            .relays
+            .get(&id)
+            .and_then(|r| r.jobs.get(&job_id))
+            .is_some_and(|j| j.narrow.is_some());
+        if items.is_empty() && !narrow {
             self.release_probe(id, job_id);
             self.start_paging(id, job_id);
             return;
@@ -1365,6 +1438,17 @@ impl SyncEngine {
     }
 
     fn start_paging(&mut self, id: RelayId, job_id: JobId) {
+        let narrow = self
+            .relays
+            .get(&id)
+            .and_then(|r| r.jobs.get(&job_id))
+            .and_then(|j| j.narrow.map(|n| (n, j.keys.clone(), j.filter.clone())));
+        if let Some((n, keys, filter)) = narrow.as_ref().filter(|(n, ..)| n.overflowed) {
+            // Known to overflow a page: asking again would bring the same page.
+            self.halve_narrow(id, keys.clone(), filter, *n);
+            self.job_received_all(id, job_id);
+            return;
+        }
         let sub = self.new_sub();
         let deadline = self.now + self.config.timing.eose_timeout;
         let Some(relay) = self.relays.get_mut(&id) else {
@@ -1378,7 +1462,10 @@ impl SyncEngine {
             let since = job.filter.since.map_or(from, |s| s.max(from));
             job.filter = job.filter.clone().since(since);
         }
-        let pager = Pager::new(sub.clone(), deadline, limit);
+        let pager = match narrow {
+            Some((n, ..)) => Pager::one_second(sub.clone(), deadline, limit, n.cap),
+            None => Pager::new(sub.clone(), deadline, limit),
+        };
         let filter = pager.page_filter(&job.filter);
         job.state = JobState::Paging(pager);
         relay.subs.insert(sub.clone(), Sub::Job(job_id));
@@ -1705,7 +1792,8 @@ impl SyncEngine {
     // Fetching need-ids
 
     /// Relay `id` has event `eid` and we want it (NIP-77 need, or its copy failed
-    /// verification): fetch it by id, unless another relay is already fetching it.
+    /// verification): fetch it by id, unless another relay is already fetching it or a
+    /// copy is already on its way to the store (then the job waits for that copy).
     fn need(&mut self, id: RelayId, job: Option<JobId>, eid: EventId) {
         if self.seen.contains(&eid) || self.recent.contains(&eid) {
             return;
@@ -1728,6 +1816,11 @@ impl SyncEngine {
         );
         if let Some(job) = job {
             self.bump(id, job, 1);
+        }
+        // A copy already on its way to the store is waited for, not downloaded again;
+        // should it prove forged (or fail to store), it is fetched from this relay.
+        if self.in_pipeline.contains(&eid) {
+            return;
         }
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.fetch_queue.push_back(eid);
@@ -2090,6 +2183,10 @@ impl SyncEngine {
                 }
             }
             self.left_pipeline(relay, job, &eid, ok);
+            if !ok {
+                // Whoever waits for this id fetches it again (once).
+                self.refetch(eid);
+            }
         }
     }
 

@@ -82,7 +82,8 @@ pub struct RelayStats {
     pub jobs_negentropy: u64,
     /// See [`jobs_negentropy`](Self::jobs_negentropy).
     pub jobs_req: u64,
-    /// Seconds that held more than a page and could not be fully paged.
+    /// Seconds that held more than a page for a filter that could not be narrowed
+    /// further (a relay without NIP-77, one item left): reported, not fully synced.
     pub incomplete_windows: u64,
     /// Ids a relay announced (NIP-77) but did not deliver, given up on.
     pub undelivered_ids: u64,
