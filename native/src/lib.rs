@@ -1,6 +1,7 @@
 //! The native front end of grasp-sync: WebSocket transport, NIP-11 over HTTP, parallel
 //! signature verification and an LMDB store, driven by the shared driver.
 
+pub mod cli;
 pub mod clock;
 pub mod net;
 pub mod status;

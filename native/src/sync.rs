@@ -35,6 +35,29 @@ pub struct SyncOptions {
     pub attempts: u64,
     /// Draw progress bars (on a terminal).
     pub progress: bool,
+    /// How long a REQ may go without EOSE.
+    pub eose_timeout: Duration,
+    /// How long a NEG-OPEN may go without an answer before falling back to REQ.
+    pub neg_timeout: Duration,
+}
+
+impl SyncOptions {
+    /// Options with the defaults for everything but the repositories, relays and store.
+    pub fn new(repos: Vec<String>, relays: Vec<String>, data_dir: PathBuf) -> Self {
+        let timing = grasp_sync_core::engine::Timing::default();
+        Self {
+            repos,
+            relays,
+            data_dir,
+            map_size: 16 << 30,
+            allow_private_relays: false,
+            timeout: Duration::from_secs(600),
+            attempts: 3,
+            progress: false,
+            eose_timeout: timing.eose_timeout,
+            neg_timeout: timing.neg_first_frame_timeout,
+        }
+    }
 }
 
 /// One relay's line in the summary.
@@ -71,6 +94,40 @@ impl SyncReport {
         self.relays
             .iter()
             .all(|r| r.stats.round_trips == 0 && r.stats.bytes_in == 0)
+    }
+
+    /// The summary as JSON (for scripts and tests).
+    pub fn json(&self) -> serde_json::Value {
+        let relays: Vec<serde_json::Value> = self
+            .relays
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "url": r.url.as_str(),
+                    "state": phase_name(r.phase),
+                    "method": method_name(r.method),
+                    "received": r.stats.events_received,
+                    "stored": r.stats.events_accepted,
+                    "rejected": r.stats.events_rejected,
+                    "bad_frames": r.stats.bad_frames,
+                    "bytes_in": r.stats.bytes_in,
+                    "bytes_out": r.stats.bytes_out,
+                    "round_trips": r.stats.round_trips,
+                    "jobs_negentropy": r.stats.jobs_negentropy,
+                    "jobs_req": r.stats.jobs_req,
+                    "incomplete_windows": r.stats.incomplete_windows,
+                    "failures": r.stats.failures,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "relays": relays,
+            "repos": self.repos,
+            "stored": self.stored,
+            "settled": self.settled,
+            "store_failures": self.driver.store_failures,
+            "loaded_events": self.driver.loaded_events,
+        })
     }
 
     /// The summary table.
@@ -221,6 +278,9 @@ pub async fn run_sync(options: &SyncOptions) -> Result<SyncReport, SyncError> {
         ..EngineConfig::default()
     };
     config.index.relay_policy.allow_private = options.allow_private_relays;
+    config.timing.eose_timeout = options.eose_timeout;
+    config.timing.neg_first_frame_timeout = options.neg_timeout;
+    config.timing.neg_idle_timeout = options.eose_timeout;
     let network = NativeNetwork::new(NetConfig {
         allow_private: options.allow_private_relays,
         trusted: bootstrap.clone(),
@@ -246,10 +306,18 @@ pub async fn run_sync(options: &SyncOptions) -> Result<SyncReport, SyncError> {
     let timeout = options.timeout;
     let attempts = options.attempts.max(1);
     let mut settled = false;
+    let mut last_report = Time::default();
     let exit = driver
         .run(futures::stream::pending::<Command>(), |engine, now| {
             progress.update(engine, now);
+            if tracing::enabled!(tracing::Level::DEBUG) && now.since(last_report) >= Duration::from_secs(5) {
+                last_report = now;
+                for (url, phase, method, stats) in engine.relays() {
+                    tracing::debug!(relay = %url, ?phase, ?method, jobs = ?engine.relay_jobs(url), received = stats.events_received, settled = engine.is_settled(), "progress");
+                }
+            }
             if is_done(engine, attempts) {
+                tracing::debug!("every relay is in sync or failed");
                 settled = true;
                 return Control::Stop;
             }
@@ -260,6 +328,7 @@ pub async fn run_sync(options: &SyncOptions) -> Result<SyncReport, SyncError> {
         })
         .await;
     debug_assert_eq!(exit, Exit::Observer);
+    tracing::debug!("driver stopped");
     progress.finish();
     let engine = driver.engine();
     let mut relays: Vec<RelayReport> = engine

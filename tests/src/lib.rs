@@ -26,11 +26,13 @@ use std::time::Duration;
 use grasp_sync_testkit::{Corpus, CorpusSpec, Rng};
 use nostr::prelude::Event;
 
+mod cli;
 mod nip77_relay;
 mod nostr_rs_relay;
 mod raw;
 mod silent_relay;
 
+pub use cli::{grasp_sync_bin, run_grasp_sync, spawn_grasp_sync, sync_args, SyncRun};
 pub use nip77_relay::{Nip77Limits, Nip77Relay};
 pub use nostr_rs_relay::NostrRsRelay;
 pub use raw::{publish, PublishReport, RawClient};

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::future::{poll_fn, LocalBoxFuture};
 use futures::stream::{self, FuturesUnordered, LocalBoxStream, SelectAll};
 use futures::{FutureExt, Stream, StreamExt};
+use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::{
     BatchId, Checkpoint, Input, Output, Phase, RequestId, SyncEngine, Time,
 };
@@ -87,8 +88,10 @@ enum Done {
     Connected(RelayUrl, u64, Result<Connection, String>),
     Info(RelayUrl, Option<String>),
     Items(RequestId, Result<Vec<(Timestamp, EventId)>, String>),
-    Verified(BatchId, Vec<bool>),
-    Stored(BatchId, Result<Vec<Event>, String>),
+    /// One verifier call for several engine batches (id and length of each, in order).
+    Verified(Vec<(BatchId, usize)>, Vec<bool>),
+    /// One store write for several engine batches.
+    Stored(Vec<BatchId>, Result<Vec<Event>, String>),
     Persisted(Result<(), String>),
 }
 
@@ -122,8 +125,13 @@ pub struct Driver<N, S, V, C> {
     frames: SelectAll<Frames>,
     persist_queue: VecDeque<Persist>,
     persisting: bool,
-    /// Saves in flight; shutdown waits for them.
-    saving: usize,
+    /// Verify batches of the current step, sent as one call when the step ends.
+    to_verify: Vec<(BatchId, Vec<Event>)>,
+    /// Store batches waiting for the write in flight: they go together as the next one
+    /// (group commit — a store pays per transaction, not per event).
+    to_save: Vec<(BatchId, Vec<Event>, Vec<Removal>)>,
+    /// Whether a write is in flight.
+    saving: bool,
     /// Inputs produced while executing outputs (a failed send closes its socket).
     deferred: Vec<Input>,
     stats: DriverStats,
@@ -150,7 +158,9 @@ where
             frames: SelectAll::new(),
             persist_queue: VecDeque::new(),
             persisting: false,
-            saving: 0,
+            to_verify: Vec::new(),
+            to_save: Vec::new(),
+            saving: false,
             deferred: Vec::new(),
             stats: DriverStats::default(),
         }
@@ -267,6 +277,10 @@ where
                         at
                     };
                     if timer.as_ref().is_none_or(|(t, _)| *t != at) {
+                        tracing::trace!(
+                            wait_ms = at.since(now).as_millis() as u64,
+                            "next deadline"
+                        );
                         timer = Some((at, self.clock.sleep(at.since(now))));
                     }
                 }
@@ -439,17 +453,32 @@ where
                 self.engine
                     .handle_input(now, Input::LocalItems { request, items });
             }
-            Done::Verified(batch, valid) => self
-                .engine
-                .handle_input(now, Input::Verified { batch, valid }),
-            Done::Stored(batch, result) => {
-                self.saving = self.saving.saturating_sub(1);
+            Done::Verified(batches, valid) => {
+                let mut flags = valid.into_iter();
+                for (batch, len) in batches {
+                    let valid: Vec<bool> = flags.by_ref().take(len).collect();
+                    self.engine
+                        .handle_input(now, Input::Verified { batch, valid });
+                }
+            }
+            Done::Stored(batches, result) => {
+                self.saving = false;
+                tracing::trace!(batches = batches.len(), "saved");
                 if let Err(e) = &result {
                     self.stats.store_failures += 1;
                     tracing::error!(error = %e, "saving events failed");
                 }
-                self.engine
-                    .handle_input(now, Input::Stored { batch, result });
+                // Removed events are reported once, with the first batch.
+                let failed = result.as_ref().err().cloned();
+                let mut first = Some(result);
+                for batch in batches {
+                    let result = first
+                        .take()
+                        .unwrap_or_else(|| failed.clone().map_or(Ok(Vec::new()), Err));
+                    self.engine
+                        .handle_input(now, Input::Stored { batch, result });
+                }
+                self.next_save();
             }
             Done::Persisted(result) => {
                 self.persisting = false;
@@ -476,6 +505,47 @@ where
                 self.engine.handle_input(now, input);
             }
         }
+        self.flush_verify();
+        self.next_save();
+    }
+
+    /// Sends this step's verify batches as one call.
+    fn flush_verify(&mut self) {
+        if self.to_verify.is_empty() {
+            return;
+        }
+        let mut batches = Vec::new();
+        let mut events = Vec::new();
+        for (batch, mut these) in self.to_verify.drain(..) {
+            batches.push((batch, these.len()));
+            events.append(&mut these);
+        }
+        let verifying = self.verifier.verify(events);
+        self.tasks.push(
+            verifying
+                .map(move |v| Done::Verified(batches, v))
+                .boxed_local(),
+        );
+    }
+
+    /// Starts the next write, merging every store batch waiting, unless one is in flight.
+    fn next_save(&mut self) {
+        if self.saving || self.to_save.is_empty() {
+            return;
+        }
+        let mut batches = Vec::new();
+        let mut events = Vec::new();
+        let mut remove = Vec::new();
+        for (batch, mut these, mut gone) in self.to_save.drain(..) {
+            batches.push(batch);
+            events.append(&mut these);
+            remove.append(&mut gone);
+        }
+        self.saving = true;
+        tracing::trace!(batches = batches.len(), events = events.len(), "saving");
+        let saving = self.store.save(events, remove);
+        self.tasks
+            .push(saving.map(move |r| Done::Stored(batches, r)).boxed_local());
     }
 
     fn execute(&mut self, output: Output) {
@@ -542,24 +612,12 @@ where
                 self.tasks
                     .push(loading.map(move |r| Done::Items(request, r)).boxed_local());
             }
-            Output::Verify { batch, events } => {
-                let verifying = self.verifier.verify(events);
-                self.tasks.push(
-                    verifying
-                        .map(move |v| Done::Verified(batch, v))
-                        .boxed_local(),
-                );
-            }
+            Output::Verify { batch, events } => self.to_verify.push((batch, events)),
             Output::Store {
                 batch,
                 events,
                 remove,
-            } => {
-                self.saving += 1;
-                let saving = self.store.save(events, remove);
-                self.tasks
-                    .push(saving.map(move |r| Done::Stored(batch, r)).boxed_local());
-            }
+            } => self.to_save.push((batch, events, remove)),
             Output::Checkpoint(checkpoint) => {
                 self.persist_queue
                     .push_back(Persist::Checkpoint(checkpoint));
@@ -605,7 +663,8 @@ where
     async fn shutdown(&mut self) {
         let deadline = self.clock.now() + SHUTDOWN_GRACE;
         let mut grace = self.clock.sleep(SHUTDOWN_GRACE);
-        while self.saving > 0 || self.persisting || !self.persist_queue.is_empty() {
+        self.next_save();
+        while self.saving || self.persisting || !self.persist_queue.is_empty() {
             if self.clock.now() >= deadline {
                 tracing::warn!("shutdown: gave up waiting for in-flight writes");
                 break;
