@@ -182,7 +182,8 @@ where
     }
 
     /// Restores what the store knows: announcements in `scope` (and their maintainers'),
-    /// the root events of the tracked repositories, then checkpoints and remembered ids —
+    /// the root events of the tracked repositories, stored deletions, then checkpoints
+    /// and remembered ids —
     /// so a restart behaves like a quick reconnect, not a first sync.
     pub async fn start(&mut self, scope: &DiscoveryScope) -> Result<(), String> {
         let announcements = self
@@ -217,6 +218,13 @@ where
                 self.feed_local(roots);
             }
         }
+        // Deletions: a deleted event that arrives again in a later run must be refused
+        // (the acceptor remembers deletions it is told about).
+        let deletions = self
+            .store
+            .query(Filter::new().kind(kinds::DELETION))
+            .await?;
+        self.feed_local(deletions);
         let state = self.store.load_state().await?;
         let now = self.clock.now();
         self.engine.handle_input(
