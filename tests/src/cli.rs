@@ -66,6 +66,8 @@ pub struct SyncRun {
     pub code: Option<i32>,
     /// The JSON summary, if it printed one.
     pub summary: Option<serde_json::Value>,
+    /// Its standard output.
+    pub stdout: String,
     /// Its standard error.
     pub stderr: String,
 }
@@ -117,6 +119,7 @@ pub async fn run_grasp_sync(args: &[String]) -> SyncRun {
     SyncRun {
         code: output.status.code(),
         summary,
+        stdout: stdout.into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
