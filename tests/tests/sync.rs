@@ -128,13 +128,18 @@ async fn sync_mirrors_the_union_and_a_second_run_downloads_nothing() {
     eprintln!("{}", status.stdout);
     assert_eq!(status.code, Some(0), "{status:#?}");
     assert!(
-        status
-            .stdout
-            .contains(&format!("{} tracked repositories", peers.corpus.repos.len())),
+        status.stdout.contains(&format!(
+            "{} tracked repositories",
+            peers.corpus.repos.len()
+        )),
         "{}",
         status.stdout
     );
-    assert!(status.stdout.contains("3 relays with checkpoints"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("3 relays with checkpoints"),
+        "{}",
+        status.stdout
+    );
     // Each relay holds about half of what the store holds: a reconciliation still lists
     // the ids of the relay's ranges that differ (tens of KiB here), but downloads nothing.
     assert!(
