@@ -42,3 +42,9 @@ wasm:
 # GRASP_FUZZ_SKIP_KNOWN=1 skips the checks for known unfixed findings (see each target).
 fuzz target="relay_frame" secs="600":
     cd fuzz && mkdir -p corpus/{{target}} && cargo +nightly fuzz run {{target}} corpus/{{target}} seeds/{{target}} -- -max_total_time={{secs}} -dict=dicts/frames.dict
+
+# The issue-4 benchmark: `grasp-sync sync` on loopback against a LocalRelay holding
+# `events` NIP-34 events (cold sync, in-sync re-run, 1 % catch-up, verification floor,
+# plain REQ download); prints a markdown table. A few minutes.
+bench-sync events="100000":
+    GRASP_BENCH_EVENTS={{events}} cargo bench -p grasp-sync-tests --bench sync_loopback
