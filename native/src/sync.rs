@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::StreamExt;
 use grasp_sync_core::engine::{EngineConfig, Method, Phase, RelayStats, SyncEngine, Time};
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::{RelayUrl, RepoRef};
@@ -117,6 +118,7 @@ impl SyncReport {
                     "jobs_req": r.stats.jobs_req,
                     "incomplete_windows": r.stats.incomplete_windows,
                     "failures": r.stats.failures,
+                    "stalled_jobs": r.stats.stalled_jobs,
                 })
             })
             .collect();
@@ -307,8 +309,13 @@ pub async fn run_sync(options: &SyncOptions) -> Result<SyncReport, SyncError> {
     let attempts = options.attempts.max(1);
     let mut settled = false;
     let mut last_report = Time::default();
+    // The timeout also holds while nothing happens: a Stop arrives when it passes.
+    let stop_at_timeout = futures::stream::once(tokio::time::sleep(timeout))
+        .map(|()| Command::Stop)
+        .chain(futures::stream::pending())
+        .boxed_local();
     let exit = driver
-        .run(futures::stream::pending::<Command>(), |engine, now| {
+        .run(stop_at_timeout, |engine, now| {
             progress.update(engine, now);
             if tracing::enabled!(tracing::Level::DEBUG) && now.since(last_report) >= Duration::from_secs(5) {
                 last_report = now;
@@ -327,7 +334,9 @@ pub async fn run_sync(options: &SyncOptions) -> Result<SyncReport, SyncError> {
             Control::Continue
         })
         .await;
-    debug_assert_eq!(exit, Exit::Observer);
+    if exit == Exit::Stopped {
+        tracing::warn!(?timeout, "timed out before every relay was in sync");
+    }
     tracing::debug!("driver stopped");
     progress.finish();
     let engine = driver.engine();

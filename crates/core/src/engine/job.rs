@@ -24,6 +24,9 @@ pub(crate) struct Job {
     pub state: JobState,
     /// Events of this job not yet stored, and ids not yet fetched.
     pub outstanding: usize,
+    /// While draining: when the wait for outstanding events counts as stalled (moved on
+    /// by each one that settles), so no job waits forever.
+    pub drain_deadline: Option<Time>,
     /// Events were dropped (ingest queue full): run again instead of confirming.
     pub lossy: bool,
     /// Whether this job is a relay's one NIP-77 probe.

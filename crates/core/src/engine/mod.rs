@@ -657,6 +657,33 @@ impl SyncEngine {
         for job in expired {
             self.job_timed_out(id, job);
         }
+        // A draining job whose outstanding events stopped settling is run again rather
+        // than waited for (a lost answer must not stall a relay, or a one-shot sync).
+        let stalled: Vec<JobId> = self
+            .relays
+            .get(&id)
+            .map(|r| {
+                r.jobs
+                    .values()
+                    .filter(|j| {
+                        matches!(j.state, JobState::Draining)
+                            && j.drain_deadline.is_some_and(|t| now >= t)
+                    })
+                    .map(|j| j.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for job_id in stalled {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.stats.stalled_jobs += 1;
+                if let Some(job) = relay.jobs.get_mut(&job_id) {
+                    job.lossy = true;
+                    job.outstanding = 0;
+                    job.drain_deadline = None;
+                }
+            }
+            self.try_complete(id, job_id);
+        }
         let fetches: Vec<String> = self
             .relays
             .get(&id)
@@ -1196,6 +1223,7 @@ impl SyncEngine {
                     attempts: 0,
                     state: JobState::Queued,
                     outstanding: 0,
+                    drain_deadline: None,
                     lossy: false,
                     probe: false,
                     paging_since,
@@ -1711,6 +1739,7 @@ impl SyncEngine {
             relay.stats.jobs_req += 1;
         }
         job.state = JobState::Draining;
+        job.drain_deadline = Some(self.now + self.config.timing.eose_timeout);
         self.try_complete(id, job_id);
     }
 
@@ -1872,12 +1901,17 @@ impl SyncEngine {
     }
 
     fn settle(&mut self, id: RelayId, job_id: JobId) {
+        let patience = self.config.timing.eose_timeout;
+        let now = self.now;
         if let Some(job) = self
             .relays
             .get_mut(&id)
             .and_then(|r| r.jobs.get_mut(&job_id))
         {
             job.outstanding = job.outstanding.saturating_sub(1);
+            if job.drain_deadline.is_some() {
+                job.drain_deadline = Some(now + patience);
+            }
         }
         self.try_complete(id, job_id);
     }

@@ -93,6 +93,8 @@ pub struct RelayStats {
     pub dropped: u64,
     /// Connection failures.
     pub failures: u64,
+    /// Jobs whose outstanding events stopped settling: run again instead of waiting.
+    pub stalled_jobs: u64,
 }
 
 impl RelayStats {
@@ -282,6 +284,7 @@ impl RelayState {
                 super::job::JobState::Paging(p) => Some(p.deadline),
                 super::job::JobState::Neg(n) => Some(n.deadline),
                 super::job::JobState::Queued => j.not_before,
+                super::job::JobState::Draining => j.drain_deadline,
                 _ => None,
             }));
             deadlines.extend(self.subs.values().filter_map(|s| match s {
