@@ -119,6 +119,9 @@ impl SyncReport {
                     "incomplete_windows": r.stats.incomplete_windows,
                     "failures": r.stats.failures,
                     "stalled_jobs": r.stats.stalled_jobs,
+                    "dropped": r.stats.dropped,
+                    "undelivered_ids": r.stats.undelivered_ids,
+                    "forged_twice": r.stats.forged_twice,
                 })
             })
             .collect();

@@ -1311,3 +1311,29 @@ fn a_second_of_one_item_holding_more_than_a_page_is_reported_incomplete() {
     assert_eq!(world.engine.work().pending_count(), 0);
     assert_eq!(world.engine.relay_jobs(&url), (0, 0, 0, 0));
 }
+
+/// With a tiny ingest queue, copies fetched by id (NIP-77 needs) are dropped: their
+/// fetch must end with the drop (the job runs again), never leave the id "being
+/// fetched" — which stalled a real 100 000-event sync for good.
+#[test]
+fn fetched_copies_dropped_at_a_full_ingest_queue_are_fetched_again() {
+    let corpus = Corpus::generate(&spec(9, 10, 60));
+    let (mut world, url) = world_with(&corpus, SimRelayConfig::default(), 7, |c| {
+        c.flow.max_ingest_queue = 6;
+    });
+    // Half the corpus stored already: the jobs reconcile and fetch the rest by id.
+    let half: Vec<Event> = corpus.events.iter().step_by(2).cloned().collect();
+    for e in &half {
+        world.store.insert(e.clone());
+    }
+    world.input(Input::LocalEvents { events: half });
+    world.run_for(HOUR);
+    let s = stats(&world, &url);
+    eprintln!("{s:?}");
+    assert!(s.dropped > 0, "the queue overflowed");
+    assert!(
+        s.jobs_negentropy > 0,
+        "ids were fetched after reconciliation"
+    );
+    assert_converged(&world, &url, &corpus.acceptable);
+}

@@ -880,6 +880,7 @@ impl SyncEngine {
             if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
                 job.lossy = true;
             }
+            self.drop_fetch(&event.id);
             return;
         }
         if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
@@ -1914,6 +1915,29 @@ impl SyncEngine {
             }
         }
         self.try_complete(id, job_id);
+    }
+
+    /// A fetched copy was dropped (ingest queue full): the fetch is over, and every job
+    /// waiting for it lost it and runs again — the id must not stay "being fetched".
+    fn drop_fetch(&mut self, eid: &EventId) {
+        let Some(owner) = self.fetching.remove(eid) else {
+            return;
+        };
+        let jobs = owner
+            .job
+            .map(|j| (owner.relay, j))
+            .into_iter()
+            .chain(owner.waiters);
+        for (relay, job) in jobs {
+            if let Some(j) = self
+                .relays
+                .get_mut(&relay)
+                .and_then(|r| r.jobs.get_mut(&job))
+            {
+                j.lossy = true;
+            }
+            self.settle(relay, job);
+        }
     }
 
     /// An id's fetch is over (stored, rejected, or given up): its jobs stop waiting.
