@@ -114,7 +114,7 @@ impl Network for NativeNetwork {
             self.http.clone()
         };
         let max = self.config.max_info_bytes;
-        let address = info_url(url);
+        let address = url.info_url();
         async move {
             match fetch_capped(&http, &address, max).await {
                 Ok(text) => Some(text),
@@ -125,18 +125,6 @@ impl Network for NativeNetwork {
             }
         }
         .boxed_local()
-    }
-}
-
-/// The `http(s)://` address of a relay's NIP-11 document.
-fn info_url(url: &RelayUrl) -> String {
-    let s = url.as_str();
-    if let Some(rest) = s.strip_prefix("wss://") {
-        format!("https://{rest}")
-    } else if let Some(rest) = s.strip_prefix("ws://") {
-        format!("http://{rest}")
-    } else {
-        s.to_owned()
     }
 }
 
@@ -192,8 +180,7 @@ async fn open(
     config: &NetConfig,
     allow_private: bool,
 ) -> Result<Connection, String> {
-    let host = url.host().trim_start_matches('[').trim_end_matches(']');
-    let addresses = resolve(host, url.port(), allow_private).await?;
+    let addresses = resolve(url.host(), url.port(), allow_private).await?;
     let mut last_error = String::from("no address");
     let mut tcp = None;
     for address in addresses {
@@ -332,9 +319,9 @@ mod tests {
     #[test]
     fn info_url_swaps_the_scheme() {
         let url = RelayUrl::parse("wss://relay.example.com/path").expect("url");
-        assert_eq!(info_url(&url), "https://relay.example.com/path");
+        assert_eq!(url.info_url(), "https://relay.example.com/path");
         let url = RelayUrl::parse("ws://relay.example.com:7000").expect("url");
-        assert_eq!(info_url(&url), "http://relay.example.com:7000");
+        assert_eq!(url.info_url(), "http://relay.example.com:7000");
     }
 
     #[tokio::test]

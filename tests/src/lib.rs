@@ -44,6 +44,31 @@ pub use nostr_sdk;
 /// The kind of a NIP-34 repository announcement, put on every relay by [`split`].
 pub const ANNOUNCEMENT_KIND: u16 = 30617;
 
+/// A relay that listens on the port it is given.
+trait Launch {
+    /// Uses `port` from now on.
+    fn set_port(&mut self, port: u16);
+    /// Starts listening; `Err` with the reason when it could not.
+    async fn launch(&mut self) -> Result<(), String>;
+}
+
+/// Launches `relay` on a free port. A port found free may be taken before the relay
+/// binds it: three ports are tried.
+///
+/// # Panics
+/// When all three fail (the message names `what` and the last error).
+async fn launch_on_a_free_port(relay: &mut impl Launch, what: &str) {
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        relay.set_port(free_port());
+        match relay.launch().await {
+            Ok(()) => return,
+            Err(e) => last_error = e,
+        }
+    }
+    panic!("{what} did not start: {last_error}");
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
 ///
 /// Another process may take it before it is used again; the relays here retry with a

@@ -9,7 +9,7 @@ use nostr::prelude::Event;
 use nostr_memory::MemoryDatabase;
 use nostr_sdk::prelude::{Filter, LocalRelay, NostrDatabase, RateLimit};
 
-use crate::{free_port, loopback_url, port_is_free, wait_port_free};
+use crate::{launch_on_a_free_port, loopback_url, port_is_free, wait_port_free};
 
 /// The limits a [`Nip77Relay`] enforces. [`Default`] is [`generous`](Self::generous);
 /// [`relay_defaults`](Self::relay_defaults) are `LocalRelay`'s own, as a public relay
@@ -145,15 +145,8 @@ impl Nip77Relay {
             database,
             relay: None,
         };
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            relay.port = free_port();
-            match relay.launch().await {
-                Ok(()) => return relay,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("LocalRelay did not start: {last_error}");
+        launch_on_a_free_port(&mut relay, "LocalRelay").await;
+        relay
     }
 
     /// `ws://127.0.0.1:PORT`.
@@ -312,5 +305,15 @@ impl Drop for Nip77Relay {
         if let Some(relay) = self.relay.take() {
             relay.shutdown();
         }
+    }
+}
+
+impl crate::Launch for Nip77Relay {
+    fn set_port(&mut self, port: u16) {
+        self.port = port;
+    }
+
+    async fn launch(&mut self) -> Result<(), String> {
+        Nip77Relay::launch(self).await
     }
 }

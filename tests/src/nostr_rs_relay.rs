@@ -10,7 +10,7 @@ use nostr::prelude::Event;
 use tempfile::TempDir;
 
 use crate::raw::{publish, PublishReport, RawClient};
-use crate::{free_port, loopback_url, wait_port_free};
+use crate::{launch_on_a_free_port, loopback_url, wait_port_free};
 
 /// The environment variable naming the `nostr-rs-relay` binary (else it is looked up on
 /// `PATH`).
@@ -54,16 +54,8 @@ impl NostrRsRelay {
             dir,
             child: None,
         };
-        // A port found free may be taken before the relay binds it: try a few.
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            relay.port = free_port();
-            match relay.launch().await {
-                Ok(()) => return relay,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("nostr-rs-relay did not start: {last_error}");
+        launch_on_a_free_port(&mut relay, "nostr-rs-relay").await;
+        relay
     }
 
     /// Starts a relay (see [`start`](Self::start)) and publishes `events` to it.
@@ -300,4 +292,14 @@ enabled = false
 [retention]
 "#
     )
+}
+
+impl crate::Launch for NostrRsRelay {
+    fn set_port(&mut self, port: u16) {
+        self.port = port;
+    }
+
+    async fn launch(&mut self) -> Result<(), String> {
+        NostrRsRelay::launch(self).await
+    }
 }

@@ -231,6 +231,15 @@ impl RelayUrl {
     pub fn is_secure(&self) -> bool {
         self.url.starts_with("wss:")
     }
+
+    /// Where the relay's NIP-11 document is: the same URL over `http(s)`.
+    pub fn info_url(&self) -> String {
+        match self.url.split_once("://") {
+            Some((_, rest)) if self.is_secure() => format!("https://{rest}"),
+            Some((_, rest)) => format!("http://{rest}"),
+            None => self.url.to_string(),
+        }
+    }
 }
 
 impl fmt::Debug for RelayUrl {
