@@ -1,12 +1,15 @@
 //! The `grasp-sync` command line: `sync`, `status`, `serve`.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::daemon::{LockError, Owner, StoreLock};
+use crate::serve::config::{FileConfig, DEFAULT_CONFIG_FILE};
 use crate::status::{print_status, StatusOptions};
-use crate::sync::{run_sync, SyncError, SyncOptions};
-use clap::{Parser, Subcommand};
+use crate::sync::{run_sync, SyncError, SyncOptions, SyncReport};
+use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// A sync engine for git-over-nostr (NIP-34).
@@ -56,22 +59,160 @@ enum Commands {
         #[arg(long, default_value_t = 10)]
         neg_timeout_secs: u64,
     },
-    /// Show tracked repositories, known relays and their checkpoints, from the store.
+    /// Show tracked repositories, known relays and their checkpoints: from the running
+    /// daemon when one uses the store, else from the store itself.
     Status {
         /// Where the store lives.
         #[arg(long, env = "GRASP_SYNC_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
-    /// Run the relay daemon (not yet implemented).
-    Serve,
+    /// Run the relay daemon: a nostr relay (NIP-01, 11, 45, 77) that mirrors every
+    /// repository it tracks from the relays their announcements list.
+    Serve(Box<ServeArgs>),
+}
+
+/// `grasp-sync serve` flags; each overrides the configuration file, and each has a
+/// `GRASP_SYNC_*` environment variable (lists: comma-separated).
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML configuration file (default: ./grasp-sync.toml when it exists).
+    #[arg(long, env = "GRASP_SYNC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address for HTTP and WebSocket [default: 127.0.0.1:7400].
+    #[arg(long, env = "GRASP_SYNC_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where the store lives [default: ./data].
+    #[arg(long, env = "GRASP_SYNC_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// LMDB map size in MiB, the largest the store may grow [default: 16384].
+    #[arg(long, env = "GRASP_SYNC_MAP_SIZE_MIB")]
+    pub map_size_mib: Option<usize>,
+    /// This relay's public URL as announcements list it (repeatable) [default:
+    /// ws://<listen>].
+    #[arg(
+        long = "public-url",
+        env = "GRASP_SYNC_PUBLIC_URLS",
+        value_delimiter = ','
+    )]
+    pub public_urls: Vec<String>,
+    /// A relay asked for every announcement (repeatable).
+    #[arg(
+        long = "bootstrap-relay",
+        env = "GRASP_SYNC_BOOTSTRAP_RELAYS",
+        value_delimiter = ','
+    )]
+    pub bootstrap_relays: Vec<String>,
+    /// Which announcements are accepted [default: list-us].
+    #[arg(long, env = "GRASP_SYNC_ACCEPT", value_parser = ["list-us", "all", "allow-list"])]
+    pub accept: Option<String>,
+    /// An author whose announcements `allow-list` accepts (repeatable; hex or npub).
+    #[arg(
+        long = "allow-author",
+        env = "GRASP_SYNC_ALLOW_AUTHORS",
+        value_delimiter = ','
+    )]
+    pub allow_authors: Vec<String>,
+    /// Follow relays at private or loopback addresses that announcements list.
+    #[arg(long, env = "GRASP_SYNC_ALLOW_PRIVATE_RELAYS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_relays: Option<bool>,
+    /// Take the client address from X-Forwarded-For (behind a reverse proxy).
+    #[arg(long, env = "GRASP_SYNC_TRUST_FORWARDED_FOR", num_args = 0..=1, default_missing_value = "true")]
+    pub trust_forwarded_for: Option<bool>,
+    /// Connections at once in all.
+    #[arg(long, env = "GRASP_SYNC_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Connections at once from one address.
+    #[arg(long, env = "GRASP_SYNC_CONNECTIONS_PER_IP")]
+    pub connections_per_ip: Option<usize>,
+    /// EVENT messages per minute on one connection.
+    #[arg(long, env = "GRASP_SYNC_EVENTS_PER_MINUTE")]
+    pub events_per_minute: Option<u32>,
+    /// EVENT messages per minute from one address.
+    #[arg(long, env = "GRASP_SYNC_EVENTS_PER_MINUTE_PER_IP")]
+    pub events_per_minute_per_ip: Option<u32>,
+    /// Subscriptions at once on one connection.
+    #[arg(long, env = "GRASP_SYNC_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+    /// Largest incoming message, bytes.
+    #[arg(long, env = "GRASP_SYNC_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Largest event, bytes of JSON.
+    #[arg(long, env = "GRASP_SYNC_MAX_EVENT_BYTES")]
+    pub max_event_bytes: Option<usize>,
+    /// Most events one filter returns.
+    #[arg(long, env = "GRASP_SYNC_MAX_LIMIT")]
+    pub max_limit: Option<usize>,
+    /// Items in one NIP-77 session.
+    #[arg(long, env = "GRASP_SYNC_NEG_MAX_ITEMS")]
+    pub neg_max_items: Option<usize>,
+    /// First retry delay after a relay failed, seconds (doubles with each failure).
+    #[arg(long, env = "GRASP_SYNC_BACKOFF_BASE_SECS")]
+    pub backoff_base_secs: Option<u64>,
+    /// Longest retry delay, seconds.
+    #[arg(long, env = "GRASP_SYNC_BACKOFF_CAP_SECS")]
+    pub backoff_cap_secs: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The configuration: the file (if any), overridden by these flags.
+    pub fn config(self) -> Result<FileConfig, String> {
+        let mut file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                FileConfig::load(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => FileConfig::default(),
+        };
+        fn set<T>(target: &mut Option<T>, value: Option<T>) {
+            if value.is_some() {
+                *target = value;
+            }
+        }
+        fn set_list(target: &mut Option<Vec<String>>, values: Vec<String>) {
+            if !values.is_empty() {
+                *target = Some(values);
+            }
+        }
+        set(&mut file.listen, self.listen);
+        set(&mut file.data_dir, self.data_dir);
+        set(&mut file.map_size_mib, self.map_size_mib);
+        set_list(&mut file.public_urls, self.public_urls);
+        set_list(&mut file.bootstrap_relays, self.bootstrap_relays);
+        set(&mut file.accept, self.accept);
+        set_list(&mut file.allow_authors, self.allow_authors);
+        set(&mut file.allow_private_relays, self.allow_private_relays);
+        set(&mut file.trust_forwarded_for, self.trust_forwarded_for);
+        let limits = &mut file.limits;
+        set(&mut limits.max_connections, self.max_connections);
+        set(&mut limits.connections_per_ip, self.connections_per_ip);
+        set(&mut limits.events_per_minute, self.events_per_minute);
+        set(
+            &mut limits.events_per_minute_per_ip,
+            self.events_per_minute_per_ip,
+        );
+        set(&mut limits.max_subscriptions, self.max_subscriptions);
+        set(&mut limits.max_message_bytes, self.max_message_bytes);
+        set(&mut limits.max_event_bytes, self.max_event_bytes);
+        set(&mut limits.max_limit, self.max_limit);
+        set(&mut limits.neg_max_items, self.neg_max_items);
+        set(&mut file.sync.backoff_base_secs, self.backoff_base_secs);
+        set(&mut file.sync.backoff_cap_secs, self.backoff_cap_secs);
+        Ok(file)
+    }
 }
 
 /// Runs the command line with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon says what it does; the one-shot commands only what goes wrong.
+    let default_level = if matches!(cli.command, Commands::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -124,19 +265,67 @@ fn run(
                 neg_timeout: Duration::from_secs(neg_timeout_secs),
                 ..SyncOptions::new(repos, relays, data_dir)
             };
-            let result = local.block_on(runtime, run_sync(&options));
+            let lock = StoreLock::acquire(
+                &options.data_dir,
+                &Owner {
+                    pid: std::process::id(),
+                    command: "sync".into(),
+                    http: None,
+                },
+            );
+            let result = match lock {
+                Ok(_lock) => local
+                    .block_on(runtime, run_sync(&options))
+                    .map(Outcome::Local),
+                Err(LockError::Held(Some(owner))) if owner.command == "serve" => {
+                    match owner.base_url() {
+                        Some(base) => {
+                            eprintln!(
+                                "grasp-sync: a daemon (pid {}) uses the store at {}: handing \
+                                 the repositories to it at {base}",
+                                owner.pid,
+                                options.data_dir.display()
+                            );
+                            local
+                                .block_on(runtime, hand_over(&base, &options))
+                                .map(Outcome::Daemon)
+                        }
+                        None => Err(SyncError::Other(format!(
+                            "a daemon (pid {}) is starting on the store at {}; try again \
+                             in a moment",
+                            owner.pid,
+                            options.data_dir.display()
+                        ))),
+                    }
+                }
+                Err(e @ LockError::Held(_)) => Err(SyncError::Store(format!(
+                    "{e} at {}: wait for it to finish, or pass another --data-dir",
+                    options.data_dir.display()
+                ))),
+                Err(LockError::Io(e)) => {
+                    Err(SyncError::Store(format!("cannot lock the store: {e}")))
+                }
+            };
             tracing::debug!("sync returned");
             match result {
-                Ok(report) => {
-                    if json {
-                        println!("{}", report.json());
-                    } else {
-                        print!("{}", report.table());
-                    }
-                    if report.nothing_synced() {
+                Ok(outcome) => {
+                    let (text, nothing_synced, repos) = match &outcome {
+                        Outcome::Local(report) => (
+                            if json {
+                                report.json().to_string() + "\n"
+                            } else {
+                                report.table()
+                            },
+                            report.nothing_synced(),
+                            report.repos,
+                        ),
+                        Outcome::Daemon(value) => daemon_summary(value, json),
+                    };
+                    print!("{text}");
+                    if nothing_synced {
                         eprintln!("grasp-sync: nothing could be synced: no relay answered");
                         ExitCode::FAILURE
-                    } else if report.repos == 0 {
+                    } else if repos == 0 {
                         eprintln!(
                             "grasp-sync: no announcement of these repositories was found at \
                              the relays asked"
@@ -157,6 +346,21 @@ fn run(
             }
         }
         Commands::Status { data_dir } => {
+            if let Ok(Some(owner)) = crate::daemon::current_owner(&data_dir) {
+                if let Some(base) = owner.base_url().filter(|_| owner.command == "serve") {
+                    match local.block_on(runtime, daemon_status(&base)) {
+                        Ok(text) => {
+                            print!("{text}");
+                            return ExitCode::SUCCESS;
+                        }
+                        Err(e) => eprintln!(
+                            "grasp-sync: the daemon (pid {}) does not answer at {base} ({e}); \
+                             reading the store directly",
+                            owner.pid
+                        ),
+                    }
+                }
+            }
             match local.block_on(runtime, print_status(&StatusOptions { data_dir })) {
                 Ok(text) => {
                     print!("{text}");
@@ -168,13 +372,112 @@ fn run(
                 }
             }
         }
-        Commands::Serve => {
-            eprintln!(
-                "grasp-sync {}: `serve` is not yet implemented; `grasp-sync sync` mirrors \
-                 repositories into the store.",
-                env!("CARGO_PKG_VERSION")
-            );
-            ExitCode::SUCCESS
+        Commands::Serve(args) => {
+            let settings = match args.config().and_then(FileConfig::settle) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("grasp-sync: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match local.block_on(runtime, crate::serve::run(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("grasp-sync: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
+}
+
+/// Where a sync ran.
+enum Outcome {
+    /// In this process.
+    Local(SyncReport),
+    /// In the daemon that uses the store: its JSON report.
+    Daemon(serde_json::Value),
+}
+
+/// Hands a sync to the daemon at `base` and waits for its report.
+async fn hand_over(base: &str, options: &SyncOptions) -> Result<serde_json::Value, SyncError> {
+    let body = serde_json::json!({
+        "repos": options.repos,
+        "relays": options.relays,
+        "allow_private_relays": options.allow_private_relays,
+        "timeout_secs": options.timeout.as_secs(),
+        "attempts": options.attempts,
+        "eose_timeout_secs": options.eose_timeout.as_secs(),
+        "neg_timeout_secs": options.neg_timeout.as_secs(),
+    });
+    let client = reqwest::Client::builder()
+        .timeout(options.timeout + Duration::from_secs(30))
+        .build()
+        .map_err(|e| SyncError::Other(format!("HTTP client: {e}")))?;
+    let response = client
+        .post(format!("{base}/api/sync"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| SyncError::Other(format!("the daemon at {base} does not answer: {e}")))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| SyncError::Other(format!("the daemon's answer: {e}")))?;
+    if status == reqwest::StatusCode::BAD_REQUEST {
+        return Err(SyncError::Usage(text.trim().to_owned()));
+    }
+    if !status.is_success() {
+        return Err(SyncError::Other(format!(
+            "the daemon refused the sync ({status}): {}",
+            text.trim()
+        )));
+    }
+    serde_json::from_str(&text)
+        .map_err(|e| SyncError::Other(format!("the daemon's report is not JSON: {e}")))
+}
+
+/// (text to print, nothing synced, repositories) of a daemon's report.
+fn daemon_summary(report: &serde_json::Value, json: bool) -> (String, bool, usize) {
+    let nothing = report
+        .get("nothing_synced")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let repos = report
+        .get("repos")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0) as usize;
+    let text = if json {
+        let mut plain = report.clone();
+        if let serde_json::Value::Object(map) = &mut plain {
+            map.remove("table");
+            map.remove("nothing_synced");
+        }
+        plain.to_string() + "\n"
+    } else {
+        report
+            .get("table")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (text, nothing, repos)
+}
+
+/// The running daemon's status text.
+async fn daemon_status(base: &str) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(format!("{base}/api/status"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    response.text().await.map_err(|e| e.to_string())
 }

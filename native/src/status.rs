@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use grasp_sync_core::engine::Scope;
 use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
@@ -32,17 +32,22 @@ pub async fn print_status(options: &StatusOptions) -> Result<String, String> {
     let store = LmdbStore::open(&options.data_dir, 1 << 30)
         .await
         .map_err(|e| e.to_string())?;
+    store_status(&store, &options.data_dir).await
+}
+
+/// The status of an open store in `data_dir`, as text.
+pub async fn store_status(store: &LmdbStore, data_dir: &Path) -> Result<String, String> {
     let announcements = Store::query(
-        &store,
+        store,
         discovery_filter(Form::Historic { since: None }, &DiscoveryScope::All),
     )
     .await?;
     let mut index = RepoIndex::new(IndexConfig::default());
     index.apply(&announcements);
-    let state = Store::load_state(&store).await?;
+    let state = Store::load_state(store).await?;
 
     let mut out = String::new();
-    let _ = writeln!(out, "store: {}", options.data_dir.display());
+    let _ = writeln!(out, "store: {}", data_dir.display());
     let mut repos: Vec<&RepoRef> = index.repos().collect();
     repos.sort();
     let _ = writeln!(out, "\n{} tracked repositories", repos.len());

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use grasp_sync_core::engine::{EngineConfig, Method, Phase, RelayStats, SyncEngine, Time};
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::{RelayUrl, RepoRef};
-use grasp_sync_driver::{Command, Control, Driver, DriverStats, Exit};
+use grasp_sync_driver::{Command, Control, Driver, DriverStats, Exit, Store};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::clock::SystemClock;
@@ -255,6 +255,18 @@ pub fn parse_repos(inputs: &[String]) -> Result<(Vec<RepoRef>, Vec<String>), Syn
 /// Runs a sync to the end. Must run inside a tokio `LocalSet` (the driver is one
 /// non-`Send` future).
 pub async fn run_sync(options: &SyncOptions) -> Result<SyncReport, SyncError> {
+    let (repos, bootstrap) = sync_targets(options)?;
+    let store = LmdbStore::open(&options.data_dir, options.map_size)
+        .await
+        .map_err(|e| SyncError::Store(e.to_string()))?;
+    sync_into(options, store, repos, bootstrap).await
+}
+
+/// The repositories `options` names and the relays to ask for their announcements
+/// (`--relay` and `naddr` hints).
+pub fn sync_targets(
+    options: &SyncOptions,
+) -> Result<(Vec<RepoRef>, BTreeSet<RelayUrl>), SyncError> {
     let (repos, hints) = parse_repos(&options.repos)?;
     if repos.is_empty() {
         return Err(SyncError::Usage("name at least one repository".into()));
@@ -271,10 +283,17 @@ pub async fn run_sync(options: &SyncOptions) -> Result<SyncReport, SyncError> {
             Err(e) => tracing::warn!(relay, error = %e, "ignoring an naddr relay hint"),
         }
     }
-    let store = LmdbStore::open(&options.data_dir, options.map_size)
-        .await
-        .map_err(|e| SyncError::Store(e.to_string()))?;
+    Ok((repos, bootstrap))
+}
 
+/// Runs a sync of `repos` into `store` (already open: a daemon hands its own), asking
+/// `bootstrap` relays for the announcements. Must run inside a tokio `LocalSet`.
+pub async fn sync_into<S: Store>(
+    options: &SyncOptions,
+    store: S,
+    repos: Vec<RepoRef>,
+    bootstrap: BTreeSet<RelayUrl>,
+) -> Result<SyncReport, SyncError> {
     let scope = DiscoveryScope::Repos(repos.clone());
     let mut config = EngineConfig {
         bootstrap_relays: bootstrap.iter().cloned().collect(),

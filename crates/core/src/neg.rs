@@ -455,6 +455,11 @@ impl NegResponder {
         self.sessions.remove(subscription).is_some()
     }
 
+    /// Whether a session of this id is open.
+    pub fn has_session(&self, subscription: &str) -> bool {
+        self.sessions.contains_key(subscription)
+    }
+
     /// Open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

@@ -434,6 +434,12 @@ impl RelayFrame {
     }
 }
 
+/// `["EVENT", <sub>, <event>]` as compact JSON text, without copying the event (what
+/// [`RelayFrame::Event`] serialises to).
+pub fn event_frame(subscription: &str, event: &Event) -> String {
+    frame("EVENT", [json_string(subscription), event_json(event)])
+}
+
 impl ClientFrame {
     /// The frame as compact JSON text.
     pub fn to_json(&self) -> String {

@@ -10,12 +10,14 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use futures::channel::oneshot;
 use futures::future::{poll_fn, LocalBoxFuture};
 use futures::stream::{self, FuturesUnordered, LocalBoxStream, SelectAll};
 use futures::{FutureExt, Stream, StreamExt};
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::{
-    BatchId, Checkpoint, Input, Output, Phase, RequestId, SyncEngine, Time,
+    BatchId, Checkpoint, Input, Output, Phase, PublishId, PublishOutcome, RequestId, SyncEngine,
+    Time,
 };
 use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
 use grasp_sync_core::nip34::kinds;
@@ -33,9 +35,20 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// What the driver's owner may tell a running loop.
 #[derive(Debug)]
 pub enum Command {
-    /// Events stored by someone else (e.g. a client of our relay): they feed the index at
-    /// once, so a new announcement starts syncing its relays.
+    /// Events stored by someone else: they feed the index at once, so a new
+    /// announcement starts syncing its relays.
     LocalEvents(Vec<Event>),
+    /// An event a client of our relay published, id and signature already verified: it
+    /// goes through the engine's acceptance to the store; `reply` gets the outcome
+    /// (dropped unanswered if the loop stops first).
+    Publish {
+        /// The event.
+        event: Event,
+        /// Bytes of its JSON.
+        json_bytes: usize,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<PublishOutcome>,
+    },
     /// Finish in-flight writes, close every connection and return.
     Stop,
 }
@@ -134,6 +147,9 @@ pub struct Driver<N, S, V, C> {
     saving: bool,
     /// Inputs produced while executing outputs (a failed send closes its socket).
     deferred: Vec<Input>,
+    /// Published events waiting for their outcome.
+    publishing: HashMap<PublishId, oneshot::Sender<PublishOutcome>>,
+    next_publish: PublishId,
     stats: DriverStats,
 }
 
@@ -162,6 +178,8 @@ where
             to_save: Vec::new(),
             saving: false,
             deferred: Vec::new(),
+            publishing: HashMap::new(),
+            next_publish: 1,
             stats: DriverStats::default(),
         }
     }
@@ -306,6 +324,24 @@ where
                     Happened::Command(Some(Command::LocalEvents(events))) => {
                         let now = self.clock.now();
                         self.engine.handle_input(now, Input::LocalEvents { events });
+                    }
+                    Happened::Command(Some(Command::Publish {
+                        event,
+                        json_bytes,
+                        reply,
+                    })) => {
+                        let token = self.next_publish;
+                        self.next_publish += 1;
+                        self.publishing.insert(token, reply);
+                        let now = self.clock.now();
+                        self.engine.handle_input(
+                            now,
+                            Input::Publish {
+                                token,
+                                event,
+                                json_bytes,
+                            },
+                        );
                     }
                     Happened::Command(Some(Command::Stop)) => stop = Some(Exit::Stopped),
                     Happened::Command(None) => stop = stop.or(Some(Exit::CommandsClosed)),
@@ -635,6 +671,12 @@ where
                 self.persist_queue.push_back(Persist::Remember(entries));
                 self.next_persist();
             }
+            Output::Published { token, outcome } => {
+                if let Some(reply) = self.publishing.remove(&token) {
+                    // The publisher may have gone away meanwhile.
+                    let _ = reply.send(outcome);
+                }
+            }
             Output::Status { relay, phase } => match phase {
                 Phase::Backoff { .. } | Phase::Dead { .. } => {
                     tracing::info!(relay = %relay, ?phase, "relay failing");
@@ -689,10 +731,13 @@ where
             match done {
                 Done::Stored(..) | Done::Persisted(..) => {
                     self.on_done(done);
-                    // Drain checkpoints and remembered ids; ignore new network work.
+                    // Drain checkpoints, remembered ids and publish outcomes; ignore new
+                    // network work.
                     while let Some(output) = self.engine.poll_output() {
                         match output {
-                            Output::Checkpoint(_) | Output::Remember(_) => self.execute(output),
+                            Output::Checkpoint(_)
+                            | Output::Remember(_)
+                            | Output::Published { .. } => self.execute(output),
                             _ => {}
                         }
                     }

@@ -528,7 +528,7 @@ impl World {
                 }
                 Output::Checkpoint(cp) => self.checkpoints.push(cp),
                 Output::Remember(entries) => self.remembered.extend(entries),
-                Output::Status { .. } => {}
+                Output::Status { .. } | Output::Published { .. } => {}
             }
         }
     }

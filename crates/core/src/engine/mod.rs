@@ -18,6 +18,7 @@
 
 mod config;
 mod job;
+mod publish;
 mod relay;
 mod time;
 
@@ -26,6 +27,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use nostr::prelude::{Event, EventId, Filter, MatchEventOptions, Timestamp};
 
 pub use config::{EngineConfig, Flow, Timing};
+pub use publish::{PublishId, PublishOutcome, PublishStats};
 pub use relay::{Method, Nip77, Phase, RelayStats};
 pub use time::Time;
 
@@ -152,6 +154,18 @@ pub enum Input {
         /// The entries.
         entries: Vec<SeenEntry>,
     },
+    /// An event a client of our relay published, its id and signature already verified
+    /// by the caller: it goes through acceptance (with the configured announcement
+    /// policy) and, when accepted, to the store and the index; answered with
+    /// [`Output::Published`].
+    Publish {
+        /// Names the answer.
+        token: PublishId,
+        /// The event.
+        event: Event,
+        /// Bytes of its JSON, for the size limit.
+        json_bytes: usize,
+    },
 }
 
 /// What the engine asks the driver to do.
@@ -214,6 +228,13 @@ pub enum Output {
         relay: RelayUrl,
         /// Its new phase.
         phase: Phase,
+    },
+    /// What became of an [`Input::Publish`].
+    Published {
+        /// The token it came with.
+        token: PublishId,
+        /// Stored, rejected, or the store failed.
+        outcome: PublishOutcome,
     },
 }
 
@@ -290,6 +311,8 @@ pub struct EngineStats {
     pub store_failures: u64,
     /// Frames from relays the engine does not know.
     pub unknown_relay_frames: u64,
+    /// Events clients published.
+    pub published: PublishStats,
 }
 
 /// The sync engine.
@@ -307,6 +330,8 @@ pub struct SyncEngine {
     to_verify: Vec<Pipe>,
     verifying: HashMap<BatchId, Vec<Pipe>>,
     storing: HashMap<BatchId, Vec<(RelayId, Option<JobId>, EventId)>>,
+    /// Store batches of events clients published.
+    publishing: HashMap<BatchId, (PublishId, EventId)>,
     in_pipeline: HashSet<EventId>,
     fetching: HashMap<EventId, FetchOwner>,
     key_jobs: HashMap<(RelayId, WorkKey), (u32, Time)>,
@@ -343,6 +368,7 @@ impl SyncEngine {
             to_verify: Vec::new(),
             verifying: HashMap::new(),
             storing: HashMap::new(),
+            publishing: HashMap::new(),
             in_pipeline: HashSet::new(),
             fetching: HashMap::new(),
             key_jobs: HashMap::new(),
@@ -460,6 +486,11 @@ impl SyncEngine {
                     self.seen.insert(entry);
                 }
             }
+            Input::Publish {
+                token,
+                event,
+                json_bytes,
+            } => self.on_publish(token, event, json_bytes),
         }
         self.drive();
     }
@@ -2154,13 +2185,7 @@ impl SyncEngine {
             };
             match verdict {
                 Verdict::Store { remove: r } => {
-                    let e = &pipe.event;
-                    if e.kind == kinds::REPO_ANNOUNCEMENT
-                        || e.kind == kinds::DELETION
-                        || nip34::is_root(e)
-                    {
-                        changes.extend(self.index.apply([e]).changes);
-                    }
+                    changes.extend(self.index_changes(&pipe.event));
                     remove.extend(r);
                     entries.push((pipe.relay, pipe.job, pipe.event.id));
                     events.push(pipe.event);
@@ -2203,6 +2228,19 @@ impl SyncEngine {
         }
     }
 
+    /// Applies an accepted event to the repo index when it can change it (an
+    /// announcement, a deletion, a root) and returns what changed in the targets.
+    fn index_changes(&mut self, event: &Event) -> Vec<TargetChange> {
+        if event.kind == kinds::REPO_ANNOUNCEMENT
+            || event.kind == kinds::DELETION
+            || nip34::is_root(event)
+        {
+            self.index.apply([event]).changes
+        } else {
+            Vec::new()
+        }
+    }
+
     /// An event left the pipeline (stored or rejected). `settled` says whether a fetch
     /// for it is over (a bad signature is not the event we need: try again elsewhere).
     fn left_pipeline(&mut self, relay: RelayId, job: Option<JobId>, eid: &EventId, settled: bool) {
@@ -2216,6 +2254,10 @@ impl SyncEngine {
     }
 
     fn on_stored(&mut self, batch: BatchId, result: Result<Vec<Event>, String>) {
+        if let Some(published) = self.publishing.remove(&batch) {
+            self.on_published_stored(published, result);
+            return;
+        }
         let Some(entries) = self.storing.remove(&batch) else {
             return;
         };

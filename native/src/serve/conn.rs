@@ -1,0 +1,766 @@
+//! One client connection of the relay: NIP-01 (EVENT/OK, REQ/EVENT/EOSE, CLOSE/CLOSED,
+//! NOTICE), NIP-45 COUNT and the NIP-77 responder from the core, under the configured
+//! limits.
+//!
+//! A connection is one task. It reads frames and answers them in order, except
+//! published events: those wait for the sync engine's acceptance and the store (up to
+//! [`PUBLISHES_IN_FLIGHT`] at once), and their `OK`s go out as they are decided, so a
+//! client may pipeline. Events committed to the store (by sync or by any client) reach
+//! the live subscriptions through a bounded broadcast; a connection that falls behind
+//! it has its subscriptions closed with a reason. Every write has a deadline: a client
+//! that stops reading is dropped, never buffered for without bound.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::{mpsc, oneshot};
+use futures::stream::{FuturesUnordered, SplitSink};
+use futures::{SinkExt, StreamExt};
+use grasp_sync_core::accept::Reject;
+use grasp_sync_core::engine::PublishOutcome;
+use grasp_sync_core::neg::{NegReply, NegResponder, ResponderLimits, DEFAULT_FRAME_LIMIT};
+use grasp_sync_core::wire::{event_frame, parse_client_frame, ClientFrame, RelayFrame};
+use grasp_sync_driver::Command;
+use nostr::prelude::{Event, EventId, Filter, MatchEventOptions};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{broadcast, watch, Semaphore};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::config::ClientLimits;
+use super::hub::{BroadcastStore, Committed};
+use super::limits::{Slot, TokenBucket};
+use super::metrics::{names, ServerMetrics};
+
+/// Published events of one connection waiting for their outcome at once; past it the
+/// connection stops reading until one is decided.
+pub const PUBLISHES_IN_FLIGHT: usize = 64;
+/// How long a published event may wait for acceptance and the store.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every connection shares.
+pub struct Shared {
+    /// The store (queries, negentropy items, and the broadcast of commits).
+    pub store: BroadcastStore,
+    /// Commands to the sync engine's loop (published events).
+    pub commands: mpsc::Sender<Command>,
+    /// Limits on clients.
+    pub limits: ClientLimits,
+    /// Counters.
+    pub metrics: Arc<ServerMetrics>,
+    /// Store loads (REQ, COUNT, NEG-OPEN) running at once over all connections.
+    pub loads: Semaphore,
+    /// Turns true when the daemon stops.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Why a connection ended.
+type Ended = &'static str;
+
+type PendingPublish = Pin<Box<dyn Future<Output = (EventId, Option<PublishOutcome>)> + Send>>;
+
+struct Conn<S> {
+    shared: Arc<Shared>,
+    slot: Slot,
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    /// Open subscriptions and their filters.
+    subs: HashMap<String, Vec<Filter>>,
+    /// Commits from now on, while a subscription is open.
+    live: Option<broadcast::Receiver<Committed>>,
+    neg: NegResponder,
+    events: TokenBucket,
+    publishes: FuturesUnordered<PendingPublish>,
+}
+
+/// Serves one upgraded WebSocket until it closes, fails, idles out or the daemon stops.
+pub async fn serve<S>(ws: WebSocketStream<S>, slot: Slot, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, mut stream) = ws.split();
+    let limits = &shared.limits;
+    let neg = NegResponder::new(ResponderLimits {
+        max_sessions: limits.neg_sessions,
+        max_items: limits.neg_max_items,
+        frame_limit: DEFAULT_FRAME_LIMIT,
+    });
+    let idle_timeout = limits.idle_timeout;
+    let mut conn = Conn {
+        events: TokenBucket::per_minute(limits.events_per_minute, Instant::now()),
+        shared: Arc::clone(&shared),
+        slot,
+        sink,
+        subs: HashMap::new(),
+        live: None,
+        neg,
+        publishes: FuturesUnordered::new(),
+    };
+    shared.metrics.inc_plain(names::CONNECTIONS);
+    let mut shutdown = shared.shutdown.clone();
+    let mut ping = tokio::time::interval(idle_timeout / 2);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    let ended: Ended = loop {
+        let reading = conn.publishes.len() < PUBLISHES_IN_FLIGHT;
+        let result = tokio::select! {
+            _ = shutdown.changed() => Err("shutdown"),
+            Some((id, outcome)) = conn.publishes.next(), if !conn.publishes.is_empty() => {
+                conn.answer_publish(id, outcome).await
+            }
+            frame = stream.next(), if reading => match frame {
+                None => Err("closed"),
+                Some(Err(e)) => Err(read_error(&e)),
+                Some(Ok(message)) => {
+                    last_heard = Instant::now();
+                    conn.on_message(message).await
+                }
+            },
+            batch = next_commit(&mut conn.live) => conn.on_commit(batch).await,
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= idle_timeout {
+                    Err("idle")
+                } else {
+                    conn.write(Message::Ping(Vec::new().into())).await
+                }
+            }
+        };
+        if let Err(ended) = result {
+            break ended;
+        }
+    };
+    shared.metrics.inc(names::DISCONNECTS, ("reason", ended));
+    tracing::debug!(client = %conn.slot.ip(), reason = ended, "client connection ended");
+    let metrics = &shared.metrics;
+    metrics
+        .subscriptions
+        .fetch_sub(conn.subs.len() as u64, Ordering::Relaxed);
+    metrics
+        .neg_sessions
+        .fetch_sub(conn.neg.session_count() as u64, Ordering::Relaxed);
+    if ended == "shutdown" {
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.send(Message::Close(None)))
+            .await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.close()).await;
+    }
+}
+
+/// The next batch of commits, or never while no subscription is open.
+async fn next_commit(
+    live: &mut Option<broadcast::Receiver<Committed>>,
+) -> Result<Committed, broadcast::error::RecvError> {
+    match live {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A short label for a read error.
+fn read_error(error: &WsError) -> Ended {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => "message-too-large",
+        WsError::Capacity(_) => "frame-too-large",
+        WsError::Protocol(_) => "protocol-error",
+        WsError::Utf8(_) => "bad-utf8",
+        WsError::ConnectionClosed | WsError::AlreadyClosed => "closed",
+        _ => "read-error",
+    }
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn limits(&self) -> &ClientLimits {
+        &self.shared.limits
+    }
+
+    fn metrics(&self) -> &ServerMetrics {
+        &self.shared.metrics
+    }
+
+    /// Queues a message, waiting at most the write timeout for room.
+    async fn feed(&mut self, message: Message) -> Result<(), Ended> {
+        let timeout = self.limits().write_timeout;
+        if let Message::Text(text) = &message {
+            self.metrics()
+                .bytes_out
+                .fetch_add(text.len() as u64, Ordering::Relaxed);
+        }
+        match tokio::time::timeout(timeout, self.sink.feed(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("write-failed"),
+            Err(_) => Err("slow-reader"),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Ended> {
+        let timeout = self.limits().write_timeout;
+        match tokio::time::timeout(timeout, self.sink.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("write-failed"),
+            Err(_) => Err("slow-reader"),
+        }
+    }
+
+    async fn write(&mut self, message: Message) -> Result<(), Ended> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    async fn reply(&mut self, frame: RelayFrame) -> Result<(), Ended> {
+        self.write(Message::text(frame.to_json())).await
+    }
+
+    async fn notice(&mut self, message: String) -> Result<(), Ended> {
+        self.reply(RelayFrame::Notice { message }).await
+    }
+
+    async fn closed(&mut self, subscription: String, message: String) -> Result<(), Ended> {
+        self.reply(RelayFrame::Closed {
+            subscription,
+            message,
+        })
+        .await
+    }
+
+    fn refused(&self, reason: &'static str) {
+        self.metrics().inc(names::REFUSALS, ("reason", reason));
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), Ended> {
+        match message {
+            Message::Text(text) => {
+                self.metrics()
+                    .bytes_in
+                    .fetch_add(text.len() as u64, Ordering::Relaxed);
+                self.on_text(text.as_str()).await
+            }
+            Message::Binary(_) => {
+                self.metrics().inc(names::BAD_FRAMES, ("reason", "binary"));
+                self.notice("invalid: binary messages are not supported".into())
+                    .await
+            }
+            Message::Close(_) => Err("closed"),
+            // Pings are answered by the WebSocket layer; pongs only prove liveness.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), Ended> {
+        let frame = match parse_client_frame(text, self.limits().max_message_bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.metrics()
+                    .inc(names::BAD_FRAMES, ("reason", e.as_str()));
+                return self.notice(format!("invalid: {e}")).await;
+            }
+        };
+        self.metrics()
+            .inc(names::FRAMES, ("type", frame_type(&frame)));
+        match frame {
+            ClientFrame::Event { event } => self.on_event(*event, text.len()).await,
+            ClientFrame::Req {
+                subscription,
+                filters,
+            } => self.on_req(subscription, filters).await,
+            ClientFrame::Count {
+                subscription,
+                filters,
+            } => self.on_count(subscription, filters).await,
+            ClientFrame::Close { subscription } => {
+                if self.subs.remove(&subscription).is_some() {
+                    self.metrics().subscriptions.fetch_sub(1, Ordering::Relaxed);
+                }
+                if self.subs.is_empty() {
+                    self.live = None;
+                }
+                Ok(())
+            }
+            ClientFrame::Auth { event } => {
+                self.reply(RelayFrame::Ok {
+                    event_id: event.id,
+                    accepted: false,
+                    message: "unsupported: this relay does not ask for authentication".into(),
+                })
+                .await
+            }
+            ClientFrame::NegOpen {
+                subscription,
+                filter,
+                message,
+            } => self.on_neg_open(subscription, *filter, message).await,
+            ClientFrame::NegMsg {
+                subscription,
+                message,
+            } => {
+                let reply = self.neg.message(&subscription, &message);
+                self.neg_reply(subscription, reply, true).await
+            }
+            ClientFrame::NegClose { subscription } => {
+                if self.neg.close(&subscription) {
+                    self.metrics().neg_sessions.fetch_sub(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // EVENT
+
+    async fn on_event(&mut self, event: Event, frame_bytes: usize) -> Result<(), Ended> {
+        let id = event.id;
+        if !self.events.take(Instant::now()) || !self.slot.take_event() {
+            self.refused("event-rate");
+            return self
+                .ok(id, false, "rate-limited: slow down, too many events".into())
+                .await;
+        }
+        if frame_bytes > self.limits().max_event_bytes + 64 {
+            return self
+                .ok(
+                    id,
+                    false,
+                    format!(
+                        "invalid: event too large (max {} bytes)",
+                        self.limits().max_event_bytes
+                    ),
+                )
+                .await;
+        }
+        if !event.verify_id() {
+            self.metrics()
+                .inc(names::PUBLISHED, ("result", Reject::BadId.as_str()));
+            return self
+                .ok(
+                    id,
+                    false,
+                    "invalid: the event id does not match its content".into(),
+                )
+                .await;
+        }
+        if !event.verify_signature() {
+            self.metrics()
+                .inc(names::PUBLISHED, ("result", Reject::BadSignature.as_str()));
+            return self.ok(id, false, "invalid: bad signature".into()).await;
+        }
+        match self.shared.store.inner().query(Filter::new().id(id)).await {
+            Ok(held) if !held.is_empty() => {
+                self.metrics()
+                    .inc(names::PUBLISHED, ("result", Reject::Duplicate.as_str()));
+                return self
+                    .ok(id, true, "duplicate: already have this event".into())
+                    .await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "duplicate check failed"),
+        }
+        let (reply, outcome) = oneshot::channel();
+        let command = Command::Publish {
+            event,
+            json_bytes: frame_bytes,
+            reply,
+        };
+        let mut commands = self.shared.commands.clone();
+        match tokio::time::timeout(PUBLISH_TIMEOUT, commands.send(command)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => {
+                return self
+                    .ok(id, false, "error: the relay is shutting down".into())
+                    .await
+            }
+        }
+        self.publishes.push(Box::pin(async move {
+            let outcome = tokio::time::timeout(PUBLISH_TIMEOUT, outcome)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            (id, outcome)
+        }));
+        Ok(())
+    }
+
+    async fn answer_publish(
+        &mut self,
+        id: EventId,
+        outcome: Option<PublishOutcome>,
+    ) -> Result<(), Ended> {
+        let (accepted, label, message) = match outcome {
+            Some(PublishOutcome::Stored) => (true, "stored", String::new()),
+            Some(PublishOutcome::Rejected(reject)) => {
+                let (accepted, message) = rejection(reject);
+                (accepted, reject.as_str(), message)
+            }
+            Some(PublishOutcome::Failed(e)) => {
+                tracing::error!(error = %e, "storing a published event failed");
+                (
+                    false,
+                    "store-failed",
+                    "error: the event could not be stored".into(),
+                )
+            }
+            None => (
+                false,
+                "unanswered",
+                "error: the event was not decided in time (try again)".into(),
+            ),
+        };
+        self.metrics().inc(names::PUBLISHED, ("result", label));
+        self.ok(id, accepted, message).await
+    }
+
+    async fn ok(
+        &mut self,
+        event_id: EventId,
+        accepted: bool,
+        message: String,
+    ) -> Result<(), Ended> {
+        self.reply(RelayFrame::Ok {
+            event_id,
+            accepted,
+            message,
+        })
+        .await
+    }
+
+    // ---------------------------------------------------------------------------------
+    // REQ and COUNT
+
+    /// Checks a REQ's or COUNT's shape against the limits; `Some(reason)` refuses it.
+    fn check_request(&self, subscription: &str, filters: &[Filter]) -> Option<String> {
+        let limits = self.limits();
+        if subscription.len() > limits.max_subid_length {
+            self.refused("subscription-id");
+            return Some(format!(
+                "invalid: subscription id longer than {} characters",
+                limits.max_subid_length
+            ));
+        }
+        if filters.len() > limits.max_filters {
+            self.refused("filters");
+            return Some(format!(
+                "invalid: too many filters (max {})",
+                limits.max_filters
+            ));
+        }
+        None
+    }
+
+    async fn on_req(&mut self, subscription: String, filters: Vec<Filter>) -> Result<(), Ended> {
+        if let Some(reason) = self.check_request(&subscription, &filters) {
+            return self.closed(subscription, reason).await;
+        }
+        let max_subscriptions = self.limits().max_subscriptions;
+        if !self.subs.contains_key(&subscription) && self.subs.len() >= max_subscriptions {
+            self.refused("subscriptions");
+            return self
+                .closed(
+                    subscription,
+                    format!("blocked: too many subscriptions (max {max_subscriptions})"),
+                )
+                .await;
+        }
+        // Listen before querying, so nothing committed meanwhile is missed.
+        if self.live.is_none() {
+            self.live = Some(self.shared.store.subscribe());
+        }
+        if self.subs.remove(&subscription).is_some() {
+            self.metrics().subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        let max_limit = self.limits().max_limit;
+        let mut sent: HashSet<EventId> = HashSet::new();
+        for filter in &filters {
+            let limit = filter.limit.map_or(max_limit, |l| l.min(max_limit));
+            if limit == 0 {
+                continue;
+            }
+            let events = {
+                let _permit = self.shared.loads.acquire().await;
+                self.shared
+                    .store
+                    .inner()
+                    .query(filter.clone().limit(limit))
+                    .await
+            };
+            let events = match events {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!(error = %e, "a REQ's query failed");
+                    return self
+                        .closed(subscription, "error: the store could not be read".into())
+                        .await;
+                }
+            };
+            for event in events {
+                if sent.insert(event.id) {
+                    self.metrics().events_sent.fetch_add(1, Ordering::Relaxed);
+                    self.feed(Message::text(event_frame(&subscription, &event)))
+                        .await?;
+                }
+            }
+        }
+        self.feed(Message::text(
+            RelayFrame::Eose {
+                subscription: subscription.clone(),
+            }
+            .to_json(),
+        ))
+        .await?;
+        self.flush().await?;
+        self.subs.insert(subscription, filters);
+        self.metrics().subscriptions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn on_count(&mut self, subscription: String, filters: Vec<Filter>) -> Result<(), Ended> {
+        if let Some(reason) = self.check_request(&subscription, &filters) {
+            return self.closed(subscription, reason).await;
+        }
+        let mut ids: HashSet<EventId> = HashSet::new();
+        for filter in filters {
+            let items = {
+                let _permit = self.shared.loads.acquire().await;
+                self.shared.store.inner().items(filter).await
+            };
+            match items {
+                Ok(items) => ids.extend(items.into_iter().map(|(_, id)| id)),
+                Err(e) => {
+                    tracing::error!(error = %e, "a COUNT's query failed");
+                    return self
+                        .closed(subscription, "error: the store could not be read".into())
+                        .await;
+                }
+            }
+        }
+        self.reply(RelayFrame::Count {
+            subscription,
+            count: ids.len() as u64,
+        })
+        .await
+    }
+
+    /// Sends each committed event to the subscriptions it matches.
+    async fn on_commit(
+        &mut self,
+        batch: Result<Committed, broadcast::error::RecvError>,
+    ) -> Result<(), Ended> {
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // What was missed is unknown: every subscription ends, with a reason.
+                tracing::info!(client = %self.slot.ip(), missed, "client fell behind live events");
+                self.refused("live-lagged");
+                let subs: Vec<String> = self.subs.drain().map(|(s, _)| s).collect();
+                self.metrics()
+                    .subscriptions
+                    .fetch_sub(subs.len() as u64, Ordering::Relaxed);
+                self.live = None;
+                for sub in subs {
+                    self.feed(Message::text(
+                        RelayFrame::Closed {
+                            subscription: sub,
+                            message: "error: too slow for live events; subscribe again".into(),
+                        }
+                        .to_json(),
+                    ))
+                    .await?;
+                }
+                return self.flush().await;
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                self.live = None;
+                return Ok(());
+            }
+        };
+        let mut frames = Vec::new();
+        for event in batch.iter() {
+            for (sub, filters) in &self.subs {
+                if filters
+                    .iter()
+                    .any(|f| f.match_event(event, MatchEventOptions::default()))
+                {
+                    frames.push(event_frame(sub, event));
+                }
+            }
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.metrics()
+            .events_sent
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        for frame in frames {
+            self.feed(Message::text(frame)).await?;
+        }
+        self.flush().await
+    }
+
+    // ---------------------------------------------------------------------------------
+    // NIP-77
+
+    async fn on_neg_open(
+        &mut self,
+        subscription: String,
+        filter: Filter,
+        message: Vec<u8>,
+    ) -> Result<(), Ended> {
+        let limits = self.limits();
+        let (max_sessions, max_items) = (limits.neg_sessions, limits.neg_max_items);
+        if subscription.len() > limits.max_subid_length {
+            self.refused("subscription-id");
+            return self
+                .neg_reply(
+                    subscription,
+                    NegReply::Err("invalid: subscription id too long".into()),
+                    false,
+                )
+                .await;
+        }
+        let replacing = self.neg.has_session(&subscription);
+        if !replacing && self.neg.session_count() >= max_sessions {
+            self.refused("neg-sessions");
+            return self
+                .neg_reply(
+                    subscription,
+                    NegReply::Err(format!(
+                        "blocked: too many negentropy sessions (max {max_sessions})"
+                    )),
+                    false,
+                )
+                .await;
+        }
+        let items = {
+            let _permit = self.shared.loads.acquire().await;
+            // One more than allowed is enough to refuse the session.
+            self.shared
+                .store
+                .inner()
+                .items(filter.limit(max_items.saturating_add(1)))
+                .await
+        };
+        let items = match items {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "a NEG-OPEN's query failed");
+                return self
+                    .neg_reply(
+                        subscription,
+                        NegReply::Err("error: the store could not be read".into()),
+                        false,
+                    )
+                    .await;
+            }
+        };
+        if replacing {
+            self.metrics().neg_sessions.fetch_sub(1, Ordering::Relaxed);
+        }
+        let reply = self.neg.open(
+            &subscription,
+            items
+                .into_iter()
+                .map(|(at, id)| (at.as_secs(), id.to_bytes())),
+            &message,
+        );
+        if matches!(reply, NegReply::Msg(_)) {
+            self.metrics().neg_sessions.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.refused("neg-open");
+        }
+        self.neg_reply(subscription, reply, false).await
+    }
+
+    /// Sends a responder's answer; an error on an open session ends it.
+    async fn neg_reply(
+        &mut self,
+        subscription: String,
+        reply: NegReply,
+        was_open: bool,
+    ) -> Result<(), Ended> {
+        let frame = match reply {
+            NegReply::Msg(message) => RelayFrame::NegMsg {
+                subscription,
+                message,
+            },
+            NegReply::Err(message) => {
+                if was_open && !message.starts_with("closed:") {
+                    self.metrics().neg_sessions.fetch_sub(1, Ordering::Relaxed);
+                }
+                RelayFrame::NegErr {
+                    subscription,
+                    message,
+                }
+            }
+        };
+        self.reply(frame).await
+    }
+}
+
+/// `OK` for a rejection: (accepted, message in the NIP-01 prefix style).
+fn rejection(reject: Reject) -> (bool, String) {
+    let message = match reject {
+        Reject::Duplicate => return (true, "duplicate: already have this event".into()),
+        Reject::TooLarge => "invalid: event too large",
+        Reject::TooManyTags => "invalid: too many tags",
+        Reject::FromTheFuture => "invalid: created_at is too far in the future",
+        Reject::BadId => "invalid: the event id does not match its content",
+        Reject::BadSignature => "invalid: bad signature",
+        Reject::NotRequested | Reject::Irrelevant => {
+            "blocked: not a NIP-34 event of a repository this relay tracks"
+        }
+        Reject::NotListingUs => "blocked: the announcement does not list this relay",
+        Reject::NotAllowed => "blocked: the author is not on this relay's allow list",
+        Reject::Superseded => "replaced: a newer version is stored",
+        Reject::Deleted => "blocked: deleted by its author",
+    };
+    (false, message.into())
+}
+
+fn frame_type(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Event { .. } => "EVENT",
+        ClientFrame::Req { .. } => "REQ",
+        ClientFrame::Count { .. } => "COUNT",
+        ClientFrame::Close { .. } => "CLOSE",
+        ClientFrame::Auth { .. } => "AUTH",
+        ClientFrame::NegOpen { .. } => "NEG-OPEN",
+        ClientFrame::NegMsg { .. } => "NEG-MSG",
+        ClientFrame::NegClose { .. } => "NEG-CLOSE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_use_nip01_prefixes() {
+        use grasp_sync_core::wire::{reason_class, ReasonClass};
+        for reject in [
+            Reject::TooLarge,
+            Reject::TooManyTags,
+            Reject::FromTheFuture,
+            Reject::BadId,
+            Reject::BadSignature,
+        ] {
+            assert_eq!(reason_class(&rejection(reject).1), ReasonClass::Invalid);
+        }
+        for reject in [
+            Reject::Irrelevant,
+            Reject::NotListingUs,
+            Reject::NotAllowed,
+            Reject::Deleted,
+        ] {
+            assert_eq!(reason_class(&rejection(reject).1), ReasonClass::Blocked);
+        }
+        assert_eq!(
+            rejection(Reject::Duplicate),
+            (true, "duplicate: already have this event".into())
+        );
+    }
+}
