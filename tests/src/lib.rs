@@ -9,6 +9,8 @@
 //! - [`Nip77Relay`]: rust-nostr's in-process `LocalRelay` (NIP-77), preloaded straight
 //!   into its in-memory database, limits raised ([`Nip77Limits`]).
 //! - [`SilentRelay`]: accepts WebSocket connections and answers nothing.
+//! - [`Daemon`]: `grasp-sync serve` as a child process (SIGTERM, `kill -9`, restart on
+//!   the same port and store), with `/health`, `/metrics` and NIP-11.
 //! - [`RawClient`]: one WebSocket connection speaking raw JSON frames, to see exactly
 //!   what a relay answers; [`publish`] pipelines many `EVENT`s over one.
 //! - [`client`]: a connected nostr-sdk `Client`.
@@ -27,12 +29,14 @@ use grasp_sync_testkit::{Corpus, CorpusSpec, Rng};
 use nostr::prelude::Event;
 
 mod cli;
+mod daemon;
 mod nip77_relay;
 mod nostr_rs_relay;
 mod raw;
 mod silent_relay;
 
 pub use cli::{grasp_sync_bin, run_grasp_sync, spawn_grasp_sync, sync_args, SyncRun};
+pub use daemon::{metric_value, Daemon};
 pub use nip77_relay::{Nip77Limits, Nip77Relay};
 pub use nostr_rs_relay::NostrRsRelay;
 pub use raw::{publish, PublishReport, RawClient};

@@ -1,0 +1,225 @@
+//! `grasp-sync serve` as a child process on a loopback port, with its HTTP side
+//! (`/health`, `/metrics`) and the signals an operator sends it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::cli::grasp_sync_bin;
+use crate::{free_port, loopback_url, wait_port_free};
+
+/// A running `grasp-sync serve`. Killed when dropped.
+pub struct Daemon {
+    child: Option<tokio::process::Child>,
+    port: u16,
+    data_dir: PathBuf,
+    extra: Vec<String>,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Daemon {
+    /// Starts `grasp-sync serve` on a free loopback port with its store in `data_dir`,
+    /// relays at loopback addresses allowed, short sync timeouts, and `extra` flags;
+    /// waits (up to 30 s) until `/health` answers.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut daemon = Self {
+            child: None,
+            port: free_port(),
+            data_dir: data_dir.to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            log: data_dir.with_extension("serve.log"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client"),
+        };
+        daemon.launch().await;
+        daemon
+    }
+
+    async fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the daemon's log file opens");
+        let mut args: Vec<String> = [
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--data-dir",
+            &self.data_dir.display().to_string(),
+            "--allow-private-relays",
+            "--map-size-mib",
+            "1024",
+            "--backoff-base-secs",
+            "1",
+            "--backoff-cap-secs",
+            "5",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(self.extra.iter().cloned());
+        let child = tokio::process::Command::new(grasp_sync_bin())
+            .args(&args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            // No config file from the working directory.
+            .env("GRASP_SYNC_CONFIG", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("grasp-sync serve starts");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.health().await.is_some() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("grasp-sync serve exited with {status}:\n{}", self.log());
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "grasp-sync serve did not answer /health within 30 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `ws://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        loopback_url(self.port)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    /// Everything the daemon logged so far (all its runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/health` as JSON, if it answers 200.
+    pub async fn health(&self) -> Option<serde_json::Value> {
+        let response = self
+            .http
+            .get(format!("{}/health", self.http_url()))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// The `/metrics` page.
+    ///
+    /// # Panics
+    /// When it does not answer.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.http_url()))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics has a body")
+    }
+
+    /// The value of the series `series` (name with its labels, as printed) in
+    /// `/metrics`, 0 when absent.
+    pub async fn metric(&self, series: &str) -> u64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// The NIP-11 document.
+    ///
+    /// # Panics
+    /// When it does not answer with JSON.
+    pub async fn nip11(&self) -> serde_json::Value {
+        self.http
+            .get(self.http_url())
+            .header("Accept", "application/nostr+json")
+            .send()
+            .await
+            .expect("NIP-11 answers")
+            .json()
+            .await
+            .expect("NIP-11 is JSON")
+    }
+
+    /// SIGTERM, then waits (up to 30 s) for the exit; returns the exit code.
+    ///
+    /// # Panics
+    /// When it does not exit in time.
+    pub async fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("grasp-sync serve ignored SIGTERM:\n{}", self.log()))
+            .expect("waiting for grasp-sync serve");
+        assert!(
+            wait_port_free(self.port, Duration::from_secs(10)).await,
+            "port {} still taken after the daemon exited",
+            self.port
+        );
+        status.code()
+    }
+
+    /// SIGKILL (`kill -9`): no chance to finish anything.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        wait_port_free(self.port, Duration::from_secs(10)).await;
+    }
+
+    /// Starts again with the same port, store and flags (after `stop` or `kill`).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart a stopped daemon");
+        self.launch().await;
+    }
+}
+
+/// The value of `series` in a Prometheus text page, 0 when absent.
+pub fn metric_value(page: &str, series: &str) -> u64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .map_or(0, |v| v as u64)
+}
