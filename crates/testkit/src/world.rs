@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use grasp_sync_core::engine::{Checkpoint, EngineConfig, Input, Output, SyncEngine, Time};
+use grasp_sync_core::engine::{
+    Checkpoint, EngineConfig, Input, Output, PublishId, PublishOutcome, SyncEngine, Time,
+};
 use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::wire::{parse_client_frame, parse_relay_frame, ClientFrame, RelayFrame};
 use grasp_sync_core::RelayUrl;
@@ -118,6 +120,8 @@ pub struct World {
     pub checkpoints: Vec<Checkpoint>,
     /// Seen-not-stored entries the engine asked to persist.
     pub remembered: Vec<SeenEntry>,
+    /// What became of each event published through [`Input::Publish`], in order.
+    pub published: Vec<(PublishId, PublishOutcome)>,
     /// Network faults in force.
     pub faults: Faults,
     /// One-way latency.
@@ -151,6 +155,7 @@ impl World {
             store: EventIndex::default(),
             checkpoints: Vec::new(),
             remembered: Vec::new(),
+            published: Vec::new(),
             faults: Faults::default(),
             latency: Duration::from_millis(20),
             deliveries: HashMap::new(),
@@ -528,7 +533,8 @@ impl World {
                 }
                 Output::Checkpoint(cp) => self.checkpoints.push(cp),
                 Output::Remember(entries) => self.remembered.extend(entries),
-                Output::Status { .. } | Output::Published { .. } => {}
+                Output::Published { token, outcome } => self.published.push((token, outcome)),
+                Output::Status { .. } => {}
             }
         }
     }

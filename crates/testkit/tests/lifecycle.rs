@@ -8,8 +8,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use grasp_sync_core::accept::AnnouncementPolicy;
-use grasp_sync_core::engine::{EngineConfig, Input, Method, Phase, RelayStats, Scope, Time};
+use grasp_sync_core::accept::{AnnouncementPolicy, Reject};
+use grasp_sync_core::engine::{
+    EngineConfig, Input, Method, Phase, PublishOutcome, RelayStats, Scope, Time,
+};
 use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::{Layer, RelayUrl};
 use grasp_sync_testkit::corpus::{keys, sign};
@@ -1336,4 +1338,124 @@ fn fetched_copies_dropped_at_a_full_ingest_queue_are_fetched_again() {
         "ids were fetched after reconciliation"
     );
     assert_converged(&world, &url, &corpus.acceptable);
+}
+
+// -------------------------------------------------------------------------------------
+// Events clients of our relay publish
+
+/// Publishes `event` as a client of our relay would (already verified), runs a little,
+/// and returns the outcome.
+fn publish_as_client(world: &mut World, token: u64, event: &Event) -> PublishOutcome {
+    let json_bytes = event.as_json().len();
+    world.input(Input::Publish {
+        token,
+        event: event.clone(),
+        json_bytes,
+    });
+    world.run_for(SECOND);
+    world
+        .published
+        .iter()
+        .rev()
+        .find(|(t, _)| *t == token)
+        .map(|(_, outcome)| outcome.clone())
+        .expect("every publish is answered")
+}
+
+#[test]
+fn a_published_announcement_listing_us_starts_syncing_the_relays_it_lists() {
+    const US: &str = "wss://us.example.com";
+    let corpus = Corpus::generate(&CorpusSpec {
+        relays: vec![URL.to_owned(), US.to_owned()],
+        relays_per_repo: 2,
+        ..spec(31, 3, 40)
+    });
+    let us = RelayUrl::parse(US).expect("url");
+    let mut config = EngineConfig {
+        seed: 3,
+        ..EngineConfig::default()
+    };
+    config.accept.announcements = AnnouncementPolicy::ListUs;
+    config.accept.own_urls = BTreeSet::from([us.clone()]);
+    config.index.own_urls = BTreeSet::from([us]);
+    let mut world = World::new(config, start_time(), 3);
+    let url = world.add_relay(URL, SimRelayConfig::default(), &corpus.events);
+
+    // Nothing is tracked, so nothing connects.
+    world.run_for(MINUTE);
+    assert!(
+        world.engine.relays().next().is_none(),
+        "no relay before an announcement"
+    );
+
+    // Rejections: an event of an untracked repository, an announcement not listing us.
+    let reply = corpus
+        .events
+        .iter()
+        .find(|e| e.kind.as_u16() == 1111 || e.kind.as_u16() == 1621)
+        .expect("the corpus has issues or comments");
+    assert_eq!(
+        publish_as_client(&mut world, 1, reply),
+        PublishOutcome::Rejected(Reject::Irrelevant)
+    );
+    let elsewhere = sign(
+        &keys(900),
+        30617,
+        start_time().timestamp().as_secs() - 10,
+        vec![
+            vec!["d".into(), "elsewhere".into()],
+            vec!["relays".into(), "wss://other.example.net".into()],
+        ],
+        "",
+    );
+    assert_eq!(
+        publish_as_client(&mut world, 2, &elsewhere),
+        PublishOutcome::Rejected(Reject::NotListingUs)
+    );
+    assert!(world.store.ids().next().is_none(), "nothing stored");
+
+    // The announcements list us: stored, and the relay they list syncs at once.
+    let announcements: Vec<Event> = corpus
+        .events
+        .iter()
+        .filter(|e| e.kind.as_u16() == 30617)
+        .cloned()
+        .collect();
+    for (i, a) in announcements.iter().enumerate() {
+        // Later ones may already have come from the relay the first one listed.
+        let outcome = publish_as_client(&mut world, 10 + i as u64, a);
+        assert!(
+            matches!(
+                outcome,
+                PublishOutcome::Stored
+                    | PublishOutcome::Rejected(Reject::Superseded | Reject::Duplicate)
+            ),
+            "{outcome:?}"
+        );
+        if i == 0 {
+            assert_eq!(outcome, PublishOutcome::Stored);
+            assert!(
+                world.engine.relays().any(|(u, ..)| *u == url),
+                "the relay it lists is a target at once"
+            );
+        }
+    }
+    world.run_for(MINUTE);
+    assert_converged(&world, &url, &corpus.acceptable);
+    let published = &world.engine.stats().published;
+    assert!(published.stored >= 1, "{published:?}");
+    assert_eq!(published.rejected.get("irrelevant"), Some(&1));
+    assert_eq!(published.rejected.get("not-listing-us"), Some(&1));
+
+    // The same event again is a duplicate; the reply now tracked is accepted.
+    let newest = announcements
+        .iter()
+        .find(|a| corpus.acceptable.contains(&a.id))
+        .expect("a newest version");
+    assert_eq!(
+        publish_as_client(&mut world, 100, newest),
+        PublishOutcome::Rejected(Reject::Duplicate)
+    );
+    assert!(world.hosts[&url].relay.events().any(|e| e.id == reply.id));
+    assert!(stored(&world).contains(&reply.id), "synced from the relay");
 }
