@@ -40,6 +40,8 @@ use super::metrics::{names, ServerMetrics};
 /// Published events of one connection waiting for their outcome at once; past it the
 /// connection stops reading until one is decided.
 pub const PUBLISHES_IN_FLIGHT: usize = 64;
+/// Bytes of `["EVENT",` and `]` around an event's JSON in a compact frame.
+const EVENT_ENVELOPE_BYTES: usize = 10;
 /// How long a published event may wait for acceptance and the store.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -316,13 +318,15 @@ where
 
     async fn on_event(&mut self, event: Event, frame_bytes: usize) -> Result<(), Ended> {
         let id = event.id;
+        // The event's JSON: the frame less `["EVENT",` and `]`.
+        let json_bytes = frame_bytes.saturating_sub(EVENT_ENVELOPE_BYTES);
         if !self.events.take(Instant::now()) || !self.slot.take_event() {
             self.refused("event-rate");
             return self
                 .ok(id, false, "rate-limited: slow down, too many events".into())
                 .await;
         }
-        if frame_bytes > self.limits().max_event_bytes + 64 {
+        if json_bytes > self.limits().max_event_bytes {
             return self
                 .ok(
                     id,
@@ -364,7 +368,7 @@ where
         let (reply, outcome) = oneshot::channel();
         let command = Command::Publish {
             event,
-            json_bytes: frame_bytes,
+            json_bytes,
             reply,
         };
         let mut commands = self.shared.commands.clone();
