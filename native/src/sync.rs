@@ -362,6 +362,17 @@ pub async fn sync_into<S: Store>(
     tracing::debug!("driver stopped");
     progress.finish();
     let engine = driver.engine();
+    Ok(SyncReport {
+        relays: relay_reports(engine),
+        repos: engine.index().repo_count(),
+        stored: engine.stats().stored,
+        driver: driver.stats().clone(),
+        settled,
+    })
+}
+
+/// Every relay the engine knows, with its phase, method and counters, by URL.
+pub fn relay_reports(engine: &SyncEngine) -> Vec<RelayReport> {
     let mut relays: Vec<RelayReport> = engine
         .relays()
         .map(|(url, phase, method, stats)| RelayReport {
@@ -372,13 +383,7 @@ pub async fn sync_into<S: Store>(
         })
         .collect();
     relays.sort_by(|a, b| a.url.cmp(&b.url));
-    Ok(SyncReport {
-        relays,
-        repos: engine.index().repo_count(),
-        stored: engine.stats().stored,
-        driver: driver.stats().clone(),
-        settled,
-    })
+    relays
 }
 
 /// Every relay is in sync, or failed `attempts` times in a row.

@@ -35,7 +35,7 @@ use crate::daemon::{LockError, Owner, StoreLock};
 use crate::net::{NativeNetwork, NetConfig};
 use crate::status::store_status;
 use crate::store::LmdbStore;
-use crate::sync::{method_name, phase_name, sync_into, sync_targets, RelayReport, SyncOptions};
+use crate::sync::{method_name, phase_name, relay_reports, sync_into, sync_targets, SyncOptions};
 use crate::verify::ParallelVerifier;
 use config::Settings;
 use conn::Shared;
@@ -210,18 +210,8 @@ fn engine_config(settings: &Settings) -> EngineConfig {
 }
 
 fn take_snapshot(engine: &SyncEngine, now: Time) -> SyncSnapshot {
-    let mut relays: Vec<RelayReport> = engine
-        .relays()
-        .map(|(url, phase, method, stats)| RelayReport {
-            url: url.clone(),
-            phase,
-            method,
-            stats: stats.clone(),
-        })
-        .collect();
-    relays.sort_by(|a, b| a.url.cmp(&b.url));
     SyncSnapshot {
-        relays,
+        relays: relay_reports(engine),
         repos: engine.index().repo_count(),
         roots: engine.index().root_count(),
         engine: engine.stats().clone(),
