@@ -301,13 +301,15 @@ where
                 subscription,
                 message,
             } => {
+                let before = self.neg.session_count();
                 let reply = self.neg.message(&subscription, &message);
-                self.neg_reply(subscription, reply, true).await
+                self.count_neg_sessions(before);
+                self.neg_reply(subscription, reply).await
             }
             ClientFrame::NegClose { subscription } => {
-                if self.neg.close(&subscription) {
-                    self.metrics().neg_sessions.fetch_sub(1, Ordering::Relaxed);
-                }
+                let before = self.neg.session_count();
+                self.neg.close(&subscription);
+                self.count_neg_sessions(before);
                 Ok(())
             }
         }
@@ -622,12 +624,10 @@ where
                 .neg_reply(
                     subscription,
                     NegReply::Err("invalid: subscription id too long".into()),
-                    false,
                 )
                 .await;
         }
-        let replacing = self.neg.has_session(&subscription);
-        if !replacing && self.neg.session_count() >= max_sessions {
+        if !self.neg.has_session(&subscription) && self.neg.session_count() >= max_sessions {
             self.refused("neg-sessions");
             return self
                 .neg_reply(
@@ -635,7 +635,6 @@ where
                     NegReply::Err(format!(
                         "blocked: too many negentropy sessions (max {max_sessions})"
                     )),
-                    false,
                 )
                 .await;
         }
@@ -656,14 +655,11 @@ where
                     .neg_reply(
                         subscription,
                         NegReply::Err("error: the store could not be read".into()),
-                        false,
                     )
                     .await;
             }
         };
-        if replacing {
-            self.metrics().neg_sessions.fetch_sub(1, Ordering::Relaxed);
-        }
+        let before = self.neg.session_count();
         let reply = self.neg.open(
             &subscription,
             items
@@ -671,35 +667,35 @@ where
                 .map(|(at, id)| (at.as_secs(), id.to_bytes())),
             &message,
         );
-        if matches!(reply, NegReply::Msg(_)) {
-            self.metrics().neg_sessions.fetch_add(1, Ordering::Relaxed);
-        } else {
+        self.count_neg_sessions(before);
+        if matches!(reply, NegReply::Err(_)) {
             self.refused("neg-open");
         }
-        self.neg_reply(subscription, reply, false).await
+        self.neg_reply(subscription, reply).await
     }
 
-    /// Sends a responder's answer; an error on an open session ends it.
-    async fn neg_reply(
-        &mut self,
-        subscription: String,
-        reply: NegReply,
-        was_open: bool,
-    ) -> Result<(), Ended> {
+    /// Moves the open-sessions gauge by how the responder's count changed from `before`.
+    fn count_neg_sessions(&self, before: usize) {
+        let after = self.neg.session_count();
+        let gauge = &self.metrics().neg_sessions;
+        if after > before {
+            gauge.fetch_add((after - before) as u64, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub((before - after) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends a responder's answer.
+    async fn neg_reply(&mut self, subscription: String, reply: NegReply) -> Result<(), Ended> {
         let frame = match reply {
             NegReply::Msg(message) => RelayFrame::NegMsg {
                 subscription,
                 message,
             },
-            NegReply::Err(message) => {
-                if was_open && !message.starts_with("closed:") {
-                    self.metrics().neg_sessions.fetch_sub(1, Ordering::Relaxed);
-                }
-                RelayFrame::NegErr {
-                    subscription,
-                    message,
-                }
-            }
+            NegReply::Err(message) => RelayFrame::NegErr {
+                subscription,
+                message,
+            },
         };
         self.reply(frame).await
     }
