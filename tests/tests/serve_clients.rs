@@ -440,6 +440,67 @@ async fn nostr_sdk_fetch_events_returns_what_was_published_and_honours_filters()
     client.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_subscribers_get_what_others_publish_and_count_counts() {
+    let daemon = start(&[]).await;
+    let url = daemon.url();
+    let owner = keys(601);
+    let t = now() - 600;
+    let mut publisher = connect(&daemon).await;
+    let (ours, theirs) = (coordinate(&owner, "live"), coordinate(&owner, "other"));
+    for d in ["live", "other"] {
+        let repo = announcement(&owner, d, std::slice::from_ref(&url), t);
+        assert_eq!(
+            publish_one(&mut publisher, &repo).await,
+            (true, String::new())
+        );
+    }
+    let first = issue(&owner, &ours, t + 1, "first");
+    assert_eq!(
+        publish_one(&mut publisher, &first).await,
+        (true, String::new())
+    );
+
+    let mut subscriber = connect(&daemon).await;
+    let stored = subscriber
+        .req("live", &json!({"kinds": [1621], "#a": [ours]}), WAIT)
+        .await
+        .expect("REQ");
+    assert_eq!(ids(&stored), ids([&first]));
+
+    // Published elsewhere after EOSE: the matching one arrives, the other does not
+    // (it is committed first, so it would arrive first).
+    let elsewhere = issue(&owner, &theirs, t + 2, "not for this subscription");
+    let second = issue(&owner, &ours, t + 3, "second");
+    for event in [&elsewhere, &second] {
+        assert_eq!(
+            publish_one(&mut publisher, event).await,
+            (true, String::new())
+        );
+    }
+    let frame = next_frame(&mut subscriber, "EVENT").await;
+    assert_eq!(frame[1], "live");
+    assert_eq!(frame[2]["id"], second.id.to_hex());
+
+    // NIP-45 COUNT.
+    subscriber
+        .send(&json!(["COUNT", "c", {"kinds": [1621]}]))
+        .await
+        .expect("send");
+    let count = next_frame(&mut subscriber, "COUNT").await;
+    assert_eq!(count, json!(["COUNT", "c", {"count": 3}]));
+    subscriber
+        .send(&json!(["COUNT", "c", {"kinds": [1621], "#a": [ours]}]))
+        .await
+        .expect("send");
+    assert_eq!(
+        next_frame(&mut subscriber, "COUNT").await,
+        json!(["COUNT", "c", {"count": 2}])
+    );
+    publisher.close().await;
+    subscriber.close().await;
+}
+
 /// The corpus split for sync: `base` (announcements, states and roots, which the rest
 /// depends on), then the rest in two halves. Deletions, deleted comments and
 /// superseded announcements left out.
@@ -620,9 +681,12 @@ async fn nostr_sdk_sync_both_ways_leaves_both_sides_with_the_union() {
 async fn malformed_frames_get_an_invalid_notice_and_the_connection_stays_usable() {
     let daemon = start(&[]).await;
     let mut raw = connect(&daemon).await;
-    let cases: [(&str, &str); 12] = [
+    let nested = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let cases: [(&str, &str); 14] = [
         ("not json at all", "not-json"),
         (r##"["REQ", "s", {"##, "not-json"),
+        (&nested, "not-json"),
+        (r#"["REQ", "\ud800", {}]"#, "not-json"),
         (r#"{"type": "REQ"}"#, "not-array"),
         ("[]", "empty"),
         ("[42]", "unknown-type"),
@@ -641,9 +705,9 @@ async fn malformed_frames_get_an_invalid_notice_and_the_connection_stays_usable(
         let text = notice[1].as_str().unwrap_or_default();
         assert!(
             text.starts_with("invalid: "),
-            "{frame}: NOTICE {text:?} does not start with \"invalid: \""
+            "{frame:.80}: NOTICE {text:?} does not start with \"invalid: \""
         );
-        assert_usable(&mut raw, frame).await;
+        assert_usable(&mut raw, &frame[..frame.len().min(80)]).await;
         *want.entry(reason).or_default() += 1;
     }
 
@@ -694,7 +758,35 @@ async fn malformed_frames_get_an_invalid_notice_and_the_connection_stays_usable(
             .any(|l| l.starts_with("grasp_sync_client_disconnects_total{")),
         "{metrics}"
     );
+    assert_usable(&mut raw, "every malformed frame").await;
     raw.close().await;
+
+    // A text frame that is not UTF-8 breaks the WebSocket protocol: that connection is
+    // closed (and counted), the next one works.
+    let (mut ws, _) = tokio_tungstenite::connect_async(daemon.url())
+        .await
+        .expect("connect");
+    let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        b"[\"REQ\",\"\xff\xfe\",{}]".to_vec(),
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    ws.send(Message::Frame(frame)).await.expect("send");
+    let ended = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => break true,
+            Ok(Some(Ok(_))) => {}
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "a connection that sent invalid UTF-8 is still open");
+    let bad_utf8 = series("grasp_sync_client_disconnects_total", "reason", "bad-utf8");
+    assert_eq!(wait_metric(&daemon, &bad_utf8, 1, WAIT).await, 1);
+    let mut next = connect(&daemon).await;
+    assert_usable(&mut next, "a connection closed for invalid UTF-8").await;
+    next.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -724,6 +816,16 @@ async fn forged_events_are_refused_as_invalid_and_the_genuine_one_still_stored()
     assert_eq!(ok[2], false);
     assert_eq!(ok[3], "invalid: bad signature");
 
+    // Genuine, but dated a day ahead.
+    let ahead = announcement(&owner, "ahead", std::slice::from_ref(&url), now() + 86_400);
+    assert_eq!(
+        publish_one(&mut raw, &ahead).await,
+        (
+            false,
+            "invalid: created_at is too far in the future".to_owned()
+        )
+    );
+
     // Nothing stored; the genuine event is then stored, not taken for a duplicate.
     assert!(served_ids(&daemon).await.is_empty());
     assert_eq!(publish_one(&mut raw, &genuine).await, (true, String::new()));
@@ -731,6 +833,7 @@ async fn forged_events_are_refused_as_invalid_and_the_genuine_one_still_stored()
 
     assert_eq!(published(&daemon, "bad-id").await, 1);
     assert_eq!(published(&daemon, "bad-signature").await, 1);
+    assert_eq!(published(&daemon, "from-the-future").await, 1);
     assert_eq!(published(&daemon, "stored").await, 1);
     raw.close().await;
 }
@@ -854,6 +957,15 @@ async fn subscriptions_past_the_limit_are_closed_as_blocked() {
     let closed = next_frame(&mut raw, "CLOSED").await;
     assert_eq!(closed[1], "s4");
     assert_eq!(closed[2], "blocked: too many subscriptions (max 4)");
+    // Too many filters in one REQ.
+    let filters: Vec<Value> = (0..17).map(|n| json!({"kinds": [n]})).collect();
+    let mut frame = vec![json!("REQ"), json!("wide")];
+    frame.extend(filters);
+    raw.send(&Value::Array(frame)).await.expect("send");
+    let closed = next_frame(&mut raw, "CLOSED").await;
+    assert_eq!(closed[1], "wide");
+    assert_eq!(closed[2], "invalid: too many filters (max 16)");
+    assert_eq!(refusals(&daemon, "filters").await, 1);
     // Replacing an open subscription is not a new one.
     raw.req("s0", &json!({"limit": 2}), WAIT)
         .await
