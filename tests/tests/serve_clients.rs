@@ -1005,6 +1005,19 @@ async fn wait_metric_eq(daemon: &Daemon, metric: &str, want: u64) -> u64 {
 async fn negentropy_sessions_past_eight_get_neg_err_blocked() {
     let daemon = start(&[]).await;
     let mut raw = connect(&daemon).await;
+    // A NEG-OPEN whose message does not decode: refused, no session.
+    raw.send(&json!(["NEG-OPEN", "garbled", {}, "ff00"]))
+        .await
+        .expect("send");
+    let err = next_frame(&mut raw, "NEG-ERR").await;
+    assert_eq!(err[1], "garbled");
+    assert!(
+        err[2].as_str().unwrap_or_default().starts_with("invalid: "),
+        "{err}"
+    );
+    assert_eq!(refusals(&daemon, "neg-open").await, 1);
+    assert_eq!(daemon.metric("grasp_sync_client_neg_sessions").await, 0);
+
     let message = neg_open_message();
     for n in 0..8 {
         raw.send(&json!(["NEG-OPEN", format!("n{n}"), {}, message]))
@@ -1260,6 +1273,11 @@ async fn a_client_that_never_reads_is_dropped_while_others_are_served() {
         wait_metric_eq(&daemon, "grasp_sync_client_connections", 1).await,
         1,
         "the dropped clients still hold their slots"
+    );
+    assert_eq!(
+        wait_metric_eq(&daemon, "grasp_sync_client_subscriptions", 0).await,
+        0,
+        "the dropped clients' subscriptions are still counted"
     );
     let rss_after = rss_kib(pid);
     rss_peak = rss_peak.max(rss_after);
