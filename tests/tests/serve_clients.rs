@@ -935,7 +935,7 @@ async fn an_oversized_event_refusal_is_counted_in_metrics() {
         &metrics,
         &series("grasp_sync_client_refusals_total", "reason", "too-large"),
     );
-    assert_eq!(counted, 1, "{metrics}");
+    assert_eq!(counted, 1, "{metrics}\n{}", daemon.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
