@@ -329,6 +329,8 @@ where
                 .await;
         }
         if json_bytes > self.limits().max_event_bytes {
+            self.metrics()
+                .inc(names::PUBLISHED, ("result", Reject::TooLarge.as_str()));
             return self
                 .ok(
                     id,
