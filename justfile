@@ -48,3 +48,9 @@ fuzz target="relay_frame" secs="600":
 # plain REQ download); prints a markdown table. A few minutes.
 bench-sync events="100000":
     GRASP_BENCH_EVENTS={{events}} cargo bench -p grasp-sync-tests --bench sync_loopback
+
+# Load recipe for the daemon: `clients` WebSocket clients (default 1 000) each holding a
+# REQ open, a tenth of them publishing for `secs` seconds (default 60), against one
+# `grasp-sync serve`; latencies, errors, the daemon's CPU and memory as a markdown table.
+load clients="1000" secs="60":
+    GRASP_LOAD_CLIENTS={{clients}} GRASP_LOAD_SECS={{secs}} cargo bench -p grasp-sync-tests --bench serve_load
