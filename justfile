@@ -54,3 +54,9 @@ bench-sync events="100000":
 # `grasp-sync serve`; latencies, errors, the daemon's CPU and memory as a markdown table.
 load clients="1000" secs="60":
     GRASP_LOAD_CLIENTS={{clients}} GRASP_LOAD_SECS={{secs}} cargo bench -p grasp-sync-tests --bench serve_load
+
+# Sync benchmark against our own relay: `grasp-sync serve` holding `events` NIP-34
+# events, synced by `grasp-sync sync`, by nostr-sdk's NIP-77 sync into nostr-lmdb and by
+# a plain REQ download (cold, in sync, 1 % catch-up; verification floor); markdown tables.
+bench-serve events="100000":
+    GRASP_BENCH_EVENTS={{events}} cargo bench -p grasp-sync-tests --bench serve_sync
