@@ -553,6 +553,11 @@ async fn the_daemon_mirrors_three_relays_exactly_then_follows_them_live() {
         "the live client got {} events that are not new",
         everything.difference(&live_ids).count()
     );
+    assert_eq!(
+        got.everything.len(),
+        everything.len(),
+        "the live client got an event twice"
+    );
     let comments = Received::ids(&got.comments);
     let want_comments: BTreeSet<EventId> = mesh
         .live
@@ -660,20 +665,21 @@ async fn remote_relays_restarted_under_the_daemon_are_caught_up() {
         failures_after[1] > failures[1] && failures_after[2] > failures[2],
         "both restarts were seen as connection failures"
     );
-    // Only what changed, nothing of the historic corpus: the catch-up from the
-    // disconnection finds no local event in its window, so it pages with REQ (as it
-    // does at a relay without NIP-77), and a relay sends an event once per filter it
-    // matches (a status or a patch reply matches both the repository's and the root's);
-    // at nostr-rs-relay, which got its events after it was back, also once more live.
+    // Only what changed, nothing of the historic corpus (each relay holds over a hundred
+    // events): the catch-up from the disconnection finds no local event in its window,
+    // so it pages with REQ (as it does at a relay without NIP-77), and a relay sends an
+    // event once per filter it matches (`#a`, `#e`, `#E`: a status or a patch reply
+    // matches the repository's filter and the root's; 2.1 per event measured); at
+    // nostr-rs-relay, which got its events once the daemon may be back, also live.
     let b_got = received_after[1] - received[1];
     let c_got = received_after[2] - received[2];
     assert!(
-        b_got as usize <= 2 * to_b.len() + 5,
+        b_got as usize <= 3 * to_b.len(),
         "the LocalRelay sent {b_got} events after its restart; it had {} new",
         to_b.len()
     );
     assert!(
-        c_got as usize <= 3 * to_c.len() + 5,
+        c_got as usize <= 4 * to_c.len(),
         "nostr-rs-relay sent {c_got} events after its restart; it had {} new",
         to_c.len()
     );
@@ -767,9 +773,10 @@ async fn a_restarted_daemon_resumes_from_its_checkpoints() {
         );
     }
     // nostr-rs-relay pages from its checkpoints: the new events, once per historic
-    // filter they match (at most two here), nothing older.
+    // filter they match (`#a`, `#e`, `#E`; 1.85 per event measured), nothing older
+    // (the first run received over 400 events from it).
     assert!(
-        received[2] as usize <= 2 * copies[2],
+        received[2] as usize <= 3 * copies[2],
         "nostr-rs-relay sent {} events; it held {} new\n{page}",
         received[2],
         copies[2]
