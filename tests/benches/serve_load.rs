@@ -10,10 +10,11 @@
 //!    four connections);
 //! 3. opens `GRASP_LOAD_CLIENTS` (default 1 000) WebSocket connections at once (raw
 //!    tokio-tungstenite), timing each connection's set-up (TCP + HTTP upgrade);
-//! 4. once all are open, each sends one REQ, `{"#a": [<one tracked repository>]}`,
-//!    with no `limit` (the daemon caps it): the stored events, then EOSE, and the
-//!    subscription stays open for live events (`GRASP_LOAD_FANOUT`, default 10,
-//!    subscribers per repository); REQ-to-EOSE is timed with every REQ sent at once;
+//! 4. once all are open, each sends one REQ for one tracked repository,
+//!    `["REQ", "h", {"#a": [repo]}, {"#a": [repo], "limit": 0}]`: the stored events (no
+//!    `limit`: the daemon caps it), then EOSE, and the subscription stays open for live
+//!    events, which match both filters and must come once (`GRASP_LOAD_FANOUT`, default
+//!    10, subscribers per repository); REQ-to-EOSE is timed with every REQ sent at once;
 //! 5. for `GRASP_LOAD_SECS` (default 60) seconds, `GRASP_LOAD_PUBLISHERS` of the
 //!    clients (default a tenth) publish `GRASP_LOAD_RATE` (default 1) new patch events
 //!    each per second (pre-signed, about `GRASP_LOAD_EVENT_BYTES` (default 1 000) bytes,
@@ -47,8 +48,8 @@ use grasp_sync_tests::{publish, Daemon, PublishReport, RawClient};
 use nostr::prelude::{Event, EventId, Keys};
 use serde_json::{json, Value};
 use support::{
-    cpu_pct, env_usize, mib, ms, nonzero_series, raise_open_files, secs, thousands, Cpu, Latency,
-    ProcSample,
+    cpu_pct, env_usize, mib, ms, nonzero_series, raise_open_files, secs, tcp_ext, thousands, Cpu,
+    Latency, ProcSample,
 };
 use tokio::sync::{watch, Barrier};
 use tokio_tungstenite::tungstenite::Message;
@@ -566,7 +567,10 @@ async fn client(plan: Plan, shared: Arc<Shared>) -> ClientResult {
     let (mut tx, mut rx) = ws.split();
 
     // The REQ, up to EOSE.
-    let req = json!(["REQ", "h", {"#a": [shared.repos[plan.repo]]}]).to_string();
+    // The stored events, and a live-only filter beside them (an event matching both
+    // must still come once).
+    let repo = &shared.repos[plan.repo];
+    let req = json!(["REQ", "h", {"#a": [repo]}, {"#a": [repo], "limit": 0}]).to_string();
     let t = Instant::now();
     let mut live = false;
     if let Err(e) = tx.send(Message::text(req)).await {
@@ -719,6 +723,8 @@ struct Mark {
     at: Instant,
     daemon: ProcSample,
     own: Cpu,
+    /// System-wide `TcpExt` `ListenOverflows` and `SyncookiesSent`.
+    overflows: (u64, u64),
 }
 
 impl Mark {
@@ -728,6 +734,7 @@ impl Mark {
             at: Instant::now(),
             daemon: ProcSample::of(pid),
             own: Cpu::now(),
+            overflows: (tcp_ext("ListenOverflows"), tcp_ext("SyncookiesSent")),
         }
     }
 }
@@ -750,6 +757,9 @@ struct Outcome {
     connected: usize,
     connect_errors: BTreeMap<String, usize>,
     connect: Latency,
+    /// Connections that took a second or more (a dropped SYN or ACK is retried after
+    /// 1 s).
+    slow_connects: usize,
     eoses: usize,
     eose: Latency,
     historic: usize,
@@ -791,6 +801,9 @@ impl Outcome {
                 (Some(d), _) => {
                     o.connected += 1;
                     connect.push(*d);
+                    if *d >= Duration::from_secs(1) {
+                        o.slow_connects += 1;
+                    }
                 }
                 (None, Some(e)) => *o.connect_errors.entry(e.clone()).or_default() += 1,
                 (None, None) => *o.connect_errors.entry("?".into()).or_default() += 1,
@@ -901,7 +914,8 @@ impl Report {
             "Preload: {} testkit events in {} repositories published to the daemon over {} \
              connections in {} ({} events/s): {} accepted, {} refused ({}), {} unanswered; \
              the daemon then holds {} (the corpus' acceptable set: {}).  \n\
-             Clients: each one WebSocket and one REQ `{{\"#a\": [repo]}}` kept open, {} per \
+             Clients: each one WebSocket and one REQ `{{\"#a\": [repo]}}, {{\"#a\": [repo], \
+             \"limit\": 0}}` kept open, {} per \
              repository on {} repositories; {} of them publish {} pre-signed patch event(s) a \
              second each (mean {} B), a random subscribed repository each: {} events, {} \
              deliveries owed. Open-file limit {}.\n\n",
@@ -945,6 +959,21 @@ impl Report {
             &mut s,
             "connection set-up (TCP + upgrade), p50 / p99 / max",
             o.connect.cell(),
+        );
+        row(
+            &mut s,
+            "connections that took ≥ 1 s",
+            thousands(o.slow_connects as u64),
+        );
+        let (idle, connected) = (self.mark("idle"), self.mark("connected"));
+        row(
+            &mut s,
+            "listen-queue overflows / SYN cookies meanwhile (system-wide `TcpExt`)",
+            format!(
+                "{} / {}",
+                connected.overflows.0.saturating_sub(idle.overflows.0),
+                connected.overflows.1.saturating_sub(idle.overflows.1)
+            ),
         );
         row(
             &mut s,

@@ -262,3 +262,19 @@ pub fn nonzero_series(page: &str, prefix: &str) -> Vec<(String, u64)> {
         })
         .collect()
 }
+
+/// A `TcpExt` counter of `/proc/net/netstat` (system-wide; 0 when absent), e.g.
+/// `ListenOverflows`: connections a full accept queue dropped.
+pub fn tcp_ext(name: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
