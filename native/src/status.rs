@@ -42,7 +42,11 @@ pub async fn store_status(store: &LmdbStore, data_dir: &Path) -> Result<String, 
         discovery_filter(Form::Historic { since: None }, &DiscoveryScope::All),
     )
     .await?;
-    let mut index = RepoIndex::new(IndexConfig::default());
+    // Shows every relay the announcements list, private addresses included (whether
+    // they are followed is the syncing process's policy).
+    let mut config = IndexConfig::default();
+    config.relay_policy.allow_private = true;
+    let mut index = RepoIndex::new(config);
     index.apply(&announcements);
     let state = Store::load_state(store).await?;
 

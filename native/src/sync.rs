@@ -40,6 +40,8 @@ pub struct SyncOptions {
     pub eose_timeout: Duration,
     /// How long a NEG-OPEN may go without an answer before falling back to REQ.
     pub neg_timeout: Duration,
+    /// Relay URLs that are us (a daemon running the sync): never synced from.
+    pub own_urls: BTreeSet<RelayUrl>,
 }
 
 impl SyncOptions {
@@ -57,6 +59,7 @@ impl SyncOptions {
             progress: false,
             eose_timeout: timing.eose_timeout,
             neg_timeout: timing.neg_first_frame_timeout,
+            own_urls: BTreeSet::new(),
         }
     }
 }
@@ -302,6 +305,7 @@ pub async fn sync_into<S: Store>(
         ..EngineConfig::default()
     };
     config.index.relay_policy.allow_private = options.allow_private_relays;
+    config.index.own_urls = options.own_urls.clone();
     config.timing.eose_timeout = options.eose_timeout;
     config.timing.neg_first_frame_timeout = options.neg_timeout;
     config.timing.neg_idle_timeout = options.eose_timeout;

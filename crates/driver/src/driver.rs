@@ -19,13 +19,13 @@ use grasp_sync_core::engine::{
     BatchId, Checkpoint, Input, Output, Phase, PublishId, PublishOutcome, RequestId, SyncEngine,
     Time,
 };
-use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
-use grasp_sync_core::nip34::kinds;
+use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::seen::SeenEntry;
-use grasp_sync_core::{RelayUrl, RepoRef};
-use nostr::prelude::{Event, EventId, Filter, SingleLetterTag, Timestamp};
+use grasp_sync_core::RelayUrl;
+use nostr::prelude::{Event, EventId, Timestamp};
 
 use crate::ports::{Clock, Connection, Incoming, Network, Store, Verifier};
+use crate::restore::tracked_events;
 
 /// Most items taken from one source before the others get a turn.
 const BURST: usize = 256;
@@ -49,6 +49,18 @@ pub enum Command {
         /// Where the outcome goes.
         reply: oneshot::Sender<PublishOutcome>,
     },
+    /// What the store holds that the engine must know (see [`tracked_events`]) and
+    /// the ids seen and not stored, after someone else wrote to the store (a one-shot
+    /// sync run beside the loop): the ids first, then the events.
+    Restore {
+        /// Stored events to know.
+        events: Vec<Event>,
+        /// Ids seen and not stored.
+        remembered: Vec<SeenEntry>,
+    },
+    /// Nothing: the loop takes a step, so the observer sees the engine (a periodic
+    /// refresh of what it reports).
+    Observe,
     /// Finish in-flight writes, close every connection and return.
     Stop,
 }
@@ -204,45 +216,9 @@ where
     /// and remembered ids —
     /// so a restart behaves like a quick reconnect, not a first sync.
     pub async fn start(&mut self, scope: &DiscoveryScope) -> Result<(), String> {
-        let announcements = self
-            .store
-            .query(discovery_filter(Form::Historic { since: None }, scope))
-            .await?;
-        self.feed_local(announcements);
-        // Maintainers' announcements add relays; load those of tracked coordinates.
-        let coords: Vec<RepoRef> = self
-            .engine
-            .index()
-            .repos()
-            .flat_map(|r| self.engine.index().repo_coords(r))
-            .cloned()
-            .collect();
-        if !coords.is_empty() {
-            let filter = Filter::new()
-                .kind(kinds::REPO_ANNOUNCEMENT)
-                .authors(coords.iter().map(|c| c.pubkey))
-                .identifiers(coords.iter().map(|c| c.identifier.clone()));
-            let more = self.store.query(filter).await?;
-            self.feed_local(more);
-            let values: Vec<String> = coords.iter().map(ToString::to_string).collect();
-            for letter in ['a', 'A', 'q'] {
-                let Ok(tag) = SingleLetterTag::from_char(letter) else {
-                    continue;
-                };
-                let filter = Filter::new()
-                    .kinds([kinds::PATCH, kinds::PULL_REQUEST, kinds::ISSUE])
-                    .custom_tags(tag, values.iter().cloned());
-                let roots = self.store.query(filter).await?;
-                self.feed_local(roots);
-            }
-        }
-        // Deletions: a deleted event that arrives again in a later run must be refused
-        // (the acceptor remembers deletions it is told about).
-        let deletions = self
-            .store
-            .query(Filter::new().kind(kinds::DELETION))
-            .await?;
-        self.feed_local(deletions);
+        let config = self.engine.index().config().clone();
+        let tracked = tracked_events(&self.store, scope, &config).await?;
+        self.feed_local(tracked);
         let state = self.store.load_state().await?;
         let now = self.clock.now();
         self.engine.handle_input(
@@ -343,6 +319,17 @@ where
                             },
                         );
                     }
+                    Happened::Command(Some(Command::Restore { events, remembered })) => {
+                        let now = self.clock.now();
+                        self.engine.handle_input(
+                            now,
+                            Input::Remembered {
+                                entries: remembered,
+                            },
+                        );
+                        self.engine.handle_input(now, Input::LocalEvents { events });
+                    }
+                    Happened::Command(Some(Command::Observe)) => {}
                     Happened::Command(Some(Command::Stop)) => stop = Some(Exit::Stopped),
                     Happened::Command(None) => stop = stop.or(Some(Exit::CommandsClosed)),
                     Happened::Timeout => {

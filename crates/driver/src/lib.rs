@@ -9,6 +9,8 @@
 
 mod driver;
 mod ports;
+mod restore;
 
 pub use driver::{Command, Control, Driver, DriverStats, Exit};
 pub use ports::{Clock, Connection, Incoming, Network, SavedState, Store, Verifier};
+pub use restore::tracked_events;

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc as fmpsc;
 use futures::SinkExt;
 use grasp_sync_core::engine::{EngineConfig, SyncEngine, Time};
-use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
-use grasp_sync_driver::{Command, Control, Driver, Store};
+use grasp_sync_core::filters::DiscoveryScope;
+use grasp_sync_driver::{tracked_events, Command, Control, Driver, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -164,6 +164,13 @@ pub async fn run(mut settings: Settings) -> Result<(), String> {
         settings.data_dir.display()
     );
 
+    // A step at least every snapshot interval, so what /metrics reports catches up with
+    // the loop's last step even when nothing else happens.
+    let ticks = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(SNAPSHOT_INTERVAL).await;
+        Some((Command::Observe, ()))
+    });
+    let commands_rx = futures::stream::select(commands_rx, Box::pin(ticks));
     let mut last_snapshot = Time::default();
     let exit = driver
         .run(commands_rx, |engine, now| {
@@ -286,21 +293,27 @@ async fn serve_api(
                 };
                 let hub = hub.clone();
                 let mut commands = commands.clone();
+                let index_config = engine_config(&settings).index;
                 tokio::task::spawn_local(async move {
                     let result = handoff_sync(&options, hub.clone()).await;
                     if let Ok((_, repos)) = &result {
-                        // The repositories' announcements join the daemon's own engine,
-                        // which keeps them in sync from now on.
-                        let filter = discovery_filter(
-                            Form::Historic { since: None },
-                            &DiscoveryScope::Repos(repos.clone()),
-                        );
-                        match Store::query(&hub, filter).await {
-                            Ok(events) if !events.is_empty() => {
-                                let _ = commands.send(Command::LocalEvents(events)).await;
+                        // The repositories (announcements and roots) join the daemon's
+                        // own engine, which keeps them in sync from now on.
+                        // Deletions and ids it saw and did not keep go along, so the
+                        // engine does not take in again what the sync refused.
+                        let scope = DiscoveryScope::Repos(repos.clone());
+                        let restored = match tracked_events(&hub, &scope, &index_config).await {
+                            Ok(events) => Store::load_state(&hub)
+                                .await
+                                .map(|state| (events, state.remembered)),
+                            Err(e) => Err(e),
+                        };
+                        match restored {
+                            Ok((events, remembered)) => {
+                                let restore = Command::Restore { events, remembered };
+                                let _ = commands.send(restore).await;
                             }
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "handed-over announcements"),
+                            Err(e) => tracing::warn!(error = %e, "handed-over repositories"),
                         }
                     }
                     let _ = reply.send(result.map(|(report, _)| report));
@@ -348,6 +361,7 @@ fn handoff_options(body: &serde_json::Value, settings: &Settings) -> Result<Sync
         strings("relays")?,
         settings.data_dir.clone(),
     );
+    options.own_urls = settings.public_urls.clone();
     options.allow_private_relays = settings.allow_private_relays
         || body
             .get("allow_private_relays")

@@ -1,0 +1,58 @@
+//! What the store already holds that the engine must know before it syncs: the
+//! announcements of the repositories in scope (and those of their maintainers), their
+//! root events and the stored deletions, so tracking resumes where it was and a deleted
+//! event that comes again is refused.
+
+use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
+use grasp_sync_core::nip34::kinds;
+use grasp_sync_core::{IndexConfig, RepoIndex, RepoRef};
+use nostr::prelude::{Event, Filter, SingleLetterTag};
+
+use crate::ports::Store;
+
+/// The stored announcements in `scope`, the maintainers' announcements of those
+/// repositories, the root events (patches, PRs, issues) that tag any of them, and every
+/// stored deletion, in that order (feed them to the engine as [`Input::LocalEvents`]).
+///
+/// [`Input::LocalEvents`]: grasp_sync_core::engine::Input::LocalEvents
+pub async fn tracked_events<S: Store>(
+    store: &S,
+    scope: &DiscoveryScope,
+    config: &IndexConfig,
+) -> Result<Vec<Event>, String> {
+    let mut events = store
+        .query(discovery_filter(Form::Historic { since: None }, scope))
+        .await?;
+    let mut index = RepoIndex::new(config.clone());
+    index.apply(&events);
+    let coords: Vec<RepoRef> = index
+        .repos()
+        .flat_map(|r| index.repo_coords(r))
+        .cloned()
+        .collect();
+    let deletions = store.query(Filter::new().kind(kinds::DELETION)).await?;
+    if coords.is_empty() {
+        events.extend(deletions);
+        return Ok(events);
+    }
+    // Maintainers' announcements add relays.
+    let filter = Filter::new()
+        .kind(kinds::REPO_ANNOUNCEMENT)
+        .authors(coords.iter().map(|c| c.pubkey))
+        .identifiers(coords.iter().map(|c| c.identifier.clone()));
+    let known: std::collections::HashSet<_> = events.iter().map(|e| e.id).collect();
+    let more = store.query(filter).await?;
+    events.extend(more.into_iter().filter(|e| !known.contains(&e.id)));
+    let values: Vec<String> = coords.iter().map(ToString::to_string).collect();
+    for letter in ['a', 'A', 'q'] {
+        let Ok(tag) = SingleLetterTag::from_char(letter) else {
+            continue;
+        };
+        let filter = Filter::new()
+            .kinds([kinds::PATCH, kinds::PULL_REQUEST, kinds::ISSUE])
+            .custom_tags(tag, values.iter().cloned());
+        events.extend(store.query(filter).await?);
+    }
+    events.extend(deletions);
+    Ok(events)
+}
