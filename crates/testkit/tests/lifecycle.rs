@@ -1352,14 +1352,15 @@ fn publish_as_client(world: &mut World, token: u64, event: &Event) -> PublishOut
         event: event.clone(),
         json_bytes,
     });
-    world.run_for(SECOND);
-    world
-        .published
-        .iter()
-        .rev()
-        .find(|(t, _)| *t == token)
-        .map(|(_, outcome)| outcome.clone())
-        .expect("every publish is answered")
+    // An event referencing nothing tracked yet waits up to ORPHAN_WAIT for it.
+    for _ in 0..12 {
+        world.run_for(SECOND);
+        let answer = world.published.iter().rev().find(|(t, _)| *t == token);
+        if let Some((_, outcome)) = answer {
+            return outcome.clone();
+        }
+    }
+    panic!("publish {token} was not answered");
 }
 
 #[test]
@@ -1458,4 +1459,91 @@ fn a_published_announcement_listing_us_starts_syncing_the_relays_it_lists() {
     );
     assert!(world.hosts[&url].relay.events().any(|e| e.id == reply.id));
     assert!(stored(&world).contains(&reply.id), "synced from the relay");
+}
+
+#[test]
+fn published_events_wait_for_the_root_or_repository_they_reference() {
+    const US: &str = "wss://us.example.com";
+    let corpus = Corpus::generate(&CorpusSpec {
+        relays: vec![US.to_owned()],
+        relays_per_repo: 1,
+        ..spec(32, 2, 40)
+    });
+    let us = RelayUrl::parse(US).expect("url");
+    let mut config = EngineConfig {
+        seed: 4,
+        ..EngineConfig::default()
+    };
+    config.accept.announcements = AnnouncementPolicy::ListUs;
+    config.accept.own_urls = BTreeSet::from([us.clone()]);
+    config.index.own_urls = BTreeSet::from([us]);
+    let mut world = World::new(config, start_time(), 4);
+
+    // What an upload in id order does: everything of one repository, replies first.
+    let repo = corpus.repos[0].clone();
+    let of_repo: Vec<Event> = corpus
+        .events
+        .iter()
+        .zip(&corpus.repo_of)
+        .filter(|(e, r)| **r == 0 && corpus.acceptable.contains(&e.id))
+        .map(|(e, _)| e.clone())
+        .collect();
+    let mut order = of_repo.clone();
+    order.sort_by_key(|e| match e.kind.as_u16() {
+        30617 => 2,
+        1618 | 1621 => 1,
+        _ => 0,
+    });
+    for (i, event) in order.iter().enumerate() {
+        world.input(Input::Publish {
+            token: i as u64,
+            event: event.clone(),
+            json_bytes: event.as_json().len(),
+        });
+    }
+    world.run_for(SECOND);
+    let stored_now = stored(&world);
+    let want: BTreeSet<EventId> = of_repo.iter().map(|e| e.id).collect();
+    let missing: Vec<u16> = of_repo
+        .iter()
+        .filter(|e| !stored_now.contains(&e.id))
+        .map(|e| e.kind.as_u16())
+        .collect();
+    assert!(
+        stored_now == want,
+        "every event of {repo} is stored once its announcement and roots came: \
+         kinds not stored {missing:?}, {} extra; outcomes {:?}",
+        stored_now.difference(&want).count(),
+        world.engine.stats().published
+    );
+    assert_eq!(world.published.len(), order.len(), "every publish answered");
+    assert!(
+        world.engine.stats().published.waited > 0,
+        "replies waited for their roots"
+    );
+
+    // A reply to a root nobody publishes is refused once the wait is over.
+    let stray = sign(
+        &keys(901),
+        1111,
+        start_time().timestamp().as_secs() - 5,
+        vec![vec!["E".into(), "00".repeat(32)]],
+        "a reply to nothing",
+    );
+    world.input(Input::Publish {
+        token: 10_000,
+        event: stray.clone(),
+        json_bytes: stray.as_json().len(),
+    });
+    world.run_for(SECOND);
+    assert!(
+        world.published.iter().all(|(t, _)| *t != 10_000),
+        "it waits"
+    );
+    world.run_for(Duration::from_secs(10));
+    assert_eq!(
+        world.published.last(),
+        Some(&(10_000, PublishOutcome::Rejected(Reject::Irrelevant)))
+    );
+    assert!(!stored(&world).contains(&stray.id));
 }

@@ -37,7 +37,7 @@ use crate::filters::{
     announcement_chunks, discovery_filter, ids_filters, pack_reqs, repo_tag_chunks,
     root_tag_chunks, Form,
 };
-use crate::index::RepoIndex;
+use crate::index::{IndexUpdate, RepoIndex};
 use crate::items::{Item, ItemId, Layer, RelayId, WorkKey};
 use crate::limits::RelayLimits;
 use crate::neg::{self, NegInitiator};
@@ -332,6 +332,8 @@ pub struct SyncEngine {
     storing: HashMap<BatchId, Vec<(RelayId, Option<JobId>, EventId)>>,
     /// Store batches of events clients published.
     publishing: HashMap<BatchId, (PublishId, EventId)>,
+    /// Published events waiting for what they reference.
+    orphans: publish::Orphans,
     in_pipeline: HashSet<EventId>,
     fetching: HashMap<EventId, FetchOwner>,
     key_jobs: HashMap<(RelayId, WorkKey), (u32, Time)>,
@@ -369,6 +371,7 @@ impl SyncEngine {
             verifying: HashMap::new(),
             storing: HashMap::new(),
             publishing: HashMap::new(),
+            orphans: publish::Orphans::new(),
             in_pipeline: HashSet::new(),
             fetching: HashMap::new(),
             key_jobs: HashMap::new(),
@@ -457,6 +460,7 @@ impl SyncEngine {
         self.relays
             .values()
             .filter_map(|r| r.next_deadline(live_interval))
+            .chain(self.orphans_deadline())
             .min()
     }
 
@@ -503,6 +507,7 @@ impl SyncEngine {
             self.relay_timeouts(id);
         }
         self.seen.expire(now.timestamp());
+        self.expire_orphans();
         self.drive();
     }
 
@@ -2177,6 +2182,7 @@ impl SyncEngine {
         let mut remove = Vec::new();
         let mut entries = Vec::new();
         let mut changes: Vec<TargetChange> = Vec::new();
+        let mut index_changed = false;
         for (pipe, ok) in flagged {
             let verdict = if ok {
                 self.acceptor.decide(&pipe.event, &self.index)
@@ -2185,7 +2191,9 @@ impl SyncEngine {
             };
             match verdict {
                 Verdict::Store { remove: r } => {
-                    changes.extend(self.index_changes(&pipe.event));
+                    let update = self.apply_to_index(&pipe.event);
+                    index_changed |= update.applied > 0;
+                    changes.extend(update.changes);
                     remove.extend(r);
                     entries.push((pipe.relay, pipe.job, pipe.event.id));
                     events.push(pipe.event);
@@ -2226,18 +2234,21 @@ impl SyncEngine {
                 remove,
             });
         }
+        if index_changed {
+            self.retry_orphans();
+        }
     }
 
     /// Applies an accepted event to the repo index when it can change it (an
-    /// announcement, a deletion, a root) and returns what changed in the targets.
-    fn index_changes(&mut self, event: &Event) -> Vec<TargetChange> {
+    /// announcement, a deletion, a root).
+    fn apply_to_index(&mut self, event: &Event) -> IndexUpdate {
         if event.kind == kinds::REPO_ANNOUNCEMENT
             || event.kind == kinds::DELETION
             || nip34::is_root(event)
         {
-            self.index.apply([event]).changes
+            self.index.apply([event])
         } else {
-            Vec::new()
+            IndexUpdate::default()
         }
     }
 
@@ -2300,6 +2311,9 @@ impl SyncEngine {
         if !update.changes.is_empty() {
             let actions = compute_actions(self.index.targets(), &update.changes, &self.work);
             self.take_actions(&actions);
+        }
+        if update.applied > 0 {
+            self.retry_orphans();
         }
     }
 

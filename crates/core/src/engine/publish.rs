@@ -2,14 +2,38 @@
 //! (size, time, NIP-34 relevance, the announcement policy, versions, deletions), then
 //! the store and the index, so an accepted announcement starts syncing its relays at
 //! once.
+//!
+//! Clients do not always publish in causal order (NIP-77 uploads go in id order): an
+//! event that references a repository or root not tracked *yet* waits, for at most
+//! [`ORPHAN_WAIT`] and [`MAX_ORPHANS`] of them, for the announcement or root it names;
+//! it is decided again whenever the index changes, and refused as irrelevant when the
+//! wait ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use nostr::prelude::{Event, EventId};
 
-use super::{BatchId, Output, SyncEngine};
-use crate::accept::{Reject, Verdict};
+use super::{BatchId, Output, SyncEngine, Time};
+use crate::accept::{Reject, Removal, Verdict};
 use crate::actions::compute_actions;
+use crate::nip34::{self, kinds};
+
+/// How long a published event that references nothing tracked yet waits for it.
+pub const ORPHAN_WAIT: Duration = Duration::from_secs(10);
+/// Published events waiting at once; past it, such events are refused at once.
+pub const MAX_ORPHANS: usize = 2_000;
+
+/// A published event waiting for the repository or root it references.
+#[derive(Debug)]
+pub(super) struct Orphan {
+    token: PublishId,
+    event: Event,
+    until: Time,
+}
+
+/// Published events waiting, oldest first.
+pub(super) type Orphans = VecDeque<Orphan>;
 
 /// Names an [`Input::Publish`](super::Input::Publish) and its answer.
 pub type PublishId = u64;
@@ -34,6 +58,8 @@ pub struct PublishStats {
     pub rejected: BTreeMap<&'static str, u64>,
     /// Accepted but not committed (store errors).
     pub failed: u64,
+    /// Had to wait for the repository or root they reference (then stored or refused).
+    pub waited: u64,
 }
 
 impl SyncEngine {
@@ -43,27 +69,28 @@ impl SyncEngine {
             Ok(()) => self.acceptor.decide(&event, &self.index),
             Err(reject) => Verdict::Reject(reject),
         };
-        let remove = match verdict {
-            Verdict::Store { remove } => remove,
-            Verdict::Reject(reject) => {
-                // Not remembered: what a client sends says nothing about what relays
-                // hold, and a flood of junk must not evict real seen-not-stored entries.
-                *self
-                    .stats
-                    .published
-                    .rejected
-                    .entry(reject.as_str())
-                    .or_insert(0) += 1;
-                self.outputs.push_back(Output::Published {
+        match verdict {
+            Verdict::Store { remove } => self.store_published(token, event, remove),
+            Verdict::Reject(Reject::Irrelevant)
+                if self.orphans.len() < MAX_ORPHANS && references_something(&event) =>
+            {
+                self.stats.published.waited += 1;
+                let until = self.now + ORPHAN_WAIT;
+                self.orphans.push_back(Orphan {
                     token,
-                    outcome: PublishOutcome::Rejected(reject),
+                    event,
+                    until,
                 });
-                return;
             }
-        };
-        let changes = self.index_changes(&event);
-        if !changes.is_empty() {
-            let actions = compute_actions(self.index.targets(), &changes, &self.work);
+            Verdict::Reject(reject) => self.refuse_published(token, reject),
+        }
+    }
+
+    /// An accepted published event goes to the index and the store.
+    fn store_published(&mut self, token: PublishId, event: Event, remove: Vec<Removal>) {
+        let update = self.apply_to_index(&event);
+        if !update.changes.is_empty() {
+            let actions = compute_actions(self.index.targets(), &update.changes, &self.work);
             self.take_actions(&actions);
         }
         self.seen.forget(&event.id);
@@ -74,6 +101,59 @@ impl SyncEngine {
             events: vec![event],
             remove,
         });
+        if update.applied > 0 {
+            self.retry_orphans();
+        }
+    }
+
+    fn refuse_published(&mut self, token: PublishId, reject: Reject) {
+        // Not remembered: what a client sends says nothing about what relays hold, and
+        // a flood of junk must not evict real seen-not-stored entries.
+        *self
+            .stats
+            .published
+            .rejected
+            .entry(reject.as_str())
+            .or_insert(0) += 1;
+        self.outputs.push_back(Output::Published {
+            token,
+            outcome: PublishOutcome::Rejected(reject),
+        });
+    }
+
+    /// Decides the waiting published events again (the index changed).
+    pub(super) fn retry_orphans(&mut self) {
+        // Storing one may track what another waits for: until nothing moves.
+        loop {
+            let waiting = std::mem::take(&mut self.orphans);
+            let before = waiting.len();
+            for orphan in waiting {
+                match self.acceptor.decide(&orphan.event, &self.index) {
+                    Verdict::Store { remove } => {
+                        self.store_published(orphan.token, orphan.event, remove);
+                    }
+                    Verdict::Reject(Reject::Irrelevant) => self.orphans.push_back(orphan),
+                    Verdict::Reject(reject) => self.refuse_published(orphan.token, reject),
+                }
+            }
+            if self.orphans.len() == before || self.orphans.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Refuses the published events whose wait is over.
+    pub(super) fn expire_orphans(&mut self) {
+        while self.orphans.front().is_some_and(|o| o.until <= self.now) {
+            if let Some(orphan) = self.orphans.pop_front() {
+                self.refuse_published(orphan.token, Reject::Irrelevant);
+            }
+        }
+    }
+
+    /// When the oldest waiting published event's wait ends.
+    pub(super) fn orphans_deadline(&self) -> Option<Time> {
+        self.orphans.front().map(|o| o.until)
     }
 
     pub(super) fn on_published_stored(
@@ -115,4 +195,12 @@ impl SyncEngine {
         };
         self.outputs.push_back(Output::Published { token, outcome });
     }
+}
+
+/// Whether `event` names a repository (a state event by its `d` tag) or an event it may
+/// belong to.
+fn references_something(event: &Event) -> bool {
+    event.kind == kinds::REPO_STATE
+        || !nip34::repo_refs(event).is_empty()
+        || !nip34::referenced_ids(event).is_empty()
 }
