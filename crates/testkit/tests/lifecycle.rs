@@ -1353,7 +1353,7 @@ fn publish_as_client(world: &mut World, token: u64, event: &Event) -> PublishOut
         json_bytes,
     });
     // An event referencing nothing tracked yet waits up to ORPHAN_WAIT for it.
-    for _ in 0..12 {
+    for _ in 0..4 {
         world.run_for(SECOND);
         let answer = world.published.iter().rev().find(|(t, _)| *t == token);
         if let Some((_, outcome)) = answer {
@@ -1540,7 +1540,7 @@ fn published_events_wait_for_the_root_or_repository_they_reference() {
         world.published.iter().all(|(t, _)| *t != 10_000),
         "it waits"
     );
-    world.run_for(Duration::from_secs(10));
+    world.run_for(Duration::from_secs(2));
     assert_eq!(
         world.published.last(),
         Some(&(10_000, PublishOutcome::Rejected(Reject::Irrelevant)))

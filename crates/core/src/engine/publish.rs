@@ -3,11 +3,13 @@
 //! the store and the index, so an accepted announcement starts syncing its relays at
 //! once.
 //!
-//! Clients do not always publish in causal order (NIP-77 uploads go in id order): an
-//! event that references a repository or root not tracked *yet* waits, for at most
-//! [`ORPHAN_WAIT`] and [`MAX_ORPHANS`] of them, for the announcement or root it names;
-//! it is decided again whenever the index changes, and refused as irrelevant when the
-//! wait ends.
+//! Clients do not always publish in causal order (events sent concurrently race; NIP-77
+//! uploads go in id order): an event that references a repository or root not tracked
+//! *yet* waits for the announcement or root it names, at most [`ORPHAN_WAIT`] and
+//! [`MAX_ORPHANS`] of them at once; it is decided again whenever the index changes, and
+//! refused as irrelevant when the wait ends. The wait is short because clients cap the
+//! events awaiting an `OK` (nostr-sdk: 100 in flight), so waiting ones hold back the
+//! rest of an upload; a large upload in id order may take a second pass.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -20,7 +22,7 @@ use crate::actions::compute_actions;
 use crate::nip34::{self, kinds};
 
 /// How long a published event that references nothing tracked yet waits for it.
-pub const ORPHAN_WAIT: Duration = Duration::from_secs(10);
+pub const ORPHAN_WAIT: Duration = Duration::from_secs(2);
 /// Published events waiting at once; past it, such events are refused at once.
 pub const MAX_ORPHANS: usize = 2_000;
 
