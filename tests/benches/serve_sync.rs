@@ -78,6 +78,8 @@ const KIND_STATE: u16 = 30618;
 
 /// The log line `grasp-sync sync` writes (at debug) when every relay is in sync.
 const SETTLED_LOG: &str = "every relay is in sync or failed";
+/// The warning the driver logs when in-flight writes outlast its shutdown grace.
+const GAVE_UP_LOG: &str = "gave up waiting for in-flight writes";
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this in test mode.
@@ -517,6 +519,8 @@ struct Run {
     ok: bool,
     note: String,
     summary: Option<SyncRun>,
+    /// grasp-sync logged that its shutdown gave up waiting for in-flight writes.
+    gave_up_writes: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -590,6 +594,7 @@ async fn cli_run(
             methods.into_iter().collect::<Vec<_>>().join(", "),
             if hung { ", hung: killed" } else { "" }
         ),
+        gave_up_writes: run.stderr.contains(GAVE_UP_LOG),
         summary: Some(run),
     }
 }
@@ -692,6 +697,7 @@ impl SdkPeer {
                 note
             },
             summary: None,
+            gave_up_writes: false,
         }
     }
 
@@ -1306,8 +1312,21 @@ impl Report {
         ));
         s.push_str(&row("wall time", &|run| secs(run.wall), secs(r.wall)));
         s.push_str(&row(
-            "of which until in sync",
-            &|run| run.settled.map_or("—".into(), secs),
+            "of which: until in sync + shutdown",
+            &|run| match run.settled {
+                Some(settled) if run.summary.is_some() => format!(
+                    "{} + {}{}",
+                    secs(settled),
+                    secs(run.wall.saturating_sub(settled)),
+                    if run.gave_up_writes {
+                        " (gave up on writes)"
+                    } else {
+                        ""
+                    }
+                ),
+                Some(settled) => secs(settled),
+                None => "—".into(),
+            },
             "—".into(),
         ));
         s.push_str(&row(
