@@ -238,6 +238,17 @@ impl Acceptor {
         Verdict::Store { remove }
     }
 
+    /// Whether its author deleted `event` (NIP-09, by id or by address).
+    pub fn is_deleted(&self, event: &Event) -> bool {
+        self.deleted_ids
+            .contains(&(event.id, event.pubkey.to_bytes()))
+            || address_of(event).is_some_and(|address| {
+                self.deleted_addresses
+                    .get(&address)
+                    .is_some_and(|at| event.created_at <= *at)
+            })
+    }
+
     /// Records an event loaded from the store at start-up, without judging it.
     pub fn restore(&mut self, event: &Event) {
         if let Some(address) = address_of(event) {

@@ -199,6 +199,7 @@ fn deletions_by_the_author_remove_and_stay_deleted() {
     );
     // …so the target is still accepted (the store deduplicates by id)
     assert_eq!(acceptor.decide(&target, &index), store());
+    assert!(!acceptor.is_deleted(&target));
 
     let real = event(
         pubkey(4),
@@ -214,6 +215,7 @@ fn deletions_by_the_author_remove_and_stay_deleted() {
         acceptor.decide(&target, &index),
         Verdict::Reject(Reject::Deleted)
     );
+    assert!(acceptor.is_deleted(&target));
 
     // deleting an address removes the held version and every version up to the deletion
     let v1 = announcement(pubkey(1), "r", 20, &[RELAY], &[]);
@@ -228,12 +230,14 @@ fn deletions_by_the_author_remove_and_stay_deleted() {
             }]
         }
     );
+    assert!(acceptor.is_deleted(&v1));
     let v_old = announcement(pubkey(1), "r", 25, &[RELAY], &[]);
     assert_eq!(
         acceptor.decide(&v_old, &index),
         Verdict::Reject(Reject::Deleted)
     );
     let v_new = announcement(pubkey(1), "r", 26, &[RELAY], &[]);
+    assert!(!acceptor.is_deleted(&v_new));
     assert_eq!(acceptor.decide(&v_new, &index), store());
 }
 

@@ -23,6 +23,8 @@ use super::conn::{self, Shared};
 use super::limits::{IpRegistry, Refusal};
 use super::metrics::{self, names, SyncSnapshot};
 
+/// Bytes read from a client socket at once.
+const READ_BUFFER_BYTES: usize = 8 << 10;
 /// Largest body `/api/sync` reads.
 const MAX_API_BODY: usize = 1 << 20;
 /// How long the daemon's loop thread may take to answer `/health`.
@@ -250,7 +252,10 @@ fn upgrade(http: &Arc<Http>, mut req: Request<Incoming>, peer: SocketAddr) -> Re
     };
     let shared = Arc::clone(&http.shared);
     let limits = &shared.limits;
+    // A small read buffer: tungstenite zero-fills it before every read attempt, and
+    // every connection with a subscription is polled for each committed batch.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes))
         .max_write_buffer_size((8 << 20).max(2 * limits.max_message_bytes));

@@ -50,6 +50,8 @@ const COMMAND_QUEUE: usize = 1_024;
 const CONCURRENT_LOADS: usize = 8;
 /// How often the loop refreshes the snapshot `/metrics` reads.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
+/// Connections waiting to be accepted.
+const LISTEN_BACKLOG: u32 = 1_024;
 /// How long client connections get to close after the loop stopped.
 const CLIENT_GRACE: Duration = Duration::from_secs(2);
 
@@ -70,8 +72,7 @@ pub async fn run(mut settings: Settings) -> Result<(), String> {
         ),
         LockError::Io(e) => format!("cannot lock the store: {e}"),
     })?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
+    let listener = listen(settings.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let local_addr = listener
         .local_addr()
@@ -191,6 +192,19 @@ pub async fn run(mut settings: Settings) -> Result<(), String> {
     accepting.abort();
     drop(lock);
     Ok(())
+}
+
+/// A listener with a backlog for bursts of connections (the default, 128, overflows
+/// when a thousand clients connect at once).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The engine's configuration for the daemon.

@@ -166,27 +166,32 @@ impl SyncEngine {
         let outcome = match result {
             Ok(removed) => {
                 let now = self.now.timestamp();
-                let mut kept = true;
+                let mut gone_itself = None;
                 for gone in removed {
-                    // The store held a newer version than acceptance knew of.
-                    kept &= gone.id != id;
+                    if gone.id == id {
+                        // Removed in the same write: a newer version or its deletion
+                        // was accepted meanwhile, or the store held a newer version.
+                        gone_itself = Some(if self.acceptor.is_deleted(&gone) {
+                            Reject::Deleted
+                        } else {
+                            Reject::Superseded
+                        });
+                    }
                     let entry = self.seen.remember(&gone, now);
                     self.remembered.push(entry);
                 }
-                if kept {
-                    self.recent.insert(id);
-                    self.stats.stored += 1;
-                    self.stats.published.stored += 1;
-                    PublishOutcome::Stored
-                } else {
-                    let reject = Reject::Superseded;
-                    *self
-                        .stats
-                        .published
-                        .rejected
-                        .entry(reject.as_str())
-                        .or_insert(0) += 1;
-                    PublishOutcome::Rejected(reject)
+                match gone_itself {
+                    None => {
+                        self.recent.insert(id);
+                        self.stats.stored += 1;
+                        self.stats.published.stored += 1;
+                        PublishOutcome::Stored
+                    }
+                    Some(reject) => {
+                        let rejected = &mut self.stats.published.rejected;
+                        *rejected.entry(reject.as_str()).or_insert(0) += 1;
+                        PublishOutcome::Rejected(reject)
+                    }
                 }
             }
             Err(e) => {
