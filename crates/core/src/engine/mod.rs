@@ -1772,7 +1772,11 @@ impl SyncEngine {
             return;
         };
         if matches!(job.state, JobState::Paging(_)) {
-            relay.method = relay::Method::Req;
+            // A relay that speaks NIP-77 still pages what we hold nothing of: it stays
+            // a NIP-77 relay.
+            if relay.nip77 != relay::Nip77::Supported {
+                relay.method = relay::Method::Req;
+            }
             relay.stats.jobs_req += 1;
         }
         job.state = JobState::Draining;
