@@ -541,9 +541,11 @@ async fn cli_run(
     let wall = t.elapsed();
     let delta = Probe::take(daemon, pid).await.since(&before);
     if let Ok(log_dir) = std::env::var("GRASP_BENCH_LOG_DIR") {
-        let path = Path::new(&log_dir).join(format!("grasp-sync-{name}.stderr"));
-        if let Err(e) = std::fs::write(&path, &run.stderr) {
-            eprintln!("bench-serve: cannot write {}: {e}", path.display());
+        for (ext, text) in [("stderr", &run.stderr), ("json", &run.stdout)] {
+            let path = Path::new(&log_dir).join(format!("grasp-sync-{name}.{ext}"));
+            if let Err(e) = std::fs::write(&path, text) {
+                eprintln!("bench-serve: cannot write {}: {e}", path.display());
+            }
         }
     }
     let settled = run

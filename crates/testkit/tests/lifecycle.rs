@@ -1314,9 +1314,11 @@ fn a_second_of_one_item_holding_more_than_a_page_is_reported_incomplete() {
     assert_eq!(world.engine.relay_jobs(&url), (0, 0, 0, 0));
 }
 
-/// With a tiny ingest queue, copies fetched by id (NIP-77 needs) are dropped: their
-/// fetch must end with the drop (the job runs again), never leave the id "being
-/// fetched" — which stalled a real 100 000-event sync for good.
+/// With a tiny ingest queue, copies fetched by id (NIP-77 needs) are dropped when live
+/// events fill the queue meanwhile (requests ask only for what it has room for; live
+/// events cannot be asked to wait): their fetch must end with the drop (the job runs
+/// again), never leave the id "being fetched" — which stalled a real 100 000-event sync
+/// for good.
 #[test]
 fn fetched_copies_dropped_at_a_full_ingest_queue_are_fetched_again() {
     let corpus = Corpus::generate(&spec(9, 10, 60));
@@ -1329,6 +1331,34 @@ fn fetched_copies_dropped_at_a_full_ingest_queue_are_fetched_again() {
         world.store.insert(e.clone());
     }
     world.input(Input::LocalEvents { events: half });
+    world.run_for(5 * SECOND);
+    // A burst of live comments on a root while the fetches go on.
+    let root = corpus
+        .events
+        .iter()
+        .find(|e| e.kind.as_u16() == 1621 && corpus.acceptable.contains(&e.id))
+        .expect("an issue");
+    let at = world.now.timestamp().as_secs();
+    let burst: Vec<Event> = (0..40)
+        .map(|i| {
+            let root_hex = root.id.to_hex();
+            sign(
+                &keys(990),
+                1111,
+                at - 60 + i,
+                vec![
+                    vec!["E".into(), root_hex.clone()],
+                    vec!["K".into(), "1621".into()],
+                    vec!["e".into(), root_hex],
+                    vec!["k".into(), "1621".into()],
+                ],
+                &format!("burst {i}"),
+            )
+        })
+        .collect();
+    for e in &burst {
+        world.publish(&url, e.clone());
+    }
     world.run_for(HOUR);
     let s = stats(&world, &url);
     eprintln!("{s:?}");
@@ -1337,7 +1367,9 @@ fn fetched_copies_dropped_at_a_full_ingest_queue_are_fetched_again() {
         s.jobs_negentropy > 0,
         "ids were fetched after reconciliation"
     );
-    assert_converged(&world, &url, &corpus.acceptable);
+    let mut expected = corpus.acceptable.clone();
+    expected.extend(burst.iter().map(|e| e.id));
+    assert_converged(&world, &url, &expected);
 }
 
 // -------------------------------------------------------------------------------------

@@ -110,7 +110,8 @@ impl JobState {
     /// The subscription id the job has open at the relay, if any.
     pub fn subscription(&self) -> Option<&str> {
         match self {
-            Self::Paging(p) => Some(&p.sub),
+            Self::Paging(p) if !p.parked => Some(&p.sub),
+            Self::Paging(_) => None,
             Self::Neg(n) => Some(&n.sub),
             _ => None,
         }
@@ -147,6 +148,9 @@ pub(crate) enum PageOutcome {
 pub(crate) struct Pager {
     pub sub: String,
     pub deadline: Time,
+    /// Between pages, waiting for the ingest queue to have room for the next one (no
+    /// subscription open, no deadline).
+    pub parked: bool,
     until: Option<Timestamp>,
     seen: HashSet<EventId>,
     page_count: usize,
@@ -170,6 +174,7 @@ impl Pager {
         Self {
             sub,
             deadline,
+            parked: false,
             until: None,
             seen: HashSet::new(),
             page_count: 0,
@@ -181,6 +186,11 @@ impl Pager {
             observed_cap: None,
             one_second: None,
         }
+    }
+
+    /// The page size asked for.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// A walk of one second (the filter has `since = until`) at a relay whose pages

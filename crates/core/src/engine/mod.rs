@@ -682,7 +682,7 @@ impl SyncEngine {
                 r.jobs
                     .values()
                     .filter(|j| match &j.state {
-                        JobState::Paging(p) => now >= p.deadline,
+                        JobState::Paging(p) => !p.parked && now >= p.deadline,
                         JobState::Neg(n) => now >= n.deadline,
                         _ => false,
                     })
@@ -950,8 +950,6 @@ impl SyncEngine {
     }
 
     fn page_ended(&mut self, id: RelayId, sub: &str, job_id: JobId) {
-        let now = self.now;
-        let eose_timeout = self.config.timing.eose_timeout;
         let outcome = {
             let Some(job) = self
                 .relays
@@ -1003,30 +1001,88 @@ impl SyncEngine {
         }
         match outcome {
             PageOutcome::Done => self.job_received_all(id, job_id),
-            PageOutcome::Next | PageOutcome::StuckSecond(_) => {
-                let new_sub = self.new_sub();
-                let Some(relay) = self.relays.get_mut(&id) else {
-                    return;
-                };
-                let Some(job) = relay.jobs.get_mut(&job_id) else {
-                    return;
-                };
-                let JobState::Paging(pager) = &mut job.state else {
-                    return;
-                };
-                pager.sub = new_sub.clone();
-                pager.deadline = now + eose_timeout;
-                let filter = pager.page_filter(&job.filter);
-                relay.subs.insert(new_sub.clone(), Sub::Job(job_id));
-                self.send(
-                    id,
-                    &ClientFrame::Req {
-                        subscription: new_sub,
-                        filters: vec![filter],
-                    },
-                );
-            }
+            PageOutcome::Next | PageOutcome::StuckSecond(_) => self.send_page(id, job_id),
         }
+    }
+
+    /// Asks for a paging job's next page — or parks the job when the ingest queue has
+    /// no room for a page: a relay answering faster than we verify and store would
+    /// otherwise fill it, and what is dropped there is downloaded again.
+    fn send_page(&mut self, id: RelayId, job_id: JobId) {
+        let room = self.ingest_room();
+        let now = self.now;
+        let eose_timeout = self.config.timing.eose_timeout;
+        let quarter = (self.config.flow.max_ingest_queue / 4).max(1);
+        let new_sub = self.new_sub();
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let JobState::Paging(pager) = &mut job.state else {
+            return;
+        };
+        if room < pager.limit().min(quarter) {
+            pager.parked = true;
+            return;
+        }
+        pager.parked = false;
+        pager.sub = new_sub.clone();
+        pager.deadline = now + eose_timeout;
+        let filter = pager.page_filter(&job.filter);
+        relay.subs.insert(new_sub.clone(), Sub::Job(job_id));
+        self.send(
+            id,
+            &ClientFrame::Req {
+                subscription: new_sub,
+                filters: vec![filter],
+            },
+        );
+    }
+
+    /// Paging jobs parked between pages go on, while the ingest queue has room.
+    fn resume_parked(&mut self, id: RelayId) {
+        let parked: Vec<JobId> = self
+            .relays
+            .get(&id)
+            .map(|r| {
+                r.jobs
+                    .values()
+                    .filter(|j| matches!(&j.state, JobState::Paging(p) if p.parked))
+                    .map(|j| j.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for job_id in parked {
+            self.send_page(id, job_id);
+        }
+    }
+
+    /// Events the ingest queue can still take, after what is in it and what the pages
+    /// and `ids` fetches in flight may yet bring.
+    fn ingest_room(&self) -> usize {
+        let in_flight: usize = self
+            .relays
+            .values()
+            .map(|r| {
+                r.subs
+                    .values()
+                    .map(|s| match s {
+                        Sub::Fetch(f) => f.ids.len().saturating_sub(f.delivered.len()),
+                        Sub::Job(job) => match r.jobs.get(job).map(|j| &j.state) {
+                            Some(JobState::Paging(p)) => p.limit(),
+                            _ => 0,
+                        },
+                        Sub::Live(_) => 0,
+                    })
+                    .sum::<usize>()
+            })
+            .sum();
+        self.config
+            .flow
+            .max_ingest_queue
+            .saturating_sub(self.in_pipeline.len() + in_flight)
     }
 
     /// A one-second filter overflowed a page: its halves are narrowed in turn; one that
@@ -1528,19 +1584,11 @@ impl SyncEngine {
             job.filter = job.filter.clone().since(since);
         }
         let pager = match narrow {
-            Some((n, ..)) => Pager::one_second(sub.clone(), deadline, limit, n.cap),
-            None => Pager::new(sub.clone(), deadline, limit),
+            Some((n, ..)) => Pager::one_second(sub, deadline, limit, n.cap),
+            None => Pager::new(sub, deadline, limit),
         };
-        let filter = pager.page_filter(&job.filter);
         job.state = JobState::Paging(pager);
-        relay.subs.insert(sub.clone(), Sub::Job(job_id));
-        self.send(
-            id,
-            &ClientFrame::Req {
-                subscription: sub,
-                filters: vec![filter],
-            },
-        );
+        self.send_page(id, job_id);
     }
 
     fn on_neg_msg(&mut self, id: RelayId, sub: &str, message: &[u8]) {
@@ -2029,6 +2077,7 @@ impl SyncEngine {
 
     fn start_fetches(&mut self, id: RelayId) {
         let now = self.now;
+        let quarter = (self.config.flow.max_ingest_queue / 4).max(1);
         let deadline = now + self.config.timing.eose_timeout;
         loop {
             let Some(relay) = self.relays.get_mut(&id) else {
@@ -2045,7 +2094,16 @@ impl SyncEngine {
             {
                 return;
             }
-            let take = relay.limits.max_results.min(relay.fetch_queue.len());
+            let room = self.ingest_room();
+            let Some(relay) = self.relays.get_mut(&id) else {
+                return;
+            };
+            // Like pages, fetches wait until the ingest queue can take what they ask.
+            let wanted = relay.limits.max_results.min(relay.fetch_queue.len());
+            if room < wanted.min(quarter) {
+                return;
+            }
+            let take = wanted.min(room);
             let ids: Vec<EventId> = relay.fetch_queue.drain(..take).collect();
             let Some(filter) = ids_filters(&ids, &relay.limits).into_iter().next() else {
                 return;
@@ -2433,6 +2491,7 @@ impl SyncEngine {
                     // live subscription, or events in between would be missed.
                     self.refresh_live(id);
                     self.schedule_unscheduled(id);
+                    self.resume_parked(id);
                     self.start_jobs(id);
                     self.start_fetches(id);
                 }

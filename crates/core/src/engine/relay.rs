@@ -281,7 +281,7 @@ impl RelayState {
         let mut deadlines: Vec<Time> = phase.into_iter().collect();
         if self.phase == Phase::Open {
             deadlines.extend(self.jobs.values().filter_map(|j| match &j.state {
-                super::job::JobState::Paging(p) => Some(p.deadline),
+                super::job::JobState::Paging(p) if !p.parked => Some(p.deadline),
                 super::job::JobState::Neg(n) => Some(n.deadline),
                 super::job::JobState::Queued => j.not_before,
                 super::job::JobState::Draining => j.drain_deadline,
