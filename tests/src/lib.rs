@@ -105,6 +105,30 @@ pub async fn client(url: &str) -> nostr_sdk::client::Client {
     client
 }
 
+/// Every id a `grasp-sync` store in `dir` holds (no process may be writing it), after
+/// checking each stored event's id and signature and that none is stored twice.
+///
+/// # Panics
+/// When the store does not open or read, or holds a forged or doubled event.
+pub async fn stored_ids(
+    dir: &std::path::Path,
+) -> std::collections::BTreeSet<nostr::prelude::EventId> {
+    use grasp_sync_driver::Store;
+    let store = grasp_sync::store::LmdbStore::open(dir, 1 << 30)
+        .await
+        .expect("store opens");
+    let events = Store::query(&store, nostr::prelude::Filter::new())
+        .await
+        .expect("query");
+    let ids: std::collections::BTreeSet<_> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), events.len(), "an event stored twice");
+    assert!(
+        events.iter().all(|e| e.verify().is_ok()),
+        "a forged event stored"
+    );
+    ids
+}
+
 /// `ws://127.0.0.1:PORT`.
 pub fn loopback_url(port: u16) -> String {
     format!("ws://127.0.0.1:{port}")

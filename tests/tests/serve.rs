@@ -9,14 +9,12 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use grasp_sync::store::LmdbStore;
-use grasp_sync_driver::Store;
 use grasp_sync_testkit::{Corpus, CorpusSpec};
 use grasp_sync_tests::{
-    metric_value, publish, run_grasp_sync, split, sync_args, Daemon, Nip77Relay, NostrRsRelay,
-    RawClient, SyncRun,
+    metric_value, publish, run_grasp_sync, split, stored_ids, sync_args, Daemon, Nip77Relay,
+    NostrRsRelay, RawClient, SyncRun,
 };
-use nostr::prelude::{Event, EventId, Filter, Kind};
+use nostr::prelude::{Event, EventId, Kind};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -168,20 +166,6 @@ async fn wait_settled(daemon: &Daemon, relays: &[String]) -> String {
         daemon.log()
     );
     last
-}
-
-/// Every stored id (the daemon must not run), after checking each stored event's
-/// signature and that none is stored twice.
-async fn stored_ids(dir: &Path) -> BTreeSet<EventId> {
-    let store = LmdbStore::open(dir, 1 << 30).await.expect("store opens");
-    let events = Store::query(&store, Filter::new()).await.expect("query");
-    let ids: BTreeSet<EventId> = events.iter().map(|e| e.id).collect();
-    assert_eq!(ids.len(), events.len(), "an event stored twice");
-    assert!(
-        events.iter().all(|e| e.verify().is_ok()),
-        "a forged event stored"
-    );
-    ids
 }
 
 /// The store (the daemon must not run) holds exactly `want`; else fails with the kinds

@@ -9,8 +9,8 @@ use grasp_sync::store::LmdbStore;
 use grasp_sync_driver::Store;
 use grasp_sync_testkit::Corpus;
 use grasp_sync_tests::{
-    corpus, run_grasp_sync, spawn_grasp_sync, split, sync_args, Nip77Relay, NostrRsRelay,
-    SilentRelay, SyncRun,
+    corpus, run_grasp_sync, spawn_grasp_sync, split, stored_ids, sync_args, Nip77Relay,
+    NostrRsRelay, SilentRelay, SyncRun,
 };
 use nostr::prelude::{EventId, Filter};
 
@@ -52,19 +52,6 @@ impl Peers {
     fn urls(&self) -> Vec<String> {
         vec![self.a.url(), self.b.url(), self.c.url()]
     }
-}
-
-/// Every id in the store, after checking each stored event's signature.
-async fn stored_ids(dir: &Path) -> BTreeSet<EventId> {
-    let store = LmdbStore::open(dir, 1 << 30).await.expect("store opens");
-    let events = Store::query(&store, Filter::new()).await.expect("query");
-    let ids: BTreeSet<EventId> = events.iter().map(|e| e.id).collect();
-    assert_eq!(ids.len(), events.len(), "an event stored twice");
-    assert!(
-        events.iter().all(|e| e.verify().is_ok()),
-        "a forged event stored"
-    );
-    ids
 }
 
 fn assert_exactly(stored: &BTreeSet<EventId>, corpus: &Corpus, run: &SyncRun) {
