@@ -34,6 +34,7 @@
 //! Also: `GRASP_LOAD_REPOS` (default 100) and `GRASP_LOAD_EVENTS_PER_REPO` (default 100)
 //! size the preloaded corpus.
 
+#[allow(dead_code)] // each bench uses a part of it
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,21 +45,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use grasp_sync_testkit::corpus::{keys, sign};
 use grasp_sync_testkit::{Corpus, CorpusSpec, Rng};
-use grasp_sync_tests::{publish, Daemon, PublishReport, RawClient};
+use grasp_sync_tests::{Daemon, RawClient};
 use nostr::prelude::{Event, EventId, Keys};
 use serde_json::{json, Value};
+use support::corpus::{roots_by_repo, KIND_PATCH};
+use support::preload::{publish_staged, Published, PRELOAD_CONNECTIONS};
 use support::{
-    cpu_pct, env_usize, mib, ms, nonzero_series, raise_open_files, secs, tcp_ext, thousands, Cpu,
-    Latency, ProcSample,
+    cpu_pct, env_usize, listing, mib, ms, nonzero_series, raise_open_files, secs, tcp_ext,
+    thousands, Cpu, Latency, ProcSample,
 };
 use tokio::sync::{watch, Barrier};
 use tokio_tungstenite::tungstenite::Message;
-
-const KIND_PATCH: u16 = 1617;
-const KIND_PULL_REQUEST: u16 = 1618;
-const KIND_ISSUE: u16 = 1621;
-const KIND_ANNOUNCEMENT: u16 = 30617;
-const KIND_DELETION: u16 = 5;
 
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,20 +63,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const EOSE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long after the last publish OKs and deliveries may still arrive.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections the preload publishes over.
-const PRELOAD_CONNECTIONS: usize = 4;
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this in test mode.
-    if !std::env::args().any(|arg| arg == "--bench") {
-        eprintln!("serve_load is a load recipe: run it with `cargo bench` or `just load`");
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime.block_on(load());
+    support::bench_main(
+        "serve_load is a load recipe: run it with `cargo bench` or `just load`",
+        load,
+    );
 }
 
 /// The run's knobs.
@@ -165,7 +154,11 @@ async fn load() {
     eprintln!(
         "serve-load: preloaded in {:.1?}: {} accepted, {} refused, {} unanswered; the daemon \
          holds {}",
-        preload.wall, preload.accepted, preload.refused, preload.unanswered, preload.held
+        preload.wall,
+        preload.published.accepted,
+        preload.published.refused,
+        preload.published.unanswered,
+        preload.held
     );
 
     // Who subscribes to what, who publishes what.
@@ -293,87 +286,22 @@ async fn load() {
 
 struct Preload {
     wall: Duration,
-    accepted: usize,
-    refused: usize,
-    refusals: BTreeMap<String, usize>,
-    unanswered: usize,
+    /// What the daemon answered.
+    published: Published,
     /// What the daemon counts afterwards (NIP-45 COUNT of `{}`).
     held: u64,
 }
 
-/// Publishes the corpus in the order a relay that judges each event on arrival needs:
-/// announcements (oldest first), then events tagging a repository (roots among them),
-/// then replies (which name their root), then deletions; each stage over
-/// [`PRELOAD_CONNECTIONS`] connections.
+/// Publishes the corpus in stages ([`publish_staged`]), then counts what the daemon
+/// holds.
 async fn preload(url: &str, corpus: &Corpus) -> Preload {
     let t = Instant::now();
-    let mut reports = Vec::new();
-    for stage in preload_stages(&corpus.events) {
-        reports.extend(publish_parallel(url, &stage).await);
-    }
+    let published = publish_staged(url, &corpus.events).await;
     let wall = t.elapsed();
-    let mut out = Preload {
+    Preload {
         wall,
-        accepted: 0,
-        refused: 0,
-        refusals: BTreeMap::new(),
-        unanswered: 0,
-        held: 0,
-    };
-    for r in &reports {
-        tally(&mut out, r);
-    }
-    out.held = count_all(url).await;
-    out
-}
-
-/// Announcements (oldest first), events with an `a`/`A` tag, other events, deletions.
-fn preload_stages(events: &[Event]) -> [Vec<Event>; 4] {
-    let mut stages: [Vec<Event>; 4] = Default::default();
-    for e in events {
-        let tags_repo = e.tags.iter().any(|t| {
-            matches!(
-                t.as_slice().first().map(String::as_str),
-                Some("a") | Some("A")
-            )
-        });
-        let stage = match e.kind.as_u16() {
-            KIND_ANNOUNCEMENT => 0,
-            KIND_DELETION => 3,
-            _ if tags_repo => 1,
-            _ => 2,
-        };
-        stages[stage].push(e.clone());
-    }
-    stages[0].sort_by_key(|e| e.created_at);
-    stages
-}
-
-/// Publishes `events` over [`PRELOAD_CONNECTIONS`] connections at once.
-async fn publish_parallel(url: &str, events: &[Event]) -> Vec<PublishReport> {
-    let chunk = events.len().div_ceil(PRELOAD_CONNECTIONS).max(1);
-    let parts: Vec<_> = events
-        .chunks(chunk)
-        .map(|part| {
-            let url = url.to_owned();
-            let part = part.to_vec();
-            tokio::spawn(async move { publish(&url, &part).await.expect("publish the corpus") })
-        })
-        .collect();
-    let mut reports = Vec::new();
-    for part in parts {
-        reports.push(part.await.expect("a publishing task"));
-    }
-    reports
-}
-
-fn tally(out: &mut Preload, report: &PublishReport) {
-    out.accepted += report.accepted;
-    out.refused += report.rejected.len();
-    out.unanswered += report.unanswered;
-    for (_, message) in &report.rejected {
-        let reason = message.split(':').next().unwrap_or_default().to_owned();
-        *out.refusals.entry(reason).or_default() += 1;
+        published,
+        held: count_all(url).await,
     }
 }
 
@@ -433,7 +361,7 @@ fn plan(config: &Config, corpus: &Corpus, subscribed: usize) -> Vec<Plan> {
                         let repo = rng.below(subscribed as u64) as usize;
                         let root = roots[repo]
                             .get(rng.below(roots[repo].len().max(1) as u64) as usize)
-                            .copied();
+                            .map(|(id, _)| *id);
                         let author = &authors[rng.below(authors.len() as u64) as usize];
                         let mut tags = vec![vec!["a".to_owned(), corpus.repos[repo].to_string()]];
                         if let Some(root) = root {
@@ -461,25 +389,6 @@ fn plan(config: &Config, corpus: &Corpus, subscribed: usize) -> Vec<Plan> {
         .collect();
     eprintln!("serve-load: signed {n} live events in {:.1?}", t.elapsed());
     plans
-}
-
-/// Each repository's roots (issues, pull requests, root patches).
-fn roots_by_repo(corpus: &Corpus) -> Vec<Vec<EventId>> {
-    let mut roots = vec![Vec::new(); corpus.repos.len()];
-    for (event, &repo) in corpus.events.iter().zip(&corpus.repo_of) {
-        let root = match event.kind.as_u16() {
-            KIND_ISSUE | KIND_PULL_REQUEST => true,
-            KIND_PATCH => !event
-                .tags
-                .iter()
-                .any(|t| t.as_slice().first().map(String::as_str) == Some("e")),
-            _ => false,
-        };
-        if root {
-            roots[repo].push(event.id);
-        }
-    }
-    roots
 }
 
 /// A patch-like text of about `size` bytes.
@@ -880,16 +789,6 @@ struct Report {
     exit: Option<i32>,
 }
 
-fn listing<T: std::fmt::Display>(map: &BTreeMap<String, T>) -> String {
-    if map.is_empty() {
-        return "none".into();
-    }
-    map.iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Report {
     fn mark(&self, name: &str) -> &Mark {
         self.marks
@@ -924,10 +823,10 @@ impl Report {
             PRELOAD_CONNECTIONS,
             secs(p.wall),
             thousands((self.corpus_events as f64 / p.wall.as_secs_f64()) as u64),
-            thousands(p.accepted as u64),
-            p.refused,
-            listing(&p.refusals),
-            p.unanswered,
+            thousands(p.published.accepted as u64),
+            p.published.refused,
+            listing(&p.published.refusals, ": "),
+            p.published.unanswered,
             thousands(p.held),
             thousands(self.corpus_acceptable as u64),
             c.fanout,
@@ -1034,7 +933,7 @@ impl Report {
             format!(
                 "{} ({})",
                 c.clients - o.connected,
-                listing(&o.connect_errors)
+                listing(&o.connect_errors, ": ")
             ),
         );
         row(
@@ -1053,7 +952,7 @@ impl Report {
             format!(
                 "{} ({}) / {}",
                 o.ok_false.values().sum::<usize>(),
-                listing(&o.ok_false),
+                listing(&o.ok_false, ": "),
                 o.no_ok
             ),
         );
@@ -1068,7 +967,7 @@ impl Report {
             format!(
                 "{} ({})",
                 o.dropped.values().sum::<usize>(),
-                listing(&o.dropped)
+                listing(&o.dropped, ": ")
             ),
         );
         s.push('\n');

@@ -1,13 +1,36 @@
-//! What the `grasp-sync serve` benchmarks (`serve_load`, `serve_sync`) share: reading a
-//! process's CPU time and memory from `/proc`, the open-file limit, latency
-//! percentiles, number formatting for the markdown tables.
+//! What the benchmarks (`sync_loopback`, `serve_sync`, `serve_load`) share. Here: a
+//! bench's `main`, writing logs, reading a process's CPU time and memory from `/proc`,
+//! the open-file limit, latency percentiles, number formatting for the markdown tables;
+//! in the submodules: the generated corpus, preloading a daemon, running `grasp-sync
+//! sync`, the plain REQ download and the verification floor.
 //!
 //! Not a bench target of its own (cargo discovers `benches/*.rs` and
-//! `benches/*/main.rs` only); each bench includes it with `mod support;`.
+//! `benches/*/main.rs` only); each bench includes it with `mod support;` and, as each
+//! uses a part of it, allows `dead_code` there.
 
-#![allow(dead_code)]
+pub mod corpus;
+pub mod preload;
+pub mod req_download;
+pub mod sync_cli;
+pub mod verify_floor;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// A bench's `main`: runs `bench` on a multi-threaded tokio runtime when `cargo bench`
+/// started it (it passes `--bench`); in test mode (`cargo test --all-targets`) it only
+/// prints `usage`.
+pub fn bench_main<F: std::future::Future<Output = ()>>(usage: &str, bench: impl FnOnce() -> F) {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        eprintln!("{usage}");
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(bench());
+}
 
 /// An environment variable as a number (`_` and spaces ignored), or `default`.
 pub fn env_usize(name: &str, default: usize) -> usize {
@@ -15,6 +38,17 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.replace(['_', ' '], "").parse().ok())
         .unwrap_or(default)
+}
+
+/// Writes `text` to `file` in the directory `GRASP_BENCH_LOG_DIR` names, when it is set;
+/// a failure is reported on standard error after `tag`.
+pub fn save_log(tag: &str, file: &str, text: &str) {
+    if let Ok(dir) = std::env::var("GRASP_BENCH_LOG_DIR") {
+        let path = std::path::Path::new(&dir).join(file);
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("{tag}: cannot write {}: {e}", path.display());
+        }
+    }
 }
 
 /// `getconf CLK_TCK` (100 when it cannot be asked).
@@ -238,6 +272,26 @@ pub fn thousands(n: u64) -> String {
 /// `n / d` with thousands separators (— when `d` is 0).
 pub fn per(n: u64, d: u64) -> String {
     n.checked_div(d).map_or_else(|| "—".into(), thousands)
+}
+
+/// `events / wall` per second with thousands separators (— when either is 0).
+pub fn rate(events: u64, wall: Duration) -> String {
+    if events == 0 || wall.is_zero() {
+        "—".into()
+    } else {
+        thousands((events as f64 / wall.as_secs_f64()) as u64)
+    }
+}
+
+/// `key{separator}value` pairs joined with `, ` (`none` when there are none).
+pub fn listing<T: std::fmt::Display>(map: &BTreeMap<String, T>, separator: &str) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}{separator}{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// KiB as MiB with one decimal.
