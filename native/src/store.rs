@@ -18,6 +18,11 @@
 //!   - database `seen`: key = the 32-byte event id, value = the JSON object
 //!     `{"v":1,"pubkey":"<hex>","kind":<u16>,"created_at":<secs>,"tags":[["e","…"],…],"expires_at":<secs>}`.
 //!     [`Store::load_state`] deletes the entries whose `expires_at` is before now.
+//!   - database `roots`: key = the 32-byte id of a root event (a pull request, an issue,
+//!     a patch starting a series: `nip34::is_root`), value empty — written before the
+//!     event itself, so it names every stored root (and possibly a few no longer
+//!     stored). `meta` key `roots` = `complete` once it does: a store made before this
+//!     table existed is scanned once, at the first [`Store::root_events`].
 //!
 //!   Records of another `v`, or that do not decode, are skipped with a warning and left
 //!   in place.
@@ -61,7 +66,7 @@
 //! refuses removals too (LMDB copies pages on write, deleting included). heed 0.20 keeps
 //! an environment open for the life of the process, so a larger map size takes a restart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -73,6 +78,7 @@ use futures::future::{join, join_all, LocalBoxFuture};
 use futures::FutureExt as _;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::{Checkpoint, Scope};
+use grasp_sync_core::nip34::{self, kinds};
 use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::{Item, Layer, RelayUrl, RepoRef};
 use grasp_sync_driver::{SavedState, Store};
@@ -97,6 +103,11 @@ const MAP_SIZE_GRANULE: usize = 64 << 10;
 const EVENTS_DIR: &str = "events";
 const STATE_DIR: &str = "state";
 const FORMAT_KEY: &[u8] = b"format";
+/// `meta` key saying whether the `roots` table names every stored root.
+const ROOTS_KEY: &[u8] = b"roots";
+const ROOTS_COMPLETE: &[u8] = b"complete";
+/// Root ids read back per store query.
+const ROOTS_PER_QUERY: usize = 4_096;
 /// What nostr-lmdb's error text contains when the map is full.
 const MAP_FULL_TEXT: &str = "MDB_MAP_FULL";
 /// What nostr-lmdb 0.45.3 answers for every operation of an aborted write transaction.
@@ -193,8 +204,10 @@ struct Inner {
     events_env: Env,
     events_map_size: usize,
     state: Env,
+    meta: Database<Bytes, Bytes>,
     checkpoints: Database<Bytes, Bytes>,
     seen: Database<Bytes, Bytes>,
+    roots: Database<Bytes, Bytes>,
     /// Serialises [`LmdbStore::save`] calls.
     write: tokio::sync::Mutex<()>,
 }
@@ -234,15 +247,23 @@ impl LmdbStore {
             .await
             .map_err(|e| StoreError::events(e, events_map_size))?;
         let events_env = blocking(move || shared_env(&events_dir)).await??;
-        let (state, checkpoints, seen) = blocking(move || open_state(state_dir)).await??;
+        let StateDbs {
+            env: state,
+            meta,
+            checkpoints,
+            seen,
+            roots,
+        } = blocking(move || open_state(state_dir)).await??;
         Ok(Self {
             inner: Arc::new(Inner {
                 events,
                 events_env,
                 events_map_size,
                 state,
+                meta,
                 checkpoints,
                 seen,
+                roots,
                 write: tokio::sync::Mutex::new(()),
             }),
         })
@@ -391,6 +412,8 @@ impl LmdbStore {
             }
         }
 
+        self.note_roots(&events).await?;
+
         // Queue every save and removal in one poll so the ingester can take them in one
         // write transaction.
         let saves = join_all(events.iter().map(|e| db.save_event(e)));
@@ -433,36 +456,157 @@ impl LmdbStore {
             .collect())
     }
 
-    /// Saves `checkpoint`, replacing the one of the same relay and scope.
-    pub async fn save_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+    /// Notes the roots among `events` in the `roots` table, durably, before they are
+    /// written: the table never misses a stored root, even after a crash.
+    async fn note_roots(&self, events: &[Event]) -> Result<(), StoreError> {
+        let ids: Vec<EventId> = events
+            .iter()
+            .filter(|e| nip34::is_root(e))
+            .map(|e| e.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
         let inner = Arc::clone(&self.inner);
-        let key = checkpoint_key(&checkpoint.relay, &checkpoint.scope);
-        let value = encode(&CheckpointRecord::of(&checkpoint))?;
         blocking(move || {
             let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
-            inner
-                .checkpoints
-                .put(&mut txn, &key, &value)
-                .map_err(StoreError::state)?;
+            for id in &ids {
+                inner
+                    .roots
+                    .put(&mut txn, id.as_bytes(), &[])
+                    .map_err(StoreError::state)?;
+            }
             txn.commit().map_err(StoreError::state)
         })
         .await?
     }
 
+    /// The stored root events (pull requests, issues, patches starting a series) that
+    /// name one of `coords` in an `a`, `A` or `q` tag: read by id through the `roots`
+    /// table, so a restart does not decode every patch in the store.
+    pub async fn root_events(&self, coords: &[RepoRef]) -> Result<Vec<Event>, StoreError> {
+        if coords.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: HashSet<String> = coords.iter().map(ToString::to_string).collect();
+        let ids = self.root_ids().await?;
+        let mut roots = Vec::new();
+        for chunk in ids.chunks(ROOTS_PER_QUERY) {
+            let events = self
+                .query_all(Filter::new().ids(chunk.iter().copied()))
+                .await?;
+            roots.extend(
+                events
+                    .into_iter()
+                    .filter(|e| nip34::is_root(e) && names_a_repo(e, &values)),
+            );
+        }
+        Ok(roots)
+    }
+
+    /// Every id in the `roots` table; a store from before the table is scanned first
+    /// (once: the table is then marked complete).
+    async fn root_ids(&self) -> Result<Vec<EventId>, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let listed = blocking(move || -> Result<Option<Vec<EventId>>, StoreError> {
+            let txn = inner.state.read_txn().map_err(StoreError::state)?;
+            let complete = inner.meta.get(&txn, ROOTS_KEY).map_err(StoreError::state)?;
+            if complete != Some(ROOTS_COMPLETE) {
+                return Ok(None);
+            }
+            let mut ids = Vec::new();
+            for row in inner.roots.iter(&txn).map_err(StoreError::state)? {
+                let (key, _) = row.map_err(StoreError::state)?;
+                match EventId::from_slice(key) {
+                    Ok(id) => ids.push(id),
+                    Err(e) => tracing::warn!("skipping a stored root id: {e}"),
+                }
+            }
+            Ok(Some(ids))
+        })
+        .await??;
+        if let Some(ids) = listed {
+            return Ok(ids);
+        }
+        let _write = self.inner.write.lock().await;
+        let events = self
+            .query_all(Filter::new().kinds([kinds::PATCH, kinds::PULL_REQUEST, kinds::ISSUE]))
+            .await?;
+        let ids: Vec<EventId> = events
+            .iter()
+            .filter(|e| nip34::is_root(e))
+            .map(|e| e.id)
+            .collect();
+        drop(events);
+        tracing::info!(roots = ids.len(), "listed the stored root events once");
+        let inner = Arc::clone(&self.inner);
+        let noted = ids.clone();
+        blocking(move || {
+            let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
+            for id in &noted {
+                inner
+                    .roots
+                    .put(&mut txn, id.as_bytes(), &[])
+                    .map_err(StoreError::state)?;
+            }
+            inner
+                .meta
+                .put(&mut txn, ROOTS_KEY, ROOTS_COMPLETE)
+                .map_err(StoreError::state)?;
+            txn.commit().map_err(StoreError::state)
+        })
+        .await??;
+        Ok(ids)
+    }
+
+    /// Saves `checkpoint`, replacing the one of the same relay and scope.
+    pub async fn save_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        self.save_state(SavedState {
+            checkpoints: vec![checkpoint],
+            remembered: Vec::new(),
+        })
+        .await
+    }
+
     /// Remembers `entries` (ids seen and not stored) until each expires; an entry for an
     /// id already remembered replaces it.
     pub async fn remember(&self, entries: Vec<SeenEntry>) -> Result<(), StoreError> {
-        if entries.is_empty() {
+        self.save_state(SavedState {
+            checkpoints: Vec::new(),
+            remembered: entries,
+        })
+        .await
+    }
+
+    /// Saves checkpoints (in order, each replacing the one of the same relay and scope)
+    /// and remembered ids in one transaction: one durable commit however many there are.
+    pub async fn save_state(&self, state: SavedState) -> Result<(), StoreError> {
+        if state.checkpoints.is_empty() && state.remembered.is_empty() {
             return Ok(());
         }
         let inner = Arc::clone(&self.inner);
-        let records = entries
+        let checkpoints = state
+            .checkpoints
+            .iter()
+            .map(|c| {
+                let key = checkpoint_key(&c.relay, &c.scope);
+                Ok((key, encode(&CheckpointRecord::of(c))?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let seen = state
+            .remembered
             .iter()
             .map(|e| Ok((e.id, encode(&SeenRecord::of(e))?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         blocking(move || {
             let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
-            for (id, value) in &records {
+            for (key, value) in &checkpoints {
+                inner
+                    .checkpoints
+                    .put(&mut txn, key, value)
+                    .map_err(StoreError::state)?;
+            }
+            for (id, value) in &seen {
                 inner
                     .seen
                     .put(&mut txn, id.as_bytes(), value)
@@ -541,23 +685,17 @@ impl Store for LmdbStore {
         async move { store.save(events, remove).await.map_err(|e| e.to_string()) }.boxed_local()
     }
 
-    fn save_checkpoint(
+    fn root_events(
         &self,
-        checkpoint: Checkpoint,
-    ) -> LocalBoxFuture<'static, Result<(), String>> {
+        coords: Vec<RepoRef>,
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
         let store = self.clone();
-        async move {
-            store
-                .save_checkpoint(checkpoint)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .boxed_local()
+        async move { store.root_events(&coords).await.map_err(|e| e.to_string()) }.boxed_local()
     }
 
-    fn remember(&self, entries: Vec<SeenEntry>) -> LocalBoxFuture<'static, Result<(), String>> {
+    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>> {
         let store = self.clone();
-        async move { store.remember(entries).await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.save_state(state).await.map_err(|e| e.to_string()) }.boxed_local()
     }
 
     fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {
@@ -658,6 +796,14 @@ where
         .map_err(|e| StoreError::Task(e.to_string()))
 }
 
+/// Whether `event` has an `a`, `A` or `q` tag whose value is in `values`.
+fn names_a_repo(event: &Event, values: &HashSet<String>) -> bool {
+    event.tags.iter().any(|tag| match tag.as_slice() {
+        [name, value, ..] => matches!(name.as_str(), "a" | "A" | "q") && values.contains(value),
+        _ => false,
+    })
+}
+
 fn unix_now() -> Timestamp {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -665,8 +811,14 @@ fn unix_now() -> Timestamp {
     Timestamp::from(secs)
 }
 
-/// The state environment and its `checkpoints` and `seen` databases.
-type StateDbs = (Env, Database<Bytes, Bytes>, Database<Bytes, Bytes>);
+/// The state environment and its databases.
+struct StateDbs {
+    env: Env,
+    meta: Database<Bytes, Bytes>,
+    checkpoints: Database<Bytes, Bytes>,
+    seen: Database<Bytes, Bytes>,
+    roots: Database<Bytes, Bytes>,
+}
 
 fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
     // SAFETY: heed's `open` is unsafe because LMDB forbids opening one environment twice
@@ -675,7 +827,7 @@ fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
     let env = unsafe {
         EnvOpenOptions::new()
             .map_size(STATE_MAP_SIZE)
-            .max_dbs(4)
+            .max_dbs(8)
             .open(&dir)
     }
     .map_err(StoreError::state)?;
@@ -688,6 +840,9 @@ fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
         .map_err(StoreError::state)?;
     let seen = env
         .create_database(&mut txn, Some("seen"))
+        .map_err(StoreError::state)?;
+    let roots = env
+        .create_database(&mut txn, Some("roots"))
         .map_err(StoreError::state)?;
     match meta.get(&txn, FORMAT_KEY).map_err(StoreError::state)? {
         None => {
@@ -709,7 +864,13 @@ fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
         }
     }
     txn.commit().map_err(StoreError::state)?;
-    Ok((env, checkpoints, seen))
+    Ok(StateDbs {
+        env,
+        meta,
+        checkpoints,
+        seen,
+        roots,
+    })
 }
 
 fn load_state(inner: &Inner, now: Timestamp) -> Result<SavedState, StoreError> {
@@ -998,6 +1159,111 @@ mod tests {
         );
     }
 
+    /// What `Store::root_events` must answer: the roots among `events` naming one of
+    /// `coords` in an `a`, `A` or `q` tag.
+    fn roots_naming(events: &[Event], coords: &[RepoRef]) -> BTreeSet<EventId> {
+        let values: HashSet<String> = coords.iter().map(ToString::to_string).collect();
+        events
+            .iter()
+            .filter(|e| nip34::is_root(e) && names_a_repo(e, &values))
+            .map(|e| e.id)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn root_events_come_from_the_roots_table_and_an_old_store_is_scanned_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let corpus = corpus(4, 40);
+        let events = acceptable(&corpus);
+        let coords = corpus.repos[..2].to_vec();
+        let want = roots_naming(&events, &coords);
+        let patches = events.iter().filter(|e| e.kind == kinds::PATCH).count();
+        assert!(want.len() >= 4 && patches > want.len(), "roots and replies");
+        let store = open(dir.path()).await;
+        store.save(events.clone(), Vec::new()).await.expect("save");
+        let stored_roots = events.iter().filter(|e| nip34::is_root(e)).count();
+        {
+            let txn = store.inner.state.read_txn().expect("txn");
+            let noted = store.inner.roots.len(&txn).expect("count") as usize;
+            assert_eq!(noted, stored_roots, "saving notes every root");
+        }
+
+        // Through the port, as the restore asks; the default (tag queries) agrees.
+        let got = Store::root_events(&store, coords.clone())
+            .await
+            .expect("roots");
+        assert_eq!(ids(&got), want);
+        let by_tags = Store::root_events(&TagQueries(store.clone()), coords.clone())
+            .await
+            .expect("tag queries");
+        let by_tags: Vec<Event> = by_tags.into_iter().filter(nip34::is_root).collect();
+        assert_eq!(ids(&by_tags), want);
+
+        // A removed root is not returned, though the table still names it.
+        let gone = got[0].clone();
+        store
+            .save(
+                Vec::new(),
+                vec![Removal {
+                    id: gone.id,
+                    author: gone.pubkey,
+                }],
+            )
+            .await
+            .expect("remove");
+        let mut want = want;
+        want.remove(&gone.id);
+        assert_eq!(ids(&store.root_events(&coords).await.expect("roots")), want);
+
+        // A store from before the table (no marker, empty table) is scanned once.
+        {
+            let inner = &store.inner;
+            let mut txn = inner.state.write_txn().expect("txn");
+            inner.roots.clear(&mut txn).expect("clear");
+            inner.meta.delete(&mut txn, ROOTS_KEY).expect("unmark");
+            txn.commit().expect("commit");
+        }
+        assert_eq!(ids(&store.root_events(&coords).await.expect("roots")), want);
+        let txn = store.inner.state.read_txn().expect("txn");
+        assert_eq!(
+            store.inner.meta.get(&txn, ROOTS_KEY).expect("read"),
+            Some(ROOTS_COMPLETE)
+        );
+        assert_eq!(
+            store.inner.roots.len(&txn).expect("count") as usize,
+            stored_roots - 1,
+            "every stored root, the removed one no longer"
+        );
+    }
+
+    /// A store answering `root_events` with the port's default (tag queries).
+    struct TagQueries(LmdbStore);
+
+    impl Store for TagQueries {
+        fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+            Store::query(&self.0, filter)
+        }
+        fn items(
+            &self,
+            filter: Filter,
+        ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>> {
+            Store::items(&self.0, filter)
+        }
+        fn save(
+            &self,
+            events: Vec<Event>,
+            remove: Vec<Removal>,
+        ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+            Store::save(&self.0, events, remove)
+        }
+        fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>> {
+            Store::save_state(&self.0, state)
+        }
+        fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {
+            Store::load_state(&self.0)
+        }
+    }
+
     #[tokio::test]
     async fn nothing_disappears_unreported() {
         // The whole corpus, old announcement versions and kind 5 deletions included, in
@@ -1142,6 +1408,7 @@ mod tests {
             item: Item::Root(corpus.events[0].id),
         };
         let checkpoints = [
+            (relay("wss://a.example.com"), root.clone(), 3),
             (relay("wss://a.example.com"), coord.clone(), 10),
             (relay("wss://a.example.com"), coord.clone(), 20),
             (relay("wss://a.example.com"), Scope::Discovery, 5),
@@ -1151,8 +1418,9 @@ mod tests {
         ];
         let expected = {
             let state = SavedState {
-                checkpoints: checkpoints[1..]
+                checkpoints: checkpoints
                     .iter()
+                    .filter(|(_, _, at)| *at != 10)
                     .map(|(relay, scope, at)| Checkpoint {
                         relay: relay.clone(),
                         scope: scope.clone(),
@@ -1165,18 +1433,33 @@ mod tests {
         };
         {
             let store = open(dir.path()).await;
-            for (relay, scope, at) in checkpoints {
-                Store::save_checkpoint(
-                    &store,
-                    Checkpoint {
-                        relay,
-                        scope,
-                        at: Timestamp::from(at),
-                    },
-                )
-                .await
-                .expect("save checkpoint");
+            // The first one alone, the rest in one state write, in order: a checkpoint
+            // replaces the one of its key written earlier in the same write too.
+            let mut checkpoints: Vec<Checkpoint> = checkpoints
+                .into_iter()
+                .map(|(relay, scope, at)| Checkpoint {
+                    relay,
+                    scope,
+                    at: Timestamp::from(at),
+                })
+                .collect();
+            let together = checkpoints.split_off(1);
+            assert_eq!(
+                together[0].scope, together[1].scope,
+                "a replacement in one write"
+            );
+            for checkpoint in checkpoints {
+                store.save_checkpoint(checkpoint).await.expect("checkpoint");
             }
+            Store::save_state(
+                &store,
+                SavedState {
+                    checkpoints: together,
+                    remembered: Vec::new(),
+                },
+            )
+            .await
+            .expect("save state");
             let state = store.load_state().await.expect("load");
             assert_eq!(checkpoint_rows(&state), expected);
         }
@@ -1211,9 +1494,15 @@ mod tests {
         };
         {
             let store = open(dir.path()).await;
-            Store::remember(&store, keep.iter().chain(&forget).cloned().collect())
-                .await
-                .expect("remember");
+            Store::save_state(
+                &store,
+                SavedState {
+                    checkpoints: Vec::new(),
+                    remembered: keep.iter().chain(&forget).cloned().collect(),
+                },
+            )
+            .await
+            .expect("remember");
             store.remember(vec![renewed]).await.expect("remember");
             store
                 .remember(vec![renewed_later.clone()])

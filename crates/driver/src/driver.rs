@@ -5,7 +5,7 @@
 //! futures in one [`FuturesUnordered`]; persisting checkpoints and remembered ids is a
 //! single lane, so a later checkpoint never lands before an earlier one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -16,15 +16,14 @@ use futures::stream::{self, FuturesUnordered, LocalBoxStream, SelectAll};
 use futures::{FutureExt, Stream, StreamExt};
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::{
-    BatchId, Checkpoint, Input, Output, Phase, PublishId, PublishOutcome, RequestId, SyncEngine,
-    Time,
+    BatchId, Input, Output, Phase, PublishId, PublishOutcome, RequestId, SyncEngine, Time,
 };
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::RelayUrl;
 use nostr::prelude::{Event, EventId, Timestamp};
 
-use crate::ports::{Clock, Connection, Incoming, Network, Store, Verifier};
+use crate::ports::{Clock, Connection, Incoming, Network, SavedState, Store, Verifier};
 use crate::restore::tracked_events;
 
 /// Most items taken from one source before the others get a turn.
@@ -120,12 +119,6 @@ enum Done {
     Persisted(Result<(), String>),
 }
 
-/// A write to the persistence lane.
-enum Persist {
-    Checkpoint(Checkpoint),
-    Remember(Vec<SeenEntry>),
-}
-
 /// Something that happened while the loop waited.
 enum Happened {
     Frame(RelayUrl, u64, Incoming),
@@ -148,7 +141,8 @@ pub struct Driver<N, S, V, C> {
     next_generation: u64,
     tasks: FuturesUnordered<Task>,
     frames: SelectAll<Frames>,
-    persist_queue: VecDeque<Persist>,
+    /// Checkpoints and remembered ids waiting for the next state write.
+    to_persist: SavedState,
     persisting: bool,
     /// Verify batches of the current step, sent as one call when the step ends.
     to_verify: Vec<(BatchId, Vec<Event>)>,
@@ -184,7 +178,7 @@ where
             next_generation: 1,
             tasks: FuturesUnordered::new(),
             frames: SelectAll::new(),
-            persist_queue: VecDeque::new(),
+            to_persist: SavedState::default(),
             persisting: false,
             to_verify: Vec::new(),
             to_save: Vec::new(),
@@ -650,12 +644,11 @@ where
                 remove,
             } => self.to_save.push((batch, events, remove)),
             Output::Checkpoint(checkpoint) => {
-                self.persist_queue
-                    .push_back(Persist::Checkpoint(checkpoint));
+                self.to_persist.checkpoints.push(checkpoint);
                 self.next_persist();
             }
-            Output::Remember(entries) => {
-                self.persist_queue.push_back(Persist::Remember(entries));
+            Output::Remember(mut entries) => {
+                self.to_persist.remembered.append(&mut entries);
                 self.next_persist();
             }
             Output::Published { token, outcome } => {
@@ -673,26 +666,19 @@ where
         }
     }
 
-    /// Starts the next write on the persistence lane, merging queued remembered ids.
+    /// Starts the next write on the persistence lane: everything queued since the last
+    /// one, in one store write (checkpoints keep their order).
     fn next_persist(&mut self) {
-        if self.persisting {
+        if self.persisting || self.nothing_to_persist() {
             return;
         }
-        let Some(next) = self.persist_queue.pop_front() else {
-            return;
-        };
-        let writing = match next {
-            Persist::Checkpoint(checkpoint) => self.store.save_checkpoint(checkpoint),
-            Persist::Remember(mut entries) => {
-                while let Some(Persist::Remember(more)) = self.persist_queue.front_mut() {
-                    entries.append(more);
-                    self.persist_queue.pop_front();
-                }
-                self.store.remember(entries)
-            }
-        };
+        let writing = self.store.save_state(std::mem::take(&mut self.to_persist));
         self.persisting = true;
         self.tasks.push(writing.map(Done::Persisted).boxed_local());
+    }
+
+    fn nothing_to_persist(&self) -> bool {
+        self.to_persist.checkpoints.is_empty() && self.to_persist.remembered.is_empty()
     }
 
     /// Lets in-flight saves and state writes finish (feeding their results to the
@@ -701,7 +687,7 @@ where
         let deadline = self.clock.now() + SHUTDOWN_GRACE;
         let mut grace = self.clock.sleep(SHUTDOWN_GRACE);
         self.next_save();
-        while self.saving || self.persisting || !self.persist_queue.is_empty() {
+        while self.saving || self.persisting || !self.nothing_to_persist() {
             if self.clock.now() >= deadline {
                 tracing::warn!("shutdown: gave up waiting for in-flight writes");
                 break;

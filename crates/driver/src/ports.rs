@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
 use futures::stream::LocalBoxStream;
+use futures::FutureExt as _;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::{Checkpoint, Time};
+use grasp_sync_core::nip34::kinds;
 use grasp_sync_core::seen::SeenEntry;
-use grasp_sync_core::RelayUrl;
-use nostr::prelude::{Event, EventId, Filter, Timestamp};
+use grasp_sync_core::{RelayUrl, RepoRef};
+use nostr::prelude::{Event, EventId, Filter, SingleLetterTag, Timestamp};
 
 /// Something that arrived on a WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +43,7 @@ pub trait Network {
     fn fetch_info(&self, url: &RelayUrl) -> LocalBoxFuture<'static, Option<String>>;
 }
 
-/// What a store restores at start-up.
+/// Sync state: what a store restores at start-up, and what one state write saves.
 #[derive(Debug, Clone, Default)]
 pub struct SavedState {
     /// Sync checkpoints.
@@ -64,6 +66,36 @@ pub trait Store {
         filter: Filter,
     ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>>;
 
+    /// The stored root events (pull requests, issues, patches starting a series: see
+    /// `nip34::is_root`) that name one of `coords` in an `a`, `A` or `q` tag; it may
+    /// return other events of those kinds as well. By default, three tag queries; a
+    /// store that indexes its roots answers without reading every patch.
+    fn root_events(
+        &self,
+        coords: Vec<RepoRef>,
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+        let values: Vec<String> = coords.iter().map(ToString::to_string).collect();
+        let queries: Vec<_> = ['a', 'A', 'q']
+            .into_iter()
+            .filter_map(|letter| SingleLetterTag::from_char(letter).ok())
+            .map(|tag| {
+                self.query(
+                    Filter::new()
+                        .kinds([kinds::PATCH, kinds::PULL_REQUEST, kinds::ISSUE])
+                        .custom_tags(tag, values.iter().cloned()),
+                )
+            })
+            .collect();
+        async move {
+            let mut events = Vec::new();
+            for query in queries {
+                events.extend(query.await?);
+            }
+            Ok(events)
+        }
+        .boxed_local()
+    }
+
     /// Saves `events` and removes what `remove` names (when the store holds it and the
     /// author matches), atomically as far as the store allows. Returns the removed events.
     fn save(
@@ -72,14 +104,10 @@ pub trait Store {
         remove: Vec<Removal>,
     ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>>;
 
-    /// Saves a checkpoint (replacing the one of the same relay and scope).
-    fn save_checkpoint(
-        &self,
-        checkpoint: Checkpoint,
-    ) -> LocalBoxFuture<'static, Result<(), String>>;
-
-    /// Remembers ids seen and not stored, until each entry expires.
-    fn remember(&self, entries: Vec<SeenEntry>) -> LocalBoxFuture<'static, Result<(), String>>;
+    /// Saves sync state in one durable write: the checkpoints in order (each replacing
+    /// the one of the same relay and scope) and the remembered ids (ids seen and not
+    /// stored, kept until each entry expires; an id already remembered is replaced).
+    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>>;
 
     /// Checkpoints and remembered ids saved earlier.
     fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>>;

@@ -6,7 +6,7 @@
 use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
 use grasp_sync_core::nip34::kinds;
 use grasp_sync_core::{IndexConfig, RepoIndex, RepoRef};
-use nostr::prelude::{Event, Filter, SingleLetterTag};
+use nostr::prelude::{Event, Filter};
 
 use crate::ports::Store;
 
@@ -43,16 +43,7 @@ pub async fn tracked_events<S: Store>(
     let known: std::collections::HashSet<_> = events.iter().map(|e| e.id).collect();
     let more = store.query(filter).await?;
     events.extend(more.into_iter().filter(|e| !known.contains(&e.id)));
-    let values: Vec<String> = coords.iter().map(ToString::to_string).collect();
-    for letter in ['a', 'A', 'q'] {
-        let Ok(tag) = SingleLetterTag::from_char(letter) else {
-            continue;
-        };
-        let filter = Filter::new()
-            .kinds([kinds::PATCH, kinds::PULL_REQUEST, kinds::ISSUE])
-            .custom_tags(tag, values.iter().cloned());
-        events.extend(store.query(filter).await?);
-    }
+    events.extend(store.root_events(coords).await?);
     events.extend(deletions);
     Ok(events)
 }

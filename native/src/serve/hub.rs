@@ -8,8 +8,7 @@ use std::sync::Arc;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use grasp_sync_core::accept::Removal;
-use grasp_sync_core::engine::Checkpoint;
-use grasp_sync_core::seen::SeenEntry;
+use grasp_sync_core::RepoRef;
 use grasp_sync_driver::{SavedState, Store};
 use nostr::prelude::{Event, EventId, Filter, Timestamp};
 use tokio::sync::broadcast;
@@ -89,15 +88,15 @@ impl Store for BroadcastStore {
         .boxed_local()
     }
 
-    fn save_checkpoint(
+    fn root_events(
         &self,
-        checkpoint: Checkpoint,
-    ) -> LocalBoxFuture<'static, Result<(), String>> {
-        Store::save_checkpoint(&self.store, checkpoint)
+        coords: Vec<RepoRef>,
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+        Store::root_events(&self.store, coords)
     }
 
-    fn remember(&self, entries: Vec<SeenEntry>) -> LocalBoxFuture<'static, Result<(), String>> {
-        Store::remember(&self.store, entries)
+    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>> {
+        Store::save_state(&self.store, state)
     }
 
     fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {

@@ -52,8 +52,8 @@ pub fn run_limit() -> Duration {
 pub async fn run_watched(args: &[String], limit: Duration, tag: &str) -> (SyncRun, bool) {
     use tokio::io::AsyncReadExt;
     let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,grasp_sync::sync=debug".into());
-    let mut child = tokio::process::Command::new(grasp_sync_bin())
-        .args(args)
+    let mut command = wrapped(args);
+    let mut child = command
         .env("RUST_LOG", log)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -98,6 +98,26 @@ pub async fn run_watched(args: &[String], limit: Duration, tag: &str) -> (SyncRu
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     };
     (run, hung)
+}
+
+/// `grasp-sync` with `args`, behind the command `GRASP_BENCH_WRAP` names when it is set
+/// (whitespace-separated, e.g. `perf record -g -o /tmp/sync-%n.data --`; `%n` becomes
+/// the run's number in this process, from 1), to profile one run.
+fn wrapped(args: &[String]) -> tokio::process::Command {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let wrap = std::env::var("GRASP_BENCH_WRAP").unwrap_or_default();
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let mut words = wrap
+        .split_whitespace()
+        .map(|w| w.replace("%n", &n.to_string()));
+    let Some(program) = words.next() else {
+        let mut command = tokio::process::Command::new(grasp_sync_bin());
+        command.args(args);
+        return command;
+    };
+    let mut command = tokio::process::Command::new(program);
+    command.args(words).arg(grasp_sync_bin()).args(args);
+    command
 }
 
 /// From `start` to the run's "every relay is in sync" log line, when it was logged.
