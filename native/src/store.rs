@@ -19,10 +19,24 @@
 //!     `{"v":1,"pubkey":"<hex>","kind":<u16>,"created_at":<secs>,"tags":[["e","…"],…],"expires_at":<secs>}`.
 //!     [`Store::load_state`] deletes the entries whose `expires_at` is before now.
 //!   - database `roots`: key = the 32-byte id of a root event (a pull request, an issue,
-//!     a patch starting a series: `nip34::is_root`), value empty — written before the
-//!     event itself, so it names every stored root (and possibly a few no longer
-//!     stored). `meta` key `roots` = `complete` once it does: a store made before this
-//!     table existed is scanned once, at the first [`Store::root_events`].
+//!     a patch starting a series: `nip34::is_root`), value empty;
+//!   - database `expiring`: key = the 32-byte id of an event with a NIP-40 `expiration`
+//!     tag, value = that time as 8 bytes big-endian.
+//!
+//!   Both are written before the events themselves, so they name every stored root and
+//!   expiring event (and possibly a few no longer stored). `meta` key `notes` =
+//!   `complete` once they do: a store made before they existed is scanned once (every
+//!   event read) at the first restart or negentropy listing.
+//!
+//! # Negentropy items without reading events
+//!
+//! A filter that is one tag's values and a time window (the repository and root layers)
+//! is answered from nostr-lmdb's tag index (`tci`, key = letter, value zero-padded to
+//! 182 bytes, reversed `created_at`, id): the keys hold every match's `created_at` and
+//! id, so no event is read; the `expiring` table leaves out expired events, as
+//! nostr-lmdb does. This reads nostr-lmdb 0.45's own layout (pinned in Cargo.toml, and
+//! checked against its answers by `tag_index_items_are_what_nostr_lmdb_lists`); other
+//! shapes, and values longer than the index keeps, go through nostr-lmdb.
 //!
 //!   Records of another `v`, or that do not decode, are skipped with a warning and left
 //!   in place.
@@ -69,6 +83,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::fs;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -78,7 +93,7 @@ use futures::future::{join, join_all, LocalBoxFuture};
 use futures::FutureExt as _;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::{Checkpoint, Scope};
-use grasp_sync_core::nip34::{self, kinds};
+use grasp_sync_core::nip34;
 use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::{Item, Layer, RelayUrl, RepoRef};
 use grasp_sync_driver::{SavedState, Store};
@@ -103,9 +118,15 @@ const MAP_SIZE_GRANULE: usize = 64 << 10;
 const EVENTS_DIR: &str = "events";
 const STATE_DIR: &str = "state";
 const FORMAT_KEY: &[u8] = b"format";
-/// `meta` key saying whether the `roots` table names every stored root.
-const ROOTS_KEY: &[u8] = b"roots";
-const ROOTS_COMPLETE: &[u8] = b"complete";
+/// `meta` key saying whether the `roots` and `expiring` tables name every stored event
+/// they should.
+const NOTES_KEY: &[u8] = b"notes";
+const NOTES_COMPLETE: &[u8] = b"complete";
+/// nostr-lmdb 0.45's index of (tag letter, tag value, created_at, id): database name,
+/// the fixed width of the value (zero-padded; longer values are cut), and the key size.
+const TAG_INDEX_DB: &str = "tci";
+const TAG_VALUE_WIDTH: usize = 182;
+const TAG_INDEX_KEY_LEN: usize = 1 + TAG_VALUE_WIDTH + 8 + 32;
 /// Root ids read back per store query.
 const ROOTS_PER_QUERY: usize = 4_096;
 /// What nostr-lmdb's error text contains when the map is full.
@@ -208,6 +229,9 @@ struct Inner {
     checkpoints: Database<Bytes, Bytes>,
     seen: Database<Bytes, Bytes>,
     roots: Database<Bytes, Bytes>,
+    expiring: Database<Bytes, Bytes>,
+    /// nostr-lmdb's tag index, read for negentropy items.
+    tag_index: Database<Bytes, Bytes>,
     /// Serialises [`LmdbStore::save`] calls.
     write: tokio::sync::Mutex<()>,
 }
@@ -253,7 +277,20 @@ impl LmdbStore {
             checkpoints,
             seen,
             roots,
+            expiring,
         } = blocking(move || open_state(state_dir)).await??;
+        let tag_index = {
+            let env = events_env.clone();
+            blocking(move || -> Result<Database<Bytes, Bytes>, StoreError> {
+                let txn = env.read_txn().map_err(StoreError::state)?;
+                env.open_database(&txn, Some(TAG_INDEX_DB))
+                    .map_err(StoreError::state)?
+                    .ok_or_else(|| {
+                        StoreError::State(format!("nostr-lmdb has no `{TAG_INDEX_DB}` index"))
+                    })
+            })
+            .await??
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 events,
@@ -264,6 +301,8 @@ impl LmdbStore {
                 checkpoints,
                 seen,
                 roots,
+                expiring,
+                tag_index,
                 write: tokio::sync::Mutex::new(()),
             }),
         })
@@ -334,7 +373,10 @@ impl LmdbStore {
     /// out (nostr-lmdb's negentropy listing skips them, as NIP-77 relays do).
     pub async fn items(&self, filter: Filter) -> Result<Vec<(Timestamp, EventId)>, StoreError> {
         let limit = filter.limit;
-        let mut items = self.negentropy_items(filter.remove_limit()).await?;
+        let mut items = match TagScan::of(&filter) {
+            Some(scan) => self.items_from_tag_index(scan).await?,
+            None => self.negentropy_items(filter.remove_limit()).await?,
+        };
         items.sort_unstable_by(newest_first);
         if let Some(limit) = limit {
             items.truncate(limit);
@@ -412,7 +454,7 @@ impl LmdbStore {
             }
         }
 
-        self.note_roots(&events).await?;
+        self.note_saved(&events).await?;
 
         // Queue every save and removal in one poll so the ingester can take them in one
         // write transaction.
@@ -456,26 +498,51 @@ impl LmdbStore {
             .collect())
     }
 
-    /// Notes the roots among `events` in the `roots` table, durably, before they are
-    /// written: the table never misses a stored root, even after a crash.
-    async fn note_roots(&self, events: &[Event]) -> Result<(), StoreError> {
-        let ids: Vec<EventId> = events
-            .iter()
-            .filter(|e| nip34::is_root(e))
-            .map(|e| e.id)
-            .collect();
-        if ids.is_empty() {
+    /// Notes, durably and before they are written, the roots among `events` (table
+    /// `roots`) and those that carry a NIP-40 expiration (table `expiring`): the tables
+    /// never miss a stored event, even after a crash.
+    async fn note_saved(&self, events: &[Event]) -> Result<(), StoreError> {
+        let notes = Notes::of(events);
+        if notes.is_empty() {
             return Ok(());
         }
         let inner = Arc::clone(&self.inner);
         blocking(move || {
             let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
-            for id in &ids {
-                inner
-                    .roots
-                    .put(&mut txn, id.as_bytes(), &[])
-                    .map_err(StoreError::state)?;
-            }
+            notes.put(&inner, &mut txn)?;
+            txn.commit().map_err(StoreError::state)
+        })
+        .await?
+    }
+
+    /// Makes sure the `roots` and `expiring` tables name every stored event they should:
+    /// a store from before them is scanned once (every event read), then marked.
+    async fn ensure_noted(&self) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let complete = blocking(move || -> Result<bool, StoreError> {
+            let txn = inner.state.read_txn().map_err(StoreError::state)?;
+            let mark = inner.meta.get(&txn, NOTES_KEY).map_err(StoreError::state)?;
+            Ok(mark == Some(NOTES_COMPLETE))
+        })
+        .await??;
+        if complete {
+            return Ok(());
+        }
+        let _write = self.inner.write.lock().await;
+        let notes = Notes::of(&self.query_all(Filter::new()).await?);
+        tracing::info!(
+            roots = notes.roots.len(),
+            expiring = notes.expiring.len(),
+            "noted the stored roots and expiring events once"
+        );
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
+            notes.put(&inner, &mut txn)?;
+            inner
+                .meta
+                .put(&mut txn, NOTES_KEY, NOTES_COMPLETE)
+                .map_err(StoreError::state)?;
             txn.commit().map_err(StoreError::state)
         })
         .await?
@@ -488,8 +555,22 @@ impl LmdbStore {
         if coords.is_empty() {
             return Ok(Vec::new());
         }
+        self.ensure_noted().await?;
         let values: HashSet<String> = coords.iter().map(ToString::to_string).collect();
-        let ids = self.root_ids().await?;
+        let inner = Arc::clone(&self.inner);
+        let ids = blocking(move || -> Result<Vec<EventId>, StoreError> {
+            let txn = inner.state.read_txn().map_err(StoreError::state)?;
+            let mut ids = Vec::new();
+            for row in inner.roots.iter(&txn).map_err(StoreError::state)? {
+                let (key, _) = row.map_err(StoreError::state)?;
+                match EventId::from_slice(key) {
+                    Ok(id) => ids.push(id),
+                    Err(e) => tracing::warn!("skipping a stored root id: {e}"),
+                }
+            }
+            Ok(ids)
+        })
+        .await??;
         let mut roots = Vec::new();
         for chunk in ids.chunks(ROOTS_PER_QUERY) {
             let events = self
@@ -504,59 +585,67 @@ impl LmdbStore {
         Ok(roots)
     }
 
-    /// Every id in the `roots` table; a store from before the table is scanned first
-    /// (once: the table is then marked complete).
-    async fn root_ids(&self) -> Result<Vec<EventId>, StoreError> {
+    /// The ids of stored events whose NIP-40 expiration is before `now`.
+    async fn expired_ids(&self, now: Timestamp) -> Result<HashSet<EventId>, StoreError> {
+        self.ensure_noted().await?;
         let inner = Arc::clone(&self.inner);
-        let listed = blocking(move || -> Result<Option<Vec<EventId>>, StoreError> {
+        blocking(move || -> Result<HashSet<EventId>, StoreError> {
             let txn = inner.state.read_txn().map_err(StoreError::state)?;
-            let complete = inner.meta.get(&txn, ROOTS_KEY).map_err(StoreError::state)?;
-            if complete != Some(ROOTS_COMPLETE) {
-                return Ok(None);
-            }
-            let mut ids = Vec::new();
-            for row in inner.roots.iter(&txn).map_err(StoreError::state)? {
-                let (key, _) = row.map_err(StoreError::state)?;
-                match EventId::from_slice(key) {
-                    Ok(id) => ids.push(id),
-                    Err(e) => tracing::warn!("skipping a stored root id: {e}"),
+            let mut expired = HashSet::new();
+            for row in inner.expiring.iter(&txn).map_err(StoreError::state)? {
+                let (key, value) = row.map_err(StoreError::state)?;
+                let at = <[u8; 8]>::try_from(value).map(u64::from_be_bytes);
+                match (EventId::from_slice(key), at) {
+                    (Ok(id), Ok(at)) if Timestamp::from(at) < now => {
+                        expired.insert(id);
+                    }
+                    (Ok(_), Ok(_)) => {}
+                    _ => tracing::warn!("skipping an undecodable expiring entry"),
                 }
             }
-            Ok(Some(ids))
+            Ok(expired)
         })
-        .await??;
-        if let Some(ids) = listed {
-            return Ok(ids);
-        }
-        let _write = self.inner.write.lock().await;
-        let events = self
-            .query_all(Filter::new().kinds([kinds::PATCH, kinds::PULL_REQUEST, kinds::ISSUE]))
-            .await?;
-        let ids: Vec<EventId> = events
-            .iter()
-            .filter(|e| nip34::is_root(e))
-            .map(|e| e.id)
-            .collect();
-        drop(events);
-        tracing::info!(roots = ids.len(), "listed the stored root events once");
+        .await?
+    }
+
+    /// The negentropy items of a filter that is one tag's values (and a time window),
+    /// straight from nostr-lmdb's tag index, whose keys hold each match's `created_at`
+    /// and id: no event is read. Expired events are left out as nostr-lmdb does.
+    async fn items_from_tag_index(
+        &self,
+        scan: TagScan,
+    ) -> Result<Vec<(Timestamp, EventId)>, StoreError> {
+        let expired = self.expired_ids(Timestamp::now()).await?;
         let inner = Arc::clone(&self.inner);
-        let noted = ids.clone();
-        blocking(move || {
-            let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
-            for id in &noted {
-                inner
-                    .roots
-                    .put(&mut txn, id.as_bytes(), &[])
-                    .map_err(StoreError::state)?;
+        blocking(move || -> Result<Vec<(Timestamp, EventId)>, StoreError> {
+            let txn = inner.events_env.read_txn().map_err(StoreError::state)?;
+            let mut items = Vec::new();
+            for value in &scan.values {
+                let from = tag_index_key(scan.letter, value, scan.until, [0; 32]);
+                let to = tag_index_key(scan.letter, value, scan.since, [0xff; 32]);
+                let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
+                for row in inner
+                    .tag_index
+                    .range(&txn, &range)
+                    .map_err(StoreError::state)?
+                {
+                    let (key, _) = row.map_err(StoreError::state)?;
+                    let Some((at, id)) = parse_tag_index_key(key) else {
+                        return Err(StoreError::State(format!(
+                            "nostr-lmdb's tag index holds a key of {} bytes",
+                            key.len()
+                        )));
+                    };
+                    if !expired.contains(&id) {
+                        items.push((at, id));
+                    }
+                }
             }
-            inner
-                .meta
-                .put(&mut txn, ROOTS_KEY, ROOTS_COMPLETE)
-                .map_err(StoreError::state)?;
-            txn.commit().map_err(StoreError::state)
+            items.sort_unstable_by(newest_first);
+            items.dedup();
+            Ok(items)
         })
-        .await??;
-        Ok(ids)
+        .await?
     }
 
     /// Saves `checkpoint`, replacing the one of the same relay and scope.
@@ -796,6 +885,104 @@ where
         .map_err(|e| StoreError::Task(e.to_string()))
 }
 
+/// What [`LmdbStore::note_saved`] writes down about events about to be saved.
+#[derive(Default)]
+struct Notes {
+    roots: Vec<EventId>,
+    /// Id and NIP-40 expiration.
+    expiring: Vec<(EventId, u64)>,
+}
+
+impl Notes {
+    fn of(events: &[Event]) -> Self {
+        let mut notes = Self::default();
+        for event in events {
+            if nip34::is_root(event) {
+                notes.roots.push(event.id);
+            }
+            if let Some(at) = event.tags.expiration() {
+                notes.expiring.push((event.id, at.as_secs()));
+            }
+        }
+        notes
+    }
+
+    fn is_empty(&self) -> bool {
+        self.roots.is_empty() && self.expiring.is_empty()
+    }
+
+    fn put(&self, inner: &Inner, txn: &mut heed::RwTxn) -> Result<(), StoreError> {
+        for id in &self.roots {
+            inner
+                .roots
+                .put(txn, id.as_bytes(), &[])
+                .map_err(StoreError::state)?;
+        }
+        for (id, at) in &self.expiring {
+            inner
+                .expiring
+                .put(txn, id.as_bytes(), &at.to_be_bytes())
+                .map_err(StoreError::state)?;
+        }
+        Ok(())
+    }
+}
+
+/// A filter nostr-lmdb's tag index answers alone: one tag's values (each short enough
+/// to be whole in the index) and a time window, nothing else.
+struct TagScan {
+    letter: u8,
+    values: Vec<String>,
+    since: Timestamp,
+    until: Timestamp,
+}
+
+impl TagScan {
+    fn of(filter: &Filter) -> Option<Self> {
+        let unset = |n: Option<usize>| n.is_none();
+        if !(unset(filter.ids.as_ref().map(BTreeSet::len))
+            && unset(filter.authors.as_ref().map(BTreeSet::len))
+            && unset(filter.kinds.as_ref().map(BTreeSet::len))
+            && filter.search.is_none()
+            && filter.generic_tags.len() == 1)
+        {
+            return None;
+        }
+        let (tag, values) = filter.generic_tags.iter().next()?;
+        if values.is_empty() || values.iter().any(|v| v.len() > TAG_VALUE_WIDTH) {
+            return None;
+        }
+        Some(Self {
+            letter: u8::try_from(tag.as_char()).ok()?,
+            values: values.iter().cloned().collect(),
+            since: filter.since.unwrap_or_else(Timestamp::min),
+            until: filter.until.unwrap_or_else(Timestamp::max),
+        })
+    }
+}
+
+/// A key of nostr-lmdb's tag index: letter, value zero-padded to its width, created_at
+/// reversed (newest first) big-endian, id.
+fn tag_index_key(letter: u8, value: &str, at: Timestamp, id: [u8; 32]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(TAG_INDEX_KEY_LEN);
+    key.push(letter);
+    key.extend_from_slice(value.as_bytes());
+    key.resize(1 + TAG_VALUE_WIDTH, 0);
+    key.extend_from_slice(&(u64::MAX - at.as_secs()).to_be_bytes());
+    key.extend_from_slice(&id);
+    key
+}
+
+/// The (created_at, id) a tag index key holds; `None` if it is not one.
+fn parse_tag_index_key(key: &[u8]) -> Option<(Timestamp, EventId)> {
+    if key.len() != TAG_INDEX_KEY_LEN {
+        return None;
+    }
+    let at = <[u8; 8]>::try_from(&key[1 + TAG_VALUE_WIDTH..1 + TAG_VALUE_WIDTH + 8]).ok()?;
+    let id = EventId::from_slice(&key[TAG_INDEX_KEY_LEN - 32..]).ok()?;
+    Some((Timestamp::from(u64::MAX - u64::from_be_bytes(at)), id))
+}
+
 /// Whether `event` has an `a`, `A` or `q` tag whose value is in `values`.
 fn names_a_repo(event: &Event, values: &HashSet<String>) -> bool {
     event.tags.iter().any(|tag| match tag.as_slice() {
@@ -818,6 +1005,7 @@ struct StateDbs {
     checkpoints: Database<Bytes, Bytes>,
     seen: Database<Bytes, Bytes>,
     roots: Database<Bytes, Bytes>,
+    expiring: Database<Bytes, Bytes>,
 }
 
 fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
@@ -843,6 +1031,9 @@ fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
         .map_err(StoreError::state)?;
     let roots = env
         .create_database(&mut txn, Some("roots"))
+        .map_err(StoreError::state)?;
+    let expiring = env
+        .create_database(&mut txn, Some("expiring"))
         .map_err(StoreError::state)?;
     match meta.get(&txn, FORMAT_KEY).map_err(StoreError::state)? {
         None => {
@@ -870,6 +1061,7 @@ fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
         checkpoints,
         seen,
         roots,
+        expiring,
     })
 }
 
@@ -1177,7 +1369,10 @@ mod tests {
         let events = acceptable(&corpus);
         let coords = corpus.repos[..2].to_vec();
         let want = roots_naming(&events, &coords);
-        let patches = events.iter().filter(|e| e.kind == kinds::PATCH).count();
+        let patches = events
+            .iter()
+            .filter(|e| e.kind == nip34::kinds::PATCH)
+            .count();
         assert!(want.len() >= 4 && patches > want.len(), "roots and replies");
         let store = open(dir.path()).await;
         store.save(events.clone(), Vec::new()).await.expect("save");
@@ -1220,20 +1415,98 @@ mod tests {
             let inner = &store.inner;
             let mut txn = inner.state.write_txn().expect("txn");
             inner.roots.clear(&mut txn).expect("clear");
-            inner.meta.delete(&mut txn, ROOTS_KEY).expect("unmark");
+            inner.meta.delete(&mut txn, NOTES_KEY).expect("unmark");
             txn.commit().expect("commit");
         }
         assert_eq!(ids(&store.root_events(&coords).await.expect("roots")), want);
         let txn = store.inner.state.read_txn().expect("txn");
         assert_eq!(
-            store.inner.meta.get(&txn, ROOTS_KEY).expect("read"),
-            Some(ROOTS_COMPLETE)
+            store.inner.meta.get(&txn, NOTES_KEY).expect("read"),
+            Some(NOTES_COMPLETE)
         );
         assert_eq!(
             store.inner.roots.len(&txn).expect("count") as usize,
             stored_roots - 1,
             "every stored root, the removed one no longer"
         );
+    }
+
+    #[tokio::test]
+    async fn tag_index_items_are_what_nostr_lmdb_lists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let corpus = corpus(3, 40);
+        let mut events = acceptable(&corpus);
+        let repo = corpus.repos[0].to_string();
+        let root = events
+            .iter()
+            .find(|e| nip34::is_root(e))
+            .expect("a root")
+            .id
+            .to_hex();
+        // Events tagging the repository that expired, expire later, share a second,
+        // and one whose tag value is longer than the index keeps.
+        let keys = keys(77);
+        let now = unix_now().as_secs();
+        let long = format!("30617:{}:{}", keys.public_key().to_hex(), "d".repeat(200));
+        let tagged = |at: u64, extra: &[(&str, &str)], n: usize| {
+            let mut tags: Vec<(&str, &str)> = vec![("a", repo.as_str()), ("e", root.as_str())];
+            tags.extend_from_slice(extra);
+            issue(&keys, at, &tags, &format!("extra {n}"))
+        };
+        let past = (now - 60).to_string();
+        let future = (now + 3600).to_string();
+        events.push(tagged(now - 100, &[("expiration", past.as_str())], 1));
+        events.push(tagged(now - 100, &[("expiration", future.as_str())], 2));
+        events.push(tagged(now - 100, &[], 3));
+        events.push(tagged(now - 50, &[("a", long.as_str())], 4));
+        let store = open(dir.path()).await;
+        store.save(events.clone(), Vec::new()).await.expect("save");
+
+        let filters = [
+            Filter::new().custom_tag(SingleLetterTag::LOWERCASE_A, repo.clone()),
+            Filter::new().custom_tags(
+                SingleLetterTag::LOWERCASE_A,
+                corpus.repos.iter().map(ToString::to_string),
+            ),
+            Filter::new()
+                .custom_tag(SingleLetterTag::LOWERCASE_E, root.clone())
+                .since(Timestamp::from(now - 100))
+                .until(Timestamp::from(now - 100)),
+            Filter::new()
+                .custom_tag(SingleLetterTag::LOWERCASE_A, repo.clone())
+                .since(Timestamp::from(now - 99)),
+            Filter::new().custom_tag(SingleLetterTag::LOWERCASE_A, long.clone()),
+            Filter::new().custom_tag(SingleLetterTag::LOWERCASE_A, "30617:nobody:x"),
+        ];
+        for filter in filters {
+            let scanned = TagScan::of(&filter).is_some();
+            assert_eq!(
+                scanned,
+                !filter
+                    .generic_tags
+                    .values()
+                    .flatten()
+                    .any(|v| v.len() > 182),
+                "{filter:?}"
+            );
+            let mut listed = store.negentropy_items(filter.clone()).await.expect("list");
+            listed.sort_unstable_by(newest_first);
+            let items = store.items(filter.clone()).await.expect("items");
+            assert_eq!(items, listed, "{filter:?}");
+            let want: BTreeSet<EventId> = events
+                .iter()
+                .filter(|e| {
+                    filter.match_event(e, MatchEventOptions::new())
+                        && !e.is_expired_at(Timestamp::from(now))
+                })
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(
+                items.iter().map(|(_, id)| *id).collect::<BTreeSet<_>>(),
+                want,
+                "{filter:?}"
+            );
+        }
     }
 
     /// A store answering `root_events` with the port's default (tag queries).

@@ -604,6 +604,10 @@ where
                     .push(fetching.map(move |d| Done::Info(relay, d)).boxed_local());
             }
             Output::Send { relay, text } => {
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    let head: String = text.chars().take(60).collect();
+                    tracing::trace!(relay = %relay, bytes = text.len(), %head, "send");
+                }
                 let sent = self
                     .sockets
                     .get_mut(&relay)
