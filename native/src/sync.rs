@@ -259,9 +259,11 @@ pub fn parse_repos(inputs: &[String]) -> Result<(Vec<RepoRef>, Vec<String>), Syn
 /// non-`Send` future).
 pub async fn run_sync(options: &SyncOptions) -> Result<SyncReport, SyncError> {
     let (repos, bootstrap) = sync_targets(options)?;
+    let opening = std::time::Instant::now();
     let store = LmdbStore::open(&options.data_dir, options.map_size)
         .await
         .map_err(|e| SyncError::Store(e.to_string()))?;
+    tracing::debug!(took = ?opening.elapsed(), "store open");
     sync_into(options, store, repos, bootstrap).await
 }
 
@@ -322,7 +324,13 @@ pub async fn sync_into<S: Store>(
         ParallelVerifier,
         SystemClock,
     );
+    let restoring = std::time::Instant::now();
     driver.start(&scope).await.map_err(SyncError::Store)?;
+    tracing::debug!(
+        took = ?restoring.elapsed(),
+        events = driver.stats().loaded_events,
+        "restored what the store knows"
+    );
     if bootstrap.is_empty() && driver.engine().index().repo_count() == 0 {
         return Err(SyncError::Usage(
             "no relay to ask: the store does not know these repositories; pass --relay URL".into(),
