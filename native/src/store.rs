@@ -32,10 +32,12 @@
 //!
 //! A filter that is one tag's values and a time window (the repository and root layers)
 //! is answered from nostr-lmdb's tag index (`tci`, key = letter, value zero-padded to
-//! 182 bytes, reversed `created_at`, id): the keys hold every match's `created_at` and
+//! 182 bytes, reversed `created_at`, id), and one that is some kinds and a time window
+//! (what nostr-sdk's `sync` asks a relay) from its kind index (`kci`, key = kind
+//! big-endian, reversed `created_at`, id): the keys hold every match's `created_at` and
 //! id, so no event is read; the `expiring` table leaves out expired events, as
 //! nostr-lmdb does. This reads nostr-lmdb 0.45's own layout (pinned in Cargo.toml, and
-//! checked against its answers by `tag_index_items_are_what_nostr_lmdb_lists`); other
+//! checked against its answers by `index_items_are_what_nostr_lmdb_lists`); other
 //! shapes, and values longer than the index keeps, go through nostr-lmdb.
 //!
 //!   Records of another `v`, or that do not decode, are skipped with a warning and left
@@ -124,11 +126,12 @@ const FORMAT_KEY: &[u8] = b"format";
 /// they should.
 const NOTES_KEY: &[u8] = b"notes";
 const NOTES_COMPLETE: &[u8] = b"complete";
-/// nostr-lmdb 0.45's index of (tag letter, tag value, created_at, id): database name,
-/// the fixed width of the value (zero-padded; longer values are cut), and the key size.
+/// nostr-lmdb 0.45's index of (tag letter, tag value, created_at, id): database name
+/// and the fixed width of the value (zero-padded; longer values are cut).
 const TAG_INDEX_DB: &str = "tci";
 const TAG_VALUE_WIDTH: usize = 182;
-const TAG_INDEX_KEY_LEN: usize = 1 + TAG_VALUE_WIDTH + 8 + 32;
+/// nostr-lmdb 0.45's index of (kind, created_at, id).
+const KIND_INDEX_DB: &str = "kci";
 /// Root ids read back per store query.
 const ROOTS_PER_QUERY: usize = 4_096;
 /// What nostr-lmdb's error text contains when the map is full.
@@ -234,6 +237,8 @@ struct Inner {
     expiring: Database<Bytes, Bytes>,
     /// nostr-lmdb's tag index, read for negentropy items.
     tag_index: Database<Bytes, Bytes>,
+    /// nostr-lmdb's kind index, read for negentropy items.
+    kind_index: Database<Bytes, Bytes>,
     /// Serialises [`LmdbStore::save`] calls.
     write: tokio::sync::Mutex<()>,
 }
@@ -281,15 +286,18 @@ impl LmdbStore {
             roots,
             expiring,
         } = blocking(move || open_state(state_dir)).await??;
-        let tag_index = {
+        let (tag_index, kind_index) = {
             let env = events_env.clone();
-            blocking(move || -> Result<Database<Bytes, Bytes>, StoreError> {
+            blocking(move || -> Result<_, StoreError> {
                 let txn = env.read_txn().map_err(StoreError::state)?;
-                env.open_database(&txn, Some(TAG_INDEX_DB))
-                    .map_err(StoreError::state)?
-                    .ok_or_else(|| {
-                        StoreError::State(format!("nostr-lmdb has no `{TAG_INDEX_DB}` index"))
-                    })
+                let open = |name: &str| {
+                    env.open_database::<Bytes, Bytes>(&txn, Some(name))
+                        .map_err(StoreError::state)?
+                        .ok_or_else(|| {
+                            StoreError::State(format!("nostr-lmdb has no `{name}` index"))
+                        })
+                };
+                Ok((open(TAG_INDEX_DB)?, open(KIND_INDEX_DB)?))
             })
             .await??
         };
@@ -305,6 +313,7 @@ impl LmdbStore {
                 roots,
                 expiring,
                 tag_index,
+                kind_index,
                 write: tokio::sync::Mutex::new(()),
             }),
         })
@@ -392,8 +401,8 @@ impl LmdbStore {
     /// out (nostr-lmdb's negentropy listing skips them, as NIP-77 relays do).
     pub async fn items(&self, filter: Filter) -> Result<Vec<(Timestamp, EventId)>, StoreError> {
         let limit = filter.limit;
-        let mut items = match TagScan::of(&filter) {
-            Some(scan) => self.items_from_tag_index(scan).await?,
+        let mut items = match IndexScan::of(&filter) {
+            Some(scan) => self.items_from_index(scan).await?,
             None => self.negentropy_items(filter.remove_limit()).await?,
         };
         items.sort_unstable_by(newest_first);
@@ -636,31 +645,32 @@ impl LmdbStore {
         .await?
     }
 
-    /// The negentropy items of a filter that is one tag's values (and a time window),
-    /// straight from nostr-lmdb's tag index, whose keys hold each match's `created_at`
-    /// and id: no event is read. Expired events are left out as nostr-lmdb does.
-    async fn items_from_tag_index(
+    /// The negentropy items of a filter that is one tag's values or some kinds (and a
+    /// time window), straight from nostr-lmdb's tag or kind index, whose keys hold each
+    /// match's `created_at` and id: no event is read. Expired events are left out as
+    /// nostr-lmdb does.
+    async fn items_from_index(
         &self,
-        scan: TagScan,
+        scan: IndexScan,
     ) -> Result<Vec<(Timestamp, EventId)>, StoreError> {
         let expired = self.expired_ids(Timestamp::now()).await?;
         let inner = Arc::clone(&self.inner);
         blocking(move || -> Result<Vec<(Timestamp, EventId)>, StoreError> {
             let txn = inner.events_env.read_txn().map_err(StoreError::state)?;
+            let index = match scan.index {
+                Index::Tags => &inner.tag_index,
+                Index::Kinds => &inner.kind_index,
+            };
             let mut items = Vec::new();
-            for value in &scan.values {
-                let from = tag_index_key(scan.letter, value, scan.until, [0; 32]);
-                let to = tag_index_key(scan.letter, value, scan.since, [0xff; 32]);
+            for prefix in &scan.prefixes {
+                let from = index_key(prefix, scan.until, [0; 32]);
+                let to = index_key(prefix, scan.since, [0xff; 32]);
                 let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
-                for row in inner
-                    .tag_index
-                    .range(&txn, &range)
-                    .map_err(StoreError::state)?
-                {
+                for row in index.range(&txn, &range).map_err(StoreError::state)? {
                     let (key, _) = row.map_err(StoreError::state)?;
-                    let Some((at, id)) = parse_tag_index_key(key) else {
+                    let Some((at, id)) = parse_index_key(key, prefix.len()) else {
                         return Err(StoreError::State(format!(
-                            "nostr-lmdb's tag index holds a key of {} bytes",
+                            "nostr-lmdb's index holds a key of {} bytes",
                             key.len()
                         )));
                     };
@@ -974,58 +984,90 @@ impl Notes {
     }
 }
 
-/// A filter nostr-lmdb's tag index answers alone: one tag's values (each short enough
-/// to be whole in the index) and a time window, nothing else.
-struct TagScan {
-    letter: u8,
-    values: Vec<String>,
+/// Which of nostr-lmdb's indexes an [`IndexScan`] walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Index {
+    Tags,
+    Kinds,
+}
+
+/// A filter one of nostr-lmdb's indexes answers alone, with a time window: one tag's
+/// values (each short enough to be whole in the index), or some kinds; nothing else.
+#[derive(Debug)]
+struct IndexScan {
+    index: Index,
+    /// One key prefix per value or kind: letter and padded value, or kind big-endian.
+    prefixes: Vec<Vec<u8>>,
     since: Timestamp,
     until: Timestamp,
 }
 
-impl TagScan {
+impl IndexScan {
     fn of(filter: &Filter) -> Option<Self> {
-        let unset = |n: Option<usize>| n.is_none();
-        if !(unset(filter.ids.as_ref().map(BTreeSet::len))
-            && unset(filter.authors.as_ref().map(BTreeSet::len))
-            && unset(filter.kinds.as_ref().map(BTreeSet::len))
-            && filter.search.is_none()
-            && filter.generic_tags.len() == 1)
+        let given = |n: Option<usize>| n.is_some_and(|n| n > 0);
+        let kinds = filter.kinds.as_ref().map(BTreeSet::len);
+        if given(filter.ids.as_ref().map(BTreeSet::len))
+            || given(filter.authors.as_ref().map(BTreeSet::len))
+            || filter.search.is_some()
         {
             return None;
         }
-        let (tag, values) = filter.generic_tags.iter().next()?;
-        if values.is_empty() || values.iter().any(|v| v.len() > TAG_VALUE_WIDTH) {
-            return None;
-        }
+        let (index, prefixes) = match (filter.generic_tags.len(), given(kinds)) {
+            (1, false) => {
+                let (tag, values) = filter.generic_tags.iter().next()?;
+                let letter = u8::try_from(tag.as_char()).ok()?;
+                if values.is_empty() || values.iter().any(|v| v.len() > TAG_VALUE_WIDTH) {
+                    return None;
+                }
+                let prefixes = values
+                    .iter()
+                    .map(|value| {
+                        let mut prefix = Vec::with_capacity(1 + TAG_VALUE_WIDTH);
+                        prefix.push(letter);
+                        prefix.extend_from_slice(value.as_bytes());
+                        prefix.resize(1 + TAG_VALUE_WIDTH, 0);
+                        prefix
+                    })
+                    .collect();
+                (Index::Tags, prefixes)
+            }
+            (0, true) => {
+                let kinds = filter.kinds.as_ref()?;
+                let prefixes = kinds
+                    .iter()
+                    .map(|k| k.as_u16().to_be_bytes().to_vec())
+                    .collect();
+                (Index::Kinds, prefixes)
+            }
+            _ => return None,
+        };
         Some(Self {
-            letter: u8::try_from(tag.as_char()).ok()?,
-            values: values.iter().cloned().collect(),
+            index,
+            prefixes,
             since: filter.since.unwrap_or_else(Timestamp::min),
             until: filter.until.unwrap_or_else(Timestamp::max),
         })
     }
 }
 
-/// A key of nostr-lmdb's tag index: letter, value zero-padded to its width, created_at
-/// reversed (newest first) big-endian, id.
-fn tag_index_key(letter: u8, value: &str, at: Timestamp, id: [u8; 32]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(TAG_INDEX_KEY_LEN);
-    key.push(letter);
-    key.extend_from_slice(value.as_bytes());
-    key.resize(1 + TAG_VALUE_WIDTH, 0);
+/// A key of nostr-lmdb's tag or kind index: the prefix, `created_at` reversed (newest
+/// first) big-endian, the id.
+fn index_key(prefix: &[u8], at: Timestamp, id: [u8; 32]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8 + 32);
+    key.extend_from_slice(prefix);
     key.extend_from_slice(&(u64::MAX - at.as_secs()).to_be_bytes());
     key.extend_from_slice(&id);
     key
 }
 
-/// The (created_at, id) a tag index key holds; `None` if it is not one.
-fn parse_tag_index_key(key: &[u8]) -> Option<(Timestamp, EventId)> {
-    if key.len() != TAG_INDEX_KEY_LEN {
+/// The (created_at, id) an index key after a `prefix_len`-byte prefix holds; `None`
+/// if it is not one.
+fn parse_index_key(key: &[u8], prefix_len: usize) -> Option<(Timestamp, EventId)> {
+    if key.len() != prefix_len + 8 + 32 {
         return None;
     }
-    let at = <[u8; 8]>::try_from(&key[1 + TAG_VALUE_WIDTH..1 + TAG_VALUE_WIDTH + 8]).ok()?;
-    let id = EventId::from_slice(&key[TAG_INDEX_KEY_LEN - 32..]).ok()?;
+    let at = <[u8; 8]>::try_from(&key[prefix_len..prefix_len + 8]).ok()?;
+    let id = EventId::from_slice(&key[prefix_len + 8..]).ok()?;
     Some((Timestamp::from(u64::MAX - u64::from_be_bytes(at)), id))
 }
 
@@ -1537,7 +1579,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tag_index_items_are_what_nostr_lmdb_lists() {
+    async fn index_items_are_what_nostr_lmdb_lists() {
         let dir = tempfile::tempdir().expect("tempdir");
         let corpus = corpus(3, 40);
         let mut events = acceptable(&corpus);
@@ -1582,9 +1624,15 @@ mod tests {
                 .since(Timestamp::from(now - 99)),
             Filter::new().custom_tag(SingleLetterTag::LOWERCASE_A, long.clone()),
             Filter::new().custom_tag(SingleLetterTag::LOWERCASE_A, "30617:nobody:x"),
+            // Kinds alone walk the kind index.
+            Filter::new().kind(Kind::from(1621)),
+            Filter::new()
+                .kinds([Kind::from(1617), Kind::from(1621), Kind::from(30617)])
+                .until(Timestamp::from(now - 100)),
+            Filter::new().kind(Kind::from(9)),
         ];
         for filter in filters {
-            let scanned = TagScan::of(&filter).is_some();
+            let scanned = IndexScan::of(&filter).is_some();
             assert_eq!(
                 scanned,
                 !filter
