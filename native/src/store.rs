@@ -229,12 +229,8 @@ struct Inner {
     /// map-full probe.
     events_env: Env,
     events_map_size: usize,
-    state: Env,
-    meta: Database<Bytes, Bytes>,
-    checkpoints: Database<Bytes, Bytes>,
-    seen: Database<Bytes, Bytes>,
-    roots: Database<Bytes, Bytes>,
-    expiring: Database<Bytes, Bytes>,
+    /// The sync state environment and its databases.
+    state: StateDbs,
     /// nostr-lmdb's tag index, read for negentropy items.
     tag_index: Database<Bytes, Bytes>,
     /// nostr-lmdb's kind index, read for negentropy items.
@@ -246,7 +242,7 @@ struct Inner {
 impl fmt::Debug for LmdbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LmdbStore")
-            .field("state", &self.inner.state.path())
+            .field("state", &self.inner.state.env.path())
             .field("events_map_size", &self.inner.events_map_size)
             .finish_non_exhaustive()
     }
@@ -278,14 +274,7 @@ impl LmdbStore {
             .await
             .map_err(|e| StoreError::events(e, events_map_size))?;
         let events_env = blocking(move || shared_env(&events_dir)).await??;
-        let StateDbs {
-            env: state,
-            meta,
-            checkpoints,
-            seen,
-            roots,
-            expiring,
-        } = blocking(move || open_state(state_dir)).await??;
+        let state = blocking(move || open_state(state_dir)).await??;
         let (tag_index, kind_index) = {
             let env = events_env.clone();
             blocking(move || -> Result<_, StoreError> {
@@ -307,11 +296,6 @@ impl LmdbStore {
                 events_env,
                 events_map_size,
                 state,
-                meta,
-                checkpoints,
-                seen,
-                roots,
-                expiring,
                 tag_index,
                 kind_index,
                 write: tokio::sync::Mutex::new(()),
@@ -545,7 +529,7 @@ impl LmdbStore {
         }
         let inner = Arc::clone(&self.inner);
         blocking(move || {
-            let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
+            let mut txn = inner.state.env.write_txn().map_err(StoreError::state)?;
             notes.put(&inner, &mut txn)?;
             txn.commit().map_err(StoreError::state)
         })
@@ -557,8 +541,12 @@ impl LmdbStore {
     async fn ensure_noted(&self) -> Result<(), StoreError> {
         let inner = Arc::clone(&self.inner);
         let complete = blocking(move || -> Result<bool, StoreError> {
-            let txn = inner.state.read_txn().map_err(StoreError::state)?;
-            let mark = inner.meta.get(&txn, NOTES_KEY).map_err(StoreError::state)?;
+            let txn = inner.state.env.read_txn().map_err(StoreError::state)?;
+            let mark = inner
+                .state
+                .meta
+                .get(&txn, NOTES_KEY)
+                .map_err(StoreError::state)?;
             Ok(mark == Some(NOTES_COMPLETE))
         })
         .await??;
@@ -574,9 +562,10 @@ impl LmdbStore {
         );
         let inner = Arc::clone(&self.inner);
         blocking(move || {
-            let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
+            let mut txn = inner.state.env.write_txn().map_err(StoreError::state)?;
             notes.put(&inner, &mut txn)?;
             inner
+                .state
                 .meta
                 .put(&mut txn, NOTES_KEY, NOTES_COMPLETE)
                 .map_err(StoreError::state)?;
@@ -596,9 +585,9 @@ impl LmdbStore {
         let values: HashSet<String> = coords.iter().map(ToString::to_string).collect();
         let inner = Arc::clone(&self.inner);
         let ids = blocking(move || -> Result<Vec<EventId>, StoreError> {
-            let txn = inner.state.read_txn().map_err(StoreError::state)?;
+            let txn = inner.state.env.read_txn().map_err(StoreError::state)?;
             let mut ids = Vec::new();
-            for row in inner.roots.iter(&txn).map_err(StoreError::state)? {
+            for row in inner.state.roots.iter(&txn).map_err(StoreError::state)? {
                 let (key, _) = row.map_err(StoreError::state)?;
                 match EventId::from_slice(key) {
                     Ok(id) => ids.push(id),
@@ -627,9 +616,9 @@ impl LmdbStore {
         self.ensure_noted().await?;
         let inner = Arc::clone(&self.inner);
         blocking(move || -> Result<HashSet<EventId>, StoreError> {
-            let txn = inner.state.read_txn().map_err(StoreError::state)?;
+            let txn = inner.state.env.read_txn().map_err(StoreError::state)?;
             let mut expired = HashSet::new();
-            for row in inner.expiring.iter(&txn).map_err(StoreError::state)? {
+            for row in inner.state.expiring.iter(&txn).map_err(StoreError::state)? {
                 let (key, value) = row.map_err(StoreError::state)?;
                 let at = <[u8; 8]>::try_from(value).map(u64::from_be_bytes);
                 match (EventId::from_slice(key), at) {
@@ -726,15 +715,17 @@ impl LmdbStore {
             .map(|e| Ok((e.id, encode(&SeenRecord::of(e))?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         blocking(move || {
-            let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
+            let mut txn = inner.state.env.write_txn().map_err(StoreError::state)?;
             for (key, value) in &checkpoints {
                 inner
+                    .state
                     .checkpoints
                     .put(&mut txn, key, value)
                     .map_err(StoreError::state)?;
             }
             for (id, value) in &seen {
                 inner
+                    .state
                     .seen
                     .put(&mut txn, id.as_bytes(), value)
                     .map_err(StoreError::state)?;
@@ -754,7 +745,7 @@ impl LmdbStore {
 
     /// Where the sync state lives (`dir/state`).
     pub fn state_path(&self) -> &Path {
-        self.inner.state.path()
+        self.inner.state.env.path()
     }
 
     fn events_error(&self, error: nostr_database::error::Error) -> StoreError {
@@ -970,12 +961,14 @@ impl Notes {
     fn put(&self, inner: &Inner, txn: &mut heed::RwTxn) -> Result<(), StoreError> {
         for id in &self.roots {
             inner
+                .state
                 .roots
                 .put(txn, id.as_bytes(), &[])
                 .map_err(StoreError::state)?;
         }
         for (id, at) in &self.expiring {
             inner
+                .state
                 .expiring
                 .put(txn, id.as_bytes(), &at.to_be_bytes())
                 .map_err(StoreError::state)?;
@@ -1154,9 +1147,14 @@ fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
 }
 
 fn load_state(inner: &Inner, now: Timestamp) -> Result<SavedState, StoreError> {
-    let mut txn = inner.state.write_txn().map_err(StoreError::state)?;
+    let mut txn = inner.state.env.write_txn().map_err(StoreError::state)?;
     let mut state = SavedState::default();
-    for row in inner.checkpoints.iter(&txn).map_err(StoreError::state)? {
+    for row in inner
+        .state
+        .checkpoints
+        .iter(&txn)
+        .map_err(StoreError::state)?
+    {
         let (_, value) = row.map_err(StoreError::state)?;
         match decode::<CheckpointRecord>(value).and_then(CheckpointRecord::into_checkpoint) {
             Ok(c) => state.checkpoints.push(c),
@@ -1164,7 +1162,7 @@ fn load_state(inner: &Inner, now: Timestamp) -> Result<SavedState, StoreError> {
         }
     }
     let mut expired: Vec<Vec<u8>> = Vec::new();
-    for row in inner.seen.iter(&txn).map_err(StoreError::state)? {
+    for row in inner.state.seen.iter(&txn).map_err(StoreError::state)? {
         let (key, value) = row.map_err(StoreError::state)?;
         let entry = EventId::from_slice(key)
             .map_err(|e| e.to_string())
@@ -1177,6 +1175,7 @@ fn load_state(inner: &Inner, now: Timestamp) -> Result<SavedState, StoreError> {
     }
     for key in &expired {
         inner
+            .state
             .seen
             .delete(&mut txn, key)
             .map_err(StoreError::state)?;
@@ -1525,8 +1524,8 @@ mod tests {
         store.save(events.clone(), Vec::new()).await.expect("save");
         let stored_roots = events.iter().filter(|e| nip34::is_root(e)).count();
         {
-            let txn = store.inner.state.read_txn().expect("txn");
-            let noted = store.inner.roots.len(&txn).expect("count") as usize;
+            let txn = store.inner.state.env.read_txn().expect("txn");
+            let noted = store.inner.state.roots.len(&txn).expect("count") as usize;
             assert_eq!(noted, stored_roots, "saving notes every root");
         }
 
@@ -1560,19 +1559,23 @@ mod tests {
         // A store from before the table (no marker, empty table) is scanned once.
         {
             let inner = &store.inner;
-            let mut txn = inner.state.write_txn().expect("txn");
-            inner.roots.clear(&mut txn).expect("clear");
-            inner.meta.delete(&mut txn, NOTES_KEY).expect("unmark");
+            let mut txn = inner.state.env.write_txn().expect("txn");
+            inner.state.roots.clear(&mut txn).expect("clear");
+            inner
+                .state
+                .meta
+                .delete(&mut txn, NOTES_KEY)
+                .expect("unmark");
             txn.commit().expect("commit");
         }
         assert_eq!(ids(&store.root_events(&coords).await.expect("roots")), want);
-        let txn = store.inner.state.read_txn().expect("txn");
+        let txn = store.inner.state.env.read_txn().expect("txn");
         assert_eq!(
-            store.inner.meta.get(&txn, NOTES_KEY).expect("read"),
+            store.inner.state.meta.get(&txn, NOTES_KEY).expect("read"),
             Some(NOTES_COMPLETE)
         );
         assert_eq!(
-            store.inner.roots.len(&txn).expect("count") as usize,
+            store.inner.state.roots.len(&txn).expect("count") as usize,
             stored_roots - 1,
             "every stored root, the removed one no longer"
         );
@@ -1945,8 +1948,8 @@ mod tests {
         want.push(renewed_later);
         assert_eq!(sorted(state.remembered), sorted(want));
         // The expired entries are gone from disk, not only from the answer.
-        let txn = store.inner.state.read_txn().expect("txn");
-        assert_eq!(store.inner.seen.len(&txn).expect("len"), 4);
+        let txn = store.inner.state.env.read_txn().expect("txn");
+        assert_eq!(store.inner.state.seen.len(&txn).expect("len"), 4);
     }
 
     #[tokio::test]
@@ -2114,7 +2117,7 @@ mod tests {
         let env = &store.inner.events_env;
         assert_eq!(
             env.path(),
-            store.inner.state.path().with_file_name(EVENTS_DIR)
+            store.inner.state.env.path().with_file_name(EVENTS_DIR)
         );
         assert!(
             !map_cannot_hold(env, 16).expect("probe"),
@@ -2137,13 +2140,12 @@ mod tests {
         {
             let store = open(dir.path()).await;
             let inner = &store.inner;
-            let mut txn = inner.state.write_txn().expect("txn");
-            let meta: Database<Bytes, Bytes> = inner
+            let mut txn = inner.state.env.write_txn().expect("txn");
+            inner
                 .state
-                .open_database(&txn, Some("meta"))
-                .expect("open meta")
-                .expect("meta exists");
-            meta.put(&mut txn, FORMAT_KEY, b"2").expect("put");
+                .meta
+                .put(&mut txn, FORMAT_KEY, b"2")
+                .expect("put");
             txn.commit().expect("commit");
         }
         match LmdbStore::open(dir.path(), MAP).await {
