@@ -582,7 +582,7 @@ impl LmdbStore {
             return Ok(Vec::new());
         }
         self.ensure_noted().await?;
-        let values: HashSet<String> = coords.iter().map(ToString::to_string).collect();
+        let wanted: HashSet<&RepoRef> = coords.iter().collect();
         let inner = Arc::clone(&self.inner);
         let ids = blocking(move || -> Result<Vec<EventId>, StoreError> {
             let txn = inner.state.env.read_txn().map_err(StoreError::state)?;
@@ -602,11 +602,7 @@ impl LmdbStore {
             let events = self
                 .query_all(Filter::new().ids(chunk.iter().copied()))
                 .await?;
-            roots.extend(
-                events
-                    .into_iter()
-                    .filter(|e| nip34::is_root(e) && names_a_repo(e, &values)),
-            );
+            roots.extend(events.into_iter().filter(|e| names_a_repo(e, &wanted)));
         }
         Ok(roots)
     }
@@ -697,7 +693,7 @@ impl LmdbStore {
     /// Saves checkpoints (in order, each replacing the one of the same relay and scope)
     /// and remembered ids in one transaction: one durable commit however many there are.
     pub async fn save_state(&self, state: SavedState) -> Result<(), StoreError> {
-        if state.checkpoints.is_empty() && state.remembered.is_empty() {
+        if state.is_empty() {
             return Ok(());
         }
         let inner = Arc::clone(&self.inner);
@@ -1064,12 +1060,10 @@ fn parse_index_key(key: &[u8], prefix_len: usize) -> Option<(Timestamp, EventId)
     Some((Timestamp::from(u64::MAX - u64::from_be_bytes(at)), id))
 }
 
-/// Whether `event` has an `a`, `A` or `q` tag whose value is in `values`.
-fn names_a_repo(event: &Event, values: &HashSet<String>) -> bool {
-    event.tags.iter().any(|tag| match tag.as_slice() {
-        [name, value, ..] => matches!(name.as_str(), "a" | "A" | "q") && values.contains(value),
-        _ => false,
-    })
+/// Whether `event` references one of `repos` (in an `a`, `A` or `q` tag: the core's
+/// reading, as the index has it).
+fn names_a_repo(event: &Event, repos: &HashSet<&RepoRef>) -> bool {
+    nip34::repo_refs(event).iter().any(|r| repos.contains(r))
 }
 
 fn unix_now() -> Timestamp {
@@ -1500,10 +1494,10 @@ mod tests {
     /// What `Store::root_events` must answer: the roots among `events` naming one of
     /// `coords` in an `a`, `A` or `q` tag.
     fn roots_naming(events: &[Event], coords: &[RepoRef]) -> BTreeSet<EventId> {
-        let values: HashSet<String> = coords.iter().map(ToString::to_string).collect();
+        let wanted: HashSet<&RepoRef> = coords.iter().collect();
         events
             .iter()
-            .filter(|e| nip34::is_root(e) && names_a_repo(e, &values))
+            .filter(|e| nip34::is_root(e) && names_a_repo(e, &wanted))
             .map(|e| e.id)
             .collect()
     }

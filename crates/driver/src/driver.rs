@@ -673,16 +673,12 @@ where
     /// Starts the next write on the persistence lane: everything queued since the last
     /// one, in one store write (checkpoints keep their order).
     fn next_persist(&mut self) {
-        if self.persisting || self.nothing_to_persist() {
+        if self.persisting || self.to_persist.is_empty() {
             return;
         }
         let writing = self.store.save_state(std::mem::take(&mut self.to_persist));
         self.persisting = true;
         self.tasks.push(writing.map(Done::Persisted).boxed_local());
-    }
-
-    fn nothing_to_persist(&self) -> bool {
-        self.to_persist.checkpoints.is_empty() && self.to_persist.remembered.is_empty()
     }
 
     /// Lets in-flight saves and state writes finish (feeding their results to the
@@ -691,7 +687,7 @@ where
         let deadline = self.clock.now() + SHUTDOWN_GRACE;
         let mut grace = self.clock.sleep(SHUTDOWN_GRACE);
         self.next_save();
-        while self.saving || self.persisting || !self.nothing_to_persist() {
+        while self.saving || self.persisting || !self.to_persist.is_empty() {
             if self.clock.now() >= deadline {
                 tracing::warn!("shutdown: gave up waiting for in-flight writes");
                 break;

@@ -8,7 +8,7 @@ use futures::stream::LocalBoxStream;
 use futures::FutureExt as _;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::{Checkpoint, Time};
-use grasp_sync_core::nip34::kinds;
+use grasp_sync_core::nip34::{kinds, REPO_TAGS};
 use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::{RelayUrl, RepoRef};
 use nostr::prelude::{Event, EventId, Filter, SingleLetterTag, Timestamp};
@@ -52,6 +52,13 @@ pub struct SavedState {
     pub remembered: Vec<SeenEntry>,
 }
 
+impl SavedState {
+    /// Whether there is nothing in it.
+    pub fn is_empty(&self) -> bool {
+        self.checkpoints.is_empty() && self.remembered.is_empty()
+    }
+}
+
 /// The local event store, plus the sync state that lives beside it.
 ///
 /// Calls may overlap; an implementation serialises writes itself. A write completes
@@ -75,9 +82,9 @@ pub trait Store {
         coords: Vec<RepoRef>,
     ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
         let values: Vec<String> = coords.iter().map(ToString::to_string).collect();
-        let queries: Vec<_> = ['a', 'A', 'q']
+        let queries: Vec<_> = REPO_TAGS
             .into_iter()
-            .filter_map(|letter| SingleLetterTag::from_char(letter).ok())
+            .filter_map(|name| name.parse::<SingleLetterTag>().ok())
             .map(|tag| {
                 self.query(
                     Filter::new()
