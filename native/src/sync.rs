@@ -304,6 +304,7 @@ pub async fn sync_into<S: Store>(
         bootstrap_relays: bootstrap.iter().cloned().collect(),
         discovery: scope.clone(),
         seed: std::process::id().into(),
+        one_shot: true,
         ..EngineConfig::default()
     };
     config.index.relay_policy.allow_private = options.allow_private_relays;

@@ -291,6 +291,38 @@ fn nip77_first_sync_pages_then_full_reconciliation_is_cheap() {
     assert_converged(&world, &url, &corpus.acceptable);
 }
 
+/// A one-shot sync (the `sync` command) converges the same way without ever opening a
+/// live subscription; a daemon's engine opens one at session start.
+#[test]
+fn one_shot_sync_opens_no_live_subscription() {
+    let corpus = small();
+    let live_reqs = |world: &World, url: &RelayUrl| {
+        log(world, url)
+            .iter()
+            .filter_map(|f| parse(f))
+            .filter(|s| s.kind == "REQ" && s.filters.iter().any(is_live))
+            .count()
+    };
+    let (mut one_shot, url) = world_with(&corpus, SimRelayConfig::default(), 7, |c| {
+        c.one_shot = true;
+    });
+    one_shot.run_for(HOUR);
+    assert_converged(&one_shot, &url, &corpus.acceptable);
+    assert_eq!(
+        live_reqs(&one_shot, &url),
+        0,
+        "a one-shot sync subscribed live"
+    );
+
+    let (mut daemon, url) = world(&corpus, SimRelayConfig::default());
+    daemon.run_for(HOUR);
+    assert_converged(&daemon, &url, &corpus.acceptable);
+    assert!(
+        live_reqs(&daemon, &url) > 0,
+        "the daemon did not subscribe live"
+    );
+}
+
 // -------------------------------------------------------------------------------------
 // 2. Fallbacks when the relay does not speak NIP-77
 

@@ -108,4 +108,7 @@ pub struct EngineConfig {
     pub flow: Flow,
     /// Seed of the jitter generator.
     pub seed: u64,
+    /// A one-shot sync: reconcile what is stored and stop there, without live
+    /// subscriptions (a daemon keeps them open to receive what is published next).
+    pub one_shot: bool,
 }

@@ -2512,6 +2512,14 @@ impl SyncEngine {
     /// when those would exceed the relay's budget everything is consolidated again.
     fn refresh_live(&mut self, id: RelayId) {
         let now = self.now;
+        if self.config.one_shot {
+            // Nothing waits for live subscriptions: historic jobs may start at once.
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.live_new.clear();
+                relay.live_dirty = false;
+            }
+            return;
+        }
         let Some(relay) = self.relays.get(&id) else {
             return;
         };
