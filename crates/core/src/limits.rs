@@ -9,7 +9,8 @@ pub struct RelayLimits {
     pub max_subscriptions: usize,
     /// Filters in one REQ.
     pub max_filters: usize,
-    /// Values in one filter field (`ids`, `authors`, or one tag's values).
+    /// Values in one filter field (`ids`, `authors`, or one tag's values). NIP-11 has no
+    /// field for it; with the default message size, the bytes bind first (about 950 ids).
     pub max_values_per_filter: usize,
     /// Bytes in one message we send.
     pub max_message_bytes: usize,
@@ -20,12 +21,13 @@ pub struct RelayLimits {
 }
 
 impl Default for RelayLimits {
-    /// Conservative values that common relays (strfry, nostr-rs-relay, khatru) accept.
+    /// Conservative values that common relays (strfry, nostr-rs-relay, khatru) accept;
+    /// nostream, the one that caps values per filter, allows 2 500.
     fn default() -> Self {
         Self {
             max_subscriptions: 10,
             max_filters: 10,
-            max_values_per_filter: 256,
+            max_values_per_filter: 1_000,
             max_message_bytes: 65_536,
             max_results: 500,
             max_subid_len: 64,
