@@ -321,6 +321,14 @@ fn one_shot_sync_opens_no_live_subscription() {
         live_reqs(&daemon, &url) > 0,
         "the daemon did not subscribe live"
     );
+    // Discoveries are coalesced as a daemon's live updates coalesce them.
+    let jobs = |world: &World| job_frames(&log(world, &url)).len();
+    eprintln!(
+        "historic job frames: one-shot {}, daemon {}",
+        jobs(&one_shot),
+        jobs(&daemon)
+    );
+    assert!(jobs(&one_shot) <= jobs(&daemon));
 }
 
 // -------------------------------------------------------------------------------------

@@ -2512,11 +2512,19 @@ impl SyncEngine {
     /// when those would exceed the relay's budget everything is consolidated again.
     fn refresh_live(&mut self, id: RelayId) {
         let now = self.now;
+        let interval = self.config.timing.live_update_interval;
         if self.config.one_shot {
-            // Nothing waits for live subscriptions: historic jobs may start at once.
-            if let Some(relay) = self.relays.get_mut(&id) {
-                relay.live_new.clear();
+            // No live REQ; new items are still taken up at most once per interval, so
+            // a burst of discoveries becomes a few large historic jobs, not many small.
+            let Some(relay) = self.relays.get_mut(&id) else {
+                return;
+            };
+            let due = !relay.live_new.is_empty()
+                && relay.live_sent_at.is_none_or(|t| now >= t + interval);
+            if relay.live_dirty || due {
                 relay.live_dirty = false;
+                relay.live_new.clear();
+                relay.live_sent_at = Some(now);
             }
             return;
         }
@@ -2529,7 +2537,6 @@ impl SyncEngine {
         if !relay.live_dirty && relay.live_new.is_empty() {
             return;
         }
-        let interval = self.config.timing.live_update_interval;
         if !relay.live_dirty && relay.live_sent_at.is_some_and(|t| now < t + interval) {
             return;
         }
