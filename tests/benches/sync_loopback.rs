@@ -9,7 +9,9 @@
 //! 3. a **1 % catch-up**: 1 % more events added to the relay, then a re-run;
 //! 4. the **verification floor** of the cold sync's event set, single-threaded and on
 //!    all cores (the rayon verifier grasp-sync itself uses), and the ratio cold sync /
-//!    all-cores floor (target ≤ 2×);
+//!    all-cores floor (target ≤ 2×); beside it the rest of a client's floor, measured
+//!    alone: parsing the set's JSON on one core and writing it into a fresh store (grasp-sync's, on nostr-lmdb),
+//!    and the least a client doing all three could take on these cores;
 //! 5. a **plain paginated REQ** download of the same set over one WebSocket (`until`
 //!    paged backwards, 500 per page) as a peer for bytes and time.
 //!
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 use grasp_sync_tests::{grasp_sync_bin, Nip77Limits, Nip77Relay, SyncRun};
 use nostr::prelude::EventId;
 use serde_json::Value;
+use support::client_floor::client_floor;
 use support::corpus::{generate, json_len, largest_second, CorpusStats};
 use support::req_download::{req_download, ReqDownload, PAGE};
 use support::sync_cli::{
@@ -89,6 +92,7 @@ async fn bench() {
 
     // The verification floor of the set a cold sync downloads.
     let (floor_serial, floor_parallel) = verification_floor(&held, cores, TAG).await;
+    let (parse_floor, store_floor, store_batch) = client_floor(&held, TAG).await;
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let args = cli_args(&set.repos, &url, dir.path());
@@ -136,6 +140,9 @@ async fn bench() {
         burst,
         floor_serial,
         floor_parallel,
+        parse_floor,
+        store_floor,
+        store_batch,
         cold,
         cold_store,
         again,
@@ -250,6 +257,9 @@ struct Report {
     burst: (usize, u64),
     floor_serial: Duration,
     floor_parallel: Duration,
+    parse_floor: Duration,
+    store_floor: Duration,
+    store_batch: usize,
     cold: Timed,
     cold_store: StoreCheck,
     again: Timed,
@@ -548,6 +558,31 @@ impl Report {
         s.push_str(&format!(
             "| cold sync / all-cores floor (target ≤ 2×) | **{}** |\n",
             ratio(self.cold.wall.as_secs_f64(), floor)
+        ));
+        // Verification and parsing spread over the cores; the store has one writer.
+        let client_floor = self.store_floor.as_secs_f64().max(
+            (self.floor_serial + self.parse_floor + self.store_floor).as_secs_f64()
+                / self.cores as f64,
+        );
+        s.push_str(&format!(
+            "| parse {} events from JSON, one core | {} |\n",
+            thousands(self.held as u64),
+            secs(self.parse_floor)
+        ));
+        s.push_str(&format!(
+            "| write them into a fresh store (grasp-sync's on nostr-lmdb), {} events per save | {} |\n",
+            thousands(self.store_batch as u64),
+            secs(self.store_floor)
+        ));
+        s.push_str(&format!(
+            "| client floor: max(store, (verify one core + parse + store) / {} cores) | {:.2} s ({} the all-cores verification floor) |\n",
+            self.cores,
+            client_floor,
+            ratio(client_floor, floor)
+        ));
+        s.push_str(&format!(
+            "| cold sync / client floor | {} |\n",
+            ratio(self.cold.wall.as_secs_f64(), client_floor)
         ));
         s.push_str(&format!(
             "| cold sync / one-core floor | {} |\n",

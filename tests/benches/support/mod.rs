@@ -2,12 +2,14 @@
 //! bench's `main`, writing logs, reading a process's CPU time and memory from `/proc`,
 //! the open-file limit, latency percentiles, number formatting for the markdown tables;
 //! in the submodules: the generated corpus, preloading a daemon, running `grasp-sync
-//! sync`, the plain REQ download and the verification floor.
+//! sync`, the plain REQ download, the verification floor and the rest of a client's floor
+//! (parsing, nostr-lmdb writes).
 //!
 //! Not a bench target of its own (cargo discovers `benches/*.rs` and
 //! `benches/*/main.rs` only); each bench includes it with `mod support;` and, as each
 //! uses a part of it, allows `dead_code` there.
 
+pub mod client_floor;
 pub mod corpus;
 pub mod preload;
 pub mod req_download;
