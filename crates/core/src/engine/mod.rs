@@ -1009,10 +1009,16 @@ impl SyncEngine {
     /// no room for a page: a relay answering faster than we verify and store would
     /// otherwise fill it, and what is dropped there is downloaded again.
     fn send_page(&mut self, id: RelayId, job_id: JobId) {
-        let room = self.ingest_room();
         let now = self.now;
         let eose_timeout = self.config.timing.eose_timeout;
-        let quarter = (self.config.flow.max_ingest_queue / 4).max(1);
+        let limit = match self.relays.get(&id).and_then(|r| r.jobs.get(&job_id)) {
+            Some(Job {
+                state: JobState::Paging(pager),
+                ..
+            }) => pager.limit(),
+            _ => return,
+        };
+        let fits = self.ingest_takes(limit).is_some();
         let new_sub = self.new_sub();
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
@@ -1023,7 +1029,7 @@ impl SyncEngine {
         let JobState::Paging(pager) = &mut job.state else {
             return;
         };
-        if room < pager.limit().min(quarter) {
+        if !fits {
             pager.parked = true;
             return;
         }
@@ -1057,6 +1063,15 @@ impl SyncEngine {
         for job_id in parked {
             self.send_page(id, job_id);
         }
+    }
+
+    /// The ingest queue's room when it can take a request for `wanted` events: room for
+    /// all of them, or for a quarter of the queue when they are more (so one large
+    /// request does not wait for the queue to empty).
+    fn ingest_takes(&self, wanted: usize) -> Option<usize> {
+        let room = self.ingest_room();
+        let quarter = (self.config.flow.max_ingest_queue / 4).max(1);
+        (room >= wanted.min(quarter)).then_some(room)
     }
 
     /// Events the ingest queue can still take, after what is in it and what the pages
@@ -2077,7 +2092,6 @@ impl SyncEngine {
 
     fn start_fetches(&mut self, id: RelayId) {
         let now = self.now;
-        let quarter = (self.config.flow.max_ingest_queue / 4).max(1);
         let deadline = now + self.config.timing.eose_timeout;
         loop {
             let Some(relay) = self.relays.get_mut(&id) else {
@@ -2094,15 +2108,14 @@ impl SyncEngine {
             {
                 return;
             }
-            let room = self.ingest_room();
+            // Like pages, fetches wait until the ingest queue can take what they ask.
+            let wanted = relay.limits.max_results.min(relay.fetch_queue.len());
+            let Some(room) = self.ingest_takes(wanted) else {
+                return;
+            };
             let Some(relay) = self.relays.get_mut(&id) else {
                 return;
             };
-            // Like pages, fetches wait until the ingest queue can take what they ask.
-            let wanted = relay.limits.max_results.min(relay.fetch_queue.len());
-            if room < wanted.min(quarter) {
-                return;
-            }
             let take = wanted.min(room);
             let ids: Vec<EventId> = relay.fetch_queue.drain(..take).collect();
             let Some(filter) = ids_filters(&ids, &relay.limits).into_iter().next() else {
