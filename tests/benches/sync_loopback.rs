@@ -10,8 +10,8 @@
 //! 4. the **verification floor** of the cold sync's event set, single-threaded and on
 //!    all cores (the rayon verifier grasp-sync itself uses), and the ratio cold sync /
 //!    all-cores floor (target ≤ 2×); beside it the rest of a client's floor, measured
-//!    alone: parsing the set's JSON on one core and writing it into a fresh store (grasp-sync's, on nostr-lmdb),
-//!    and the least a client doing all three could take on these cores;
+//!    alone: parsing the set's JSON on one core and writing it into a fresh grasp-sync
+//!    store (on nostr-lmdb), and the least a client doing all three could take here;
 //! 5. a **plain paginated REQ** download of the same set over one WebSocket (`until`
 //!    paged backwards, 500 per page) as a peer for bytes and time.
 //!

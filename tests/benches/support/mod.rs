@@ -2,8 +2,8 @@
 //! bench's `main`, writing logs, reading a process's CPU time and memory from `/proc`,
 //! the open-file limit, latency percentiles, number formatting for the markdown tables;
 //! in the submodules: the generated corpus, preloading a daemon, running `grasp-sync
-//! sync`, the plain REQ download, the verification floor and the rest of a client's floor
-//! (parsing, nostr-lmdb writes).
+//! sync`, the plain REQ download, the verification floor and the rest of a client's
+//! floor (parsing, store writes).
 //!
 //! Not a bench target of its own (cargo discovers `benches/*.rs` and
 //! `benches/*/main.rs` only); each bench includes it with `mod support;` and, as each

@@ -295,6 +295,13 @@ enum Session {
     Full,
 }
 
+/// Whether the ingest queue, with `room` left of `max_queue`, can take a request for
+/// `wanted` events: room for all of them, or for a quarter of the queue when they are
+/// more (so one large request does not wait for the queue to empty).
+fn ingest_takes(room: usize, wanted: usize, max_queue: usize) -> bool {
+    room >= wanted.min((max_queue / 4).max(1))
+}
+
 /// How a job starts.
 enum Start {
     Paging,
@@ -1009,16 +1016,10 @@ impl SyncEngine {
     /// no room for a page: a relay answering faster than we verify and store would
     /// otherwise fill it, and what is dropped there is downloaded again.
     fn send_page(&mut self, id: RelayId, job_id: JobId) {
+        let room = self.ingest_room();
         let now = self.now;
         let eose_timeout = self.config.timing.eose_timeout;
-        let limit = match self.relays.get(&id).and_then(|r| r.jobs.get(&job_id)) {
-            Some(Job {
-                state: JobState::Paging(pager),
-                ..
-            }) => pager.limit(),
-            _ => return,
-        };
-        let fits = self.ingest_takes(limit).is_some();
+        let max_queue = self.config.flow.max_ingest_queue;
         let new_sub = self.new_sub();
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
@@ -1029,7 +1030,7 @@ impl SyncEngine {
         let JobState::Paging(pager) = &mut job.state else {
             return;
         };
-        if !fits {
+        if !ingest_takes(room, pager.limit(), max_queue) {
             pager.parked = true;
             return;
         }
@@ -1063,15 +1064,6 @@ impl SyncEngine {
         for job_id in parked {
             self.send_page(id, job_id);
         }
-    }
-
-    /// The ingest queue's room when it can take a request for `wanted` events: room for
-    /// all of them, or for a quarter of the queue when they are more (so one large
-    /// request does not wait for the queue to empty).
-    fn ingest_takes(&self, wanted: usize) -> Option<usize> {
-        let room = self.ingest_room();
-        let quarter = (self.config.flow.max_ingest_queue / 4).max(1);
-        (room >= wanted.min(quarter)).then_some(room)
     }
 
     /// Events the ingest queue can still take, after what is in it and what the pages
@@ -2108,14 +2100,15 @@ impl SyncEngine {
             {
                 return;
             }
-            // Like pages, fetches wait until the ingest queue can take what they ask.
-            let wanted = relay.limits.max_results.min(relay.fetch_queue.len());
-            let Some(room) = self.ingest_takes(wanted) else {
-                return;
-            };
+            let room = self.ingest_room();
             let Some(relay) = self.relays.get_mut(&id) else {
                 return;
             };
+            // Like pages, fetches wait until the ingest queue can take what they ask.
+            let wanted = relay.limits.max_results.min(relay.fetch_queue.len());
+            if !ingest_takes(room, wanted, self.config.flow.max_ingest_queue) {
+                return;
+            }
             let take = wanted.min(room);
             let ids: Vec<EventId> = relay.fetch_queue.drain(..take).collect();
             let Some(filter) = ids_filters(&ids, &relay.limits).into_iter().next() else {
@@ -2526,31 +2519,25 @@ impl SyncEngine {
     fn refresh_live(&mut self, id: RelayId) {
         let now = self.now;
         let interval = self.config.timing.live_update_interval;
-        if self.config.one_shot {
-            // No live REQ; new items are still taken up at most once per interval, so
-            // a burst of discoveries becomes a few large historic jobs, not many small.
-            let Some(relay) = self.relays.get_mut(&id) else {
-                return;
-            };
-            let due = !relay.live_new.is_empty()
-                && relay.live_sent_at.is_none_or(|t| now >= t + interval);
-            if relay.live_dirty || due {
-                relay.live_dirty = false;
-                relay.live_new.clear();
-                relay.live_sent_at = Some(now);
-            }
-            return;
-        }
         let Some(relay) = self.relays.get(&id) else {
             return;
         };
-        if relay.quiet_until.is_some_and(|t| now < t) {
-            return;
-        }
         if !relay.live_dirty && relay.live_new.is_empty() {
             return;
         }
         if !relay.live_dirty && relay.live_sent_at.is_some_and(|t| now < t + interval) {
+            return;
+        }
+        if self.config.one_shot {
+            // No live REQ, but new items are taken up on the same schedule, so a burst
+            // of discoveries becomes a few large historic jobs, not many small ones.
+            self.live_sent(id, None);
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.live_dirty = false;
+            }
+            return;
+        }
+        if relay.quiet_until.is_some_and(|t| now < t) {
             return;
         }
         let limits = relay.limits;
