@@ -44,6 +44,9 @@ cargo test --locked --release -p grasp-sync-testkit -- --nocapture 2>&1 | tee -a
 step "wasm32 build of the shared crates (core, driver, web)"
 cargo build --locked --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-driver -p grasp-sync-web
 
+step "browser module: wasm-pack tests in headless Chromium against real relays"
+./scripts/test-web.sh 2>&1 | tee -a "$test_log"
+
 step "all checks passed"
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
