@@ -38,8 +38,11 @@ test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
 cargo test --workspace --locked --exclude grasp-sync-testkit 2>&1 | tee "$test_log"
 
-step "deterministic simulation (release build; GRASP_SIM_SEEDS=${GRASP_SIM_SEEDS:-1000} seeds)"
-cargo test --locked --release -p grasp-sync-testkit -- --nocapture 2>&1 | tee -a "$test_log"
+# Always the full seed count: a GRASP_SIM_SEED / GRASP_SIM_SEEDS left over in the
+# environment (from `just replay` / `just sim`) must not shrink the check to one seed.
+step "deterministic simulation (release build; 1000 seeds)"
+env -u GRASP_SIM_SEED GRASP_SIM_SEEDS=1000 \
+  cargo test --locked --release -p grasp-sync-testkit -- --nocapture 2>&1 | tee -a "$test_log"
 
 step "wasm32 build of the shared crates (core, driver, web)"
 cargo build --locked --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-driver -p grasp-sync-web
