@@ -1,0 +1,9 @@
+// The one setting a wasm-bindgen package needs under Vite: keep it out of the
+// dependency pre-bundling in `vite dev`, so `new URL("…_bg.wasm", import.meta.url)` in
+// its glue still points into the package. `vite build` needs nothing.
+import { defineConfig } from "vite";
+
+export default defineConfig({
+  optimizeDeps: { exclude: ["grasp-sync-web"] },
+  build: { target: "es2022" },
+});
