@@ -2,7 +2,7 @@
 //! events and faults (broken connections, duplicated frames, corrupted signatures,
 //! relays going down, publishers' clocks off by up to ±8 minutes), then one simulated
 //! hour without faults. Every seed must end with the store holding exactly the
-//! acceptable events and no work pending.
+//! acceptable events, nothing written to the store twice and no work pending.
 //!
 //! Each seed also runs fault-free (same corpus, placement, relay quirks and live
 //! events), where the downloads are accounted (see `check_downloads`).
@@ -54,7 +54,6 @@ fn corpus(n: u64) -> Arc<Corpus> {
 /// What one seed measured.
 struct Outcome {
     stored: usize,
-    extra_writes: u32,
     deliveries: u32,
     downloads: Downloads,
     all_nip77: bool,
@@ -296,6 +295,16 @@ fn run_seed(seed: u64, faulty: bool) -> Result<Outcome, String> {
             world.engine.work().pending_count()
         ));
     }
+    // Nothing written twice: an event the store already holds is never saved again,
+    // not even after a fault made its relay send it a second time.
+    let twice: BTreeSet<(&EventId, &u32)> = world.writes.iter().filter(|(_, n)| **n > 1).collect();
+    if let Some((id, n)) = twice.first() {
+        return Err(format!(
+            "{} events written more than once, e.g. {} written {n} times",
+            twice.len(),
+            id.to_hex()
+        ));
+    }
     let downloads = world.downloads();
     if !faulty {
         check_downloads(&world, &downloads, stored.len())?;
@@ -303,7 +312,6 @@ fn run_seed(seed: u64, faulty: bool) -> Result<Outcome, String> {
     let all_nip77 = world.hosts.values().all(|h| h.relay.config.nip77);
     Ok(Outcome {
         stored: stored.len(),
-        extra_writes: world.writes.values().map(|n| n.saturating_sub(1)).sum(),
         deliveries: world.deliveries.values().sum(),
         downloads,
         all_nip77,
@@ -359,7 +367,7 @@ fn run_all(faulty: bool) {
     let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by_key(|(seed, _)| *seed);
     let mut failed = Vec::new();
-    let (mut stored, mut extra, mut deliveries) = (0u64, 0u64, 0u64);
+    let (mut stored, mut deliveries) = (0u64, 0u64);
     let mut total = Downloads::default();
     // (requested, stored) over seeds whose relays all speak NIP-77
     let (mut nip77_seeds, mut nip77_requested, mut nip77_stored) = (0u64, 0u64, 0u64);
@@ -370,7 +378,6 @@ fn run_all(faulty: bool) {
         match outcome {
             Ok(o) => {
                 stored += o.stored as u64;
-                extra += u64::from(o.extra_writes);
                 deliveries += u64::from(o.deliveries);
                 let d = &o.downloads;
                 total.requested += d.requested;
@@ -398,7 +405,7 @@ fn run_all(faulty: bool) {
     }
     let per = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     eprintln!(
-        "{} seeds ({}): {} failed; {stored} events stored, {extra} redundant writes",
+        "{} seeds ({}): {} failed; {stored} events stored",
         seeds.len(),
         if faulty {
             "faults, then an hour without"
