@@ -46,7 +46,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use grasp_sync_tests::nostr_sdk::prelude::{Client, RelayLimits, SyncDirection, SyncOptions};
-use grasp_sync_tests::{grasp_sync_bin, metric_value, Daemon, RawClient, SyncRun};
+use grasp_sync_tests::{counter_value, grasp_sync_bin, Daemon, RawClient, SyncRun};
 use nostr::prelude::{Event, EventId, Filter, Kind};
 use nostr_lmdb::NostrLmdb;
 use serde_json::{json, Value};
@@ -332,7 +332,7 @@ impl Probe {
     }
 
     fn since(&self, before: &Probe) -> Delta {
-        let value = |page: &str, series: &str| metric_value(page, series);
+        let value = |page: &str, series: &str| counter_value(page, series);
         let diff = |series: &str| {
             value(&self.metrics, series).saturating_sub(value(&before.metrics, series))
         };

@@ -154,9 +154,19 @@ impl Daemon {
     }
 
     /// The value of the series `series` (name with its labels, as printed) in
-    /// `/metrics`, 0 when absent.
+    /// `/metrics`.
+    ///
+    /// # Panics
+    /// When `/metrics` has no such series (see [`metric_value`]).
     pub async fn metric(&self, series: &str) -> u64 {
-        metric_value(&self.metrics().await, series)
+        let page = self.metrics().await;
+        metric_value(&page, series)
+            .unwrap_or_else(|| panic!("/metrics has no series {series}:\n{page}"))
+    }
+
+    /// A labelled counter printed only once counted, 0 before (see [`counter_value`]).
+    pub async fn counter(&self, series: &str) -> u64 {
+        counter_value(&self.metrics().await, series)
     }
 
     /// The NIP-11 document.
@@ -213,13 +223,30 @@ impl Daemon {
     }
 }
 
-/// The value of `series` in a Prometheus text page, 0 when absent.
-pub fn metric_value(page: &str, series: &str) -> u64 {
+/// The value of `series` (name with its labels, as printed) in a Prometheus text page,
+/// `None` when the page has no such series: a renamed or missing series never reads as 0.
+pub fn metric_value(page: &str, series: &str) -> Option<u64> {
     page.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
             (name == series).then(|| value.trim().parse::<f64>().ok())?
         })
-        .map_or(0, |v| v as u64)
+        .map(|v| v as u64)
+}
+
+/// The value of a labelled counter that is printed only once counted (the server's
+/// `…{reason="…"}` counters): 0 when that label has not been counted yet.
+///
+/// # Panics
+/// When the page does not declare the counter at all (`# TYPE <name> counter`): a
+/// renamed or removed counter fails the test instead of reading as 0.
+pub fn counter_value(page: &str, series: &str) -> u64 {
+    let family = series.split_once('{').map_or(series, |(name, _)| name);
+    let declared = format!("# TYPE {family} counter");
+    assert!(
+        page.lines().any(|l| l == declared),
+        "/metrics has no counter {family}:\n{page}"
+    );
+    metric_value(page, series).unwrap_or(0)
 }

@@ -152,10 +152,10 @@ async fn wait_settled(daemon: &Daemon, relays: &[String]) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let (settled, last) = loop {
         let page = fresh_metrics(daemon).await;
-        let settled = metric_value(&page, "grasp_sync_settled") == 1
+        let settled = metric_value(&page, "grasp_sync_settled") == Some(1)
             && relays
                 .iter()
-                .all(|r| metric_value(&page, &series(UP, r)) == 1);
+                .all(|r| metric_value(&page, &series(UP, r)) == Some(1));
         if settled || tokio::time::Instant::now() >= deadline {
             break (settled, page);
         }
@@ -291,7 +291,11 @@ impl Mesh {
     async fn per_relay(&self, name: &str) -> [u64; 3] {
         let page = fresh_metrics(&self.daemon).await;
         let urls = self.remotes();
-        [0, 1, 2].map(|i| metric_value(&page, &series(name, &urls[i])))
+        [0, 1, 2].map(|i| {
+            let series = series(name, &urls[i]);
+            metric_value(&page, &series)
+                .unwrap_or_else(|| panic!("/metrics has no series {series}:\n{page}"))
+        })
     }
 }
 
@@ -339,7 +343,7 @@ async fn an_announcement_published_to_the_daemon_makes_it_mirror_the_relays_it_l
         grasp_sync_tests::metric_value(
             &metrics,
             &format!("grasp_sync_relay_up{{relay=\"{}\"}}", a.url())
-        ) == 1,
+        ) == Some(1),
         "{metrics}"
     );
 }
@@ -456,13 +460,13 @@ async fn the_daemon_mirrors_three_relays_exactly_then_follows_them_live() {
     .await;
     let page = wait_settled(&mesh.daemon, &mesh.remotes()).await;
     assert_eq!(
-        metric_value(&page, "grasp_sync_repositories") as usize,
-        mesh.corpus.repos.len(),
+        metric_value(&page, "grasp_sync_repositories"),
+        Some(mesh.corpus.repos.len() as u64),
         "{page}"
     );
     assert_eq!(
-        metric_value(&page, "grasp_sync_roots") as usize,
-        roots(&mesh.corpus),
+        metric_value(&page, "grasp_sync_roots"),
+        Some(roots(&mesh.corpus) as u64),
         "{page}"
     );
     let c = mesh.c.url();
@@ -470,7 +474,8 @@ async fn the_daemon_mirrors_three_relays_exactly_then_follows_them_live() {
         metric_value(
             &page,
             &format!("grasp_sync_relay_jobs_total{{relay=\"{c}\",method=\"req\"}}")
-        ) > 0,
+        )
+        .is_some_and(|n| n > 0),
         "nostr-rs-relay is synced with REQ:\n{page}"
     );
     assert_eq!(
@@ -478,7 +483,7 @@ async fn the_daemon_mirrors_three_relays_exactly_then_follows_them_live() {
             &page,
             &format!("grasp_sync_relay_jobs_total{{relay=\"{c}\",method=\"nip77\"}}")
         ),
-        0,
+        Some(0),
         "nostr-rs-relay has no NIP-77:\n{page}"
     );
     let a = mesh.a.url();
@@ -486,7 +491,8 @@ async fn the_daemon_mirrors_three_relays_exactly_then_follows_them_live() {
         metric_value(
             &page,
             &format!("grasp_sync_relay_jobs_total{{relay=\"{a}\",method=\"nip77\"}}")
-        ) > 0,
+        )
+        .is_some_and(|n| n > 0),
         "a LocalRelay is synced with NIP-77:\n{page}"
     );
 
@@ -574,7 +580,7 @@ async fn the_daemon_mirrors_three_relays_exactly_then_follows_them_live() {
 /// Waits (up to 15 s) until the daemon reports `relay` down.
 async fn wait_down(daemon: &Daemon, relay: &str) {
     let down = eventually(Duration::from_secs(15), || async {
-        metric_value(&fresh_metrics(daemon).await, &series(UP, relay)) == 0
+        metric_value(&fresh_metrics(daemon).await, &series(UP, relay)) == Some(0)
     })
     .await;
     assert!(down, "the daemon did not notice that {relay} went away");
@@ -977,8 +983,8 @@ async fn repositories_handed_over_to_the_daemon_are_kept_in_sync() {
     .await;
     let page = fresh_metrics(&mesh.daemon).await;
     assert_eq!(
-        metric_value(&page, "grasp_sync_roots") as usize,
-        roots(&mesh.corpus),
+        metric_value(&page, "grasp_sync_roots"),
+        Some(roots(&mesh.corpus) as u64),
         "the daemon tracks every root:\n{page}"
     );
 }
@@ -1026,7 +1032,10 @@ async fn metrics_show_the_last_step_of_an_idle_sync_loop() {
         .collect();
     assert_converges(&daemon, &corpus, &want, Duration::from_secs(60), "historic").await;
     let page = wait_settled(&daemon, &[a.url()]).await;
-    let stored = metric_value(&page, "grasp_sync_client_events_stored_total");
+    let stored =
+        metric_value(&page, "grasp_sync_client_events_stored_total").unwrap_or_else(|| {
+            panic!("/metrics has no grasp_sync_client_events_stored_total:\n{page}")
+        });
 
     // One comment, published straight to the daemon, 600 ms after the last snapshot.
     let comment = live

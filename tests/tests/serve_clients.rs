@@ -178,7 +178,7 @@ fn series(name: &str, label: &str, value: &str) -> String {
 
 async fn published(daemon: &Daemon, result: &str) -> u64 {
     daemon
-        .metric(&series(
+        .counter(&series(
             "grasp_sync_client_published_total",
             "result",
             result,
@@ -188,7 +188,7 @@ async fn published(daemon: &Daemon, result: &str) -> u64 {
 
 async fn refusals(daemon: &Daemon, reason: &str) -> u64 {
     daemon
-        .metric(&series(
+        .counter(&series(
             "grasp_sync_client_refusals_total",
             "reason",
             reason,
@@ -198,7 +198,7 @@ async fn refusals(daemon: &Daemon, reason: &str) -> u64 {
 
 async fn bad_frames(daemon: &Daemon, reason: &str) -> u64 {
     daemon
-        .metric(&series(
+        .counter(&series(
             "grasp_sync_client_bad_frames_total",
             "reason",
             reason,
@@ -208,7 +208,7 @@ async fn bad_frames(daemon: &Daemon, reason: &str) -> u64 {
 
 async fn disconnects(daemon: &Daemon, reason: &str) -> u64 {
     daemon
-        .metric(&series(
+        .counter(&series(
             "grasp_sync_client_disconnects_total",
             "reason",
             reason,
@@ -216,11 +216,12 @@ async fn disconnects(daemon: &Daemon, reason: &str) -> u64 {
         .await
 }
 
-/// Polls `metric` until it reaches `want` (up to `timeout`); its last value.
+/// Polls the labelled counter `metric` until it reaches `want` (up to `timeout`); its
+/// last value.
 async fn wait_metric(daemon: &Daemon, metric: &str, want: u64, timeout: Duration) -> u64 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let value = daemon.metric(metric).await;
+        let value = daemon.counter(metric).await;
         if value >= want || tokio::time::Instant::now() >= deadline {
             return value;
         }
@@ -612,7 +613,7 @@ async fn nostr_sdk_sync_down_then_up_against_the_daemon() {
 
     assert!(
         daemon
-            .metric(&series(
+            .counter(&series(
                 "grasp_sync_client_frames_total",
                 "type",
                 "NEG-OPEN"
@@ -973,7 +974,7 @@ async fn an_oversized_event_refusal_is_counted_in_metrics() {
     let (accepted, _) = publish_one(&mut raw, &big).await;
     assert!(!accepted);
     let metrics = daemon.metrics().await;
-    let counted = grasp_sync_tests::metric_value(
+    let counted = grasp_sync_tests::counter_value(
         &metrics,
         &series("grasp_sync_client_published_total", "result", "too-large"),
     );
@@ -1205,7 +1206,7 @@ async fn connections_past_the_per_address_limit_are_refused_with_429() {
     }
     assert_eq!(
         daemon
-            .metric(&series(
+            .counter(&series(
                 "grasp_sync_client_connections_refused_total",
                 "reason",
                 "per-address"
