@@ -9,19 +9,22 @@ use grasp_sync_core::RepoRef;
 
 /// The path of the `grasp-sync` command line as this package builds it
 /// (`src/bin/grasp-sync-under-test.rs`): cargo builds a package's binaries before its
-/// integration tests, next to the `deps` directory the test runs from.
+/// integration tests, next to the `deps` directory the test runs from; a binary of this
+/// package (`src/bin`) finds it beside itself.
 pub fn grasp_sync_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test knows its path");
+        let name = format!("grasp-sync-under-test{}", std::env::consts::EXE_SUFFIX);
+        let beside = exe.with_file_name(&name);
+        if beside.exists() {
+            return beside;
+        }
         let profile_dir = exe
             .parent()
             .and_then(Path::parent)
             .expect("tests run from target/<profile>/deps");
-        let bin = profile_dir.join(format!(
-            "grasp-sync-under-test{}",
-            std::env::consts::EXE_SUFFIX
-        ));
+        let bin = profile_dir.join(name);
         assert!(
             bin.exists(),
             "no binary at {} (run the tests with cargo test -p grasp-sync-tests)",

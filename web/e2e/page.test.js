@@ -1,0 +1,195 @@
+// The demo page in headless Chromium against real relays on loopback (our daemon with
+// NIP-77, nostr-rs-relay without): a repository synced and listed exactly as the corpus
+// says, a new issue shown live, everything shown again from IndexedDB with the relays
+// stopped, and the packed module working from a Vite build. Any uncaught page error
+// fails the run.
+//
+// Environment (scripts/test-e2e.sh sets it):
+//   GRASP_E2E_FIXTURE     the web-e2e-fixture binary (required)
+//   GRASP_E2E_PKG         the built package directory (default web/pkg)
+//   GRASP_E2E_EXAMPLE     the Vite example's dist directory (its test is skipped without)
+//   GRASP_E2E_SCREENSHOT  where to save the synced page's screenshot
+//   CHROMIUM              the browser (default /usr/bin/chromium)
+
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { Fixture } from "./fixture.js";
+import { serve } from "./serve.js";
+import { encodeNaddr } from "../page/nip19.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const results = join(here, "results");
+const SYNC_TIMEOUT = 120_000;
+
+describe("the demo page", { timeout: 600_000 }, () => {
+  let fixture;
+  let server;
+  let browser;
+  let context;
+  let page;
+  let pageUrl;
+  let expected;
+  const errors = [];
+  const timings = {};
+
+  before(async () => {
+    assert.ok(process.env.GRASP_E2E_FIXTURE, "GRASP_E2E_FIXTURE names the fixture binary");
+    mkdirSync(results, { recursive: true });
+    fixture = await Fixture.start(process.env.GRASP_E2E_FIXTURE);
+    expected = fixture.expected.repo;
+    console.log(`fixture: ${JSON.stringify({ ...fixture.expected, repo: { ...expected, items: expected.items.length } })}`);
+    const mounts = {
+      "/page/": join(here, "..", "page"),
+      "/pkg/": process.env.GRASP_E2E_PKG ?? join(here, "..", "pkg"),
+    };
+    if (process.env.GRASP_E2E_EXAMPLE) mounts["/example/"] = process.env.GRASP_E2E_EXAMPLE;
+    server = await serve(mounts);
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+      args: ["--no-sandbox", "--headless=new"],
+    });
+    context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    page = await context.newPage();
+    page.on("pageerror", (e) => errors.push(e));
+    page.on("console", (m) => {
+      if (m.type() === "error" || m.type() === "warning") console.log(`[page ${m.type()}] ${m.text()}`);
+    });
+    const params = new URLSearchParams({ db: "e2e", private: "1", bootstrap: fixture.expected.daemon });
+    pageUrl = `${server.url}/page/?${params}`;
+  });
+
+  after(async () => {
+    writeFileSync(join(results, "timings.json"), JSON.stringify(timings, null, 2) + "\n");
+    console.log(`timings: ${JSON.stringify(timings)}`);
+    await browser?.close();
+    await server?.close();
+    await fixture?.quit();
+  });
+
+  /** Fails on any uncaught error the page threw so far. */
+  function noPageErrors() {
+    assert.deepEqual(errors.map((e) => e.stack ?? String(e)), [], "uncaught errors in the page");
+  }
+
+  /** What the page shows now, for assertions and failure messages. */
+  const shown = () => page.evaluate(() => ({
+    badge: document.getElementById("connectivity").dataset.state,
+    badgeText: document.getElementById("connectivity").textContent,
+    relays: [...document.querySelectorAll("#relay-rows tr")].map((r) => r.innerText.replace(/\s+/g, " ")),
+    items: [...document.querySelectorAll("#item-rows tr")].map((r) => ({
+      id: r.dataset.id,
+      type: r.dataset.type,
+      title: r.querySelector(".title").textContent,
+      status: r.querySelector(".status").textContent,
+      comments: Number(r.querySelector(".num").textContent),
+    })),
+    messages: document.getElementById("messages").innerText,
+  }));
+
+  /** Waits until the badge says `state` and `rows` items are listed. */
+  async function waitFor(state, rows, timeout = SYNC_TIMEOUT) {
+    try {
+      await page.waitForFunction(
+        ([s, n]) => document.getElementById("connectivity")?.dataset.state === s &&
+          document.querySelectorAll("#item-rows tr").length === n,
+        [state, rows],
+        { timeout, polling: 100 },
+      );
+    } catch (e) {
+      const now = await shown();
+      throw new Error(`waiting for "${state}" with ${rows} items: ${e.message}\n` +
+        `shown: ${JSON.stringify({ ...now, items: now.items.length }, null, 1)}`);
+    }
+  }
+
+  it("syncs a repository pasted as an naddr and lists exactly the corpus's items", async () => {
+    const t0 = Date.now();
+    await page.goto(pageUrl);
+    await page.waitForSelector("html[data-ready=true]");
+    const naddr = encodeNaddr({ kind: 30617, pubkey: expected.pubkey, identifier: expected.d });
+    await page.getByLabel("Repository address").fill(naddr);
+    await page.getByRole("button", { name: "Track", exact: true }).click();
+    await waitFor("in sync", expected.items.length);
+    timings.coldToInSyncMs = Date.now() - t0;
+    timings.events = expected.events;
+    const now = await shown();
+    assert.deepEqual(now.items.map((i) => i.title), expected.items.map((i) => i.title));
+    assert.deepEqual(now.items, expected.items, "ids, types, titles, statuses and comment counts");
+    assert.equal(await page.locator("#repo-heading").textContent(), expected.name);
+    assert.equal(now.relays.length, 2, "one row per relay");
+    const methods = await page.$$eval("#relay-rows tr td:nth-child(5)", (cells) => cells.map((c) => c.textContent));
+    console.log(`relays: ${now.relays.join(" | ")} methods: ${methods}`);
+    const file = process.env.GRASP_E2E_SCREENSHOT ?? join(results, "screenshot.png");
+    mkdirSync(dirname(file), { recursive: true });
+    await page.screenshot({ path: file });
+    noPageErrors();
+  });
+
+  it("opens a thread with its comments", async () => {
+    const item = expected.items.find((i) => i.comments > 0);
+    assert.ok(item, "the corpus has a commented item");
+    await page.locator(`#item-rows tr[data-id="${item.id}"] a`).click();
+    await page.waitForSelector("#thread:not([hidden])");
+    assert.equal(await page.locator("#thread-entries li.comment").count(), item.comments);
+    assert.match(await page.locator("#thread-heading").textContent(), new RegExp(item.title));
+    await page.getByRole("link", { name: "Back to the list" }).click();
+    await page.waitForSelector("#thread[hidden]", { state: "attached" });
+    noPageErrors();
+  });
+
+  it("reopens warm: the same list from the store, in sync again", async () => {
+    const t0 = Date.now();
+    await page.reload();
+    await waitFor("in sync", expected.items.length);
+    timings.warmToInSyncMs = Date.now() - t0;
+    noPageErrors();
+  });
+
+  it("shows a new issue published to the relays without a reload", async () => {
+    await page.evaluate(() => { window.stillTheSamePage = true; });
+    const { published } = await fixture.command("publish");
+    const t0 = Date.now();
+    await page.locator(`#item-rows tr[data-id="${published.id}"]`).waitFor({ timeout: 60_000 });
+    timings.liveMs = Date.now() - t0;
+    assert.equal(await page.locator(`#item-rows tr[data-id="${published.id}"] .title`).textContent(), published.title);
+    assert.equal(await page.evaluate(() => window.stillTheSamePage), true, "no reload happened");
+    expected.items.unshift({ id: published.id, type: "issue", title: published.title, status: "open", comments: 0 });
+    noPageErrors();
+  });
+
+  it("with the relays stopped, a reload shows the same list from IndexedDB, marked offline", async () => {
+    const before = (await shown()).items;
+    assert.equal(before.length, expected.items.length);
+    await fixture.command("stop");
+    await page.reload();
+    await waitFor("offline", expected.items.length, 60_000);
+    assert.deepEqual((await shown()).items, before);
+    assert.match(await page.locator("#connectivity").textContent(), /offline/);
+    noPageErrors();
+  });
+
+  it("catches up when the relays are back", async () => {
+    await fixture.command("start");
+    await waitFor("in sync", expected.items.length, SYNC_TIMEOUT);
+    noPageErrors();
+  });
+
+  it("the packed module works from a Vite build", { skip: !process.env.GRASP_E2E_EXAMPLE }, async () => {
+    const example = await context.newPage();
+    const exampleErrors = [];
+    example.on("pageerror", (e) => exampleErrors.push(e));
+    const params = new URLSearchParams({
+      db: "e2e-example", private: "1", bootstrap: fixture.expected.daemon, repo: expected.coord,
+    });
+    await example.goto(`${server.url}/example/?${params}`);
+    await example.waitForFunction(() => document.body.dataset.complete !== undefined, null, { timeout: SYNC_TIMEOUT });
+    assert.match(await example.locator("#version").textContent(), /^grasp-sync-web \S+/);
+    assert.equal(await example.locator("#items li").count(), expected.items.length);
+    assert.deepEqual(exampleErrors, []);
+    await example.close();
+  });
+});
