@@ -60,3 +60,13 @@ load clients="1000" secs="60":
 # a plain REQ download (cold, in sync, 1 % catch-up; verification floor); markdown tables.
 bench-serve events="100000":
     GRASP_BENCH_EVENTS={{events}} cargo bench -p grasp-sync-tests --bench serve_sync
+
+# The demo page at http://127.0.0.1:<port>/page/ (builds the module into web/pkg first).
+# Add ?bootstrap=ws://…&private=1 to the address to use relays on this machine.
+page port="8080":
+    ./scripts/pack-web.sh >/dev/null && node web/e2e/serve.js {{port}} /page/=web/page /pkg/=web/pkg
+
+# The browser end-to-end tests: the npm package, the Vite example, and the demo page in
+# headless Chromium against grasp-sync serve and nostr-rs-relay on loopback.
+test-e2e:
+    ./scripts/test-e2e.sh
