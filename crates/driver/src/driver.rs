@@ -337,6 +337,9 @@ where
             if let Some(exit) = stop {
                 break exit;
             }
+            if let Some(pause) = self.clock.pace() {
+                pause.await;
+            }
         };
         self.shutdown().await;
         exit

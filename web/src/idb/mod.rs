@@ -1,0 +1,457 @@
+//! The store port on IndexedDB (see `schema.rs` for the layout).
+//!
+//! One port call is one self-contained transaction: nothing holds a transaction across
+//! an unrelated `await`. Rows are built, and read rows parsed, outside transactions, in
+//! slices that yield to the page. Nothing reads every event at start-up: the engine's
+//! start-up queries (announcements in scope, their roots, deletions) and the sync state
+//! read only what they name. Nothing is ever evicted.
+
+mod plan;
+mod req;
+mod rows;
+pub mod schema;
+mod state;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use futures::future::{join_all, LocalBoxFuture};
+use futures::FutureExt;
+use grasp_sync_core::accept::Removal;
+use grasp_sync_driver::{SavedState, Store};
+use nostr::prelude::{Event, EventId, Filter, MatchEventOptions, Timestamp};
+use wasm_bindgen::prelude::*;
+use web_sys::{
+    IdbCursorDirection, IdbCursorWithValue, IdbDatabase, IdbKeyRange, IdbTransactionMode,
+};
+
+pub use plan::{plan, Plan, Prefix};
+pub use req::StoreError;
+
+use crate::clock::pace;
+use req::{committed, done, js};
+
+/// Rows handled between two looks at the clock.
+const SLICE_ROWS: usize = 64;
+
+/// Called after a save commits: the events put and the events removed.
+pub type OnSaved = Rc<dyn Fn(&[Event], &[Event])>;
+
+/// An IndexedDB database holding events and sync state.
+#[derive(Clone)]
+pub struct IdbStore {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    db: IdbDatabase,
+    name: String,
+    on_saved: RefCell<Option<OnSaved>>,
+}
+
+impl IdbStore {
+    /// Opens (creating or upgrading) database `name`.
+    pub async fn open(name: &str) -> Result<Self, StoreError> {
+        let db = schema::open(name).await?;
+        Ok(Self {
+            inner: Rc::new(Inner {
+                db,
+                name: name.to_owned(),
+                on_saved: RefCell::new(None),
+            }),
+        })
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Closes the connection; later calls fail with [`StoreError::Closed`].
+    pub fn close(&self) {
+        self.inner.db.close();
+    }
+
+    /// Sets what is called after each committed save.
+    pub fn set_on_saved(&self, on_saved: Option<OnSaved>) {
+        *self.inner.on_saved.borrow_mut() = on_saved;
+    }
+
+    fn tx(
+        &self,
+        stores: &[&str],
+        mode: IdbTransactionMode,
+    ) -> Result<web_sys::IdbTransaction, StoreError> {
+        let names = js_sys::Array::new();
+        for s in stores {
+            names.push(&JsValue::from_str(s));
+        }
+        self.inner
+            .db
+            .transaction_with_str_sequence_and_mode(&names, mode)
+            .map_err(js)
+    }
+
+    /// Stored events matching `filter`, newest first (`created_at` descending, then id
+    /// ascending), at most `filter.limit`; expired events (NIP-40) left out.
+    pub async fn query_events(&self, filter: &Filter) -> Result<Vec<Event>, StoreError> {
+        let rows = self.candidates(filter).await?;
+        let now = Timestamp::now();
+        let mut events = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if i % SLICE_ROWS == SLICE_ROWS - 1 {
+                pace().await;
+            }
+            if rows::expired(row, now.as_secs()) {
+                continue;
+            }
+            let event = rows::event_of(row)?;
+            if filter.match_event(&event, MatchEventOptions::new()) {
+                events.push(event);
+            }
+        }
+        events.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        events.dedup_by_key(|e| e.id);
+        if let Some(limit) = filter.limit {
+            events.truncate(limit);
+        }
+        Ok(events)
+    }
+
+    /// (created_at, id) of every stored event matching `filter` (no limit); rows whose
+    /// index range is the whole filter are not parsed.
+    pub async fn items(&self, filter: &Filter) -> Result<Vec<(Timestamp, EventId)>, StoreError> {
+        let mut filter = filter.clone();
+        filter.limit = None;
+        if !range_is_exact(&filter) {
+            return Ok(self
+                .query_events(&filter)
+                .await?
+                .into_iter()
+                .map(|e| (e.created_at, e.id))
+                .collect());
+        }
+        let rows = self.candidates(&filter).await?;
+        let now = Timestamp::now().as_secs();
+        let mut seen = HashSet::with_capacity(rows.len());
+        let mut items = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if i % (SLICE_ROWS * 8) == SLICE_ROWS * 8 - 1 {
+                pace().await;
+            }
+            if rows::expired(row, now) {
+                continue;
+            }
+            if let Some(item) = rows::item_of(row) {
+                if seen.insert(item.1) {
+                    items.push(item);
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    /// The rows the plan for `filter` reads (a superset of the matches; with a limit,
+    /// at most `limit` newest per range, read with a cursor).
+    async fn candidates(&self, filter: &Filter) -> Result<Vec<JsValue>, StoreError> {
+        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
+        let events = tx.object_store(schema::EVENTS).map_err(js)?;
+        let mut rows = Vec::new();
+        match plan(filter) {
+            Plan::Empty => {}
+            Plan::Ids(ids) => {
+                let requests = ids
+                    .iter()
+                    .map(|id| events.get(&JsValue::from_str(&id.to_hex())).map_err(js))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for result in join_all(requests.iter().map(done)).await {
+                    let row = result?;
+                    if !row.is_undefined() {
+                        rows.push(row);
+                    }
+                }
+            }
+            Plan::Ranges {
+                index,
+                prefixes,
+                since,
+                until,
+            } => {
+                let index = events.index(index).map_err(js)?;
+                let ranges = match prefixes {
+                    None => {
+                        vec![
+                            IdbKeyRange::bound(&(since as f64).into(), &(until as f64).into())
+                                .map_err(js)?,
+                        ]
+                    }
+                    Some(prefixes) => prefixes
+                        .iter()
+                        .map(|p| {
+                            let p = match p {
+                                Prefix::Str(s) => JsValue::from_str(s),
+                                Prefix::Num(n) => JsValue::from(*n),
+                            };
+                            let low = js_sys::Array::of2(&p, &(since as f64).into());
+                            let high = js_sys::Array::of2(&p, &(until as f64).into());
+                            IdbKeyRange::bound(&low, &high).map_err(js)
+                        })
+                        .collect::<Result<_, _>>()?,
+                };
+                match filter.limit {
+                    None => {
+                        let requests = ranges
+                            .iter()
+                            .map(|r| index.get_all_with_key(r).map_err(js))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        for result in join_all(requests.iter().map(done)).await {
+                            let array: js_sys::Array = result?.unchecked_into();
+                            rows.extend(array.iter());
+                        }
+                    }
+                    Some(limit) => {
+                        for range in &ranges {
+                            rows.extend(newest(&index, range, filter, limit).await?);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Puts `events`, removes what `remove` names (when held and written by that author),
+    /// in one transaction; returns the removed events.
+    pub async fn save_events(
+        &self,
+        events: Vec<Event>,
+        remove: Vec<Removal>,
+    ) -> Result<Vec<Event>, StoreError> {
+        if events.is_empty() && remove.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut built = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            if i % SLICE_ROWS == SLICE_ROWS - 1 {
+                pace().await;
+            }
+            built.push(rows::row(event)?);
+        }
+        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readwrite)?;
+        let store = tx.object_store(schema::EVENTS).map_err(js)?;
+        let mut removed = Vec::new();
+        if !remove.is_empty() {
+            let requests = remove
+                .iter()
+                .map(|r| store.get(&JsValue::from_str(&r.id.to_hex())).map_err(js))
+                .collect::<Result<Vec<_>, _>>()?;
+            let held = join_all(requests.iter().map(done)).await;
+            for (removal, row) in remove.iter().zip(held) {
+                let row = row?;
+                if row.is_undefined() || rows::author_of(&row) != Some(removal.author.to_hex()) {
+                    continue;
+                }
+                store
+                    .delete(&JsValue::from_str(&removal.id.to_hex()))
+                    .map_err(js)?;
+                if let Ok(event) = rows::event_of(&row) {
+                    removed.push(event);
+                }
+            }
+        }
+        for row in &built {
+            store.put(row).map_err(js)?;
+        }
+        committed(&tx).await?;
+        let on_saved = self.inner.on_saved.borrow().clone();
+        if let Some(on_saved) = on_saved {
+            on_saved(&events, &removed);
+        }
+        Ok(removed)
+    }
+
+    /// Saves checkpoints and remembered ids in one transaction.
+    pub async fn save_sync_state(&self, state: SavedState) -> Result<(), StoreError> {
+        let tx = self.tx(
+            &[schema::CHECKPOINTS, schema::SEEN],
+            IdbTransactionMode::Readwrite,
+        )?;
+        let checkpoints = tx.object_store(schema::CHECKPOINTS).map_err(js)?;
+        for c in &state.checkpoints {
+            checkpoints
+                .put_with_key(
+                    &state::encode_checkpoint(c).into(),
+                    &state::checkpoint_key(c).into(),
+                )
+                .map_err(js)?;
+        }
+        let seen = tx.object_store(schema::SEEN).map_err(js)?;
+        for e in &state.remembered {
+            seen.put_with_key(&state::encode_seen(e).into(), &e.id.to_hex().into())
+                .map_err(js)?;
+        }
+        committed(&tx).await
+    }
+
+    /// Checkpoints and remembered ids (expired entries are dropped, and deleted).
+    pub async fn load_sync_state(&self) -> Result<SavedState, StoreError> {
+        let tx = self.tx(
+            &[schema::CHECKPOINTS, schema::SEEN],
+            IdbTransactionMode::Readwrite,
+        )?;
+        let checkpoints = tx.object_store(schema::CHECKPOINTS).map_err(js)?;
+        let seen = tx.object_store(schema::SEEN).map_err(js)?;
+        let cps = done(&checkpoints.get_all().map_err(js)?).await?;
+        let keys = done(&seen.get_all_keys().map_err(js)?).await?;
+        let values = done(&seen.get_all().map_err(js)?).await?;
+        let mut state = SavedState::default();
+        for value in js_sys::Array::from(&cps).iter() {
+            match value.as_string().map(|t| state::decode_checkpoint(&t)) {
+                Some(Ok(c)) => state.checkpoints.push(c),
+                other => tracing::warn!(?other, "an unreadable checkpoint, ignored"),
+            }
+        }
+        let now = Timestamp::now();
+        let keys = js_sys::Array::from(&keys);
+        let values = js_sys::Array::from(&values);
+        for (key, value) in keys.iter().zip(values.iter()) {
+            let (Some(id), Some(text)) = (key.as_string(), value.as_string()) else {
+                continue;
+            };
+            match state::decode_seen(&id, &text) {
+                Ok(entry) if entry.expires_at > now => state.remembered.push(entry),
+                _ => {
+                    seen.delete(&key).map_err(js)?;
+                }
+            }
+        }
+        committed(&tx).await?;
+        Ok(state)
+    }
+
+    /// A small record of the `meta` store.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let tx = self.tx(&[schema::META], IdbTransactionMode::Readonly)?;
+        let store = tx.object_store(schema::META).map_err(js)?;
+        Ok(done(&store.get(&key.into()).map_err(js)?)
+            .await?
+            .as_string())
+    }
+
+    /// Writes a small record of the `meta` store.
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let tx = self.tx(&[schema::META], IdbTransactionMode::Readwrite)?;
+        let store = tx.object_store(schema::META).map_err(js)?;
+        store.put_with_key(&value.into(), &key.into()).map_err(js)?;
+        committed(&tx).await
+    }
+
+    /// How many events are stored (one count request, not a scan in this module).
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
+        let store = tx.object_store(schema::EVENTS).map_err(js)?;
+        let n = done(&store.count().map_err(js)?).await?;
+        Ok(n.as_f64().unwrap_or(0.0) as u64)
+    }
+}
+
+/// Up to `limit` rows in `range` of `index` that match `filter`, newest first (a cursor
+/// walked backwards, stopping at the limit).
+async fn newest(
+    index: &web_sys::IdbIndex,
+    range: &IdbKeyRange,
+    filter: &Filter,
+    limit: usize,
+) -> Result<Vec<JsValue>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let request = index
+        .open_cursor_with_range_and_direction(range, IdbCursorDirection::Prev)
+        .map_err(js)?;
+    let now = Timestamp::now().as_secs();
+    loop {
+        let cursor = done(&request).await?;
+        if cursor.is_null() || cursor.is_undefined() {
+            break;
+        }
+        let cursor: IdbCursorWithValue = cursor.unchecked_into();
+        let row = cursor.value().map_err(js)?;
+        if !rows::expired(&row, now) {
+            if let Ok(event) = rows::event_of(&row) {
+                if filter.match_event(&event, MatchEventOptions::new()) {
+                    out.push(row);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        cursor.continue_().map_err(js)?;
+    }
+    Ok(out)
+}
+
+/// Whether the plan's ranges match exactly what `filter` asks (one field besides the
+/// time window), so rows need no check beyond expiration.
+fn range_is_exact(filter: &Filter) -> bool {
+    if filter.search.is_some() || filter.ids.is_some() {
+        return false;
+    }
+    let fields = usize::from(filter.authors.is_some())
+        + usize::from(filter.kinds.is_some())
+        + filter.generic_tags.len();
+    fields <= 1
+}
+
+impl Store for IdbStore {
+    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+        let store = self.clone();
+        async move { store.query_events(&filter).await.map_err(|e| e.to_string()) }.boxed_local()
+    }
+
+    fn items(
+        &self,
+        filter: Filter,
+    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>> {
+        let store = self.clone();
+        async move { store.items(&filter).await.map_err(|e| e.to_string()) }.boxed_local()
+    }
+
+    fn save(
+        &self,
+        events: Vec<Event>,
+        remove: Vec<Removal>,
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+        let store = self.clone();
+        async move {
+            store
+                .save_events(events, remove)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed_local()
+    }
+
+    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>> {
+        let store = self.clone();
+        async move {
+            store
+                .save_sync_state(state)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed_local()
+    }
+
+    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {
+        let store = self.clone();
+        async move { store.load_sync_state().await.map_err(|e| e.to_string()) }.boxed_local()
+    }
+}

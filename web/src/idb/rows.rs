@@ -1,0 +1,94 @@
+//! An event as an IndexedDB row: its JSON plus the fields the indexes read.
+
+use nostr::prelude::{Event, EventId, Timestamp};
+use serde::Serialize;
+use wasm_bindgen::JsValue;
+
+use super::req::StoreError;
+
+/// At most this many tag index entries per event (a tag list longer than that is still
+/// stored whole, and matched by the filter check).
+const MAX_TAG_KEYS: usize = 256;
+
+/// The stored form of an event.
+#[derive(Serialize)]
+struct Row<'a> {
+    id: String,
+    pk: String,
+    kind: u16,
+    ca: u64,
+    json: &'a str,
+    /// `["<letter>:<first value>", created_at]` per single-letter tag.
+    tk: Vec<(String, u64)>,
+    /// NIP-40 expiration, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+}
+
+/// The index key of tag `letter` with `value`.
+pub fn tag_key(letter: &str, value: &str) -> String {
+    format!("{letter}:{value}")
+}
+
+/// `event` as a row.
+pub fn row(event: &Event) -> Result<JsValue, StoreError> {
+    let json = event.as_json();
+    let ca = event.created_at.as_secs();
+    let mut tk: Vec<(String, u64)> = Vec::new();
+    for tag in event.tags.iter() {
+        let parts = tag.as_slice();
+        let (Some(name), Some(value)) = (parts.first(), parts.get(1)) else {
+            continue;
+        };
+        if name.len() == 1 && name.chars().all(|c| c.is_ascii_alphabetic()) {
+            let key = (tag_key(name, value), ca);
+            if !tk.contains(&key) {
+                tk.push(key);
+            }
+            if tk.len() >= MAX_TAG_KEYS {
+                break;
+            }
+        }
+    }
+    let row = Row {
+        id: event.id.to_hex(),
+        pk: event.pubkey.to_hex(),
+        kind: event.kind.as_u16(),
+        ca,
+        json: &json,
+        tk,
+        exp: event.tags.expiration().map(|t| t.as_secs()),
+    };
+    serde_wasm_bindgen::to_value(&row).map_err(|e| StoreError::Other(format!("encoding: {e}")))
+}
+
+fn field(row: &JsValue, name: &str) -> Option<JsValue> {
+    js_sys::Reflect::get(row, &name.into()).ok()
+}
+
+/// The event a row holds (not verified again: only verified events are stored).
+pub fn event_of(row: &JsValue) -> Result<Event, StoreError> {
+    let json = field(row, "json")
+        .and_then(|j| j.as_string())
+        .ok_or_else(|| StoreError::Corrupt("a row without its event".into()))?;
+    Event::from_json(&json).map_err(|e| StoreError::Corrupt(format!("a stored event: {e}")))
+}
+
+/// (created_at, id) of a row, without parsing its event.
+pub fn item_of(row: &JsValue) -> Option<(Timestamp, EventId)> {
+    let ca = field(row, "ca")?.as_f64()?;
+    let id = EventId::from_hex(&field(row, "id")?.as_string()?).ok()?;
+    Some((Timestamp::from(ca as u64), id))
+}
+
+/// The author (hex) of a row.
+pub fn author_of(row: &JsValue) -> Option<String> {
+    field(row, "pk")?.as_string()
+}
+
+/// Whether a row's event expired (NIP-40) by `now`.
+pub fn expired(row: &JsValue, now: u64) -> bool {
+    field(row, "exp")
+        .and_then(|e| e.as_f64())
+        .is_some_and(|exp| (exp as u64) <= now)
+}

@@ -1,0 +1,177 @@
+//! The browser module against real relays on loopback (started by
+//! `scripts/test-web.sh`): our daemon (NIP-77), nostr-rs-relay (REQ only) and scripted
+//! misbehaving relays. Run with `wasm-pack test --headless --chrome` in `web/`.
+
+#![cfg(target_arch = "wasm32")]
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+use support::*;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Tracks every repository of `repos`, waits for the sync; the summary.
+async fn sync_all(sync: &grasp_sync_web::api::GraspSync, repos: &[String]) -> serde_json::Value {
+    for repo in repos {
+        call(sync.track(repo.clone())).await.expect("track");
+    }
+    call(sync.synced()).await.expect("synced")
+}
+
+#[wasm_bindgen_test]
+async fn a_cold_sync_stores_exactly_the_acceptable_union_and_a_reopen_receives_nothing() {
+    let Some(fx) = fixture() else {
+        console_log!("no relays (run scripts/test-web.sh): skipped");
+        return;
+    };
+    let name = fresh_name("cold");
+    let daemon = fx["daemon"].as_str().unwrap_or_default().to_owned();
+    let longest = support::LongTasks::observe();
+    let started = js_sys::Date::now();
+    let sync = open(&name, std::slice::from_ref(&daemon), true)
+        .await
+        .expect("open");
+    assert!(sync.is_writer());
+    let summary = sync_all(&sync, &strings(&fx, "repos")).await;
+    let took = js_sys::Date::now() - started;
+    let want: BTreeSet<String> = strings(&fx, "acceptable").into_iter().collect();
+    let have = stored_ids(&sync).await;
+    console_log!(
+        "cold sync: {} events in {took:.0} ms, longest main-thread task {:.0} ms ({} over 50 ms); {summary}",
+        have.len(),
+        longest.max(),
+        longest.count()
+    );
+    assert_eq!(have.difference(&want).count(), 0, "extra events: {summary}");
+    assert_eq!(
+        want.difference(&have).count(),
+        0,
+        "missing events: {summary}"
+    );
+    assert_eq!(summary["complete"], json!(true), "{summary}");
+    assert!(
+        relay(&summary, fx["nostrRsRelay"].as_str().unwrap_or_default()).is_some(),
+        "{summary}"
+    );
+    call(sync.close()).await.expect("close");
+
+    // Reopened: the checkpoints in the database make this a catch-up with nothing new.
+    let started = js_sys::Date::now();
+    let again = open(&name, std::slice::from_ref(&daemon), true)
+        .await
+        .expect("reopen");
+    let ready = js_sys::Date::now() - started;
+    assert_eq!(
+        again.repos().len(),
+        strings(&fx, "repos").len(),
+        "tracked repositories persist"
+    );
+    let second = call(again.synced()).await.expect("synced");
+    console_log!("reopen: ready in {ready:.0} ms; {second}");
+    assert_eq!(
+        total(&second, "received"),
+        0,
+        "a second sync received events: {second}"
+    );
+    assert_eq!(stored_ids(&again).await, have);
+    assert_eq!(second["complete"], json!(true), "{second}");
+    call(again.close()).await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn forged_signatures_and_malformed_frames_are_counted_not_stored() {
+    let Some(fx) = fixture() else { return };
+    let forger = fx["forger"].as_str().unwrap_or_default().to_owned();
+    let sync = open(&fresh_name("forger"), std::slice::from_ref(&forger), true)
+        .await
+        .expect("open");
+    let summary = sync_all(&sync, &strings(&fx, "forgerRepos")).await;
+    let want: BTreeSet<String> = strings(&fx, "forgerAcceptable").into_iter().collect();
+    let have = stored_ids(&sync).await;
+    console_log!("forger: {summary}");
+    assert_eq!(have, want, "{summary}");
+    let at = relay(&summary, &forger).expect("the forger in the summary");
+    let forged = fx["forgedPerAnswer"].as_u64().unwrap_or(0);
+    let malformed = fx["malformedPerAnswer"].as_u64().unwrap_or(0);
+    assert!(at["rejected"].as_u64().unwrap_or(0) >= forged, "{summary}");
+    assert!(
+        at["badFrames"].as_u64().unwrap_or(0) >= malformed,
+        "{summary}"
+    );
+    call(sync.close()).await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn a_connection_that_dies_mid_sync_is_a_failure_not_done() {
+    let Some(fx) = fixture() else { return };
+    let dying = fx["dying"].as_str().unwrap_or_default().to_owned();
+    let sync = open(&fresh_name("dying"), std::slice::from_ref(&dying), true)
+        .await
+        .expect("open");
+    let summary = sync_all(&sync, &strings(&fx, "dyingRepos")).await;
+    console_log!("dying: {summary}");
+    assert_eq!(summary["complete"], json!(false), "{summary}");
+    let at = relay(&summary, &dying).expect("the relay in the summary");
+    assert_eq!(at["result"], json!("failed"), "{summary}");
+    call(sync.close()).await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn relays_at_private_addresses_from_announcements_are_refused_by_default() {
+    let Some(fx) = fixture() else { return };
+    let daemon = fx["daemon"].as_str().unwrap_or_default().to_owned();
+    let repos = strings(&fx, "repos");
+    // The bootstrap relay is named by the page and used; the loopback relays the
+    // announcement lists are not.
+    let sync = open(&fresh_name("private"), std::slice::from_ref(&daemon), false)
+        .await
+        .expect("open");
+    let summary = sync_all(&sync, &repos[..1]).await;
+    console_log!("private: {summary}");
+    let events = call(sync.query(js(&json!({})))).await.expect("query");
+    let kinds: BTreeSet<u64> = events
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([30617]),
+        "only the announcement: {summary}"
+    );
+    assert!(
+        relay(&summary, fx["nostrRsRelay"].as_str().unwrap_or_default()).is_none(),
+        "{summary}"
+    );
+    call(sync.close()).await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn a_second_instance_on_the_same_database_reads_and_takes_over_when_the_first_closes() {
+    let name = fresh_name("tabs");
+    let first = open(&name, &[], true).await.expect("open");
+    let second = open(&name, &[], true).await.expect("open again");
+    assert!(first.is_writer());
+    assert!(!second.is_writer());
+    let repo = format!("30617:{}:x", "a".repeat(64));
+    let refused = call(second.track(repo.clone()))
+        .await
+        .expect_err("a reader does not write");
+    assert_eq!(code(&refused), "read-only");
+    call(first.track(repo.clone()))
+        .await
+        .expect("the writer tracks");
+    call(first.close()).await.expect("close");
+    for _ in 0..50 {
+        if second.is_writer() {
+            break;
+        }
+        sleep(20).await;
+    }
+    assert!(second.is_writer(), "the reader takes over");
+    assert_eq!(second.repos(), vec![repo]);
+    call(second.close()).await.expect("close");
+}
