@@ -348,7 +348,7 @@ fn run(
         Commands::Status { data_dir } => {
             if let Ok(Some(owner)) = crate::daemon::current_owner(&data_dir) {
                 if let Some(base) = owner.base_url().filter(|_| owner.command == "serve") {
-                    match local.block_on(runtime, daemon_status(&base)) {
+                    match local.block_on(runtime, daemon_status(&base, &data_dir)) {
                         Ok(text) => {
                             print!("{text}");
                             return ExitCode::SUCCESS;
@@ -399,12 +399,24 @@ enum Outcome {
     Daemon(serde_json::Value),
 }
 
-/// Hands a sync to the daemon at `base` and waits for its report.
+/// Hands a sync to the daemon at `base` and waits for its report. The request carries
+/// the operator API token the daemon wrote into the data directory; the daemon applies
+/// its own relay and acceptance policy.
 async fn hand_over(base: &str, options: &SyncOptions) -> Result<serde_json::Value, SyncError> {
+    let token = crate::api_token::read(&options.data_dir).map_err(|e| {
+        SyncError::Other(format!(
+            "cannot read the daemon's operator API token ({e}): run as the daemon's user"
+        ))
+    })?;
+    if options.allow_private_relays {
+        eprintln!(
+            "grasp-sync: --allow-private-relays does not carry over to the daemon: it \
+             follows its own allow_private_relays setting"
+        );
+    }
     let body = serde_json::json!({
         "repos": options.repos,
         "relays": options.relays,
-        "allow_private_relays": options.allow_private_relays,
         "timeout_secs": options.timeout.as_secs(),
         "attempts": options.attempts,
         "eose_timeout_secs": options.eose_timeout.as_secs(),
@@ -416,6 +428,7 @@ async fn hand_over(base: &str, options: &SyncOptions) -> Result<serde_json::Valu
         .map_err(|e| SyncError::Other(format!("HTTP client: {e}")))?;
     let response = client
         .post(format!("{base}/api/sync"))
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await
@@ -456,23 +469,39 @@ fn daemon_summary(report: &serde_json::Value, json: bool) -> (String, bool, usiz
         }
         plain.to_string() + "\n"
     } else {
-        report
+        let mut text = report
             .get("table")
             .and_then(serde_json::Value::as_str)
             .unwrap_or_default()
-            .to_owned()
+            .to_owned();
+        let not_tracked: Vec<&str> = report
+            .get("not_tracked")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        if !not_tracked.is_empty() {
+            text.push_str(&format!(
+                "not tracked by the daemon (no announcement its policy accepts was found): {}\n",
+                not_tracked.join(" ")
+            ));
+        }
+        text
     };
     (text, nothing, repos)
 }
 
-/// The running daemon's status text.
-async fn daemon_status(base: &str) -> Result<String, String> {
+/// The running daemon's status text (the token from `data_dir` authorises the request).
+async fn daemon_status(base: &str, data_dir: &std::path::Path) -> Result<String, String> {
+    let token = crate::api_token::read(data_dir).map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| e.to_string())?;
     let response = client
         .get(format!("{base}/api/status"))
+        .bearer_auth(token)
         .send()
         .await
         .map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 //! signature verification and an LMDB store, driven by the shared driver; the relay
 //! daemon (`serve`) and the one-shot commands (`sync`, `status`).
 
+pub mod api_token;
 pub mod cli;
 pub mod clock;
 pub mod daemon;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
+use grasp_sync_core::accept::AcceptConfig;
 use grasp_sync_core::engine::{EngineConfig, Method, Phase, RelayStats, SyncEngine, Time};
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::{RelayUrl, RepoRef};
@@ -42,6 +43,12 @@ pub struct SyncOptions {
     pub neg_timeout: Duration,
     /// Relay URLs that are us (a daemon running the sync): never synced from.
     pub own_urls: BTreeSet<RelayUrl>,
+    /// Whether the relays named in `relays` (and `naddr` hints) may be private
+    /// addresses: an operator's own command line, yes; a request to a daemon, no.
+    pub trust_named_relays: bool,
+    /// What acceptance enforces: by default a client's (every announcement); a daemon
+    /// running a handed-over sync applies its own policy.
+    pub accept: AcceptConfig,
 }
 
 impl SyncOptions {
@@ -60,6 +67,8 @@ impl SyncOptions {
             eose_timeout: timing.eose_timeout,
             neg_timeout: timing.neg_first_frame_timeout,
             own_urls: BTreeSet::new(),
+            trust_named_relays: true,
+            accept: AcceptConfig::default(),
         }
     }
 }
@@ -309,12 +318,17 @@ pub async fn sync_into<S: Store>(
     };
     config.index.relay_policy.allow_private = options.allow_private_relays;
     config.index.own_urls = options.own_urls.clone();
+    config.accept = options.accept.clone();
     config.timing.eose_timeout = options.eose_timeout;
     config.timing.neg_first_frame_timeout = options.neg_timeout;
     config.timing.neg_idle_timeout = options.eose_timeout;
     let network = NativeNetwork::new(NetConfig {
         allow_private: options.allow_private_relays,
-        trusted: bootstrap.clone(),
+        trusted: if options.trust_named_relays {
+            bootstrap.clone()
+        } else {
+            BTreeSet::new()
+        },
         ..NetConfig::default()
     })
     .map_err(SyncError::Other)?;

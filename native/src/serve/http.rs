@@ -1,6 +1,7 @@
 //! One port for HTTP and WebSocket (hyper): the relay's WebSocket and NIP-11 document
 //! on `/`, `/health`, `/metrics` (Prometheus), and the daemon's own API for the
-//! command line (`/api/status`, `/api/sync`).
+//! command line (`/api/status`, `/api/sync`), answered only to requests that present
+//! the token in the data directory (see [`crate::api_token`]).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -39,8 +40,18 @@ pub enum ApiRequest {
     /// `/api/sync`: run a one-shot sync of these repositories; the JSON report.
     Sync(
         serde_json::Value,
-        oneshot::Sender<Result<serde_json::Value, String>>,
+        oneshot::Sender<Result<serde_json::Value, ApiError>>,
     ),
+}
+
+/// Why the daemon's loop did not run an API request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// The request is malformed (400).
+    BadRequest(String),
+    /// The request asks for what the daemon's policy does not allow, e.g. a relay at a
+    /// private address (403).
+    Refused(String),
 }
 
 /// What the HTTP side shares.
@@ -57,6 +68,8 @@ pub struct Http {
     pub api: mpsc::Sender<ApiRequest>,
     /// Take the client address from `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
+    /// The operator API's token.
+    pub api_token: String,
 }
 
 type Body = Full<Bytes>;
@@ -128,7 +141,33 @@ async fn route(http: &Arc<Http>, req: Request<Incoming>, peer: SocketAddr) -> Re
             };
             respond(StatusCode::OK, "text/plain; version=0.0.4", page)
         }
+        (_, path) if path.starts_with("/api/") && !authorized(http, req.headers()) => {
+            let presented = req.headers().contains_key(header::AUTHORIZATION);
+            let (result, status) = if presented {
+                ("forbidden", StatusCode::FORBIDDEN)
+            } else {
+                ("unauthorized", StatusCode::UNAUTHORIZED)
+            };
+            http.shared
+                .metrics
+                .inc(names::API_REQUESTS, ("result", result));
+            let mut response = respond(
+                status,
+                "text/plain",
+                "the operator API takes the token in the daemon's data directory \
+                 (Authorization: Bearer <token>)\n"
+                    .into(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"grasp-sync operator API\""),
+            );
+            response
+        }
         (Method::GET, "/api/status") => {
+            http.shared
+                .metrics
+                .inc(names::API_REQUESTS, ("result", "status"));
             let (reply, answer) = oneshot::channel();
             if http.api.send(ApiRequest::Status(reply)).await.is_err() {
                 return unavailable();
@@ -141,6 +180,14 @@ async fn route(http: &Arc<Http>, req: Request<Incoming>, peer: SocketAddr) -> Re
         (Method::POST, "/api/sync") => api_sync(http, req).await,
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// Whether the request presents the operator API's token.
+fn authorized(http: &Http, headers: &HeaderMap) -> bool {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    crate::api_token::authorizes(header, &http.api_token)
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -349,9 +396,20 @@ async fn api_sync(http: &Http, req: Request<Incoming>) -> Response<Body> {
     {
         return unavailable();
     }
+    let metrics = &http.shared.metrics;
     match answer.await {
-        Ok(Ok(report)) => respond(StatusCode::OK, "application/json", report.to_string()),
-        Ok(Err(e)) => respond(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+        Ok(Ok(report)) => {
+            metrics.inc(names::API_REQUESTS, ("result", "sync"));
+            respond(StatusCode::OK, "application/json", report.to_string())
+        }
+        Ok(Err(ApiError::BadRequest(e))) => {
+            metrics.inc(names::API_REQUESTS, ("result", "bad-request"));
+            respond(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n"))
+        }
+        Ok(Err(ApiError::Refused(e))) => {
+            metrics.inc(names::API_REQUESTS, ("result", "refused"));
+            respond(StatusCode::FORBIDDEN, "text/plain", format!("{e}\n"))
+        }
         Err(_) => unavailable(),
     }
 }

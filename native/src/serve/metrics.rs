@@ -66,6 +66,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "connections the server ended, by reason",
     ),
+    (
+        "grasp_sync_api_requests_total",
+        "counter",
+        "operator API requests (/api/*), by result",
+    ),
 ];
 
 impl ServerMetrics {
@@ -376,6 +381,8 @@ pub mod names {
     pub const REFUSALS: &str = "grasp_sync_client_refusals_total";
     /// See the HELP table.
     pub const DISCONNECTS: &str = "grasp_sync_client_disconnects_total";
+    /// See the HELP table.
+    pub const API_REQUESTS: &str = "grasp_sync_api_requests_total";
 }
 
 #[cfg(test)]

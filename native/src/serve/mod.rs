@@ -26,7 +26,10 @@ use futures::channel::mpsc as fmpsc;
 use futures::SinkExt;
 use grasp_sync_core::engine::{EngineConfig, SyncEngine, Time};
 use grasp_sync_core::filters::DiscoveryScope;
+use grasp_sync_core::nip34::kinds;
+use grasp_sync_core::{RelayUrl, RepoRef};
 use grasp_sync_driver::{tracked_events, Command, Control, Driver, Store};
+use nostr::prelude::Filter;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -39,7 +42,7 @@ use crate::sync::{method_name, phase_name, relay_reports, sync_into, sync_target
 use crate::verify::ParallelVerifier;
 use config::Settings;
 use conn::Shared;
-use http::{ApiRequest, Http};
+use http::{ApiError, ApiRequest, Http};
 use hub::BroadcastStore;
 use limits::IpRegistry;
 use metrics::{ServerMetrics, SyncSnapshot};
@@ -91,6 +94,8 @@ pub async fn run(mut settings: Settings) -> Result<(), String> {
     let store = LmdbStore::open(&settings.data_dir, settings.map_size)
         .await
         .map_err(|e| e.to_string())?;
+    let api_token = crate::api_token::create(&settings.data_dir)
+        .map_err(|e| format!("cannot write the operator API token: {e}"))?;
     let hub = BroadcastStore::new(store.clone());
 
     let mut driver = Driver::new(
@@ -135,6 +140,7 @@ pub async fn run(mut settings: Settings) -> Result<(), String> {
         snapshot: Arc::clone(&snapshot),
         api,
         trust_forwarded_for: settings.trust_forwarded_for,
+        api_token,
     });
     let accepting = tokio::spawn(http::accept_loop(listener, http, shutdown.clone()));
     tokio::task::spawn_local(serve_api(
@@ -298,8 +304,8 @@ async fn serve_api(
                 let _ = reply.send(text);
             }
             ApiRequest::Sync(body, reply) => {
-                let options = match handoff_options(&body, &settings) {
-                    Ok(options) => options,
+                let handoff = match handoff_request(&body, &settings) {
+                    Ok(handoff) => handoff,
                     Err(e) => {
                         let _ = reply.send(Err(e));
                         continue;
@@ -309,11 +315,11 @@ async fn serve_api(
                 let mut commands = commands.clone();
                 let index_config = engine_config(&settings).index;
                 tokio::task::spawn_local(async move {
-                    let result = handoff_sync(&options, hub.clone()).await;
+                    let result = handoff_sync(handoff, hub.clone()).await;
                     if let Ok((_, repos)) = &result {
-                        // The repositories (announcements and roots) join the daemon's
-                        // own engine, which keeps them in sync from now on.
-                        // Deletions and ids it saw and did not keep go along, so the
+                        // The repositories the daemon's policy took (announcements and
+                        // roots) join its own engine, which keeps them in sync from now
+                        // on. Deletions and ids it saw and did not keep go along, so the
                         // engine does not take in again what the sync refused.
                         let scope = DiscoveryScope::Repos(repos.clone());
                         let restored = match tracked_events(&hub, &scope, &index_config).await {
@@ -337,25 +343,55 @@ async fn serve_api(
     }
 }
 
+/// A sync handed over by `grasp-sync sync`, checked against the daemon's policy.
+struct Handoff {
+    options: SyncOptions,
+    repos: Vec<RepoRef>,
+    relays: BTreeSet<RelayUrl>,
+}
+
+/// Runs a handed-over sync into the daemon's store; the JSON report and the
+/// repositories the daemon now tracks (those whose announcement its policy accepted).
 async fn handoff_sync(
-    options: &SyncOptions,
+    handoff: Handoff,
     store: BroadcastStore,
-) -> Result<(serde_json::Value, Vec<grasp_sync_core::RepoRef>), String> {
-    let (repos, bootstrap) = sync_targets(options).map_err(|e| e.to_string())?;
-    let report = sync_into(options, store, repos.clone(), bootstrap)
+) -> Result<(serde_json::Value, Vec<RepoRef>), ApiError> {
+    let Handoff {
+        options,
+        repos,
+        relays,
+    } = handoff;
+    let report = sync_into(&options, store.clone(), repos.clone(), relays)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut tracked = Vec::new();
+    let mut not_tracked = Vec::new();
+    for repo in repos {
+        let filter = Filter::new()
+            .kind(kinds::REPO_ANNOUNCEMENT)
+            .author(repo.pubkey)
+            .identifier(repo.identifier.clone());
+        match Store::query(&store, filter).await {
+            Ok(found) if !found.is_empty() => tracked.push(repo),
+            Ok(_) => not_tracked.push(repo.to_string()),
+            Err(e) => return Err(ApiError::BadRequest(format!("the store: {e}"))),
+        }
+    }
     let mut json = report.json();
     if let serde_json::Value::Object(map) = &mut json {
         map.insert("table".into(), report.table().into());
         map.insert("nothing_synced".into(), report.nothing_synced().into());
+        map.insert("not_tracked".into(), not_tracked.into());
     }
-    Ok((json, repos))
+    Ok((json, tracked))
 }
 
-/// The options of a sync handed over as `{"repos": [...], "relays": [...], …}`.
-fn handoff_options(body: &serde_json::Value, settings: &Settings) -> Result<SyncOptions, String> {
-    let strings = |name: &str| -> Result<Vec<String>, String> {
+/// The sync a request `{"repos": [...], "relays": [...], …}` asks for. A request never
+/// widens policy: the relays it names are checked like any other (unless the daemon's
+/// own configuration allows private relays), and acceptance is the daemon's.
+fn handoff_request(body: &serde_json::Value, settings: &Settings) -> Result<Handoff, ApiError> {
+    let bad = ApiError::BadRequest;
+    let strings = |name: &str| -> Result<Vec<String>, ApiError> {
         match body.get(name) {
             None => Ok(Vec::new()),
             Some(serde_json::Value::Array(items)) => items
@@ -363,24 +399,28 @@ fn handoff_options(body: &serde_json::Value, settings: &Settings) -> Result<Sync
                 .map(|v| {
                     v.as_str()
                         .map(str::to_owned)
-                        .ok_or_else(|| format!("`{name}` must hold strings"))
+                        .ok_or_else(|| bad(format!("`{name}` must hold strings")))
                 })
                 .collect(),
-            Some(_) => Err(format!("`{name}` must be an array of strings")),
+            Some(_) => Err(bad(format!("`{name}` must be an array of strings"))),
         }
     };
+    if body.get("allow_private_relays").is_some() {
+        return Err(bad(
+            "`allow_private_relays` is the daemon's own setting; a request cannot set it".into(),
+        ));
+    }
     let number = |name: &str| body.get(name).and_then(serde_json::Value::as_u64);
     let mut options = SyncOptions::new(
         strings("repos")?,
         strings("relays")?,
         settings.data_dir.clone(),
     );
+    let engine = engine_config(settings);
     options.own_urls = settings.public_urls.clone();
-    options.allow_private_relays = settings.allow_private_relays
-        || body
-            .get("allow_private_relays")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
+    options.allow_private_relays = settings.allow_private_relays;
+    options.trust_named_relays = false;
+    options.accept = engine.accept;
     if let Some(secs) = number("timeout_secs") {
         options.timeout = Duration::from_secs(secs.max(1));
     }
@@ -393,7 +433,19 @@ fn handoff_options(body: &serde_json::Value, settings: &Settings) -> Result<Sync
     if let Some(secs) = number("neg_timeout_secs") {
         options.neg_timeout = Duration::from_secs(secs.max(1));
     }
-    Ok(options)
+    let (repos, relays) = sync_targets(&options).map_err(|e| bad(e.to_string()))?;
+    for relay in &relays {
+        if let Err(e) = engine.index.relay_policy.check(relay) {
+            return Err(ApiError::Refused(format!(
+                "relay {relay}: {e} (the daemon's configuration does not allow private relays)"
+            )));
+        }
+    }
+    Ok(Handoff {
+        options,
+        repos,
+        relays,
+    })
 }
 
 /// The daemon's live view of its relays, appended to the store's status.
