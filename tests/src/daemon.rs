@@ -14,6 +14,7 @@ pub struct Daemon {
     port: u16,
     data_dir: PathBuf,
     extra: Vec<String>,
+    allow_private: bool,
     log: PathBuf,
     http: reqwest::Client,
 }
@@ -26,11 +27,25 @@ impl Daemon {
     /// # Panics
     /// When it does not start.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(data_dir, extra, true).await
+    }
+
+    /// As [`start`](Self::start), but relays at private and loopback addresses are
+    /// refused as on a daemon on the internet (no `--allow-private-relays`).
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub async fn start_strict(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(data_dir, extra, false).await
+    }
+
+    async fn start_with(data_dir: &Path, extra: &[&str], allow_private: bool) -> Self {
         let mut daemon = Self {
             child: None,
             port: free_port(),
             data_dir: data_dir.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            allow_private,
             log: data_dir.with_extension("serve.log"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -53,7 +68,6 @@ impl Daemon {
             &format!("127.0.0.1:{}", self.port),
             "--data-dir",
             &self.data_dir.display().to_string(),
-            "--allow-private-relays",
             "--map-size-mib",
             "1024",
             "--backoff-base-secs",
@@ -63,6 +77,9 @@ impl Daemon {
         ]
         .map(String::from)
         .to_vec();
+        if self.allow_private {
+            args.push("--allow-private-relays".into());
+        }
         args.extend(self.extra.iter().cloned());
         let child = tokio::process::Command::new(grasp_sync_bin())
             .args(&args)
@@ -167,6 +184,14 @@ impl Daemon {
     /// A labelled counter printed only once counted, 0 before (see [`counter_value`]).
     pub async fn counter(&self, series: &str) -> u64 {
         counter_value(&self.metrics().await, series)
+    }
+
+    /// The operator API token the daemon wrote into its data directory.
+    ///
+    /// # Panics
+    /// When it cannot be read.
+    pub fn api_token(&self) -> String {
+        grasp_sync::api_token::read(&self.data_dir).expect("the daemon wrote its API token")
     }
 
     /// The NIP-11 document.
