@@ -919,6 +919,9 @@ impl SyncEngine {
         }
         if self.in_pipeline.len() >= max_queue {
             relay.stats.dropped += 1;
+            if self.fetching.contains_key(&event.id) {
+                relay.stats.dropped_fetched += 1;
+            }
             relay.needs_catch_up.get_or_insert(now);
             if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
                 job.lossy = true;

@@ -91,6 +91,9 @@ pub struct RelayStats {
     pub forged_twice: u64,
     /// Events dropped because the ingest queue was full.
     pub dropped: u64,
+    /// Of [`dropped`](Self::dropped), copies fetched by id (after reconciliation): the
+    /// fetch is over and its jobs run again.
+    pub dropped_fetched: u64,
     /// Connection failures.
     pub failures: u64,
     /// Jobs whose outstanding events stopped settling: run again instead of waiting.
