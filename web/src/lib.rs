@@ -13,6 +13,7 @@ mod publish;
 mod session;
 mod status;
 mod tabs;
+#[cfg(target_arch = "wasm32")]
 mod time;
 pub mod verify;
 
