@@ -339,13 +339,32 @@ mod tests {
 
     #[tokio::test]
     async fn connecting_to_a_private_name_fails_before_any_packet() {
-        let network = NativeNetwork::new(NetConfig::default()).expect("network");
-        let url = RelayUrl::parse("ws://localhost:9").expect("url");
+        // A listener where `localhost` points: it must never see a connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback listener");
+        let port = listener.local_addr().expect("listener address").port();
+        let network = NativeNetwork::new(NetConfig {
+            connect_timeout: Duration::from_secs(2),
+            ..NetConfig::default()
+        })
+        .expect("network");
+        let url = RelayUrl::parse(&format!("ws://localhost:{port}")).expect("url");
         let result = network.connect(&url).await;
+        // Our own refusal, not the OS's "Connection refused" nor a timeout.
         assert!(
-            result.as_ref().is_err_and(|e| e.contains("refused")),
+            result
+                .as_ref()
+                .is_err_and(|e| e.starts_with("refused: localhost resolves to a private address")),
             "{:?}",
             result.err()
+        );
+        let info = network.fetch_info(&url).await;
+        assert_eq!(info, None, "the NIP-11 fetch is refused too");
+        let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(
+            accepted.is_err(),
+            "the listener saw a connection: {accepted:?}"
         );
     }
 }
