@@ -164,8 +164,8 @@ async fn a_silent_relay_does_not_stop_the_sync() {
     assert_eq!(c["method"], "REQ", "{c}");
 }
 
-/// A relay stopped and restarted while the sync runs: the sync reconnects and ends
-/// complete.
+/// A relay stopped and restarted while the sync runs: the sync sees it go away
+/// (a failure counted), reconnects and ends complete with it in sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_restarted_mid_sync() {
     let mut peers = Peers::start(13, 8, 300).await;
@@ -182,12 +182,19 @@ async fn a_relay_restarted_mid_sync() {
     }
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert_exactly(&stored_ids(dir.path()).await, &peers.corpus, &run);
+    let b = run.relay(&peers.b.url()).expect("the restarted relay");
+    assert!(
+        b["failures"].as_u64() >= Some(1),
+        "the sync never saw the relay go away: {b}"
+    );
+    assert_eq!(b["state"], "in sync", "{b}");
 }
 
 /// `kill -9` at five points of a sync (when the store first holds 10 %, 25 %, 40 %,
-/// 55 % and 70 % of the corpus, plus a random delay), then a final run: the store holds
-/// only valid, distinct corpus events throughout, the final run completes it, and it
-/// does not start from scratch: the NIP-77 relays send only what is missing.
+/// 55 % and 70 % of the corpus, plus a random delay), each mid-sync (the run had not
+/// ended, and the store held some but not all of the corpus), then a final run: the
+/// store holds only valid, distinct corpus events throughout, the final run completes
+/// it, and it does not start from scratch: the NIP-77 relays send only what is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_five_times_then_a_final_run_completes() {
     let peers = Peers::start(14, 10, 300).await;
@@ -201,30 +208,40 @@ async fn killed_five_times_then_a_final_run_completes() {
         let mut child = spawn_grasp_sync(&args);
         let target = total * percent / 100;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut exited = None;
+        let mut reached = false;
         while tokio::time::Instant::now() < deadline {
             if let Some(status) = child.try_wait().expect("child status") {
-                exited = Some(status);
-                break;
+                panic!("the sync ended ({status}) before the kill at {percent} %");
             }
             if count_stored(dir.path()).await >= target {
+                reached = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert!(reached, "the store never held {percent} % within 60 s");
         tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
-        if exited.is_none() {
-            child.start_kill().expect("SIGKILL");
-            let status = child.wait().await.expect("reaped");
-            assert!(!status.success(), "killed");
-        }
+        let exited = child.try_wait().expect("child status");
+        assert!(
+            exited.is_none(),
+            "the sync ended before the kill: {exited:?}"
+        );
+        child.start_kill().expect("SIGKILL");
+        let status = child.wait().await.expect("reaped");
+        assert!(!status.success(), "killed");
         let ids = stored_ids(dir.path()).await;
         // Mid-sync the store may still hold what a later event deletes or replaces,
         // but nothing from outside the corpus (stored_ids checked the signatures).
         assert!(ids.is_subset(&all), "only corpus events stored");
-        held.push((percent, ids.len(), exited.is_some()));
+        // Killed mid-sync: some of the corpus stored, not all of it.
+        assert!(
+            ids.len() >= target && !peers.corpus.acceptable.is_subset(&ids),
+            "the kill at {percent} % was not mid-sync: {} of {total} stored",
+            ids.len()
+        );
+        held.push((percent, ids.len()));
     }
-    eprintln!("(target %, stored, exited by itself) after each kill: {held:?} of {total}");
+    eprintln!("(target %, stored) after each kill: {held:?} of {total}");
     let before = held.last().map_or(0, |h| h.1);
     assert!(before >= total / 2, "the killed runs stored most of it");
     let run = run_grasp_sync(&args).await;
@@ -250,15 +267,20 @@ async fn killed_five_times_then_a_final_run_completes() {
     );
 }
 
-/// How many events the store holds (the store may be written by a running sync).
+/// How many events the store holds (the store may be written by a running sync); 0
+/// before the sync created it.
+///
+/// # Panics
+/// When the store exists but cannot be opened or read: that is never "empty".
 async fn count_stored(dir: &Path) -> usize {
     if !dir.join("events").exists() {
         return 0;
     }
-    match LmdbStore::open(dir, 1 << 30).await {
-        Ok(store) => Store::items(&store, Filter::new())
-            .await
-            .map_or(0, |i| i.len()),
-        Err(_) => 0,
-    }
+    let store = LmdbStore::open(dir, 1 << 30)
+        .await
+        .unwrap_or_else(|e| panic!("open the store at {}: {e}", dir.display()));
+    Store::items(&store, Filter::new())
+        .await
+        .unwrap_or_else(|e| panic!("read the store at {}: {e}", dir.display()))
+        .len()
 }
