@@ -12,6 +12,9 @@ use crate::sync::{run_sync, SyncError, SyncOptions, SyncReport};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// `grasp-sync sync`'s exit status when the timeout passed with relays not in sync.
+const SYNC_TIMED_OUT: u8 = 3;
+
 /// A sync engine for git-over-nostr (NIP-34).
 #[derive(Parser)]
 #[command(version, about)]
@@ -24,6 +27,10 @@ struct Cli {
 enum Commands {
     /// Mirror repositories into the store once: follows the relays their announcements
     /// list, syncs every layer, exits when every relay is in sync or has failed.
+    ///
+    /// Exit status: 0 when every relay is in sync or has failed; 3 when --timeout-secs
+    /// passed first, with relays not in sync (what was synced is kept); 1 when nothing
+    /// could be synced, no announcement was found, or on an error; 2 on a usage error.
     Sync {
         /// Repository references: `30617:<pubkey hex>:<identifier>` or `naddr1…`.
         #[arg(required = true)]
@@ -40,7 +47,7 @@ enum Commands {
         /// Follow relays at private, loopback or link-local addresses.
         #[arg(long, env = "GRASP_SYNC_ALLOW_PRIVATE_RELAYS")]
         allow_private_relays: bool,
-        /// Give up after this many seconds.
+        /// Give up after this many seconds (exit status 3 if relays are not in sync).
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
         /// Connection attempts per relay before it counts as failed.
@@ -321,6 +328,7 @@ fn run(
                         ),
                         Outcome::Daemon(value) => daemon_summary(value, json),
                     };
+                    let timed_out = matches!(&outcome, Outcome::Local(r) if !r.settled);
                     print!("{text}");
                     if nothing_synced {
                         eprintln!("grasp-sync: nothing could be synced: no relay answered");
@@ -331,6 +339,12 @@ fn run(
                              the relays asked"
                         );
                         ExitCode::FAILURE
+                    } else if timed_out {
+                        eprintln!(
+                            "grasp-sync: timed out after {timeout_secs} s with relays not in \
+                             sync; what was synced is kept"
+                        );
+                        ExitCode::from(SYNC_TIMED_OUT)
                     } else {
                         ExitCode::SUCCESS
                     }

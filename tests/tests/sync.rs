@@ -164,6 +164,43 @@ async fn a_silent_relay_does_not_stop_the_sync() {
     assert_eq!(c["method"], "REQ", "{c}");
 }
 
+/// The timeout passes while a relay that listens but never answers (with generous
+/// EOSE and NIP-77 timeouts) is still not in sync: the sync keeps what it got from the
+/// other relay and says so, in its summary (`settled: false`) and with exit status 3,
+/// not 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_that_times_out_with_relays_not_in_sync_exits_3() {
+    let silent = SilentRelay::start(Duration::from_secs(600)).await;
+    let a = Nip77Relay::start(&[]).await;
+    let corpus = corpus(15, 2, 20, &[a.url(), silent.url()]);
+    a.add(&corpus.events).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = sync_args(&corpus.repos, &[a.url()], dir.path());
+    for (flag, value) in [
+        ("--timeout-secs", "5"),
+        ("--eose-timeout-secs", "60"),
+        ("--neg-timeout-secs", "60"),
+    ] {
+        let i = args
+            .iter()
+            .position(|a| a == flag)
+            .expect("sync_args sets it");
+        args[i + 1] = value.into();
+    }
+    let run = run_grasp_sync(&args).await;
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    let summary = run.summary.as_ref().expect("a JSON summary");
+    assert_eq!(summary["settled"], false, "{summary}");
+    assert!(run.stderr.contains("timed out after 5 s"), "{}", run.stderr);
+    assert!(
+        silent.connections() > 0,
+        "the silent relay was connected to"
+    );
+    let synced = run.relay(&a.url()).expect("the answering relay");
+    assert_eq!(synced["state"], "in sync", "{synced}");
+    assert!(summary["stored"].as_u64() > Some(0), "{summary}");
+}
+
 /// A relay stopped and restarted while the sync runs: the sync sees it go away
 /// (a failure counted), reconnects and ends complete with it in sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
