@@ -39,7 +39,7 @@ export interface RelayStatus {
 export interface SyncSummary {
   complete: boolean;
   relays: Array<RelayStatus & { result: "in-sync" | "failed" | "incomplete" }>;
-  repos: number; stored: number;
+  repos: number; stored: number; storeFailures: number;
 }
 export interface PublishResult { stored: boolean; accepted: string[];
   refused: Array<{ relay: string; reason: string }> }
@@ -90,6 +90,8 @@ struct Inner {
     channel: Option<web_sys::BroadcastChannel>,
     _on_message: RefCell<Option<MessageHandler>>,
     closed: Cell<bool>,
+    /// Whether a scheduled restart has not started yet.
+    restart_queued: Cell<bool>,
     /// Serialises session restarts.
     restarting: RefCell<Option<Restart>>,
 }
@@ -168,6 +170,7 @@ impl GraspSync {
             waiting: RefCell::new(None),
             _on_message: RefCell::new(None),
             closed: Cell::new(false),
+            restart_queued: Cell::new(false),
             restarting: RefCell::new(None),
         });
         inner.listen_to_tabs();
@@ -227,7 +230,7 @@ impl GraspSync {
             };
             if changed {
                 inner.save_tracked().await?;
-                inner.restart().await?;
+                inner.schedule_restart();
             }
             Ok(JsValue::UNDEFINED)
         })
@@ -249,7 +252,7 @@ impl GraspSync {
             };
             if removed {
                 inner.save_tracked().await?;
-                inner.restart().await?;
+                inner.schedule_restart();
             }
             Ok(JsValue::UNDEFINED)
         })
@@ -379,9 +382,15 @@ impl GraspSync {
         let inner = self.inner.clone();
         future_to_promise(async move {
             inner.check_open()?;
-            let pending = inner.restarting.borrow().clone();
-            if let Some(pending) = pending {
-                pending.await;
+            loop {
+                let pending = inner.restarting.borrow().clone();
+                match pending {
+                    Some(pending) => pending.await,
+                    None => break,
+                }
+                if !inner.restart_queued.get() {
+                    break;
+                }
             }
             if inner.session.borrow().is_none() {
                 return Ok(to_js(&crate::status::SyncSummary {
@@ -389,6 +398,7 @@ impl GraspSync {
                     relays: Vec::new(),
                     repos: inner.tracked.borrow().repos.len(),
                     stored: 0,
+                    store_failures: 0,
                 }));
             }
             let summary = match inner.board.wait() {
@@ -496,6 +506,33 @@ impl Inner {
         self.become_writer(lock).await
     }
 
+    /// Restarts the session in the background with what is tracked then: calls that
+    /// come while one is queued join it (tracking ten repositories is one restart).
+    /// `synced()` waits for it.
+    fn schedule_restart(self: &Rc<Self>) {
+        if self.restart_queued.replace(true) {
+            return;
+        }
+        let previous = self.restarting.borrow().clone();
+        let this = self.clone();
+        let job: futures::future::LocalBoxFuture<'static, ()> = Box::pin(async move {
+            if let Some(previous) = previous {
+                previous.await;
+            }
+            crate::clock::yield_now().await;
+            this.restart_queued.set(false);
+            if let Err(e) = this.restart_now().await {
+                crate::error::console_warn(&format!(
+                    "grasp-sync: restarting the sync failed: {}",
+                    crate::net::js_text(&e)
+                ));
+            }
+        });
+        let job = futures::FutureExt::shared(job);
+        *self.restarting.borrow_mut() = Some(job.clone());
+        wasm_bindgen_futures::spawn_local(job);
+    }
+
     /// Stops the running session, if any, and starts one for what is tracked now.
     async fn restart(self: &Rc<Self>) -> Result<(), JsValue> {
         let previous = self.restarting.borrow().clone();
@@ -511,7 +548,6 @@ impl Inner {
         let job = futures::FutureExt::shared(job);
         *self.restarting.borrow_mut() = Some(job.clone());
         job.await;
-        self.restarting.borrow_mut().take();
         rx.await.unwrap_or(Ok(()))
     }
 

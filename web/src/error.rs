@@ -39,3 +39,15 @@ impl From<WebError> for JsValue {
         error.into()
     }
 }
+
+/// `console.warn(message)`, where there is a console.
+pub fn console_warn(message: &str) {
+    let console = js_sys::Reflect::get(&js_sys::global(), &"console".into()).ok();
+    let warn = console
+        .as_ref()
+        .and_then(|c| js_sys::Reflect::get(c, &"warn".into()).ok())
+        .and_then(|f| wasm_bindgen::JsCast::dyn_into::<js_sys::Function>(f).ok());
+    if let (Some(console), Some(warn)) = (console, warn) {
+        let _ = warn.call1(&console, &message.into());
+    }
+}

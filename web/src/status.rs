@@ -53,6 +53,8 @@ pub struct SyncSummary {
     pub relays: Vec<RelayResult>,
     pub repos: usize,
     pub stored: u64,
+    /// Store writes that failed (each is a gap until the events are fetched again).
+    pub store_failures: u64,
 }
 
 fn state_name(phase: Phase) -> &'static str {
@@ -142,6 +144,7 @@ pub fn summary(engine: &SyncEngine) -> SyncSummary {
         relays,
         repos: engine.index().repo_count(),
         stored: engine.stats().stored,
+        store_failures: engine.stats().store_failures,
     }
 }
 

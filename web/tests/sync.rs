@@ -46,7 +46,17 @@ async fn a_cold_sync_stores_exactly_the_acceptable_union_and_a_reopen_receives_n
         longest.max(),
         longest.count()
     );
-    assert_eq!(have.difference(&want).count(), 0, "extra events: {summary}");
+    let extra: Vec<String> = have.difference(&want).cloned().collect();
+    if !extra.is_empty() {
+        let events = call(sync.query(js(&json!({ "ids": extra }))))
+            .await
+            .expect("query");
+        let missing: Vec<&String> = want.difference(&have).collect();
+        let deletions = call(sync.query(js(&json!({ "kinds": [5] }))))
+            .await
+            .expect("query");
+        panic!("extra events: {events}\nmissing: {missing:?}\ndeletions: {deletions}\n{summary}");
+    }
     assert_eq!(
         want.difference(&have).count(),
         0,

@@ -123,8 +123,8 @@ impl IdbStore {
         Ok(events)
     }
 
-    /// (created_at, id) of every stored event matching `filter` (no limit); rows whose
-    /// index range is the whole filter are not parsed.
+    /// (created_at, id) of every stored event matching `filter` (no limit), newest
+    /// first; rows whose index range is the whole filter are not parsed.
     pub async fn items(&self, filter: &Filter) -> Result<Vec<(Timestamp, EventId)>, StoreError> {
         let mut filter = filter.clone();
         filter.limit = None;
@@ -153,6 +153,7 @@ impl IdbStore {
                 }
             }
         }
+        items.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         Ok(items)
     }
 
@@ -215,8 +216,11 @@ impl IdbStore {
                         }
                     }
                     Some(limit) => {
-                        for range in &ranges {
-                            rows.extend(newest(&index, range, filter, limit).await?);
+                        // Every cursor opens before the first await (the transaction
+                        // stays active only while requests are pending).
+                        let walks = ranges.iter().map(|r| newest(&index, r, filter, limit));
+                        for walk in join_all(walks).await {
+                            rows.extend(walk?);
                         }
                     }
                 }
@@ -242,10 +246,13 @@ impl IdbStore {
             }
             built.push(rows::row(event)?);
         }
-        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readwrite)?;
-        let store = tx.object_store(schema::EVENTS).map_err(js)?;
+        // What the removals name, read first: a write transaction is never held across
+        // an await (it commits as soon as no request is pending on it).
         let mut removed = Vec::new();
+        let mut deletes = Vec::new();
         if !remove.is_empty() {
+            let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
+            let store = tx.object_store(schema::EVENTS).map_err(js)?;
             let requests = remove
                 .iter()
                 .map(|r| store.get(&JsValue::from_str(&r.id.to_hex())).map_err(js))
@@ -253,24 +260,41 @@ impl IdbStore {
             let held = join_all(requests.iter().map(done)).await;
             for (removal, row) in remove.iter().zip(held) {
                 let row = row?;
+                // An event this same call puts, named by its author: it ends removed.
+                if let Some(event) = events
+                    .iter()
+                    .find(|e| e.id == removal.id && e.pubkey == removal.author)
+                {
+                    deletes.push(removal.id.to_hex());
+                    removed.push(event.clone());
+                    continue;
+                }
                 if row.is_undefined() || rows::author_of(&row) != Some(removal.author.to_hex()) {
                     continue;
                 }
-                store
-                    .delete(&JsValue::from_str(&removal.id.to_hex()))
-                    .map_err(js)?;
+                deletes.push(removal.id.to_hex());
                 if let Ok(event) = rows::event_of(&row) {
                     removed.push(event);
                 }
             }
         }
+        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readwrite)?;
+        let store = tx.object_store(schema::EVENTS).map_err(js)?;
         for row in &built {
             store.put(row).map_err(js)?;
+        }
+        for id in &deletes {
+            store.delete(&JsValue::from_str(id)).map_err(js)?;
         }
         committed(&tx).await?;
         let on_saved = self.inner.on_saved.borrow().clone();
         if let Some(on_saved) = on_saved {
-            on_saved(&events, &removed);
+            let gone: HashSet<EventId> = removed.iter().map(|e| e.id).collect();
+            let added: Vec<Event> = events
+                .into_iter()
+                .filter(|e| !gone.contains(&e.id))
+                .collect();
+            on_saved(&added, &removed);
         }
         Ok(removed)
     }
@@ -302,13 +326,18 @@ impl IdbStore {
     pub async fn load_sync_state(&self) -> Result<SavedState, StoreError> {
         let tx = self.tx(
             &[schema::CHECKPOINTS, schema::SEEN],
-            IdbTransactionMode::Readwrite,
+            IdbTransactionMode::Readonly,
         )?;
         let checkpoints = tx.object_store(schema::CHECKPOINTS).map_err(js)?;
         let seen = tx.object_store(schema::SEEN).map_err(js)?;
-        let cps = done(&checkpoints.get_all().map_err(js)?).await?;
-        let keys = done(&seen.get_all_keys().map_err(js)?).await?;
-        let values = done(&seen.get_all().map_err(js)?).await?;
+        let requests = [
+            checkpoints.get_all().map_err(js)?,
+            seen.get_all_keys().map_err(js)?,
+            seen.get_all().map_err(js)?,
+        ];
+        let mut answers = join_all(requests.iter().map(done)).await.into_iter();
+        let mut next = || answers.next().unwrap_or(Ok(JsValue::UNDEFINED));
+        let (cps, keys, values) = (next()?, next()?, next()?);
         let mut state = SavedState::default();
         for value in js_sys::Array::from(&cps).iter() {
             match value.as_string().map(|t| state::decode_checkpoint(&t)) {
@@ -319,18 +348,24 @@ impl IdbStore {
         let now = Timestamp::now();
         let keys = js_sys::Array::from(&keys);
         let values = js_sys::Array::from(&values);
+        let mut expired = Vec::new();
         for (key, value) in keys.iter().zip(values.iter()) {
             let (Some(id), Some(text)) = (key.as_string(), value.as_string()) else {
                 continue;
             };
             match state::decode_seen(&id, &text) {
                 Ok(entry) if entry.expires_at > now => state.remembered.push(entry),
-                _ => {
-                    seen.delete(&key).map_err(js)?;
-                }
+                _ => expired.push(key),
             }
         }
-        committed(&tx).await?;
+        if !expired.is_empty() {
+            let tx = self.tx(&[schema::SEEN], IdbTransactionMode::Readwrite)?;
+            let seen = tx.object_store(schema::SEEN).map_err(js)?;
+            for key in &expired {
+                seen.delete(key).map_err(js)?;
+            }
+            committed(&tx).await?;
+        }
         Ok(state)
     }
 
@@ -360,42 +395,75 @@ impl IdbStore {
     }
 }
 
-/// Up to `limit` rows in `range` of `index` that match `filter`, newest first (a cursor
-/// walked backwards, stopping at the limit).
+/// Up to `limit` rows in `range` of `index` that match `filter`, newest first: a cursor
+/// walked backwards in its own success handler (a transaction does not stay active
+/// across an `await`), stopping at the limit.
 async fn newest(
     index: &web_sys::IdbIndex,
     range: &IdbKeyRange,
     filter: &Filter,
     limit: usize,
 ) -> Result<Vec<JsValue>, StoreError> {
-    let mut out = Vec::new();
     if limit == 0 {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     let request = index
         .open_cursor_with_range_and_direction(range, IdbCursorDirection::Prev)
         .map_err(js)?;
+    let (finish, finished) =
+        futures::channel::oneshot::channel::<Result<Vec<JsValue>, StoreError>>();
+    let finish = Rc::new(RefCell::new(Some(finish)));
+    let out = Rc::new(RefCell::new(Vec::new()));
     let now = Timestamp::now().as_secs();
-    loop {
-        let cursor = done(&request).await?;
+    let filter = filter.clone();
+    let req = request.clone();
+    let (done_ok, rows_ok) = (finish.clone(), out.clone());
+    let on_success = Closure::<dyn FnMut()>::new(move || {
+        let end = |result| {
+            if let Some(tx) = done_ok.borrow_mut().take() {
+                let _ = tx.send(result);
+            }
+        };
+        let cursor = req.result().unwrap_or(JsValue::NULL);
         if cursor.is_null() || cursor.is_undefined() {
-            break;
+            return end(Ok(std::mem::take(&mut *rows_ok.borrow_mut())));
         }
         let cursor: IdbCursorWithValue = cursor.unchecked_into();
-        let row = cursor.value().map_err(js)?;
-        if !rows::expired(&row, now) {
-            if let Ok(event) = rows::event_of(&row) {
-                if filter.match_event(&event, MatchEventOptions::new()) {
-                    out.push(row);
-                    if out.len() >= limit {
-                        break;
-                    }
+        if let Ok(row) = cursor.value() {
+            let matches = !rows::expired(&row, now)
+                && rows::event_of(&row)
+                    .is_ok_and(|e| filter.match_event(&e, MatchEventOptions::new()));
+            if matches {
+                rows_ok.borrow_mut().push(row);
+                if rows_ok.borrow().len() >= limit {
+                    return end(Ok(std::mem::take(&mut *rows_ok.borrow_mut())));
                 }
             }
         }
-        cursor.continue_().map_err(js)?;
-    }
-    Ok(out)
+        if let Err(e) = cursor.continue_() {
+            end(Err(js(e)));
+        }
+    });
+    let req = request.clone();
+    let on_error = Closure::<dyn FnMut()>::new(move || {
+        let error = req
+            .error()
+            .ok()
+            .flatten()
+            .map_or(JsValue::NULL, JsValue::from);
+        if let Some(tx) = finish.borrow_mut().take() {
+            let _ = tx.send(Err(StoreError::from_js(&error)));
+        }
+    });
+    request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
+    request.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    let result = finished
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Other("cursor dropped".into())));
+    request.set_onsuccess(None);
+    request.set_onerror(None);
+    drop((on_success, on_error, out));
+    result
 }
 
 /// Whether the plan's ranges match exactly what `filter` asks (one field besides the
@@ -431,10 +499,10 @@ impl Store for IdbStore {
     ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
         let store = self.clone();
         async move {
-            store
-                .save_events(events, remove)
-                .await
-                .map_err(|e| e.to_string())
+            store.save_events(events, remove).await.map_err(|e| {
+                crate::error::console_warn(&format!("grasp-sync: saving events failed: {e}"));
+                e.to_string()
+            })
         }
         .boxed_local()
     }

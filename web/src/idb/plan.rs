@@ -33,8 +33,7 @@ pub enum Plan {
         /// Highest `created_at`.
         until: u64,
     },
-    /// Nothing can match (an empty set of ids, authors, kinds or tag values, or
-    /// `since` after `until`).
+    /// Nothing can match (a tag with no values, or `since` after `until`).
     Empty,
 }
 
@@ -48,12 +47,10 @@ pub fn plan(filter: &Filter) -> Plan {
     if since > until {
         return Plan::Empty;
     }
-    if let Some(ids) = &filter.ids {
-        return if ids.is_empty() {
-            Plan::Empty
-        } else {
-            Plan::Ids(ids.iter().copied().collect())
-        };
+    // An empty set of ids, authors or kinds is no constraint (as `Filter::match_event`);
+    // a tag with no values matches nothing.
+    if let Some(ids) = filter.ids.as_ref().filter(|s| !s.is_empty()) {
+        return Plan::Ids(ids.iter().copied().collect());
     }
     let ranges = |index, prefixes: Vec<Prefix>| {
         if prefixes.is_empty() {
@@ -77,13 +74,13 @@ pub fn plan(filter: &Filter) -> Plan {
                 .collect(),
         );
     }
-    if let Some(authors) = &filter.authors {
+    if let Some(authors) = filter.authors.as_ref().filter(|s| !s.is_empty()) {
         return ranges(
             BY_AUTHOR,
             authors.iter().map(|a| Prefix::Str(a.to_hex())).collect(),
         );
     }
-    if let Some(kinds) = &filter.kinds {
+    if let Some(kinds) = filter.kinds.as_ref().filter(|s| !s.is_empty()) {
         return ranges(
             BY_KIND,
             kinds.iter().map(|k| Prefix::Num(k.as_u16())).collect(),
