@@ -38,7 +38,8 @@ wasm:
 
 # Fuzz one target (relay_frame, neg_initiator, neg_responder, engine_frames) for `secs`
 # seconds with cargo-fuzz on nightly (`cargo install cargo-fuzz`). Seeds in fuzz/seeds,
-# the growing corpus in fuzz/corpus, crashes in fuzz/artifacts.
+# the growing corpus in fuzz/corpus, crashes in fuzz/artifacts (commit a fixed crash's
+# input there: `cargo test -p grasp-sync-fuzz-checks` replays it with every seed).
 # GRASP_FUZZ_SKIP_KNOWN=1 skips the checks for known unfixed findings (see each target).
 fuzz target="relay_frame" secs="600":
     cd fuzz && mkdir -p corpus/{{target}} && cargo +nightly fuzz run {{target}} corpus/{{target}} seeds/{{target}} -- -max_total_time={{secs}} -dict=dicts/frames.dict

@@ -1,10 +1,9 @@
-//! Helpers shared by the fuzz targets (each target includes what it uses).
-#![allow(dead_code)]
+//! Helpers shared by the fuzz checks.
 
 use grasp_sync_core::neg::NegItem;
 
 /// splitmix64: a tiny deterministic generator for building item sets from a seed.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
     pub fn next(&mut self) -> u64 {
@@ -27,7 +26,7 @@ impl Rng {
 /// `count` items from `seed`, timestamps in `[1_700_000_000, + spread)`: a small
 /// `spread` makes equal timestamps (ties broken by id) common. Duplicates are possible
 /// when `seed` repeats an id, which the API allows.
-pub fn items(count: usize, seed: u8, spread: u64) -> Vec<NegItem> {
+pub(crate) fn items(count: usize, seed: u8, spread: u64) -> Vec<NegItem> {
     let mut rng = Rng(u64::from(seed));
     (0..count)
         .map(|_| (1_700_000_000 + rng.next() % spread.max(1), rng.id()))
@@ -36,7 +35,7 @@ pub fn items(count: usize, seed: u8, spread: u64) -> Vec<NegItem> {
 
 /// Reads the input front to back; every read succeeds (missing bytes read as 0, a
 /// truncated payload is what is left).
-pub struct Reader<'a>(pub &'a [u8]);
+pub(crate) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
     pub fn is_empty(&self) -> bool {
@@ -64,7 +63,7 @@ impl<'a> Reader<'a> {
 
 /// The frame limit a selector byte picks: 0 (read as "raise to the minimum"), the
 /// minimum, just above it, or the default.
-pub fn frame_limit(selector: u8) -> u64 {
+pub(crate) fn frame_limit(selector: u8) -> u64 {
     match selector % 4 {
         0 => 0,
         1 => grasp_sync_core::neg::MIN_FRAME_LIMIT,
@@ -75,7 +74,7 @@ pub fn frame_limit(selector: u8) -> u64 {
 
 /// Whether `GRASP_FUZZ_SKIP_KNOWN=1`: checks for known, still unfixed findings are
 /// skipped, so a campaign can look for new ones (each target says which checks).
-pub fn skip_known() -> bool {
+pub(crate) fn skip_known() -> bool {
     static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SKIP.get_or_init(|| std::env::var_os("GRASP_FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1"))
 }

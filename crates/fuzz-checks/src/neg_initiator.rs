@@ -6,17 +6,13 @@
 //! that many bytes.
 //!
 //! `GRASP_FUZZ_SKIP_KNOWN=1` skips the "`need` holds no id of ours" check (known finding).
-#![no_main]
-
-mod common;
-
 use std::collections::HashSet;
 
-use common::{frame_limit, items, skip_known, Reader};
+use crate::common::{frame_limit, items, skip_known, Reader};
 use grasp_sync_core::neg::{NegError, NegInitiator};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+/// One fuzz input: panics when the property above does not hold.
+pub fn check(data: &[u8]) {
     let mut input = Reader(data);
     let count = match usize::from(input.byte()) {
         n @ 0..=128 => n,
@@ -76,4 +72,4 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-});
+}

@@ -7,16 +7,11 @@
 //! Input: a frame-limit selector, then operations: a byte (`% 4`: 0 and 3 open, 1
 //! message, 2 close; `/ 4 % 5`: the subscription), for open an item count (mod 128) and
 //! a seed, and for open and message a payload (big-endian u16 length and bytes).
-#![no_main]
-
-mod common;
-
 use std::cell::Cell;
 use std::collections::BTreeSet;
 
-use common::{frame_limit, items, Reader};
+use crate::common::{frame_limit, items, Reader};
 use grasp_sync_core::neg::{NegReply, NegResponder, ResponderLimits};
-use libfuzzer_sys::fuzz_target;
 
 const MAX_SESSIONS: usize = 3;
 const MAX_ITEMS: usize = 100;
@@ -33,7 +28,8 @@ fn check_reason(reply: &NegReply) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+/// One fuzz input: panics when the property above does not hold.
+pub fn check(data: &[u8]) {
     let mut input = Reader(data);
     let limits = ResponderLimits {
         max_sessions: MAX_SESSIONS,
@@ -110,4 +106,4 @@ fuzz_target!(|data: &[u8]| {
             "session count drifted"
         );
     }
-});
+}
