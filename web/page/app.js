@@ -65,6 +65,8 @@ async function start() {
     return;
   }
   const sync = page.sync;
+  // For a developer's console: the module's API on this page's database.
+  window.graspSync = sync;
   page.readOnly = !sync.isWriter;
   if (page.readOnly) {
     view.message("Another tab is syncing this database: this tab shows what it stores.", "info");

@@ -32,14 +32,48 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
     let data = tempfile::tempdir().expect("a temporary directory");
-    let mut daemon = Daemon::start(&data.path().join("daemon"), &[]).await;
+    // Preloading from one address needs the EVENT rates raised.
+    let rates = [
+        "--events-per-minute",
+        "100000000",
+        "--events-per-minute-per-ip",
+        "100000000",
+    ];
+    let mut daemon = Daemon::start(&data.path().join("daemon"), &rates).await;
     let mut nrr = NostrRsRelay::start().await;
     let relays = [daemon.url(), nrr.url()];
     let corpus = corpus(34, REPOS, per_repo, &relays);
-    let parts = split(&corpus.events, 2, 60, 34);
+    // Each relay gets about 60 % of the events, so only both together hold the whole
+    // set; roots go to both (like announcements), since the daemon refuses a reply to a
+    // root it does not hold.
+    let mut parts = split(&corpus.events, 2, 60, 34);
+    for part in &mut parts {
+        let held: HashSet<_> = part.iter().map(|e| e.id).collect();
+        let roots = corpus.events.iter().filter(|e| is_root(e));
+        let missing: Vec<Event> = roots.filter(|e| !held.contains(&e.id)).cloned().collect();
+        part.extend(missing);
+    }
     let to_daemon = publish(&daemon.url(), &staged(&parts[0])).await;
     let to_nrr = nrr.publish(&parts[1]).await;
 
+    if let Ok(report) = &to_daemon {
+        // Older announcement versions are refused as replaced; anything else refused
+        // would be missing from the expectation.
+        let refused: Vec<_> = report
+            .rejected
+            .iter()
+            .filter(|(_, why)| !why.starts_with("replaced:"))
+            .collect();
+        if !refused.is_empty() || report.unanswered > 0 {
+            eprintln!(
+                "web-e2e-fixture: the daemon refused {} and left {} unanswered, e.g. {:?}",
+                refused.len(),
+                report.unanswered,
+                refused.first()
+            );
+            std::process::exit(1);
+        }
+    }
     let repo = corpus.repos[0].to_string();
     let line = json!({
         "daemon": daemon.url(),

@@ -5,5 +5,7 @@ import { defineConfig } from "vite";
 
 export default defineConfig({
   optimizeDeps: { exclude: ["grasp-sync-web"] },
+  // Relative asset paths: the build is served from any directory.
+  base: "./",
   build: { target: "es2022" },
 });

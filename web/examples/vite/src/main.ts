@@ -35,7 +35,9 @@ async function main(): Promise<void> {
   if (!repo) return;
   await sync.track(repo);
   const summary = await sync.synced();
-  const roots = await sync.query({ kinds: [1617, 1618, 1621], "#a": [sync.repos()[0] ?? repo] });
+  const tagged = await sync.query({ kinds: [1617, 1618, 1621], "#a": [sync.repos()[0] ?? repo] });
+  // A patch that replies to another (a revision, the rest of a series) is not a root.
+  const roots = tagged.filter((e) => e.kind !== 1617 || !e.tags.some((t) => t[0] === "e"));
   $("items").replaceChildren(
     ...roots.map((e) => Object.assign(document.createElement("li"), { textContent: subject(e) })),
   );
