@@ -7,12 +7,18 @@
 #
 #   scripts/pack-web.sh            # release build
 #   GRASP_WEB_PROFILE=dev scripts/pack-web.sh
+#   WASM_TARGET_DIR=/path scripts/pack-web.sh   # the wasm build's own target directory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export CC_wasm32_unknown_unknown="${CC_wasm32_unknown_unknown:-clang}"
 
 profile="--${GRASP_WEB_PROFILE:-release}"
+# The wasm build may keep a target directory of its own (WASM_TARGET_DIR), apart from
+# the native one.
+if [ -n "${WASM_TARGET_DIR:-}" ]; then
+  export CARGO_TARGET_DIR="$WASM_TARGET_DIR"
+fi
 # A wasm-opt from npm's binaryen, when installed next to the packaging script, is put
 # first on PATH (never Debian's, which breaks modules).
 if [ -x web/npm/node_modules/.bin/wasm-opt ]; then
