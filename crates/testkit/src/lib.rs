@@ -10,6 +10,6 @@ pub mod world;
 
 pub use corpus::{Corpus, CorpusSpec};
 pub use index::EventIndex;
-pub use relay::{SimRelay, SimRelayConfig};
+pub use relay::{ReqStats, SimRelay, SimRelayConfig};
 pub use rng::Rng;
 pub use world::{Downloads, Faults, Via, World};

@@ -22,6 +22,8 @@ pub struct SimRelayConfig {
     pub max_results: usize,
     /// Open subscriptions per connection; more are refused with CLOSED.
     pub max_subscriptions: usize,
+    /// Filters per REQ; a REQ with more is refused with CLOSED.
+    pub max_filters: usize,
     /// Largest message accepted; larger ones get a NOTICE.
     pub max_message_bytes: usize,
     /// Send CLOSED right after EOSE for REQs that only ask for ids (rust-nostr style).
@@ -48,6 +50,11 @@ pub struct SimRelayConfig {
     /// behind, events arrive with timestamps already in the past — what a `since`
     /// catch-up after a reconnection must still cover; positive: clocks ahead.
     pub clock_skew_secs: i64,
+    /// Publish a NIP-11 document whose `limitation` states the limits above:
+    /// `max_subscriptions`, `max_filters`, `max_limit` (= `max_results`) and
+    /// `max_message_length` (= `max_message_bytes`). Without one, the engine fetches
+    /// nothing and keeps its conservative defaults.
+    pub nip11: bool,
 }
 
 impl Default for SimRelayConfig {
@@ -57,6 +64,7 @@ impl Default for SimRelayConfig {
             neg_refusal_as_notice: true,
             max_results: 500,
             max_subscriptions: 20,
+            max_filters: usize::MAX,
             max_message_bytes: 128 * 1024,
             closed_after_eose_for_ids: true,
             max_neg_items: 500_000,
@@ -66,8 +74,32 @@ impl Default for SimRelayConfig {
             junk_answers: 0,
             mismatched_events: false,
             clock_skew_secs: 0,
+            nip11: false,
         }
     }
+}
+
+/// What a relay's REQs looked like, for assertions on how a client packs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReqStats {
+    /// REQ frames received.
+    pub reqs: u64,
+    /// Most filters in one REQ.
+    pub max_filters: usize,
+    /// Largest REQ frame, bytes.
+    pub max_bytes: usize,
+    /// Largest `limit` of a filter (0 for a live `limit: 0`).
+    pub max_limit: usize,
+    /// Most subscriptions open at once.
+    pub max_open: usize,
+    /// REQ frames refused as larger than `max_message_bytes`.
+    pub refused_large_reqs: u64,
+    /// Other frames (NEG-OPEN, NEG-MSG, …) refused as larger than `max_message_bytes`.
+    pub refused_large_other: u64,
+    /// REQs refused for holding more than `max_filters` filters.
+    pub refused_filters: u64,
+    /// REQs refused for opening more than `max_subscriptions` subscriptions.
+    pub refused_subscriptions: u64,
 }
 
 /// A simulated relay. Frames in, frames out; no clock, no I/O.
@@ -89,6 +121,8 @@ pub struct SimRelay {
     pub log: Vec<String>,
     reqs_seen: usize,
     junk_sent: usize,
+    /// How the REQs it received were packed.
+    pub req_stats: ReqStats,
 }
 
 /// Frames kept in [`SimRelay::log`]: past it the older half is dropped.
@@ -112,7 +146,26 @@ impl SimRelay {
             log: Vec::new(),
             reqs_seen: 0,
             junk_sent: 0,
+            req_stats: ReqStats::default(),
         }
+    }
+
+    /// Its NIP-11 document, when [`SimRelayConfig::nip11`] says it publishes one.
+    pub fn nip11_document(&self) -> Option<String> {
+        let c = &self.config;
+        c.nip11.then(|| {
+            serde_json::json!({
+                "name": "simulated relay",
+                "supported_nips": if c.nip77 { vec![1, 11, 77] } else { vec![1, 11] },
+                "limitation": {
+                    "max_subscriptions": c.max_subscriptions,
+                    "max_filters": c.max_filters,
+                    "max_limit": c.max_results,
+                    "max_message_length": c.max_message_bytes,
+                },
+            })
+            .to_string()
+        })
     }
 
     /// Every stored event.
@@ -241,6 +294,11 @@ impl SimRelay {
 
     fn answer(&mut self, text: &str) -> Vec<String> {
         if text.len() > self.config.max_message_bytes {
+            if text.starts_with("[\"REQ\"") {
+                self.req_stats.refused_large_reqs += 1;
+            } else {
+                self.req_stats.refused_large_other += 1;
+            }
             return vec![notice("error: message too large")];
         }
         let frame = match parse_client_frame(text, self.config.max_message_bytes) {
@@ -253,6 +311,12 @@ impl SimRelay {
                 filters,
             } => {
                 self.reqs_seen += 1;
+                let stats = &mut self.req_stats;
+                stats.reqs += 1;
+                stats.max_filters = stats.max_filters.max(filters.len());
+                stats.max_bytes = stats.max_bytes.max(text.len());
+                let limit = filters.iter().filter_map(|f| f.limit).max().unwrap_or(0);
+                stats.max_limit = stats.max_limit.max(limit);
                 if self.reqs_seen <= self.config.rate_limited_reqs {
                     return vec![RelayFrame::Closed {
                         subscription,
@@ -331,9 +395,18 @@ impl SimRelay {
     }
 
     fn req(&mut self, subscription: String, filters: Vec<Filter>) -> Vec<String> {
+        if filters.len() > self.config.max_filters {
+            self.req_stats.refused_filters += 1;
+            return vec![RelayFrame::Closed {
+                subscription,
+                message: "error: too many filters".into(),
+            }
+            .to_json()];
+        }
         if !self.subs.contains_key(&subscription)
             && self.subs.len() >= self.config.max_subscriptions
         {
+            self.req_stats.refused_subscriptions += 1;
             return vec![RelayFrame::Closed {
                 subscription,
                 message: "error: too many concurrent REQs".into(),
@@ -395,6 +468,7 @@ impl SimRelay {
             );
         } else {
             self.subs.insert(subscription, filters);
+            self.req_stats.max_open = self.req_stats.max_open.max(self.subs.len());
         }
         out
     }

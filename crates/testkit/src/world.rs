@@ -469,13 +469,14 @@ impl World {
                     };
                     self.schedule(later, Delivery::Input(input));
                 }
-                Output::FetchInfo { relay } => self.schedule(
-                    later,
-                    Delivery::Input(Input::Info {
-                        relay,
-                        document: None,
-                    }),
-                ),
+                Output::FetchInfo { relay } => {
+                    let document = self
+                        .hosts
+                        .get(&relay)
+                        .filter(|h| h.up)
+                        .and_then(|h| h.relay.nip11_document());
+                    self.schedule(later, Delivery::Input(Input::Info { relay, document }));
+                }
                 Output::Send { relay, text } => {
                     if self.accounting {
                         if let Ok(ClientFrame::Req {
