@@ -126,8 +126,9 @@ describe("the demo page", { timeout: 600_000 }, () => {
     await page.goto(pageUrl);
     await page.waitForSelector("html[data-ready=true]");
     const naddr = encodeNaddr({ kind: 30617, pubkey: expected.pubkey, identifier: expected.d });
+    // By keyboard: the address field, then Enter.
     await page.getByLabel("Repository address").fill(naddr);
-    await page.getByRole("button", { name: "Track", exact: true }).click();
+    await page.getByLabel("Repository address").press("Enter");
     await waitFor("in sync", expected.items.length);
     timings.coldToInSyncMs = Date.now() - t0;
     timings.events = expected.events;
@@ -191,6 +192,19 @@ describe("the demo page", { timeout: 600_000 }, () => {
   it("catches up when the relays are back", async () => {
     await fixture.command("start");
     await waitFor("in sync", expected.items.length, SYNC_TIMEOUT);
+    noPageErrors();
+  });
+
+  it("offers the other repository the bootstrap relay announces, and tracks it", async () => {
+    const other = fixture.expected.otherRepos[0];
+    const picker = page.getByLabel("Announced on the bootstrap relays");
+    await page.locator(`#announced option[value="${other}"]`).waitFor({ state: "attached", timeout: 30_000 });
+    await picker.selectOption(other);
+    await page.getByRole("button", { name: "Track selected" }).click();
+    await page.locator("#tracked li").nth(1).waitFor({ timeout: 30_000 });
+    assert.equal(await page.locator("#tracked li").count(), 2);
+    await page.waitForFunction((coord) => document.getElementById("repo").dataset.loaded === coord, other);
+    await page.locator("#item-rows tr").first().waitFor({ timeout: SYNC_TIMEOUT });
     noPageErrors();
   });
 

@@ -11,6 +11,7 @@ import init, { GraspSync } from "grasp-sync-web";
 import * as model from "./model.js";
 import * as view from "./render.js";
 import { loadAnnounced, loadRepo, loadTracked } from "./data.js";
+import { discover } from "./discover.js";
 
 const SETTINGS_KEY = "grasp-sync-page";
 const DEFAULT_BOOTSTRAP = ["wss://relay.ngit.dev", "wss://nos.lol"];
@@ -29,6 +30,9 @@ const page = {
   loading: null,
   dirty: false,
   relays: [],
+  bootstrap: [],
+  discovered: [],
+  connectivity: null,
 };
 
 function settings() {
@@ -75,6 +79,8 @@ async function start() {
   onStatus(sync.status());
   sync.subscribe({ kinds: model.PAGE_KINDS }, onChanges);
   await Promise.all([refreshTracked(), refreshAnnounced()]);
+  page.bootstrap = options.bootstrapRelays;
+  rediscover();
   const fromUrl = new URL(location.href).searchParams.get("repo");
   if (fromUrl) await track(fromUrl);
   window.addEventListener("hashchange", route);
@@ -86,7 +92,17 @@ async function start() {
 function onStatus(relays) {
   page.relays = relays;
   view.relays(relays);
-  view.connectivity(model.connectivity(relays), page.readOnly);
+  const state = model.connectivity(relays);
+  // Back from offline: the bootstrap relays may answer now.
+  if (page.connectivity === "offline" && state !== "offline") rediscover();
+  page.connectivity = state;
+  view.connectivity(state, page.readOnly);
+}
+
+/** Asks the bootstrap relays for the repositories they announce, for the picker. */
+async function rediscover() {
+  page.discovered = await discover(page.bootstrap);
+  await refreshAnnounced();
 }
 
 function onChanges({ added, removed }) {
@@ -116,7 +132,7 @@ async function refreshTracked() {
 
 async function refreshAnnounced() {
   try {
-    view.announced(await loadAnnounced(page.sync));
+    view.announced(await loadAnnounced(page.sync, page.discovered));
   } catch (e) {
     view.message(`Reading announcements: ${describe(e)}`);
   }

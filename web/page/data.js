@@ -31,10 +31,14 @@ export async function loadTracked(sync) {
   }));
 }
 
-/** `[{ coord, label }]`: repositories announced in the store and not tracked. */
-export async function loadAnnounced(sync, limit = 200) {
+/**
+ * `[{ coord, label }]`: repositories announced in the store or by `discovered` events
+ * (asked of the bootstrap relays), not tracked.
+ */
+export async function loadAnnounced(sync, discovered = [], limit = 200) {
   const tracked = new Set(sync.repos());
-  const events = await sync.query({ kinds: [KIND.ANNOUNCEMENT], limit });
+  const stored = await sync.query({ kinds: [KIND.ANNOUNCEMENT], limit });
+  const events = mergeEvents(stored, discovered);
   const out = new Map();
   for (const e of events) {
     const d = e.tags.find((t) => t[0] === "d")?.[1] ?? "";
