@@ -35,7 +35,9 @@ pub fn document(settings: &Settings) -> Value {
             "max_limit": limits.max_limit,
             "max_subid_length": limits.max_subid_length,
             "max_event_tags": limits.max_event_tags,
-            "max_content_length": limits.max_event_bytes,
+            // The whole event's JSON size is what conn.rs enforces; NIP-11's
+            // max_content_length (characters of `content` alone) would overstate it.
+            "max_event_bytes": limits.max_event_bytes,
             "auth_required": false,
             "payment_required": false,
             "restricted_writes": true,
@@ -70,6 +72,15 @@ mod tests {
         assert_eq!(read.max_filters, settings.limits.max_filters);
         assert_eq!(read.max_results, settings.limits.max_limit);
         assert_eq!(read.max_message_bytes, settings.limits.max_message_bytes);
+        let limitation = &doc["limitation"];
+        assert_eq!(
+            limitation["max_event_bytes"].as_u64(),
+            Some(settings.limits.max_event_bytes as u64)
+        );
+        assert!(
+            limitation.get("max_content_length").is_none(),
+            "the content's length alone is not what is enforced: {limitation}"
+        );
         let nips: Vec<u64> = doc["supported_nips"]
             .as_array()
             .unwrap()
