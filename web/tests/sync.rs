@@ -185,3 +185,66 @@ async fn a_second_instance_on_the_same_database_reads_and_takes_over_when_the_fi
     assert_eq!(second.repos(), vec![repo]);
     call(second.close()).await.expect("close");
 }
+
+#[wasm_bindgen_test]
+async fn a_published_comment_reaches_the_repository_relays_and_the_database() {
+    let Some(fx) = fixture() else { return };
+    let daemon = fx["daemon"].as_str().unwrap_or_default().to_owned();
+    let repos = strings(&fx, "repos");
+    let sync = open(&fresh_name("publish"), std::slice::from_ref(&daemon), true)
+        .await
+        .expect("open");
+    sync_all(&sync, &repos[..1]).await;
+    let roots = call(sync.query(js(
+        &json!({ "kinds": [1621], "#a": [repos[0]], "limit": 1 }),
+    )))
+    .await
+    .expect("query");
+    let root = roots[0]["id"]
+        .as_str()
+        .expect("a root of the repository")
+        .to_owned();
+    let root_kind = roots[0]["kind"].as_u64().unwrap_or(1621).to_string();
+    // Old enough that a quick reconnect's catch-up window (10 min) does not cover it:
+    // the other tests share these relays.
+    let created_at = roots[0]["created_at"].as_u64().unwrap_or(1_700_000_000) + 1;
+    let comment = grasp_sync_testkit::corpus::sign(
+        &grasp_sync_testkit::corpus::keys(PUBLISHER),
+        1111,
+        created_at,
+        vec![
+            vec!["E".into(), root.clone()],
+            vec!["K".into(), root_kind.clone()],
+            vec!["e".into(), root],
+            vec!["k".into(), root_kind],
+        ],
+        "published from the browser",
+    );
+    let event: serde_json::Value = serde_json::from_str(&comment.as_json()).expect("json");
+    let result = call(sync.publish(js(&event))).await.expect("publish");
+    console_log!("publish: {result}");
+    assert_eq!(result["stored"], json!(true), "{result}");
+    let accepted: Vec<String> = result["accepted"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        accepted.iter().any(|u| u.trim_end_matches('/') == daemon),
+        "{result}"
+    );
+    let held = call(sync.query(js(&json!({ "ids": [comment.id.to_hex()] }))))
+        .await
+        .expect("query");
+    assert_eq!(held.as_array().map(Vec::len), Some(1));
+    let mut forged = event.clone();
+    forged["content"] = json!("changed after signing");
+    let refused = call(sync.publish(js(&forged)))
+        .await
+        .expect_err("a forged event");
+    assert_eq!(code(&refused), "invalid-event");
+    call(sync.close()).await.expect("close");
+}
