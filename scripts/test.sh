@@ -50,6 +50,9 @@ cargo build --locked --target wasm32-unknown-unknown -p grasp-sync-core -p grasp
 step "browser module: wasm-pack tests in headless Chromium against real relays"
 ./scripts/test-web.sh 2>&1 | tee -a "$test_log"
 
+step "browser end to end: the page's model, the npm package, the Vite example, the page in headless Chromium"
+./scripts/test-e2e.sh 2>&1 | tee -a "$test_log"
+
 step "all checks passed"
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
