@@ -71,3 +71,12 @@ page port="8080":
 # headless Chromium against grasp-sync serve and nostr-rs-relay on loopback.
 test-e2e:
     ./scripts/test-e2e.sh
+
+# Browser benchmark (a recipe, not a test): grasp-sync-web against a JavaScript peer
+# (nostr-tools REQ into nostr-idb) in headless Chromium, 2 x `per_repo` events served
+# on loopback by grasp-sync serve and nostr-rs-relay; a markdown table.
+bench-web per_repo="5000":
+    ./scripts/pack-web.sh >/dev/null
+    cargo build -p grasp-sync-tests --bin web-e2e-fixture --bin grasp-sync-under-test
+    cd web/e2e && npm ci --no-audit --no-fund --loglevel=error
+    GRASP_BENCH_EVENTS_PER_REPO={{per_repo}} GRASP_E2E_FIXTURE="${CARGO_TARGET_DIR:-target}/debug/web-e2e-fixture" node web/e2e/bench.js

@@ -7,7 +7,7 @@
 //! count). Then reads commands on standard input, one per line, and answers each with
 //! one JSON line:
 //!
-//! - `publish`: publishes a new issue of that repository to both relays;
+//! - `publish [N]`: publishes N (default 1) new issues of that repository to both relays;
 //! - `stop`: stops both relays (their ports and data are kept);
 //! - `start`: starts them again on the same ports;
 //! - `quit`, or the end of input: stops everything and exits.
@@ -90,24 +90,32 @@ async fn main() {
     let mut published = 0;
     let mut commands = commands();
     while let Some(command) = commands.recv().await {
-        let answer = match command.trim() {
+        let mut words = command.split_whitespace();
+        let answer = match words.next().unwrap_or_default() {
             "publish" => {
-                published += 1;
-                let title = format!("a new issue from the browser test {published}");
-                let issue = sign(
-                    &keys(900_000 + published),
-                    1621,
-                    now(),
-                    vec![
-                        vec!["a".into(), repo.clone()],
-                        vec!["subject".into(), title.clone()],
-                    ],
-                    "published while the page is open",
-                );
-                let a = publish(&daemon.url(), std::slice::from_ref(&issue)).await;
-                let b = publish(&nrr.url(), std::slice::from_ref(&issue)).await;
+                let n: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+                let issues: Vec<Event> = (0..n)
+                    .map(|_| {
+                        published += 1;
+                        let title = format!("a new issue from the browser test {published}");
+                        sign(
+                            &keys(900_000 + published),
+                            1621,
+                            now(),
+                            vec![
+                                vec!["a".into(), repo.clone()],
+                                vec!["subject".into(), title],
+                            ],
+                            "published while the page is open",
+                        )
+                    })
+                    .collect();
+                let a = publish(&daemon.url(), &issues).await;
+                let b = publish(&nrr.url(), &issues).await;
+                let last = issues.last().map(|e| (e.id.to_hex(), first(e, "subject")));
                 json!({
-                    "published": { "id": issue.id.to_hex(), "title": title },
+                    "published": last.map(|(id, title)| json!({ "id": id, "title": title })),
+                    "count": issues.len(),
                     "accepted": [a.map(|r| r.accepted).unwrap_or(0), b.map(|r| r.accepted).unwrap_or(0)],
                 })
             }

@@ -1,0 +1,101 @@
+// The browser benchmark (a recipe, not a test): in one headless Chromium, against the
+// same data served by our daemon and nostr-rs-relay on loopback (web-e2e-fixture, two
+// repositories of GRASP_BENCH_EVENTS_PER_REPO events each, default 5 000), this module's
+// cold sync into IndexedDB, its warm reopen until in sync and a 1 % catch-up, side by
+// side with a JavaScript peer (nostr-tools REQ, signatures verified, into nostr-idb;
+// bench/peer.js) doing the same job. Prints a markdown table (also results/bench.md):
+// wall time, bytes, round trips, the longest main-thread task, the .wasm gzipped.
+//
+//   GRASP_E2E_FIXTURE=target/debug/web-e2e-fixture GRASP_E2E_PKG=web/pkg node web/e2e/bench.js
+// or `just bench-web` (builds what it needs).
+
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+import { chromium } from "playwright-core";
+import { Fixture } from "./fixture.js";
+import { serve } from "./serve.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = join(here, "results");
+const pkg = process.env.GRASP_E2E_PKG ?? join(here, "..", "pkg");
+mkdirSync(out, { recursive: true });
+await build({ entryPoints: [join(here, "bench", "peer.js")], bundle: true, format: "esm", outfile: join(out, "peer.bundle.js"), logLevel: "warning" });
+
+const perRepo = process.env.GRASP_BENCH_EVENTS_PER_REPO ?? "5000";
+const fixture = await Fixture.start(process.env.GRASP_E2E_FIXTURE, { GRASP_E2E_EVENTS: perRepo });
+const { daemon, nostrRsRelay } = fixture.expected;
+const repos = [fixture.expected.repo.coord, ...fixture.expected.otherRepos];
+const server = await serve({ "/bench/": join(here, "bench"), "/out/": out, "/pkg/": pkg });
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox", "--headless=new"] });
+const page = await browser.newPage();
+page.on("pageerror", (e) => console.error(`page error: ${e.stack ?? e}`));
+await page.goto(`${server.url}/bench/blank.html`);
+await page.evaluate(() => {
+  window.longest = 0;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) window.longest = Math.max(window.longest, e.duration);
+  }).observe({ type: "longtask", buffered: true });
+});
+
+/** One run of our module: open, track, until synced; then closes. */
+const ours = (name) => page.evaluate(async ({ name, daemon, repos }) => {
+  const m = await import("/pkg/grasp_sync_web.js");
+  await m.default();
+  window.longest = 0;
+  const t0 = performance.now();
+  const sync = await m.GraspSync.open({ name, bootstrapRelays: [daemon], allowPrivateRelays: true });
+  for (const repo of repos) if (!sync.repos().includes(repo)) await sync.track(repo);
+  const summary = await sync.synced();
+  const ms = performance.now() - t0;
+  const relays = sync.status();
+  await sync.close();
+  await new Promise((r) => setTimeout(r, 100));
+  const sum = (k) => relays.reduce((n, r) => n + r[k], 0);
+  return { ms, complete: summary.complete, stored: summary.stored, bytesIn: sum("bytesIn"), bytesOut: sum("bytesOut"),
+    roundTrips: sum("roundTrips"), methods: relays.map((r) => r.method).join("/"), longest: window.longest };
+}, { name, daemon, repos });
+
+/** One run of the JavaScript peer. */
+const peer = (since) => page.evaluate(async ({ daemon, nostrRsRelay, repos, since }) => {
+  const { syncPeer } = await import("/out/peer.bundle.js");
+  window.longest = 0;
+  const r = await syncPeer({ name: "bench-peer", urls: [daemon, nostrRsRelay], repos, since });
+  return { ...r, roundTrips: r.reqs, longest: window.longest };
+}, { daemon, nostrRsRelay, repos, since });
+
+const rows = [];
+const row = (what, who, r) => {
+  rows.push(`| ${what} | ${who} | ${(r.ms / 1000).toFixed(2)} | ${r.stored ?? "—"} | ${(r.bytesIn / 1e6).toFixed(2)} | ${r.bytesOut === undefined ? "—" : (r.bytesOut / 1e3).toFixed(1)} | ${r.roundTrips} | ${r.longest.toFixed(0)} |`);
+  console.error(`${what} ${who}: ${JSON.stringify(r)}`);
+};
+try {
+  const started = Math.floor(Date.now() / 1000);
+  row("cold", "grasp-sync-web", await ours("bench-ours"));
+  row("cold", "nostr-tools + nostr-idb", await peer());
+  row("warm reopen", "grasp-sync-web", await ours("bench-ours"));
+  const n = Math.max(1, Math.round(fixture.expected.repo.events * repos.length / 100));
+  await fixture.command(`publish ${n}`);
+  row(`catch-up (+${n})`, "grasp-sync-web", await ours("bench-ours"));
+  row(`catch-up (+${n})`, "nostr-tools + nostr-idb", await peer(started - 60));
+} finally {
+  await browser.close();
+  await server.close();
+  await fixture.quit();
+}
+const wasm = readFileSync(join(pkg, "grasp_sync_web_bg.wasm"));
+const table = [
+  `Browser benchmark: ${repos.length} repositories, ${fixture.expected.repo.events * repos.length} events, ` +
+    `relays ${daemon} (grasp-sync serve) and ${nostrRsRelay} (nostr-rs-relay); .wasm ${wasm.length} B, ` +
+    `${gzipSync(wasm, { level: 9 }).length} B gzipped.`,
+  "",
+  "| run | client | wall s | stored | MB in | kB out | round trips | longest task ms |",
+  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ...rows,
+  "",
+  "The peer's bytes are the JSON of the events it kept (no frame overhead, no duplicates); its round trips are REQs.",
+].join("\n");
+writeFileSync(join(out, "bench.md"), table + "\n");
+console.log(table);
