@@ -7,7 +7,7 @@ use std::time::Duration;
 use nostr::prelude::{EventId, Filter};
 
 use super::config::Timing;
-use super::job::{Job, JobId};
+use super::job::{Job, JobId, JobState};
 use super::time::{Jitter, Time};
 use crate::items::{ItemId, WorkKey};
 use crate::limits::RelayLimits;
@@ -261,11 +261,17 @@ impl RelayState {
         self.failing_since = None;
     }
 
-    /// Whether a new subscription may be opened now.
+    /// Whether a new subscription may be opened now. A job loading its local items
+    /// opens one when they arrive: its slot is taken already.
     pub fn may_subscribe(&self, now: Time) -> bool {
+        let loading = self
+            .jobs
+            .values()
+            .filter(|j| matches!(j.state, JobState::Loading { .. }))
+            .count();
         self.phase == Phase::Open
             && self.quiet_until.is_none_or(|t| now >= t)
-            && self.subs.len() < self.limits.max_subscriptions
+            && self.subs.len() + loading < self.limits.max_subscriptions
     }
 
     /// The earliest deadline of this relay, given the live update interval. Every
