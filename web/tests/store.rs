@@ -113,3 +113,51 @@ async fn limits_are_newest_first_across_ranges_and_removals_need_the_author() {
     again.close();
     schema::delete(&db).await.expect("delete");
 }
+
+#[wasm_bindgen_test]
+async fn expired_events_are_in_neither_queries_nor_items() {
+    let db = name();
+    let store = IdbStore::open(&db).await.expect("open");
+    let live = issue(1, 0, 1_700_000_000, "r");
+    let expiring = sign(
+        &keys(0),
+        1621,
+        1_700_000_001,
+        vec![
+            vec!["a".into(), "r".into()],
+            vec!["expiration".into(), "1700000100".into()],
+        ],
+        "expired",
+    );
+    let later = sign(
+        &keys(0),
+        1621,
+        1_700_000_002,
+        vec![
+            vec!["a".into(), "r".into()],
+            vec!["expiration".into(), "99999999999".into()],
+        ],
+        "expires later",
+    );
+    store
+        .save_events(vec![live.clone(), expiring, later.clone()], Vec::new())
+        .await
+        .expect("save");
+    let a = SingleLetterTag::from_char('a').expect("a letter");
+    let filter = Filter::new().custom_tags(a, ["r"]);
+    let items = store.items(&filter).await.expect("items");
+    assert_eq!(
+        items,
+        vec![(later.created_at, later.id), (live.created_at, live.id)]
+    );
+    let ids: Vec<_> = store
+        .query_events(&filter)
+        .await
+        .expect("query")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![later.id, live.id]);
+    store.close();
+    schema::delete(&db).await.expect("delete");
+}

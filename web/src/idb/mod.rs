@@ -136,20 +136,44 @@ impl IdbStore {
                 .map(|e| (e.created_at, e.id))
                 .collect());
         }
-        let rows = self.candidates(&filter).await?;
-        let now = Timestamp::now().as_secs();
-        let mut seen = HashSet::with_capacity(rows.len());
-        let mut items = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if i % (SLICE_ROWS * 8) == SLICE_ROWS * 8 - 1 {
-                pace().await;
-            }
-            if rows::expired(row, now) {
-                continue;
-            }
-            if let Some(item) = rows::item_of(row) {
-                if seen.insert(item.1) {
-                    items.push(item);
+        // The index keys hold created_at, and their primary keys the ids: no row is read
+        // (a getAll of thousands of rows is one long task on the page's thread).
+        let Plan::Ranges {
+            index,
+            prefixes,
+            since,
+            until,
+        } = plan(&filter)
+        else {
+            return Ok(Vec::new());
+        };
+        let ranges = key_ranges(prefixes.as_deref(), since, until)?;
+        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
+        let events = tx.object_store(schema::EVENTS).map_err(js)?;
+        let index = events.index(index).map_err(js)?;
+        let now = Timestamp::now().as_secs() as f64;
+        let expired = events
+            .index(schema::BY_EXPIRATION)
+            .map_err(js)?
+            .get_all_keys_with_key(&IdbKeyRange::upper_bound(&now.into()).map_err(js)?.into())
+            .map_err(js)?;
+        let walks = join_all(ranges.iter().map(|r| key_walk(&index, r)));
+        let (walks, expired) = futures::future::join(walks, done(&expired)).await;
+        let expired: HashSet<String> = js_sys::Array::from(&expired?)
+            .iter()
+            .filter_map(|k| k.as_string())
+            .collect();
+        let mut seen = HashSet::new();
+        let mut items = Vec::new();
+        for walk in walks {
+            for (created_at, id) in walk? {
+                if expired.contains(&id) {
+                    continue;
+                }
+                if let Ok(id) = EventId::from_hex(&id) {
+                    if seen.insert(id) {
+                        items.push((Timestamp::from(created_at), id));
+                    }
                 }
             }
         }
@@ -184,26 +208,7 @@ impl IdbStore {
                 until,
             } => {
                 let index = events.index(index).map_err(js)?;
-                let ranges = match prefixes {
-                    None => {
-                        vec![
-                            IdbKeyRange::bound(&(since as f64).into(), &(until as f64).into())
-                                .map_err(js)?,
-                        ]
-                    }
-                    Some(prefixes) => prefixes
-                        .iter()
-                        .map(|p| {
-                            let p = match p {
-                                Prefix::Str(s) => JsValue::from_str(s),
-                                Prefix::Num(n) => JsValue::from(*n),
-                            };
-                            let low = js_sys::Array::of2(&p, &(since as f64).into());
-                            let high = js_sys::Array::of2(&p, &(until as f64).into());
-                            IdbKeyRange::bound(&low, &high).map_err(js)
-                        })
-                        .collect::<Result<_, _>>()?,
-                };
+                let ranges = key_ranges(prefixes.as_deref(), since, until)?;
                 match filter.limit {
                     None => {
                         let requests = ranges
@@ -393,6 +398,93 @@ impl IdbStore {
         let n = done(&store.count().map_err(js)?).await?;
         Ok(n.as_f64().unwrap_or(0.0) as u64)
     }
+}
+
+/// The key ranges `[prefix, since]..=[prefix, until]` (or `since..=until` without
+/// prefixes, the time index).
+fn key_ranges(
+    prefixes: Option<&[Prefix]>,
+    since: u64,
+    until: u64,
+) -> Result<Vec<IdbKeyRange>, StoreError> {
+    let (low, high) = (JsValue::from(since as f64), JsValue::from(until as f64));
+    let Some(prefixes) = prefixes else {
+        return Ok(vec![IdbKeyRange::bound(&low, &high).map_err(js)?]);
+    };
+    prefixes
+        .iter()
+        .map(|p| {
+            let p = match p {
+                Prefix::Str(s) => JsValue::from_str(s),
+                Prefix::Num(n) => JsValue::from(*n),
+            };
+            IdbKeyRange::bound(
+                &js_sys::Array::of2(&p, &low),
+                &js_sys::Array::of2(&p, &high),
+            )
+            .map_err(js)
+        })
+        .collect()
+}
+
+/// (created_at, id hex) of every entry in `range` of `index`, from the keys alone: a key
+/// cursor walked in its own success handler (one short task per entry, no row read).
+async fn key_walk(
+    index: &web_sys::IdbIndex,
+    range: &IdbKeyRange,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let request = index.open_key_cursor_with_range(range).map_err(js)?;
+    let (finish, finished) =
+        futures::channel::oneshot::channel::<Result<Vec<(u64, String)>, StoreError>>();
+    let finish = Rc::new(RefCell::new(Some(finish)));
+    let out = Rc::new(RefCell::new(Vec::new()));
+    let req = request.clone();
+    let (done_ok, items) = (finish.clone(), out.clone());
+    let on_success = Closure::<dyn FnMut()>::new(move || {
+        let end = |result| {
+            if let Some(tx) = done_ok.borrow_mut().take() {
+                let _ = tx.send(result);
+            }
+        };
+        let cursor = req.result().unwrap_or(JsValue::NULL);
+        if cursor.is_null() || cursor.is_undefined() {
+            return end(Ok(std::mem::take(&mut *items.borrow_mut())));
+        }
+        let cursor: web_sys::IdbCursor = cursor.unchecked_into();
+        let key = cursor.key().unwrap_or(JsValue::NULL);
+        let created_at = if js_sys::Array::is_array(&key) {
+            js_sys::Array::from(&key).get(1).as_f64()
+        } else {
+            key.as_f64()
+        };
+        let id = cursor.primary_key().ok().and_then(|k| k.as_string());
+        if let (Some(created_at), Some(id)) = (created_at, id) {
+            items.borrow_mut().push((created_at as u64, id));
+        }
+        if let Err(e) = cursor.continue_() {
+            end(Err(js(e)));
+        }
+    });
+    let req = request.clone();
+    let on_error = Closure::<dyn FnMut()>::new(move || {
+        let error = req
+            .error()
+            .ok()
+            .flatten()
+            .map_or(JsValue::NULL, JsValue::from);
+        if let Some(tx) = finish.borrow_mut().take() {
+            let _ = tx.send(Err(StoreError::from_js(&error)));
+        }
+    });
+    request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
+    request.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    let result = finished
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Other("cursor dropped".into())));
+    request.set_onsuccess(None);
+    request.set_onerror(None);
+    drop((on_success, on_error, out));
+    result
 }
 
 /// Up to `limit` rows in `range` of `index` that match `filter`, newest first: a cursor

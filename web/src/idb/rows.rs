@@ -1,6 +1,6 @@
 //! An event as an IndexedDB row: its JSON plus the fields the indexes read.
 
-use nostr::prelude::{Event, EventId, Timestamp};
+use nostr::prelude::Event;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 
@@ -72,13 +72,6 @@ pub fn event_of(row: &JsValue) -> Result<Event, StoreError> {
         .and_then(|j| j.as_string())
         .ok_or_else(|| StoreError::Corrupt("a row without its event".into()))?;
     Event::from_json(&json).map_err(|e| StoreError::Corrupt(format!("a stored event: {e}")))
-}
-
-/// (created_at, id) of a row, without parsing its event.
-pub fn item_of(row: &JsValue) -> Option<(Timestamp, EventId)> {
-    let ca = field(row, "ca")?.as_f64()?;
-    let id = EventId::from_hex(&field(row, "id")?.as_string()?).ok()?;
-    Some((Timestamp::from(ca as u64), id))
 }
 
 /// The author (hex) of a row.

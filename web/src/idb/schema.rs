@@ -7,6 +7,10 @@
 //!   and every layer filter is answered from one index range per value, newest first;
 //! - `checkpoints` (key `relay\nscope`), `seen` (key: id hex): sync state;
 //! - `meta`: small records (tracked repositories).
+//!
+//! Version 2 adds the index `exp` on `events` (only rows with a NIP-40 expiration are
+//! in it), so negentropy items are listed from index keys alone and the expired ids
+//! left out without reading a row.
 
 use wasm_bindgen::prelude::*;
 use web_sys::{IdbDatabase, IdbIndexParameters, IdbObjectStoreParameters, IdbOpenDbRequest};
@@ -14,7 +18,7 @@ use web_sys::{IdbDatabase, IdbIndexParameters, IdbObjectStoreParameters, IdbOpen
 use super::req::{js, StoreError};
 
 /// The schema version this module writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Object stores.
 pub const EVENTS: &str = "events";
 /// See [`EVENTS`].
@@ -31,6 +35,8 @@ pub const BY_KIND: &str = "kind";
 pub const BY_AUTHOR: &str = "author";
 /// See [`BY_TIME`].
 pub const BY_TAG: &str = "tag";
+/// See [`BY_TIME`] (version 2).
+pub const BY_EXPIRATION: &str = "exp";
 
 /// Opens (creating or upgrading) database `name`. A connection another tab keeps open
 /// at an older version blocks the upgrade: that is [`StoreError::UpgradeBlocked`].
@@ -46,11 +52,12 @@ pub async fn open(name: &str) -> Result<IdbDatabase, StoreError> {
             let Ok(db) = request.result().and_then(|r| r.dyn_into::<IdbDatabase>()) else {
                 return;
             };
-            if let Err(e) = upgrade(&db, event.old_version() as u32) {
+            let Some(tx) = request.transaction() else {
+                return;
+            };
+            if let Err(e) = upgrade(&db, &tx, event.old_version() as u32) {
                 tracing::error!(error = %crate::net::js_text(&e), "schema upgrade failed");
-                if let Some(tx) = request.transaction() {
-                    let _ = tx.abort();
-                }
+                let _ = tx.abort();
             }
         },
     );
@@ -99,7 +106,7 @@ fn factory() -> Result<web_sys::IdbFactory, StoreError> {
 
 /// Brings a database at `old` (0: new) to [`VERSION`]. Each step builds on the one
 /// before; a later version adds a step here and never edits an earlier one.
-fn upgrade(db: &IdbDatabase, old: u32) -> Result<(), JsValue> {
+fn upgrade(db: &IdbDatabase, tx: &web_sys::IdbTransaction, old: u32) -> Result<(), JsValue> {
     if old < 1 {
         let params = IdbObjectStoreParameters::new();
         params.set_key_path(&"id".into());
@@ -114,6 +121,10 @@ fn upgrade(db: &IdbDatabase, old: u32) -> Result<(), JsValue> {
         db.create_object_store(CHECKPOINTS)?;
         db.create_object_store(SEEN)?;
         db.create_object_store(META)?;
+    }
+    if old < 2 {
+        let events = tx.object_store(EVENTS)?;
+        events.create_index_with_str(BY_EXPIRATION, "exp")?;
     }
     Ok(())
 }
