@@ -572,8 +572,11 @@ where
         self.saving = true;
         tracing::trace!(batches = batches.len(), events = events.len(), "saving");
         let saving = self.store.save(events, remove);
-        self.tasks
-            .push(saving.map(move |r| Done::Stored(batches, r)).boxed_local());
+        self.tasks.push(
+            saving
+                .map(move |r| Done::Stored(batches, r.map(|saved| saved.removed)))
+                .boxed_local(),
+        );
     }
 
     fn execute(&mut self, output: Output) {

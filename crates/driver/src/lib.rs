@@ -12,5 +12,5 @@ mod ports;
 mod restore;
 
 pub use driver::{Command, Control, Driver, DriverStats, Exit};
-pub use ports::{Clock, Connection, Incoming, Network, SavedState, Store, Verifier};
+pub use ports::{Clock, Connection, Incoming, Network, Saved, SavedState, Store, Verifier};
 pub use restore::tracked_events;

@@ -59,10 +59,27 @@ impl SavedState {
     }
 }
 
-/// The local event store, plus the sync state that lives beside it.
+/// What one [`Store::save`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Saved {
+    /// The events the call removed: each was held (before the call, or put by it), a
+    /// removal named its id, and its author is the removal's author. They join the
+    /// engine's seen-not-stored set.
+    pub removed: Vec<Event>,
+    /// The ids of events handed in that the store already held (nothing was written for
+    /// them): what is new is the rest, less `removed`.
+    pub existed: Vec<EventId>,
+}
+
+/// The local event store, plus the sync state that lives beside it: the one store
+/// contract every backend (LMDB, IndexedDB, in memory) implements and the conformance
+/// suite of `grasp-sync-store` checks.
 ///
-/// Calls may overlap; an implementation serialises writes itself. A write completes
-/// only once it is durable (checkpoints are saved after the events they cover).
+/// A store decides nothing about events: the core's acceptance is authoritative on
+/// replacement and deletion, and a save only puts what it is handed and deletes what it
+/// is told to. Calls may overlap; an implementation serialises writes itself. A write
+/// completes only once it is durable (checkpoints are saved after the events they
+/// cover). Events past their NIP-40 expiration are never returned.
 pub trait Store {
     /// Stored events matching `filter` (all of them: `limit` is not applied by callers).
     fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>>;
@@ -103,13 +120,16 @@ pub trait Store {
         .boxed_local()
     }
 
-    /// Saves `events` and removes what `remove` names (when the store holds it and the
-    /// author matches), atomically as far as the store allows. Returns the removed events.
+    /// Puts every event of `events` (one already held stays as it is and is listed in
+    /// [`Saved::existed`]), then deletes every held event a removal names whose author is
+    /// the removal's author (an id put by this call too ends removed), atomically as far
+    /// as the store allows; says what it removed. No replacement, no NIP-09, no policy:
+    /// the caller hands in only what to keep and names every version it replaces.
     fn save(
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
-    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>>;
+    ) -> LocalBoxFuture<'static, Result<Saved, String>>;
 
     /// Saves sync state in one durable write: the checkpoints in order (each replacing
     /// the one of the same relay and scope) and the remembered ids (ids seen and not

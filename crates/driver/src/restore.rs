@@ -1,7 +1,9 @@
 //! What the store already holds that the engine must know before it syncs: the
 //! announcements of the repositories in scope (and those of their maintainers), their
-//! root events and the stored deletions, so tracking resumes where it was and a deleted
-//! event that comes again is refused.
+//! state (30618) versions, their root events and the stored deletions, so tracking
+//! resumes where it was, a deleted event that comes again is refused, and acceptance
+//! knows every held announcement and state version it may replace (the store replaces
+//! nothing itself).
 
 use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
 use grasp_sync_core::nip34::kinds;
@@ -10,9 +12,9 @@ use nostr::prelude::{Event, Filter};
 
 use crate::ports::Store;
 
-/// The stored announcements in `scope`, the maintainers' announcements of those
-/// repositories, the root events (patches, PRs, issues) that tag any of them, and every
-/// stored deletion, in that order (feed them to the engine as [`Input::LocalEvents`]).
+/// The stored announcements in `scope`, the maintainers' announcements and the state
+/// events (30618) of those repositories, the root events (patches, PRs, issues) that tag
+/// any of them, and every stored deletion, in that order (feed them to the engine as [`Input::LocalEvents`]).
 ///
 /// [`Input::LocalEvents`]: grasp_sync_core::engine::Input::LocalEvents
 pub async fn tracked_events<S: Store>(
@@ -35,9 +37,10 @@ pub async fn tracked_events<S: Store>(
         events.extend(deletions);
         return Ok(events);
     }
-    // Maintainers' announcements add relays.
+    // Maintainers' announcements add relays; the state versions are what a newer state
+    // replaces.
     let filter = Filter::new()
-        .kind(kinds::REPO_ANNOUNCEMENT)
+        .kinds([kinds::REPO_ANNOUNCEMENT, kinds::REPO_STATE])
         .authors(coords.iter().map(|c| c.pubkey))
         .identifiers(coords.iter().map(|c| c.identifier.clone()));
     let known: std::collections::HashSet<_> = events.iter().map(|e| e.id).collect();

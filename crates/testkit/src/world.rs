@@ -514,15 +514,17 @@ impl World {
                     events,
                     remove,
                 } => {
+                    // The store contract: puts, then removals (an id put and removed in
+                    // one call ends removed).
+                    for e in events {
+                        *self.writes.entry(e.id).or_insert(0) += 1;
+                        self.store.insert(e);
+                    }
                     let mut removed = Vec::new();
                     for r in remove {
                         if self.store.get(&r.id).is_some_and(|e| e.pubkey == r.author) {
                             removed.extend(self.store.remove(&r.id));
                         }
-                    }
-                    for e in events {
-                        *self.writes.entry(e.id).or_insert(0) += 1;
-                        self.store.insert(e);
                     }
                     self.schedule(
                         now,

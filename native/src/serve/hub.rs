@@ -9,7 +9,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::RepoRef;
-use grasp_sync_driver::{SavedState, Store};
+use grasp_sync_driver::{Saved, SavedState, Store};
 use nostr::prelude::{Event, EventId, Filter, Timestamp};
 use tokio::sync::broadcast;
 
@@ -62,28 +62,34 @@ impl Store for BroadcastStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
-    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Saved, String>> {
         let store = self.store.clone();
         let committed = self.committed.clone();
         async move {
             // Copies are kept only when someone listens.
             let handed_in = (committed.receiver_count() > 0).then(|| events.clone());
-            let removed = store
+            let saved = store
                 .save(events, remove)
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(handed_in) = handed_in {
-                let gone: HashSet<EventId> = removed.iter().map(|e| e.id).collect();
+                // What is new: neither held before nor removed.
+                let old: HashSet<EventId> = saved
+                    .removed
+                    .iter()
+                    .map(|e| e.id)
+                    .chain(saved.existed.iter().copied())
+                    .collect();
                 let kept: Vec<Event> = handed_in
                     .into_iter()
-                    .filter(|e| !gone.contains(&e.id))
+                    .filter(|e| !old.contains(&e.id))
                     .collect();
                 if !kept.is_empty() {
                     // Fails only when every receiver went away meanwhile.
                     let _ = committed.send(kept.into());
                 }
             }
-            Ok(removed)
+            Ok(saved)
         }
         .boxed_local()
     }

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt;
 use grasp_sync_core::accept::Removal;
-use grasp_sync_driver::{SavedState, Store};
+use grasp_sync_driver::{Saved, SavedState, Store};
 use nostr::prelude::{Event, EventId, Filter, MatchEventOptions, Timestamp};
 use wasm_bindgen::prelude::*;
 use web_sys::{
@@ -588,12 +588,18 @@ impl Store for IdbStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
-    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Saved, String>> {
         let store = self.clone();
         async move {
-            store.save_events(events, remove).await.map_err(|e| {
+            // TODO(web): report the ids already held in `existed` (see `Store::save`;
+            // the conformance suite's `resave` case checks it).
+            let removed = store.save_events(events, remove).await.map_err(|e| {
                 crate::error::console_warn(&format!("grasp-sync: saving events failed: {e}"));
                 e.to_string()
+            })?;
+            Ok(Saved {
+                removed,
+                existed: Vec::new(),
             })
         }
         .boxed_local()
