@@ -1,8 +1,8 @@
-//! The conformance suite against the in-memory store.
+//! The conformance suite against the in-memory store, one test per case.
 
 use futures::future::{ready, LocalBoxFuture};
 use futures::FutureExt as _;
-use grasp_sync_store::conformance::{run_all, Backend};
+use grasp_sync_store::conformance::{run, Backend, Case};
 use grasp_sync_store::{MemoryStore, MemoryStores};
 
 struct Memory(MemoryStores);
@@ -15,10 +15,54 @@ impl Backend for Memory {
     }
 }
 
-#[test]
-fn the_memory_store_passes_the_suite() {
-    let result = futures::executor::block_on(run_all(&Memory(MemoryStores::new())));
-    if let Err(failures) = result {
-        panic!("{failures}");
+fn check(case: Case) {
+    let result = futures::executor::block_on(run(&Memory(MemoryStores::new()), case));
+    if let Err(failure) = result {
+        panic!("{failure}");
     }
+}
+
+#[test]
+fn filters() {
+    check(Case::Filters);
+}
+
+#[test]
+fn layer_items() {
+    check(Case::LayerItems);
+}
+
+#[test]
+fn versions() {
+    check(Case::Versions);
+}
+
+#[test]
+fn deletions() {
+    check(Case::Deletions);
+}
+
+#[test]
+fn expiration() {
+    check(Case::Expiration);
+}
+
+#[test]
+fn state() {
+    check(Case::State);
+}
+
+#[test]
+fn resave() {
+    check(Case::Resave);
+}
+
+#[test]
+fn reopen() {
+    check(Case::Reopen);
+}
+
+#[test]
+fn every_case_has_a_test() {
+    assert_eq!(Case::ALL.len(), 8, "add a test above for the new case");
 }

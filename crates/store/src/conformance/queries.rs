@@ -55,6 +55,13 @@ pub async fn filters<B: Backend>(backend: &B) -> Result<(), String> {
         let at = T0 + 1 + (i as u64) / 2;
         saved.push(sign(&authors[i % 3], kind, at, tags, &format!("event {i}")));
     }
+    // One author's issues with one topic, one second apart: the shape where nostr-lmdb
+    // 0.45.3 returns the lowest ids for a limited authors + kinds + tags filter.
+    let dana = keys(4);
+    for i in 0..8u64 {
+        let tags = vec![tag(&["t", "w"]), tag(&["a", &r2])];
+        saved.push(sign(&dana, 1621, T0 + 100 + i, tags, &format!("issue {i}")));
+    }
     let stored = store.save(saved.clone(), Vec::new()).await?;
     same(stored.existed.len(), 0, "a fresh store held nothing")?;
     same(stored.removed.len(), 0, "nothing to remove")?;
@@ -69,9 +76,9 @@ pub async fn filters<B: Backend>(backend: &B) -> Result<(), String> {
     // The shape nostr-lmdb 0.45.3 answers in id order: the data must tell the orders
     // apart, or the check below proves nothing.
     let tricky = Filter::new()
-        .authors([pk(0), pk(1)])
-        .kinds([k(1621), k(1617), k(1), k(1111)])
-        .hashtag("x")
+        .author(dana.public_key())
+        .kind(k(1621))
+        .hashtag("w")
         .limit(3);
     let matching = plan::newest(&tricky.clone().remove_limit(), saved.clone(), now());
     let mut by_id = ids(&matching);
@@ -108,6 +115,11 @@ pub async fn filters<B: Backend>(backend: &B) -> Result<(), String> {
         Filter::new().limit(7),
         Filter::new().limit(1),
         tricky,
+        Filter::new()
+            .authors([pk(0), pk(1)])
+            .kinds([k(1621), k(1617), k(1), k(1111)])
+            .hashtag("x")
+            .limit(3),
         Filter::new()
             .authors([pk(0), pk(2)])
             .kinds([k(1621), k(1)])
