@@ -85,6 +85,7 @@ async fn limits_are_newest_first_across_ranges_and_removals_need_the_author() {
         .save_events(Vec::new(), vec![wrong])
         .await
         .expect("save")
+        .removed
         .is_empty());
     let right = Removal {
         id: events[0].id,
@@ -93,7 +94,8 @@ async fn limits_are_newest_first_across_ranges_and_removals_need_the_author() {
     let removed = store
         .save_events(Vec::new(), vec![right])
         .await
-        .expect("save");
+        .expect("save")
+        .removed;
     assert_eq!(
         removed.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![events[0].id]

@@ -10,7 +10,6 @@ mod plan;
 mod req;
 mod rows;
 pub mod schema;
-mod state;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -30,7 +29,18 @@ pub use plan::{plan, Plan, Prefix};
 pub use req::StoreError;
 
 use crate::clock::pace;
+use grasp_sync_store::records;
 use req::{committed, done, js};
+
+/// A record's bytes (JSON) as the string IndexedDB keeps.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Rows handled between two looks at the clock.
 const SLICE_ROWS: usize = 64;
@@ -123,14 +133,13 @@ impl IdbStore {
         Ok(events)
     }
 
-    /// (created_at, id) of every stored event matching `filter` (no limit), newest
-    /// first; rows whose index range is the whole filter are not parsed.
+    /// (created_at, id) of the stored events `query_events(filter)` answers, newest
+    /// first; without a limit, from index keys when the index range is the whole filter.
     pub async fn items(&self, filter: &Filter) -> Result<Vec<(Timestamp, EventId)>, StoreError> {
-        let mut filter = filter.clone();
-        filter.limit = None;
-        if !range_is_exact(&filter) {
+        // With a limit (`limit: 0` is a live filter: nothing), the same set as a query.
+        if filter.limit.is_some() || !range_is_exact(filter) {
             return Ok(self
-                .query_events(&filter)
+                .query_events(filter)
                 .await?
                 .into_iter()
                 .map(|e| (e.created_at, e.id))
@@ -240,48 +249,70 @@ impl IdbStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Saved, StoreError> {
         if events.is_empty() && remove.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Saved::default());
         }
-        let mut built = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
+        // What is held already, and what the removals name, read first: a write
+        // transaction is never held across an await (it commits as soon as no request is
+        // pending on it).
+        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
+        let store = tx.object_store(schema::EVENTS).map_err(js)?;
+        let held_keys = events
+            .iter()
+            .map(|e| {
+                store
+                    .get_key(&JsValue::from_str(&e.id.to_hex()))
+                    .map_err(js)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let removal_rows = remove
+            .iter()
+            .map(|r| store.get(&JsValue::from_str(&r.id.to_hex())).map_err(js))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (held_keys, removal_rows) = futures::future::join(
+            join_all(held_keys.iter().map(done)),
+            join_all(removal_rows.iter().map(done)),
+        )
+        .await;
+        let mut existed = Vec::new();
+        let mut new = Vec::new();
+        for (event, key) in events.iter().zip(held_keys) {
+            if key?.is_undefined() {
+                new.push(event);
+            } else {
+                existed.push(event.id);
+            }
+        }
+        let mut removed = Vec::new();
+        let mut deletes = Vec::new();
+        for (removal, row) in remove.iter().zip(removal_rows) {
+            let row = row?;
+            if deletes.contains(&removal.id) {
+                continue;
+            }
+            if !row.is_undefined() {
+                if rows::author_of(&row) == Some(removal.author.to_hex()) {
+                    deletes.push(removal.id);
+                    removed.push(rows::event_of(&row)?);
+                }
+                continue;
+            }
+            // An event this same call puts, named by its author: it ends removed.
+            if let Some(event) = new
+                .iter()
+                .find(|e| e.id == removal.id && e.pubkey == removal.author)
+            {
+                deletes.push(removal.id);
+                removed.push((*event).clone());
+            }
+        }
+        let mut built = Vec::with_capacity(new.len());
+        for (i, event) in new.iter().enumerate() {
             if i % SLICE_ROWS == SLICE_ROWS - 1 {
                 pace().await;
             }
             built.push(rows::row(event)?);
-        }
-        // What the removals name, read first: a write transaction is never held across
-        // an await (it commits as soon as no request is pending on it).
-        let mut removed = Vec::new();
-        let mut deletes = Vec::new();
-        if !remove.is_empty() {
-            let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
-            let store = tx.object_store(schema::EVENTS).map_err(js)?;
-            let requests = remove
-                .iter()
-                .map(|r| store.get(&JsValue::from_str(&r.id.to_hex())).map_err(js))
-                .collect::<Result<Vec<_>, _>>()?;
-            let held = join_all(requests.iter().map(done)).await;
-            for (removal, row) in remove.iter().zip(held) {
-                let row = row?;
-                // An event this same call puts, named by its author: it ends removed.
-                if let Some(event) = events
-                    .iter()
-                    .find(|e| e.id == removal.id && e.pubkey == removal.author)
-                {
-                    deletes.push(removal.id.to_hex());
-                    removed.push(event.clone());
-                    continue;
-                }
-                if row.is_undefined() || rows::author_of(&row) != Some(removal.author.to_hex()) {
-                    continue;
-                }
-                deletes.push(removal.id.to_hex());
-                if let Ok(event) = rows::event_of(&row) {
-                    removed.push(event);
-                }
-            }
         }
         let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readwrite)?;
         let store = tx.object_store(schema::EVENTS).map_err(js)?;
@@ -289,19 +320,19 @@ impl IdbStore {
             store.put(row).map_err(js)?;
         }
         for id in &deletes {
-            store.delete(&JsValue::from_str(id)).map_err(js)?;
+            store.delete(&JsValue::from_str(&id.to_hex())).map_err(js)?;
         }
         committed(&tx).await?;
         let on_saved = self.inner.on_saved.borrow().clone();
         if let Some(on_saved) = on_saved {
-            let gone: HashSet<EventId> = removed.iter().map(|e| e.id).collect();
-            let added: Vec<Event> = events
+            let added: Vec<Event> = new
                 .into_iter()
-                .filter(|e| !gone.contains(&e.id))
+                .filter(|e| !deletes.contains(&e.id))
+                .cloned()
                 .collect();
             on_saved(&added, &removed);
         }
-        Ok(removed)
+        Ok(Saved { removed, existed })
     }
 
     /// Saves checkpoints and remembered ids in one transaction.
@@ -314,15 +345,18 @@ impl IdbStore {
         for c in &state.checkpoints {
             checkpoints
                 .put_with_key(
-                    &state::encode_checkpoint(c).into(),
-                    &state::checkpoint_key(c).into(),
+                    &text(&records::encode_checkpoint(c)).into(),
+                    &hex(&records::checkpoint_key(c)).into(),
                 )
                 .map_err(js)?;
         }
         let seen = tx.object_store(schema::SEEN).map_err(js)?;
         for e in &state.remembered {
-            seen.put_with_key(&state::encode_seen(e).into(), &e.id.to_hex().into())
-                .map_err(js)?;
+            seen.put_with_key(
+                &text(&records::encode_seen(e)).into(),
+                &e.id.to_hex().into(),
+            )
+            .map_err(js)?;
         }
         committed(&tx).await
     }
@@ -345,7 +379,10 @@ impl IdbStore {
         let (cps, keys, values) = (next()?, next()?, next()?);
         let mut state = SavedState::default();
         for value in js_sys::Array::from(&cps).iter() {
-            match value.as_string().map(|t| state::decode_checkpoint(&t)) {
+            match value
+                .as_string()
+                .map(|t| records::decode_checkpoint(t.as_bytes()))
+            {
                 Some(Ok(c)) => state.checkpoints.push(c),
                 other => tracing::warn!(?other, "an unreadable checkpoint, ignored"),
             }
@@ -358,7 +395,10 @@ impl IdbStore {
             let (Some(id), Some(text)) = (key.as_string(), value.as_string()) else {
                 continue;
             };
-            match state::decode_seen(&id, &text) {
+            let id = EventId::from_hex(&id)
+                .map(|i| i.to_bytes())
+                .unwrap_or_default();
+            match records::decode_seen(&id, text.as_bytes()) {
                 Ok(entry) if entry.expires_at > now => state.remembered.push(entry),
                 _ => expired.push(key),
             }
@@ -510,6 +550,7 @@ async fn newest(
     let filter = filter.clone();
     let req = request.clone();
     let (done_ok, rows_ok) = (finish.clone(), out.clone());
+    let boundary: std::cell::Cell<Option<u64>> = std::cell::Cell::new(None);
     let on_success = Closure::<dyn FnMut()>::new(move || {
         let end = |result| {
             if let Some(tx) = done_ok.borrow_mut().take() {
@@ -522,13 +563,19 @@ async fn newest(
         }
         let cursor: IdbCursorWithValue = cursor.unchecked_into();
         if let Ok(row) = cursor.value() {
+            let created_at = rows::created_at(&row);
+            // Past the limit, only ties of the last kept second are read: backwards, equal
+            // keys come in descending id order, and NIP-01 keeps the lowest ids.
+            if boundary.get().is_some_and(|b| created_at < Some(b)) {
+                return end(Ok(std::mem::take(&mut *rows_ok.borrow_mut())));
+            }
             let matches = !rows::expired(&row, now)
                 && rows::event_of(&row)
                     .is_ok_and(|e| filter.match_event(&e, MatchEventOptions::new()));
             if matches {
                 rows_ok.borrow_mut().push(row);
-                if rows_ok.borrow().len() >= limit {
-                    return end(Ok(std::mem::take(&mut *rows_ok.borrow_mut())));
+                if rows_ok.borrow().len() >= limit && boundary.get().is_none() {
+                    boundary.set(created_at.or(Some(0)));
                 }
             }
         }
@@ -591,15 +638,9 @@ impl Store for IdbStore {
     ) -> LocalBoxFuture<'static, Result<Saved, String>> {
         let store = self.clone();
         async move {
-            // TODO(web): report the ids already held in `existed` (see `Store::save`;
-            // the conformance suite's `resave` case checks it).
-            let removed = store.save_events(events, remove).await.map_err(|e| {
+            store.save_events(events, remove).await.map_err(|e| {
                 crate::error::console_warn(&format!("grasp-sync: saving events failed: {e}"));
                 e.to_string()
-            })?;
-            Ok(Saved {
-                removed,
-                existed: Vec::new(),
             })
         }
         .boxed_local()

@@ -74,6 +74,11 @@ pub fn event_of(row: &JsValue) -> Result<Event, StoreError> {
     Event::from_json(&json).map_err(|e| StoreError::Corrupt(format!("a stored event: {e}")))
 }
 
+/// The `created_at` of a row.
+pub fn created_at(row: &JsValue) -> Option<u64> {
+    field(row, "ca")?.as_f64().map(|c| c as u64)
+}
+
 /// The author (hex) of a row.
 pub fn author_of(row: &JsValue) -> Option<String> {
     field(row, "pk")?.as_string()
