@@ -152,7 +152,7 @@ impl IdbStore {
             prefixes,
             since,
             until,
-        } = plan(&filter)
+        } = plan(filter)
         else {
             return Ok(Vec::new());
         };
