@@ -248,3 +248,59 @@ async fn a_published_comment_reaches_the_repository_relays_and_the_database() {
     assert_eq!(code(&refused), "invalid-event");
     call(sync.close()).await.expect("close");
 }
+
+#[wasm_bindgen_test]
+async fn closed_mid_sync_and_reopened_it_ends_with_exactly_the_acceptable_union() {
+    let Some(fx) = fixture() else { return };
+    let daemon = fx["daemon"].as_str().unwrap_or_default().to_owned();
+    let name = fresh_name("interrupted");
+    let sync = open(&name, std::slice::from_ref(&daemon), true)
+        .await
+        .expect("open");
+    let added = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let count = added.clone();
+    let on_changes = wasm_bindgen::closure::Closure::<dyn FnMut(wasm_bindgen::JsValue)>::new(
+        move |changes: wasm_bindgen::JsValue| {
+            let n = js_sys::Reflect::get(&changes, &"added".into())
+                .map(|a| js_sys::Array::from(&a).length())
+                .unwrap_or(0);
+            count.set(count.get() + n);
+        },
+    );
+    use wasm_bindgen::JsCast;
+    let mut sub = sync
+        .subscribe(
+            js(&json!({})),
+            on_changes
+                .as_ref()
+                .unchecked_ref::<js_sys::Function>()
+                .clone(),
+        )
+        .expect("subscribe");
+    for repo in strings(&fx, "repos") {
+        call(sync.track(repo)).await.expect("track");
+    }
+    for _ in 0..500 {
+        if added.get() >= 50 {
+            break;
+        }
+        sleep(5).await;
+    }
+    let at_close = added.get();
+    sub.close();
+    call(sync.close()).await.expect("close mid-sync");
+    let want: BTreeSet<String> = strings(&fx, "acceptable").into_iter().collect();
+    assert!(
+        (at_close as usize) < want.len(),
+        "closed after the sync ended ({at_close} added)"
+    );
+
+    let again = open(&name, std::slice::from_ref(&daemon), true)
+        .await
+        .expect("reopen");
+    let summary = call(again.synced()).await.expect("synced");
+    console_log!("interrupted after {at_close} stored events, then: {summary}");
+    assert_eq!(stored_ids(&again).await, want, "{summary}");
+    assert_eq!(summary["complete"], json!(true), "{summary}");
+    call(again.close()).await.expect("close");
+}
