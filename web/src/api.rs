@@ -1,4 +1,4 @@
-//! The JavaScript API (see `notes/WEB-API.md`): `GraspSync.open`, track/untrack, query,
+//! The JavaScript API (see `web/API.md`): `GraspSync.open`, track/untrack, query,
 //! subscribe, publish, status, synced, close.
 
 use std::cell::{Cell, RefCell};
