@@ -6,6 +6,7 @@
 //! start-up queries (announcements in scope, their roots, deletions) and the sync state
 //! read only what they name. Nothing is ever evicted.
 
+mod cursor;
 mod plan;
 mod req;
 mod rows;
@@ -29,6 +30,7 @@ pub use plan::{plan, Plan, Prefix};
 pub use req::StoreError;
 
 use crate::clock::pace;
+use cursor::Step;
 use grasp_sync_store::records;
 use req::{committed, done, js};
 
@@ -474,23 +476,11 @@ async fn key_walk(
     range: &IdbKeyRange,
 ) -> Result<Vec<(u64, String)>, StoreError> {
     let request = index.open_key_cursor_with_range(range).map_err(js)?;
-    let (finish, finished) =
-        futures::channel::oneshot::channel::<Result<Vec<(u64, String)>, StoreError>>();
-    let finish = Rc::new(RefCell::new(Some(finish)));
-    let out = Rc::new(RefCell::new(Vec::new()));
-    let req = request.clone();
-    let (done_ok, items) = (finish.clone(), out.clone());
-    let on_success = Closure::<dyn FnMut()>::new(move || {
-        let end = |result| {
-            if let Some(tx) = done_ok.borrow_mut().take() {
-                let _ = tx.send(result);
-            }
+    let mut items = Vec::new();
+    cursor::walk(request, move |cursor| {
+        let Some(cursor) = cursor else {
+            return Step::Done(Ok(std::mem::take(&mut items)));
         };
-        let cursor = req.result().unwrap_or(JsValue::NULL);
-        if cursor.is_null() || cursor.is_undefined() {
-            return end(Ok(std::mem::take(&mut *items.borrow_mut())));
-        }
-        let cursor: web_sys::IdbCursor = cursor.unchecked_into();
         let key = cursor.key().unwrap_or(JsValue::NULL);
         let created_at = if js_sys::Array::is_array(&key) {
             js_sys::Array::from(&key).get(1).as_f64()
@@ -499,32 +489,11 @@ async fn key_walk(
         };
         let id = cursor.primary_key().ok().and_then(|k| k.as_string());
         if let (Some(created_at), Some(id)) = (created_at, id) {
-            items.borrow_mut().push((created_at as u64, id));
+            items.push((created_at as u64, id));
         }
-        if let Err(e) = cursor.continue_() {
-            end(Err(js(e)));
-        }
-    });
-    let req = request.clone();
-    let on_error = Closure::<dyn FnMut()>::new(move || {
-        let error = req
-            .error()
-            .ok()
-            .flatten()
-            .map_or(JsValue::NULL, JsValue::from);
-        if let Some(tx) = finish.borrow_mut().take() {
-            let _ = tx.send(Err(StoreError::from_js(&error)));
-        }
-    });
-    request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
-    request.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    let result = finished
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Other("cursor dropped".into())));
-    request.set_onsuccess(None);
-    request.set_onerror(None);
-    drop((on_success, on_error, out));
-    result
+        Step::Next
+    })
+    .await
 }
 
 /// Up to `limit` rows in `range` of `index` that match `filter`, newest first: a cursor
@@ -542,67 +511,35 @@ async fn newest(
     let request = index
         .open_cursor_with_range_and_direction(range, IdbCursorDirection::Prev)
         .map_err(js)?;
-    let (finish, finished) =
-        futures::channel::oneshot::channel::<Result<Vec<JsValue>, StoreError>>();
-    let finish = Rc::new(RefCell::new(Some(finish)));
-    let out = Rc::new(RefCell::new(Vec::new()));
     let now = Timestamp::now().as_secs();
     let filter = filter.clone();
-    let req = request.clone();
-    let (done_ok, rows_ok) = (finish.clone(), out.clone());
-    let boundary: std::cell::Cell<Option<u64>> = std::cell::Cell::new(None);
-    let on_success = Closure::<dyn FnMut()>::new(move || {
-        let end = |result| {
-            if let Some(tx) = done_ok.borrow_mut().take() {
-                let _ = tx.send(result);
-            }
+    let mut kept = Vec::new();
+    let mut boundary: Option<u64> = None;
+    cursor::walk(request, move |cursor| {
+        let Some(cursor) = cursor else {
+            return Step::Done(Ok(std::mem::take(&mut kept)));
         };
-        let cursor = req.result().unwrap_or(JsValue::NULL);
-        if cursor.is_null() || cursor.is_undefined() {
-            return end(Ok(std::mem::take(&mut *rows_ok.borrow_mut())));
-        }
-        let cursor: IdbCursorWithValue = cursor.unchecked_into();
+        let cursor: &IdbCursorWithValue = cursor.unchecked_ref();
         if let Ok(row) = cursor.value() {
             let created_at = rows::created_at(&row);
             // Past the limit, only ties of the last kept second are read: backwards, equal
             // keys come in descending id order, and NIP-01 keeps the lowest ids.
-            if boundary.get().is_some_and(|b| created_at < Some(b)) {
-                return end(Ok(std::mem::take(&mut *rows_ok.borrow_mut())));
+            if boundary.is_some_and(|b| created_at < Some(b)) {
+                return Step::Done(Ok(std::mem::take(&mut kept)));
             }
             let matches = !rows::expired(&row, now)
                 && rows::event_of(&row)
                     .is_ok_and(|e| filter.match_event(&e, MatchEventOptions::new()));
             if matches {
-                rows_ok.borrow_mut().push(row);
-                if rows_ok.borrow().len() >= limit && boundary.get().is_none() {
-                    boundary.set(created_at.or(Some(0)));
+                kept.push(row);
+                if kept.len() >= limit && boundary.is_none() {
+                    boundary = created_at.or(Some(0));
                 }
             }
         }
-        if let Err(e) = cursor.continue_() {
-            end(Err(js(e)));
-        }
-    });
-    let req = request.clone();
-    let on_error = Closure::<dyn FnMut()>::new(move || {
-        let error = req
-            .error()
-            .ok()
-            .flatten()
-            .map_or(JsValue::NULL, JsValue::from);
-        if let Some(tx) = finish.borrow_mut().take() {
-            let _ = tx.send(Err(StoreError::from_js(&error)));
-        }
-    });
-    request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
-    request.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    let result = finished
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Other("cursor dropped".into())));
-    request.set_onsuccess(None);
-    request.set_onerror(None);
-    drop((on_success, on_error, out));
-    result
+        Step::Next
+    })
+    .await
 }
 
 /// Whether the plan's ranges match exactly what `filter` asks (one field besides the
