@@ -17,6 +17,7 @@ use crate::idb::IdbStore;
 use crate::session::{Plan, Session};
 use crate::status::{to_js, Board};
 use crate::tabs::{self, WriterLock};
+use crate::verify::BrowserVerifier;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -54,6 +55,8 @@ struct Options {
     bootstrap_relays: Vec<String>,
     #[serde(default)]
     allow_private_relays: bool,
+    /// Verifying Web Workers (default: the cores; 0: the main thread).
+    workers: Option<u32>,
 }
 
 /// Tracked repositories and `naddr` relay hints, as kept in the database.
@@ -80,6 +83,7 @@ struct Inner {
     store: IdbStore,
     bootstrap: Vec<RelayUrl>,
     allow_private: bool,
+    verifier: BrowserVerifier,
     tracked: RefCell<Tracked>,
     session: RefCell<Option<Session>>,
     board: Rc<Board>,
@@ -161,6 +165,7 @@ impl GraspSync {
             store,
             bootstrap,
             allow_private: options.allow_private_relays,
+            verifier: BrowserVerifier::new(options.workers.map(|n| n as usize)),
             tracked: RefCell::new(tracked),
             session: RefCell::new(None),
             board: Rc::new(Board::default()),
@@ -433,6 +438,7 @@ impl GraspSync {
                 channel.close();
             }
             inner.store.close();
+            inner.verifier.shutdown();
             if let Some(mut lock) = inner.lock.borrow_mut().take() {
                 lock.release();
             }
@@ -580,6 +586,7 @@ impl Inner {
             repos,
             bootstrap,
             allow_private: self.allow_private,
+            verifier: self.verifier.clone(),
         };
         let session = Session::start(self.store.clone(), plan, self.board.clone())
             .await

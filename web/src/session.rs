@@ -14,7 +14,7 @@ use crate::clock::BrowserClock;
 use crate::idb::IdbStore;
 use crate::net::BrowserNetwork;
 use crate::status::Board;
-use crate::verify::SlicedVerifier;
+use crate::verify::BrowserVerifier;
 
 /// What a session syncs.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct Plan {
     pub bootstrap: Vec<RelayUrl>,
     /// Follow private and loopback relay URLs from announcements.
     pub allow_private: bool,
+    /// Checks ids and signatures (its workers outlive a session's restart).
+    pub verifier: BrowserVerifier,
 }
 
 /// A running sync.
@@ -49,7 +51,7 @@ impl Session {
             SyncEngine::new(config),
             BrowserNetwork::default(),
             store,
-            SlicedVerifier,
+            plan.verifier.clone(),
             BrowserClock,
         );
         driver.start(&scope).await?;
