@@ -208,6 +208,25 @@ impl ServeArgs {
     }
 }
 
+/// The log filter: `RUST_LOG`, else `default_level`. nostr-lmdb (pinned at 0.45.3) logs
+/// at `info` that it migrates "from version 0 to 2" and processes its events whenever it
+/// opens a database without a version record, which is every brand-new data directory:
+/// noise on an empty store, so its `info` lines are off unless `RUST_LOG` names it.
+fn log_filter(default_level: &str) -> EnvFilter {
+    let from_env = std::env::var("RUST_LOG").ok();
+    let filter = from_env
+        .as_deref()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_level));
+    if from_env.is_some_and(|spec| spec.contains("nostr_lmdb")) {
+        return filter;
+    }
+    match "nostr_lmdb=warn".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
 /// Runs the command line with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -218,9 +237,7 @@ pub fn main() -> ExitCode {
         "warn"
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
+        .with_env_filter(log_filter(default_level))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -388,6 +388,25 @@ pub fn parse_client_frame(text: &str, max_bytes: usize) -> Result<ClientFrame, F
     }
 }
 
+/// The id of the event in a client's `EVENT` frame that [`parse_client_frame`] refused,
+/// when the frame is an `EVENT` whose event object has an `id` of 64 hex digits: NIP-01
+/// answers such an event with `OK false`, and only a frame without a readable id with a
+/// `NOTICE`.
+pub fn malformed_event_id(text: &str, max_bytes: usize) -> Option<EventId> {
+    let (kind, mut fields) = open(text, max_bytes).ok()?;
+    if kind != "EVENT" {
+        return None;
+    }
+    let Value::Object(event) = fields.items.next()? else {
+        return None;
+    };
+    let Value::String(hex) = event.get("id")? else {
+        return None;
+    };
+    let bytes: [u8; 32] = decode_hex(hex)?.try_into().ok()?;
+    Some(EventId::from_byte_array(bytes))
+}
+
 impl RelayFrame {
     /// The frame as compact JSON text.
     pub fn to_json(&self) -> String {
@@ -965,6 +984,37 @@ mod tests {
 
     fn bad(kind: &'static str, field: &'static str) -> FrameError {
         FrameError::BadField { kind, field }
+    }
+
+    #[test]
+    fn a_malformed_event_keeps_its_id_when_it_can_be_read() {
+        let with = |field: &str, value: &str| {
+            let mut json: Value = serde_json::from_str(EVENT).expect("JSON");
+            json[field] = serde_json::from_str(value).expect("JSON value");
+            format!(r#"["EVENT",{json}]"#)
+        };
+        let id = EventId::from_hex(ID).expect("id");
+        // Before 1970, scientific notation, an empty tag: each fails to parse, and its
+        // id is still read.
+        for frame in [
+            with("created_at", "-1"),
+            with("created_at", "1.6e9"),
+            with("kind", "1e0"),
+            with("tags", "[[]]"),
+        ] {
+            assert!(client(&frame).is_err(), "{frame}");
+            assert_eq!(malformed_event_id(&frame, MAX), Some(id), "{frame}");
+        }
+        // No readable id: a NOTICE.
+        for frame in [
+            r#"["EVENT",{"id":"x"}]"#.to_owned(),
+            with("id", "42"),
+            r#"["EVENT",[]]"#.to_owned(),
+            format!(r#"["REQ","s",{EVENT}]"#),
+            "not json".to_owned(),
+        ] {
+            assert_eq!(malformed_event_id(&frame, MAX), None, "{frame}");
+        }
     }
 
     #[test]

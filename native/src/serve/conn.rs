@@ -23,7 +23,9 @@ use futures::{SinkExt, StreamExt};
 use grasp_sync_core::accept::Reject;
 use grasp_sync_core::engine::PublishOutcome;
 use grasp_sync_core::neg::{NegReply, NegResponder, ResponderLimits, DEFAULT_FRAME_LIMIT};
-use grasp_sync_core::wire::{event_frame, parse_client_frame, ClientFrame, RelayFrame};
+use grasp_sync_core::wire::{
+    event_frame, malformed_event_id, parse_client_frame, ClientFrame, RelayFrame,
+};
 use grasp_sync_driver::Command;
 use nostr::prelude::{Event, EventId, Filter, MatchEventOptions};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -260,6 +262,11 @@ where
             Err(e) => {
                 self.metrics()
                     .inc(names::BAD_FRAMES, ("reason", e.as_str()));
+                // NIP-01: an EVENT is answered with OK whenever its id can be read.
+                let max = self.limits().max_message_bytes;
+                if let Some(id) = malformed_event_id(text, max) {
+                    return self.ok(id, false, format!("invalid: {e}")).await;
+                }
                 return self.notice(format!("invalid: {e}")).await;
             }
         };

@@ -1,0 +1,184 @@
+//! `grasp-sync serve` speaks NIP-01 to the letter (issue 16), driven with raw frames and
+//! nostr-sdk's client: every EVENT whose id can be read gets an `OK` with a
+//! machine-readable prefix, a fresh data directory starts quietly, and rejections
+//! waiting cannot change come back at once.
+
+use std::ops::Deref;
+use std::time::Duration;
+
+use grasp_sync_testkit::corpus::{keys, sign};
+use grasp_sync_tests::{Daemon, RawClient};
+use nostr::prelude::{Event, Timestamp};
+use serde_json::{json, Value};
+
+/// A generous deadline for anything the daemon should answer at once.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A daemon in a temporary directory (the daemon is dropped, killed, first).
+struct Fixture {
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+impl Deref for Fixture {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+async fn start(extra: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(&dir.path().join("store"), extra).await;
+    Fixture { daemon, _dir: dir }
+}
+
+fn now() -> u64 {
+    Timestamp::now().as_secs()
+}
+
+fn tag(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn connect(daemon: &Daemon) -> RawClient {
+    RawClient::connect_within(&daemon.url(), WAIT)
+        .await
+        .expect("connect to the daemon")
+}
+
+/// The next frame of type `kind` (others skipped).
+///
+/// # Panics
+/// When none comes within [`WAIT`].
+async fn next_frame(raw: &mut RawClient, kind: &str) -> Value {
+    let frames = raw.recv_until(WAIT, |f| f[0] == kind).await;
+    match frames.last() {
+        Some(f) if f[0] == kind => f.clone(),
+        _ => panic!("no {kind} within {WAIT:?}; got {frames:?}"),
+    }
+}
+
+/// The first `OK` or `NOTICE` after sending `text`.
+async fn answer(raw: &mut RawClient, text: &str) -> Value {
+    raw.send_text(text).await.expect("send");
+    let frames = raw
+        .recv_until(WAIT, |f| f[0] == "OK" || f[0] == "NOTICE")
+        .await;
+    frames
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("{text:.120}: no OK or NOTICE within {WAIT:?}"))
+}
+
+/// `event`'s JSON with `field` set to the raw JSON `value`, as an EVENT frame (the id
+/// kept).
+fn with_field(event: &Event, field: &str, value: &str) -> String {
+    let json = event.as_json();
+    let old = serde_json::to_string(&serde_json::from_str::<Value>(&json).expect("JSON")[field])
+        .expect("JSON");
+    let needle = format!("\"{field}\":{old}");
+    assert!(json.contains(&needle), "{json} has no {needle}");
+    format!(
+        r#"["EVENT",{}]"#,
+        json.replacen(&needle, &format!("\"{field}\":{value}"), 1)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_with_a_readable_id_gets_ok_false_invalid_and_the_rest_a_notice() {
+    let daemon = start(&[]).await;
+    let author = keys(1601);
+    let event = sign(&author, 1, now() - 60, vec![tag(&["t", "x"])], "hello");
+    let other = sign(&author, 1, now() - 61, Vec::new(), "other");
+    let id = event.id.to_hex();
+    let mut raw = connect(&daemon).await;
+
+    let cases = [
+        (
+            "created_at before 1970",
+            with_field(&event, "created_at", "-1"),
+        ),
+        (
+            "created_at in scientific notation",
+            with_field(&event, "created_at", &format!("{}e0", event.created_at)),
+        ),
+        (
+            "kind in scientific notation",
+            with_field(&event, "kind", "1e0"),
+        ),
+        ("a fractional kind", with_field(&event, "kind", "1.5")),
+        ("an empty tag", with_field(&event, "tags", "[[]]")),
+        (
+            "a tag that is not strings",
+            with_field(&event, "tags", "[[1]]"),
+        ),
+        (
+            "content that is not a string",
+            with_field(&event, "content", "7"),
+        ),
+        (
+            "a pubkey that is not hex",
+            with_field(&event, "pubkey", "\"zz\""),
+        ),
+        ("a missing sig", {
+            let mut json: Value = serde_json::from_str(&event.as_json()).expect("JSON");
+            json.as_object_mut().expect("object").remove("sig");
+            json!(["EVENT", json]).to_string()
+        }),
+        (
+            "a signature of another event",
+            with_field(&event, "sig", &format!("\"{}\"", other.sig)),
+        ),
+        (
+            "content changed under the id",
+            with_field(&event, "content", "\"tampered\""),
+        ),
+    ];
+    for (what, frame) in &cases {
+        let ok = answer(&mut raw, frame).await;
+        assert_eq!(ok[0], "OK", "{what}: {ok}");
+        assert_eq!(ok[1], id, "{what}: {ok}");
+        assert_eq!(ok[2], false, "{what}: {ok}");
+        let message = ok[3].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("invalid: "),
+            "{what}: {message:?} has no invalid: prefix"
+        );
+    }
+
+    // No id to answer to: a NOTICE, and the connection goes on.
+    for frame in [
+        r#"["EVENT",{"id":"x"}]"#.to_owned(),
+        r#"["EVENT",{"kind":1}]"#.to_owned(),
+        r#"["EVENT",42]"#.to_owned(),
+    ] {
+        let notice = answer(&mut raw, &frame).await;
+        assert_eq!(notice[0], "NOTICE", "{frame}: {notice}");
+        assert!(notice[1]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("invalid: "));
+    }
+
+    // Nothing was stored; the genuine event then is.
+    raw.send_text(&format!(r#"["EVENT",{}]"#, event.as_json()))
+        .await
+        .expect("send");
+    let ok = next_frame(&mut raw, "OK").await;
+    assert_eq!(ok[1], id);
+    raw.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_data_directory_starts_quietly() {
+    let daemon = start(&[]).await;
+    let log = daemon.log();
+    for noise in ["Migrating database", "Processing", "kc_index"] {
+        assert!(
+            !log.contains(noise),
+            "{noise:?} logged on a fresh store:\n{log}"
+        );
+    }
+    assert!(log.contains("relay listening"), "{log}");
+}
