@@ -4,7 +4,7 @@
 //! waiting cannot change come back at once.
 
 use std::ops::Deref;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use grasp_sync_testkit::corpus::{keys, sign};
 use grasp_sync_tests::{Daemon, RawClient};
@@ -181,4 +181,132 @@ async fn a_fresh_data_directory_starts_quietly() {
         );
     }
     assert!(log.contains("relay listening"), "{log}");
+}
+
+/// Sends `event` and times its `OK`: (accepted, message, how long it took).
+async fn timed_ok(raw: &mut RawClient, event: &Event) -> (bool, String, Duration) {
+    let started = Instant::now();
+    raw.send_text(&format!(r#"["EVENT",{}]"#, event.as_json()))
+        .await
+        .expect("send");
+    let id = event.id.to_hex();
+    let frames = raw.recv_until(WAIT, |f| f[0] == "OK" && f[1] == id).await;
+    let took = started.elapsed();
+    let ok = frames
+        .last()
+        .filter(|f| f[0] == "OK" && f[1] == id)
+        .unwrap_or_else(|| panic!("no OK for {id} within {WAIT:?}; got {frames:?}"));
+    (
+        ok[2].as_bool().expect("OK has a boolean"),
+        ok[3].as_str().expect("OK has a message").to_owned(),
+        took,
+    )
+}
+
+/// In the GRASP modes (default `list-us`, and `all`), a refusal no arrival can change
+/// comes back at once with its reason; a NIP-34 event whose repository or root may still
+/// arrive waits for it, and is stored when it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_waiting_cannot_change_come_back_at_once() {
+    for mode in ["list-us", "all"] {
+        let daemon = start(&["--accept", mode]).await;
+        let url = daemon.url();
+        let owner = keys(1620);
+        let stranger = keys(1621);
+        let t = now() - 600;
+        let unknown_id = "ab".repeat(32);
+        let coord = format!("30617:{}:tools", owner.public_key().to_hex());
+        let mut raw = connect(&daemon).await;
+
+        let never = [
+            (
+                "a kind-1 reply to an unknown id",
+                sign(&stranger, 1, t, vec![tag(&["e", &unknown_id])], "+1"),
+            ),
+            (
+                "a kind-1 note about an untracked repository",
+                sign(&stranger, 1, t, vec![tag(&["a", &coord])], "nice"),
+            ),
+            (
+                "a reaction to an unknown id",
+                sign(&stranger, 7, t, vec![tag(&["e", &unknown_id])], "+"),
+            ),
+            (
+                "a kind-1 note referencing nothing",
+                sign(&stranger, 1, t, Vec::new(), "gm"),
+            ),
+        ];
+        for (what, event) in &never {
+            let (accepted, message, took) = timed_ok(&mut raw, event).await;
+            assert!(!accepted, "{mode}: {what}: accepted");
+            assert_eq!(
+                message, "blocked: not a NIP-34 event of a repository this relay tracks",
+                "{mode}: {what}"
+            );
+            assert!(
+                took < Duration::from_secs(1),
+                "{mode}: {what}: answered after {took:?}, not at once"
+            );
+        }
+
+        // A comment under an issue of a repository not yet announced: waiting helps.
+        let announcement = sign(
+            &owner,
+            30617,
+            t,
+            vec![tag(&["d", "tools"]), tag(&["relays", &url])],
+            "",
+        );
+        let issue = sign(
+            &stranger,
+            1621,
+            t + 1,
+            vec![tag(&["a", &coord])],
+            "it breaks",
+        );
+        let issue_hex = issue.id.to_hex();
+        let comment = sign(
+            &owner,
+            1111,
+            t + 2,
+            vec![tag(&["E", &issue_hex]), tag(&["e", &issue_hex])],
+            "fixed",
+        );
+        let (accepted, message, took) = timed_ok(&mut raw, &comment).await;
+        assert!(!accepted, "{mode}: an orphan comment was stored");
+        assert_eq!(
+            message, "blocked: not a NIP-34 event of a repository this relay tracks",
+            "{mode}"
+        );
+        assert!(
+            took >= Duration::from_millis(1_500),
+            "{mode}: an orphan comment was refused after {took:?}, without waiting"
+        );
+        // Sent first, its issue and announcement arriving during the wait: stored.
+        for event in [&comment, &announcement, &issue] {
+            raw.send_text(&format!(r#"["EVENT",{}]"#, event.as_json()))
+                .await
+                .expect("send");
+        }
+        let want: Vec<String> = [&comment, &announcement, &issue]
+            .iter()
+            .map(|e| e.id.to_hex())
+            .collect();
+        let mut oks = Vec::new();
+        let frames = raw
+            .recv_until(WAIT, |f| {
+                if f[0] == "OK" {
+                    oks.push((f[1].as_str().unwrap_or_default().to_owned(), f[2].clone()));
+                }
+                oks.len() == want.len()
+            })
+            .await;
+        for id in &want {
+            assert!(
+                oks.iter().any(|(i, ok)| i == id && *ok == true),
+                "{mode}: {id} not stored: {frames:?}"
+            );
+        }
+        raw.close().await;
+    }
 }

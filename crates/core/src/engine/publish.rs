@@ -7,7 +7,9 @@
 //! uploads go in id order): an event that references a repository or root not tracked
 //! *yet* waits for the announcement or root it names, at most [`ORPHAN_WAIT`] and
 //! [`MAX_ORPHANS`] of them at once; it is decided again whenever the index changes, and
-//! refused as irrelevant when the wait ends. The wait is short because clients cap the
+//! refused as irrelevant when the wait ends. Only events waiting can help wait
+//! ([`waiting_may_help`]: NIP-34 kinds that reference something); every other refusal
+//! is answered at once, with its reason. The wait is short because clients cap the
 //! events awaiting an `OK` (nostr-sdk: 100 in flight), so waiting ones hold back the
 //! rest of an upload; a large upload in id order may take a second pass.
 
@@ -74,7 +76,7 @@ impl SyncEngine {
         match verdict {
             Verdict::Store { remove } => self.store_published(token, event, remove),
             Verdict::Reject(Reject::Irrelevant)
-                if self.orphans.len() < MAX_ORPHANS && references_something(&event) =>
+                if self.orphans.len() < MAX_ORPHANS && waiting_may_help(&event) =>
             {
                 self.stats.published.waited += 1;
                 let until = self.now + ORPHAN_WAIT;
@@ -204,10 +206,70 @@ impl SyncEngine {
     }
 }
 
-/// Whether `event` names a repository (a state event by its `d` tag) or an event it may
-/// belong to.
-fn references_something(event: &Event) -> bool {
-    event.kind == kinds::REPO_STATE
+/// Whether waiting can change the verdict on `event`, refused as irrelevant now: it is of
+/// a NIP-34 kind that belongs to a repository or thread (not an announcement, whose
+/// verdict depends on the policy alone) and names a repository (a state event by its
+/// `d` tag, `a`/`A`/`q` coordinates) or an event it may belong to (`e`/`E`/`q`), which may
+/// arrive meanwhile. Anything else (a kind-1 note, a reaction, …) is answered at once.
+fn waiting_may_help(event: &Event) -> bool {
+    let kind = event.kind;
+    if kind == kinds::REPO_ANNOUNCEMENT || !kinds::ALL.contains(&kind) {
+        return false;
+    }
+    kind == kinds::REPO_STATE
         || !nip34::repo_refs(event).is_empty()
         || !nip34::referenced_ids(event).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::prelude::{Keys, Kind, SecretKey, Signature, Tag, Timestamp};
+
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::new(SecretKey::from_slice(&[3; 32]).expect("secret"))
+    }
+
+    /// An event of `kind` with `tags` (id and signature are not looked at).
+    fn event(kind: u16, tags: &[&[&str]]) -> Event {
+        let tags = tags
+            .iter()
+            .map(|t| Tag::parse(t.iter().copied()).expect("tag"));
+        Event::new(
+            EventId::from_byte_array([1; 32]),
+            keys().public_key(),
+            Timestamp::from(1_700_000_000),
+            Kind::from(kind),
+            tags,
+            "",
+            Signature::from_byte_array([7; 64]),
+        )
+    }
+
+    #[test]
+    fn only_nip34_events_that_reference_something_wait() {
+        let id = "ab".repeat(32);
+        let coord = format!("30617:{}:repo", keys().public_key().to_hex());
+        let waits = [
+            event(1111, &[&["E", &id], &["e", &id]]),
+            event(1621, &[&["a", &coord]]),
+            event(1630, &[&["e", &id, "", "root"]]),
+            event(30618, &[&["d", "repo"]]),
+            event(5, &[&["e", &id]]),
+        ];
+        for e in &waits {
+            assert!(waiting_may_help(e), "kind {} should wait", e.kind);
+        }
+        let answered_at_once = [
+            event(1, &[&["e", &id]]),
+            event(1, &[&["a", &coord]]),
+            event(7, &[&["e", &id]]),
+            event(30617, &[&["d", "repo"], &["a", &coord]]),
+            event(1621, &[&["t", "bug"]]),
+        ];
+        for e in &answered_at_once {
+            assert!(!waiting_may_help(e), "kind {} should not wait", e.kind);
+        }
+    }
 }
