@@ -39,6 +39,13 @@ const pkg = {
   files: [...new Set(files.map((f) => (f.startsWith("snippets/") ? "snippets/" : f)))],
 };
 
+// The verifying Web Worker: spawn.js starts worker.js beside it, both under snippets/.
+const workers = files.filter((f) => /^snippets\/[^/]+\/src\/verify\/(spawn|worker)\.js$/.test(f));
+if (workers.length !== 2) {
+  console.error(`prepare: ${pkgDir} lacks the worker scripts (snippets/*/src/verify/{spawn,worker}.js)`);
+  process.exit(1);
+}
+
 const wanted = [pkg.types, pkg.exports["."].default, pkg.exports["./grasp_sync_web_bg.wasm"]];
 const missing = wanted.filter((f) => !existsSync(join(pkgDir, f)));
 if (missing.length) {
