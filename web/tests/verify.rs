@@ -196,6 +196,46 @@ async fn failed_workers_leave_their_batches_to_the_main_thread() {
     );
 }
 
+#[wasm_bindgen_test]
+async fn workers_that_die_mid_batch_are_replaced_within_the_budget() {
+    let (events, valid) = batch(600);
+    let n = events.len() as u64;
+    let pool = BrowserVerifier::with_config(PoolConfig {
+        size: 2,
+        script: None,
+        timeout_ms: 20_000,
+        respawns: 2,
+    });
+    // Warm: both workers started and answering.
+    assert_eq!(pool.check(events[..40].to_vec()).await, valid[..40]);
+    // Both die while holding a batch: it is checked on the main thread instead.
+    let before = verify::totals();
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let checking = pool.clone();
+    let batch_events = events.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = tx.send(checking.check(batch_events).await);
+    });
+    sleep(30).await;
+    pool.fail_workers();
+    assert_eq!(rx.await.expect("the check ends"), valid);
+    let d = delta(before);
+    assert_eq!(d.worker_failures, 2, "{d:?}");
+    assert!(d.on_main_thread > 0, "the killed workers' batches: {d:?}");
+    assert_eq!(d.in_workers + d.on_main_thread, n, "{d:?}");
+    // The two replacements (the whole budget) verify the next batch.
+    let before = verify::totals();
+    assert_eq!(pool.check(events.clone()).await, valid);
+    let d = delta(before);
+    assert_eq!((d.in_workers, d.on_main_thread), (n, 0), "{d:?}");
+    // With the budget spent, failed workers are not replaced: the main thread checks.
+    pool.fail_workers();
+    let before = verify::totals();
+    assert_eq!(pool.check(events).await, valid);
+    let d = delta(before);
+    assert_eq!((d.in_workers, d.on_main_thread), (0, n), "{d:?}");
+}
+
 /// A cold sync of the fixture's repositories from our daemon with `workers` workers:
 /// (ms, longest main-thread task, totals delta).
 async fn cold_sync(fx: &serde_json::Value, workers: u32) -> (f64, f64, Totals) {

@@ -105,6 +105,15 @@ impl BrowserVerifier {
         }
     }
 
+    /// Terminates the live workers as if they had failed: their batches come back to
+    /// the main thread, and replacements start within the respawn budget (tests).
+    #[doc(hidden)]
+    pub fn fail_workers(&self) {
+        if let Some(pool) = &self.pool {
+            pool.fail_all();
+        }
+    }
+
     /// One flag per event, in order.
     pub async fn check(&self, events: Vec<Event>) -> Vec<bool> {
         let Some(pool) = self.pool.as_ref().filter(|p| p.live() > 0) else {

@@ -147,6 +147,14 @@ impl Pool {
         self.workers.borrow_mut().retain(|w| !Rc::ptr_eq(w, worker));
     }
 
+    /// Fails every live worker (replacements start within the budget).
+    pub fn fail_all(&self) {
+        let workers: Vec<Rc<Slot>> = self.workers.borrow().clone();
+        for worker in &workers {
+            self.fail(worker);
+        }
+    }
+
     /// Terminates every worker and starts none again.
     pub fn shutdown(&self) {
         self.closed.set(true);
