@@ -6,8 +6,10 @@
 //! published events: those wait for the sync engine's acceptance and the store (up to
 //! [`PUBLISHES_IN_FLIGHT`] at once), and their `OK`s go out as they are decided, so a
 //! client may pipeline. Events committed to the store (by sync or by any client) reach
-//! the live subscriptions through a bounded broadcast; a connection that falls behind
-//! it has its subscriptions closed with a reason. Every write has a deadline: a client
+//! the live subscriptions through the [`fanout`](super::fanout), which matches each
+//! batch once against an index of every subscription and fills a bounded mailbox per
+//! connection with what it matched; a connection that falls behind has its
+//! subscriptions closed with a reason. Every write has a deadline: a client
 //! that stops reading is dropped, never buffered for without bound.
 
 use std::collections::{HashMap, HashSet};
@@ -27,17 +29,19 @@ use grasp_sync_core::wire::{
     event_frame, malformed_event_id, parse_client_frame, ClientFrame, RelayFrame,
 };
 use grasp_sync_driver::Command;
-use nostr::prelude::{Event, EventId, Filter, MatchEventOptions};
+use nostr::prelude::{Event, EventId, Filter};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::config::ClientLimits;
-use super::hub::{BroadcastStore, Committed};
+use super::fanout::{Subscriber, Taken};
+use super::hub::BroadcastStore;
 use super::limits::{Slot, TokenBucket};
 use super::metrics::{names, ServerMetrics};
+use super::subindex::SubId;
 
 /// Published events of one connection waiting for their outcome at once; past it the
 /// connection stops reading until one is decided.
@@ -72,10 +76,10 @@ struct Conn<S> {
     shared: Arc<Shared>,
     slot: Slot,
     sink: SplitSink<WebSocketStream<S>, Message>,
-    /// Open subscriptions and their filters.
-    subs: HashMap<String, Vec<Filter>>,
-    /// Commits from now on, while a subscription is open.
-    live: Option<broadcast::Receiver<Committed>>,
+    /// Open subscriptions (past their EOSE) and their registrations in the fan-out.
+    subs: HashMap<String, SubId>,
+    /// The subscriptions' filters in the fan-out, and the mailbox of what they matched.
+    live: Subscriber,
     neg: NegResponder,
     events: TokenBucket,
     publishes: FuturesUnordered<PendingPublish>,
@@ -100,7 +104,7 @@ where
         slot,
         sink,
         subs: HashMap::new(),
-        live: None,
+        live: shared.store.fanout().connect(),
         neg,
         publishes: FuturesUnordered::new(),
     };
@@ -124,7 +128,7 @@ where
                     conn.on_message(message).await
                 }
             },
-            batch = next_commit(&mut conn.live) => conn.on_commit(batch).await,
+            _ = conn.live.ready() => conn.on_live().await,
             _ = ping.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
                     Err("idle")
@@ -151,16 +155,6 @@ where
             .await;
     } else {
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.sink.close()).await;
-    }
-}
-
-/// The next batch of commits, or never while no subscription is open.
-async fn next_commit(
-    live: &mut Option<broadcast::Receiver<Committed>>,
-) -> Result<Committed, broadcast::error::RecvError> {
-    match live {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -283,11 +277,9 @@ where
                 filters,
             } => self.on_count(subscription, filters).await,
             ClientFrame::Close { subscription } => {
+                self.live.unsubscribe(&subscription);
                 if self.subs.remove(&subscription).is_some() {
                     self.metrics().subscriptions.fetch_sub(1, Ordering::Relaxed);
-                }
-                if self.subs.is_empty() {
-                    self.live = None;
                 }
                 Ok(())
             }
@@ -481,10 +473,9 @@ where
                 )
                 .await;
         }
-        // Listen before querying, so nothing committed meanwhile is missed.
-        if self.live.is_none() {
-            self.live = Some(self.shared.store.subscribe());
-        }
+        // Listen before querying, so nothing committed meanwhile is missed (it is read
+        // from the mailbox after the EOSE); this replaces a subscription of that id.
+        let registration = self.live.subscribe(&subscription, filters.clone());
         if self.subs.remove(&subscription).is_some() {
             self.metrics().subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
@@ -507,6 +498,7 @@ where
                 Ok(events) => events,
                 Err(e) => {
                     tracing::error!(error = %e, "a REQ's query failed");
+                    self.live.unsubscribe(&subscription);
                     return self
                         .closed(subscription, "error: the store could not be read".into())
                         .await;
@@ -528,7 +520,7 @@ where
         ))
         .await?;
         self.flush().await?;
-        self.subs.insert(subscription, filters);
+        self.subs.insert(subscription, registration);
         self.metrics().subscriptions.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -560,47 +552,37 @@ where
         .await
     }
 
-    /// Sends each committed event to the subscriptions it matches.
-    async fn on_commit(
-        &mut self,
-        batch: Result<Committed, broadcast::error::RecvError>,
-    ) -> Result<(), Ended> {
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                // What was missed is unknown: every subscription ends, with a reason.
-                tracing::info!(client = %self.slot.ip(), missed, "client fell behind live events");
-                self.refused("live-lagged");
-                let subs: Vec<String> = self.subs.drain().map(|(s, _)| s).collect();
-                self.metrics()
-                    .subscriptions
-                    .fetch_sub(subs.len() as u64, Ordering::Relaxed);
-                self.live = None;
-                for sub in subs {
-                    self.feed(Message::text(
-                        RelayFrame::Closed {
-                            subscription: sub,
-                            message: "error: too slow for live events; subscribe again".into(),
-                        }
-                        .to_json(),
-                    ))
-                    .await?;
-                }
-                return self.flush().await;
+    /// Sends what the fan-out matched for this connection's subscriptions, in commit
+    /// order; after a lag, closes every subscription instead.
+    async fn on_live(&mut self) -> Result<(), Ended> {
+        let Taken { deliveries, lagged } = self.live.take();
+        if lagged {
+            // What was missed is unknown: every subscription ends, with a reason.
+            tracing::info!(client = %self.slot.ip(), "client fell behind live events");
+            self.refused("live-lagged");
+            self.live.unsubscribe_all();
+            let subs: Vec<String> = self.subs.drain().map(|(s, _)| s).collect();
+            self.metrics()
+                .subscriptions
+                .fetch_sub(subs.len() as u64, Ordering::Relaxed);
+            for sub in subs {
+                self.feed(Message::text(
+                    RelayFrame::Closed {
+                        subscription: sub,
+                        message: "error: too slow for live events; subscribe again".into(),
+                    }
+                    .to_json(),
+                ))
+                .await?;
             }
-            Err(broadcast::error::RecvError::Closed) => {
-                self.live = None;
-                return Ok(());
-            }
-        };
+            return self.flush().await;
+        }
         let mut frames = Vec::new();
-        for event in batch.iter() {
-            for (sub, filters) in &self.subs {
-                if filters
-                    .iter()
-                    .any(|f| f.match_event(event, MatchEventOptions::default()))
-                {
-                    frames.push(event_frame(sub, event));
+        for delivery in &deliveries {
+            for (event, hit) in delivery.events() {
+                // Only for the registration still open under that id.
+                if self.subs.get(&*hit.name) == Some(&hit.sub) {
+                    frames.push(event_frame(&hit.name, event));
                 }
             }
         }

@@ -1,6 +1,6 @@
-//! The store as the daemon uses it: the LMDB store, plus a broadcast of every batch of
-//! events it commits, so live subscriptions of our clients see what sync brings in and
-//! what other clients publish.
+//! The store as the daemon uses it: the LMDB store, plus every batch of events it
+//! commits handed to the [`Fanout`], so live subscriptions of our clients see what sync
+//! brings in and what other clients publish.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,28 +11,24 @@ use grasp_sync_core::accept::Removal;
 use grasp_sync_core::RepoRef;
 use grasp_sync_driver::{Saved, SavedState, Store};
 use nostr::prelude::{Event, EventId, Filter, Timestamp};
-use tokio::sync::broadcast;
 
+use super::fanout::Fanout;
 use crate::store::LmdbStore;
 
-/// Batches of committed events, in commit order.
-pub type Committed = Arc<[Event]>;
-
-/// Batches a lagging receiver may fall behind by before it loses some.
-pub const BROADCAST_CAPACITY: usize = 4_096;
-
-/// [`LmdbStore`] with a broadcast of what each save committed.
+/// [`LmdbStore`] handing what each save committed to the live subscriptions.
 #[derive(Clone)]
 pub struct BroadcastStore {
     store: LmdbStore,
-    committed: broadcast::Sender<Committed>,
+    fanout: Arc<Fanout>,
 }
 
 impl BroadcastStore {
     /// Wraps `store`.
     pub fn new(store: LmdbStore) -> Self {
-        let (committed, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Self { store, committed }
+        Self {
+            store,
+            fanout: Arc::new(Fanout::new()),
+        }
     }
 
     /// The store itself.
@@ -40,9 +36,9 @@ impl BroadcastStore {
         &self.store
     }
 
-    /// A receiver of every batch committed from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
-        self.committed.subscribe()
+    /// The live subscriptions of every client connection.
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
     }
 }
 
@@ -64,10 +60,10 @@ impl Store for BroadcastStore {
         remove: Vec<Removal>,
     ) -> LocalBoxFuture<'static, Result<Saved, String>> {
         let store = self.store.clone();
-        let committed = self.committed.clone();
+        let fanout = Arc::clone(&self.fanout);
         async move {
             // Copies are kept only when someone listens.
-            let handed_in = (committed.receiver_count() > 0).then(|| events.clone());
+            let handed_in = fanout.has_subscriptions().then(|| events.clone());
             let saved = store
                 .save(events, remove)
                 .await
@@ -85,8 +81,7 @@ impl Store for BroadcastStore {
                     .filter(|e| !old.contains(&e.id))
                     .collect();
                 if !kept.is_empty() {
-                    // Fails only when every receiver went away meanwhile.
-                    let _ = committed.send(kept.into());
+                    fanout.deliver(kept.into());
                 }
             }
             Ok(saved)

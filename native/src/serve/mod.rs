@@ -11,11 +11,13 @@
 
 pub mod config;
 pub mod conn;
+pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod nip11;
+pub mod subindex;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
