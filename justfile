@@ -50,11 +50,14 @@ fuzz target="relay_frame" secs="600":
 bench-sync events="100000":
     GRASP_BENCH_EVENTS={{events}} cargo bench -p grasp-sync-tests --bench sync_loopback
 
-# Load recipe for the daemon: `clients` WebSocket clients (default 1 000) each holding a
-# REQ open, a tenth of them publishing for `secs` seconds (default 60), against one
-# `grasp-sync serve`; latencies, errors, the daemon's CPU and memory as a markdown table.
+# Load recipe for the daemon: `clients` WebSocket clients (default 1 000; `just load 10000
+# 30` for ten thousand) each holding a REQ open, a tenth of them publishing for `secs`
+# seconds (default 60), and a burst of 10 000 events none of them matches, against one
+# `grasp-sync serve`; latencies, errors, the daemon's CPU (per published event, per burst
+# event beside a burst with no clients) and memory as a markdown table. The open-file
+# limit is raised to the hard limit (each client is one descriptor in each process).
 load clients="1000" secs="60":
-    GRASP_LOAD_CLIENTS={{clients}} GRASP_LOAD_SECS={{secs}} cargo bench -p grasp-sync-tests --bench serve_load
+    ulimit -n "$(ulimit -Hn)" && GRASP_LOAD_CLIENTS={{clients}} GRASP_LOAD_SECS={{secs}} cargo bench -p grasp-sync-tests --bench serve_load
 
 # Sync benchmark against our own relay: `grasp-sync serve` holding `events` NIP-34
 # events, synced by `grasp-sync sync`, by nostr-sdk's NIP-77 sync into nostr-lmdb and by

@@ -20,8 +20,14 @@
 //!    each per second (pre-signed, about `GRASP_LOAD_EVENT_BYTES` (default 1 000) bytes,
 //!    `a`-tagged to a random subscribed repository); publish-to-OK is timed at the
 //!    publisher, publish-to-delivery at every other subscriber of that repository;
-//! 6. waits until every OK and every delivery is in (at most 30 s more), closes
-//!    everything, and reads the daemon's `/metrics`.
+//! 6. waits until every OK and every delivery is in (at most 30 s more);
+//! 7. a **burst**: a new repository's `GRASP_LOAD_BURST` (default 10 000) events published
+//!    at once over four connections while every client holds its subscription, which
+//!    none of them matches; the same burst (another new repository) is published once
+//!    before any client connects, as the baseline. Each burst phase lasts until every
+//!    `OK` is in and the daemon's CPU has settled (under 5 % of a core over a second),
+//!    so fan-out work left after the last `OK` is counted;
+//! 8. closes everything, and reads the daemon's `/metrics`.
 //!
 //! Errors are counted, never fatal: a connection that fails, a REQ without EOSE, any
 //! CLOSED or NOTICE, an EVENT without `OK true`, a subscriber missing a live event of
@@ -32,7 +38,8 @@
 //!
 //! Run with `just load`, or `cargo bench -p grasp-sync-tests --bench serve_load`.
 //! Also: `GRASP_LOAD_REPOS` (default 100) and `GRASP_LOAD_EVENTS_PER_REPO` (default 100)
-//! size the preloaded corpus.
+//! size the preloaded corpus; `GRASP_SYNC_BIN` runs another build of the daemon (e.g.
+//! an older commit's `grasp-sync`) under the same load.
 
 #[allow(dead_code)] // each bench uses a part of it
 mod support;
@@ -82,6 +89,8 @@ struct Config {
     repos: usize,
     events_per_repo: usize,
     event_bytes: usize,
+    /// Events of each burst (0: no burst).
+    burst: usize,
 }
 
 impl Config {
@@ -96,6 +105,7 @@ impl Config {
             repos: env_usize("GRASP_LOAD_REPOS", 100).max(1),
             events_per_repo: env_usize("GRASP_LOAD_EVENTS_PER_REPO", 100).max(1),
             event_bytes: env_usize("GRASP_LOAD_EVENT_BYTES", 1_000),
+            burst: env_usize("GRASP_LOAD_BURST", 10_000),
         }
     }
 }
@@ -106,7 +116,7 @@ async fn load() {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
 
     // Every client is a socket here and one in the daemon (which inherits the limit).
-    let wanted_files = (config.clients as u64) * 2 + 256;
+    let wanted_files = config.clients as u64 + 512;
     let open_files = raise_open_files(wanted_files);
     if open_files < wanted_files {
         eprintln!(
@@ -187,10 +197,16 @@ async fn load() {
         config.clients, config.publishers
     );
 
+    // The bursts' corpora: one new repository each (other keys than the preload's).
+    let bursts = [201, 202].map(|seed| burst_corpus(&url, config.burst, seed));
+
     // Idle baseline.
     let mut marks = vec![Mark::now("start", pid)];
     tokio::time::sleep(Duration::from_secs(3)).await;
     marks.push(Mark::now("idle", pid));
+    let [first, second] = bursts;
+    let burst_alone = burst(&url, first, pid).await;
+    marks.push(Mark::now("burst alone", pid));
 
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_peak(pid, Arc::clone(&sampling)));
@@ -230,6 +246,8 @@ async fn load() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     marks.push(Mark::now("drained", pid));
+    let burst_clients = burst(&url, second, pid).await;
+    marks.push(Mark::now("burst", pid));
     let _ = stop_tx.send(true);
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
@@ -263,6 +281,8 @@ async fn load() {
         outcome,
         metrics,
         exit,
+        burst_alone,
+        burst_clients,
     };
     println!("{}", report.markdown());
     let warnings: Vec<&str> = log
@@ -322,6 +342,69 @@ async fn count_all(url: &str) -> u64 {
         .last()
         .and_then(|f| f[2]["count"].as_u64())
         .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Bursts
+
+/// A burst's events: a new repository (announcement listing the daemon) and about
+/// `events` events of it; empty when `events` is 0.
+fn burst_corpus(url: &str, events: usize, seed: u64) -> Vec<Event> {
+    if events == 0 {
+        return Vec::new();
+    }
+    Corpus::generate(&CorpusSpec {
+        seed,
+        repos: 1,
+        events_per_repo: events,
+        relays: vec![url.to_owned()],
+        relays_per_repo: 1,
+        ..CorpusSpec::default()
+    })
+    .events
+}
+
+/// What one burst did.
+struct Burst {
+    events: usize,
+    published: Published,
+    /// Until the last `OK`.
+    wall: Duration,
+}
+
+/// Publishes `events` at once ([`publish_staged`]), then waits for the daemon to settle.
+async fn burst(url: &str, events: Vec<Event>, pid: u32) -> Option<Burst> {
+    if events.is_empty() {
+        return None;
+    }
+    let t = Instant::now();
+    let published = publish_staged(url, &events).await;
+    let wall = t.elapsed();
+    settle(pid).await;
+    eprintln!(
+        "serve-load: burst of {} events: {} accepted in {wall:.1?}",
+        events.len(),
+        published.accepted
+    );
+    Some(Burst {
+        events: events.len(),
+        published,
+        wall,
+    })
+}
+
+/// Waits until the daemon uses under 5 % of a core over a second (work left after the
+/// last `OK`, such as fan-out, is then done), at most 60 s.
+async fn settle(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let before = ProcSample::of(pid).cpu;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let used = ProcSample::of(pid).cpu.saturating_sub(before);
+        if used < Duration::from_millis(50) || Instant::now() >= deadline {
+            return;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -787,6 +870,8 @@ struct Report {
     outcome: Outcome,
     metrics: String,
     exit: Option<i32>,
+    burst_alone: Option<Burst>,
+    burst_clients: Option<Burst>,
 }
 
 impl Report {
@@ -921,6 +1006,62 @@ impl Report {
             "last OK and delivery in, after the publishing ended",
             ms(span("published", "drained")) + " ms",
         );
+        let cpu = |a: &str, b: &str| {
+            self.mark(b)
+                .daemon
+                .cpu
+                .saturating_sub(self.mark(a).daemon.cpu)
+        };
+        let live_cpu = cpu("subscribed", "drained");
+        row(
+            &mut s,
+            "**daemon CPU per published live event** (publishing + draining)",
+            format!(
+                "**{:.2} ms** ({} for {} events)",
+                live_cpu.as_secs_f64() * 1e3 / o.published.max(1) as f64,
+                secs(live_cpu),
+                thousands(o.published as u64)
+            ),
+        );
+        let mut per_burst_event = Vec::new();
+        for (name, burst, a, b) in [
+            (
+                "burst, no clients",
+                &self.burst_alone,
+                "idle",
+                "burst alone",
+            ),
+            (
+                "burst, every client subscribed (none matches)",
+                &self.burst_clients,
+                "drained",
+                "burst",
+            ),
+        ] {
+            let Some(burst) = burst else { continue };
+            let used = cpu(a, b);
+            let per_event = used.as_secs_f64() * 1e3 / burst.events.max(1) as f64;
+            per_burst_event.push(per_event);
+            row(
+                &mut s,
+                &format!("{name}: events accepted / all OKs in / daemon CPU (per event)"),
+                format!(
+                    "{} of {} ({} refused) / {} / {} ({per_event:.3} ms)",
+                    thousands(burst.published.accepted as u64),
+                    thousands(burst.events as u64),
+                    burst.published.refused,
+                    secs(burst.wall),
+                    secs(used)
+                ),
+            );
+        }
+        if let [alone, with_clients] = per_burst_event[..] {
+            row(
+                &mut s,
+                "**burst CPU with clients / without**",
+                format!("**{:.2}×**", with_clients / alone.max(f64::MIN_POSITIVE)),
+            );
+        }
         let errors = o.errors(c.clients);
         row(
             &mut s,
@@ -975,11 +1116,13 @@ impl Report {
         // The daemon, phase by phase.
         let phases = [
             ("idle before", "start", "idle"),
-            ("connecting", "idle", "connected"),
+            ("burst, no clients", "idle", "burst alone"),
+            ("connecting", "burst alone", "connected"),
             ("REQ burst", "connected", "subscribed"),
             ("publishing", "subscribed", "published"),
             ("draining", "published", "drained"),
-            ("closing", "drained", "closed"),
+            ("burst, clients subscribed", "drained", "burst"),
+            ("closing", "burst", "closed"),
             ("after", "closed", "after"),
         ];
         s.push_str("| daemon (pid) | ");

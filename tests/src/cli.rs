@@ -10,10 +10,14 @@ use grasp_sync_core::RepoRef;
 /// The path of the `grasp-sync` command line as this package builds it
 /// (`src/bin/grasp-sync-under-test.rs`): cargo builds a package's binaries before its
 /// integration tests, next to the `deps` directory the test runs from; a binary of this
-/// package (`src/bin`) finds it beside itself.
+/// package (`src/bin`) finds it beside itself. `GRASP_SYNC_BIN` names another build
+/// instead (the load recipe runs an older commit's daemon that way).
 pub fn grasp_sync_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("GRASP_SYNC_BIN") {
+            return PathBuf::from(bin);
+        }
         let exe = std::env::current_exe().expect("the test knows its path");
         let name = format!("grasp-sync-under-test{}", std::env::consts::EXE_SUFFIX);
         let beside = exe.with_file_name(&name);
