@@ -1,11 +1,17 @@
 //! The IndexedDB store on its own, in headless Chromium: newest-first limits over
-//! several index ranges, removals only by the author, items, sync state and reopen.
+//! several index ranges, removals only by the author, items, sync state and reopen; the
+//! upgrade from schema version 1, a blocked upgrade, and a connection closed for another
+//! tab's upgrade.
 
 #![cfg(target_arch = "wasm32")]
 
 use grasp_sync_core::accept::Removal;
 use grasp_sync_testkit::corpus::{keys, sign};
 use grasp_sync_web::idb::{schema, IdbStore};
+use indexed_db_futures::database::Database;
+use indexed_db_futures::prelude::*;
+use indexed_db_futures::transaction::TransactionMode;
+use indexed_db_futures::KeyPath;
 use nostr::prelude::{Event, Filter, Kind, SingleLetterTag};
 use wasm_bindgen_test::*;
 
@@ -161,5 +167,113 @@ async fn expired_events_are_in_neither_queries_nor_items() {
         .collect();
     assert_eq!(ids, vec![later.id, live.id]);
     store.close();
+    schema::delete(&db).await.expect("delete");
+}
+
+/// A database as version 1 of the schema left it (written here by hand: the layout and
+/// the row format of web/src/idb before the `exp` index), holding `rows`, with the
+/// connection left open. It ignores `versionchange`, as a tab running older code would.
+async fn version_1(name: &str, rows: &[&Event]) -> Database {
+    let db = Database::open(name)
+        .with_version(1u32)
+        .with_on_upgrade_needed(|_, db| {
+            let events = db
+                .create_object_store("events")
+                .with_key_path(KeyPath::One("id"))
+                .build()?;
+            events.create_index("time", KeyPath::One("ca")).build()?;
+            events
+                .create_index("kind", KeyPath::from(["kind", "ca"]))
+                .build()?;
+            events
+                .create_index("author", KeyPath::from(["pk", "ca"]))
+                .build()?;
+            events
+                .create_index("tag", KeyPath::One("tk"))
+                .with_multi_entry(true)
+                .build()?;
+            for store in ["checkpoints", "seen", "meta"] {
+                db.create_object_store(store).build()?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("open at version 1");
+    let tx = db
+        .transaction("events")
+        .with_mode(TransactionMode::Readwrite)
+        .build()
+        .expect("transaction");
+    let store = tx.object_store("events").expect("events");
+    for e in rows {
+        let ca = e.created_at.as_secs();
+        let mut row = serde_json::json!({
+            "id": e.id.to_hex(), "pk": e.pubkey.to_hex(), "kind": e.kind.as_u16(), "ca": ca,
+            "json": e.as_json(),
+            "tk": e.tags.iter().filter_map(|t| {
+                let t = t.as_slice();
+                (t.len() > 1 && t[0].len() == 1).then(|| serde_json::json!([format!("{}:{}", t[0], t[1]), ca]))
+            }).collect::<Vec<_>>(),
+        });
+        if let Some(exp) = e.tags.expiration() {
+            row["exp"] = exp.as_secs().into();
+        }
+        let row = js_sys::JSON::parse(&row.to_string()).expect("a row");
+        drop(store.put(row).primitive().expect("put"));
+    }
+    drop(store);
+    tx.commit().await.expect("commit");
+    db
+}
+
+#[wasm_bindgen_test]
+async fn a_version_1_database_is_upgraded_in_place_and_a_blocked_upgrade_is_an_error() {
+    let db = name();
+    let live = issue(1, 0, 1_700_000_000, "r");
+    let expired = sign(
+        &keys(0),
+        1621,
+        1_700_000_001,
+        vec![
+            vec!["a".into(), "r".into()],
+            vec!["expiration".into(), "1700000100".into()],
+        ],
+        "expired",
+    );
+    let old = version_1(&db, &[&live, &expired]).await;
+
+    // The version-1 connection does not let go: the upgrade is blocked, and said so.
+    let blocked = IdbStore::open(&db).await.err().expect("blocked");
+    assert_eq!(blocked.code(), "upgrade-blocked", "{blocked}");
+
+    // Once it closes, the upgrade (still pending) completes with the whole schema: the
+    // rows are kept, and the expiration index leaves the expired one out of items.
+    old.close();
+    let store = IdbStore::open(&db).await.expect("open after the upgrade");
+    assert_eq!(store.count().await.expect("count"), 2);
+    let a = SingleLetterTag::from_char('a').expect("a letter");
+    let filter = Filter::new().custom_tags(a, ["r"]);
+    assert_eq!(
+        store.items(&filter).await.expect("items"),
+        vec![(live.created_at, live.id)]
+    );
+    let ids: Vec<_> = store
+        .query_events(&filter)
+        .await
+        .expect("query")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![live.id]);
+
+    // Another tab upgrading further: this connection closes for it (the upgrade is not
+    // blocked), and later calls fail as "closed".
+    let newer = Database::open(db.as_str())
+        .with_version(3u32)
+        .await
+        .expect("a newer version opens");
+    let closed = store.count().await.expect_err("closed");
+    assert_eq!(closed.code(), "closed", "{closed}");
+    newer.close();
     schema::delete(&db).await.expect("delete");
 }

@@ -1,72 +1,81 @@
-//! Walking an IndexedDB cursor: every step runs in the request's success handler (a
-//! transaction does not stay active across an `await`), and the walk ends with one result.
+//! Cursor walks over one index range. Each step is awaited inside the transaction (a
+//! request's success handler wakes the walk in a microtask, while the transaction is
+//! still active) and nothing else is awaited between steps.
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use indexed_db_futures::cursor::CursorDirection;
+use indexed_db_futures::index::Index;
+use indexed_db_futures::prelude::*;
+use indexed_db_futures::KeyRange;
+use nostr::prelude::{Filter, MatchEventOptions, Timestamp};
+use wasm_bindgen::JsValue;
 
-use wasm_bindgen::prelude::*;
-use web_sys::{IdbCursor, IdbRequest};
+use super::error::StoreError;
+use super::rows;
 
-use super::req::{js, StoreError};
-
-/// What one step of a walk decided.
-pub enum Step<T> {
-    /// Move the cursor on.
-    Next,
-    /// Stop with this result.
-    Done(Result<T, StoreError>),
-}
-
-/// Runs `step` on each position of the cursor `request` opened (`None` once it is past
-/// the end) until a step returns [`Step::Done`]; a request error ends the walk with it.
-pub async fn walk<T: 'static>(
-    request: IdbRequest,
-    mut step: impl FnMut(Option<&IdbCursor>) -> Step<T> + 'static,
-) -> Result<T, StoreError> {
-    let (finish, finished) = futures::channel::oneshot::channel::<Result<T, StoreError>>();
-    let finish: Finish<T> = Rc::new(RefCell::new(Some(finish)));
-    let (req, done) = (request.clone(), finish.clone());
-    let on_success = Closure::<dyn FnMut()>::new(move || {
-        let cursor = req.result().unwrap_or(JsValue::NULL);
-        let cursor = (!cursor.is_null() && !cursor.is_undefined())
-            .then(|| cursor.unchecked_into::<IdbCursor>());
-        let result = match (step(cursor.as_ref()), cursor) {
-            (Step::Done(result), _) => result,
-            (Step::Next, Some(cursor)) => match cursor.continue_() {
-                Ok(()) => return,
-                Err(e) => Err(js(e)),
-            },
-            (Step::Next, None) => Err(StoreError::Other(
-                "a cursor walk ended without a result".into(),
-            )),
+/// (created_at, id hex) of every entry in `range` of `index`, from the keys alone: a
+/// key cursor, no row read.
+pub async fn key_walk(
+    index: &Index<'_>,
+    range: KeyRange<JsValue>,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let opening = index
+        .open_key_cursor()
+        .with_query::<JsValue, _>(range)
+        .primitive()?;
+    let Some(mut cursor) = opening.await? else {
+        return Ok(Vec::new());
+    };
+    let mut items = Vec::new();
+    while let Some(key) = cursor.next_key::<JsValue>().await? {
+        let created_at = if js_sys::Array::is_array(&key) {
+            js_sys::Array::from(&key).get(1).as_f64()
+        } else {
+            key.as_f64()
         };
-        send(&done, result);
-    });
-    let req = request.clone();
-    let on_error = Closure::<dyn FnMut()>::new(move || {
-        let error = req
-            .error()
-            .ok()
-            .flatten()
-            .map_or(JsValue::NULL, JsValue::from);
-        send(&finish, Err(StoreError::from_js(&error)));
-    });
-    request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
-    request.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    let result = finished
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Other("cursor dropped".into())));
-    request.set_onsuccess(None);
-    request.set_onerror(None);
-    drop((on_success, on_error));
-    result
-}
-
-/// Sends the walk's result, once.
-fn send<T>(finish: &Finish<T>, result: Result<T, StoreError>) {
-    if let Some(tx) = finish.borrow_mut().take() {
-        let _ = tx.send(result);
+        if let (Some(created_at), Some(id)) = (created_at, cursor.primary_key::<String>()?) {
+            items.push((created_at as u64, id));
+        }
     }
+    Ok(items)
 }
 
-type Finish<T> = Rc<RefCell<Option<futures::channel::oneshot::Sender<Result<T, StoreError>>>>>;
+/// Up to `limit` rows in `range` of `index` that match `filter`, newest first: a cursor
+/// walked backwards, stopping at the limit.
+pub async fn newest(
+    index: &Index<'_>,
+    range: KeyRange<JsValue>,
+    filter: &Filter,
+    limit: usize,
+) -> Result<Vec<JsValue>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let opening = index
+        .open_cursor()
+        .with_query::<JsValue, _>(range)
+        .with_direction(CursorDirection::Prev)
+        .primitive()?;
+    let Some(mut cursor) = opening.await? else {
+        return Ok(Vec::new());
+    };
+    let now = Timestamp::now().as_secs();
+    let mut kept = Vec::new();
+    let mut boundary: Option<u64> = None;
+    while let Some(row) = cursor.next_record::<JsValue>().await? {
+        let created_at = rows::created_at(&row);
+        // Past the limit, only ties of the last kept second are read: backwards, equal
+        // keys come in descending id order, and NIP-01 keeps the lowest ids.
+        if boundary.is_some_and(|b| created_at < Some(b)) {
+            break;
+        }
+        let matches = !rows::expired(&row, now)
+            && rows::event_of(&row).is_ok_and(|e| filter.match_event(&e, MatchEventOptions::new()));
+        if matches {
+            kept.push(row);
+            if kept.len() >= limit && boundary.is_none() {
+                boundary = created_at.or(Some(0));
+            }
+        }
+    }
+    Ok(kept)
+}

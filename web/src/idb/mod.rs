@@ -7,8 +7,8 @@
 //! read only what they name. Nothing is ever evicted.
 
 mod cursor;
+mod error;
 mod plan;
-mod req;
 mod rows;
 pub mod schema;
 
@@ -20,19 +20,19 @@ use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_driver::{Saved, SavedState, Store};
+use indexed_db_futures::prelude::*;
+use indexed_db_futures::transaction::{Transaction, TransactionMode};
+use indexed_db_futures::KeyRange;
 use nostr::prelude::{Event, EventId, Filter, MatchEventOptions, Timestamp};
 use wasm_bindgen::prelude::*;
-use web_sys::{
-    IdbCursorDirection, IdbCursorWithValue, IdbDatabase, IdbKeyRange, IdbTransactionMode,
-};
 
+pub use error::StoreError;
 pub use plan::{plan, Plan, Prefix};
-pub use req::StoreError;
 
 use crate::clock::pace;
-use cursor::Step;
+use cursor::{key_walk, newest};
+use error::commit;
 use grasp_sync_store::records;
-use req::{committed, done, js};
 
 /// A record's bytes (JSON) as the string IndexedDB keeps.
 fn text(bytes: &[u8]) -> String {
@@ -57,7 +57,7 @@ pub struct IdbStore {
 }
 
 struct Inner {
-    db: IdbDatabase,
+    conn: schema::Connection,
     name: String,
     on_saved: RefCell<Option<OnSaved>>,
 }
@@ -65,10 +65,10 @@ struct Inner {
 impl IdbStore {
     /// Opens (creating or upgrading) database `name`.
     pub async fn open(name: &str) -> Result<Self, StoreError> {
-        let db = schema::open(name).await?;
+        let conn = schema::open(name).await?;
         Ok(Self {
             inner: Rc::new(Inner {
-                db,
+                conn,
                 name: name.to_owned(),
                 on_saved: RefCell::new(None),
             }),
@@ -82,7 +82,7 @@ impl IdbStore {
 
     /// Closes the connection; later calls fail with [`StoreError::Closed`].
     pub fn close(&self) {
-        self.inner.db.close();
+        self.inner.conn.db.clone().close();
     }
 
     /// Sets what is called after each committed save.
@@ -90,19 +90,16 @@ impl IdbStore {
         *self.inner.on_saved.borrow_mut() = on_saved;
     }
 
-    fn tx(
-        &self,
-        stores: &[&str],
-        mode: IdbTransactionMode,
-    ) -> Result<web_sys::IdbTransaction, StoreError> {
-        let names = js_sys::Array::new();
-        for s in stores {
-            names.push(&JsValue::from_str(s));
-        }
-        self.inner
+    /// A transaction on `stores`. Dropped without [`commit`], it rolls back (a read-only
+    /// one is dropped once its requests are answered).
+    fn tx(&self, stores: &[&str], mode: TransactionMode) -> Result<Transaction<'_>, StoreError> {
+        Ok(self
+            .inner
+            .conn
             .db
-            .transaction_with_str_sequence_and_mode(&names, mode)
-            .map_err(js)
+            .transaction(stores)
+            .with_mode(mode)
+            .build()?)
     }
 
     /// Stored events matching `filter`, newest first (`created_at` descending, then id
@@ -158,22 +155,20 @@ impl IdbStore {
         else {
             return Ok(Vec::new());
         };
-        let ranges = key_ranges(prefixes.as_deref(), since, until)?;
-        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
-        let events = tx.object_store(schema::EVENTS).map_err(js)?;
-        let index = events.index(index).map_err(js)?;
+        let tx = self.tx(&[schema::EVENTS], TransactionMode::Readonly)?;
+        let events = tx.object_store(schema::EVENTS)?;
+        let index = events.index(index)?;
+        let expiration = events.index(schema::BY_EXPIRATION)?;
         let now = Timestamp::now().as_secs() as f64;
-        let expired = events
-            .index(schema::BY_EXPIRATION)
-            .map_err(js)?
-            .get_all_keys_with_key(&IdbKeyRange::upper_bound(&now.into()).map_err(js)?.into())
-            .map_err(js)?;
-        let walks = join_all(ranges.iter().map(|r| key_walk(&index, r)));
-        let (walks, expired) = futures::future::join(walks, done(&expired)).await;
-        let expired: HashSet<String> = js_sys::Array::from(&expired?)
-            .iter()
-            .filter_map(|k| k.as_string())
-            .collect();
+        let expired = expiration
+            .get_all_keys::<String>()
+            .with_query::<JsValue, _>(KeyRange::UpperBound(now.into(), false))
+            .primitive()?;
+        let walks = key_ranges(prefixes.as_deref(), since, until)
+            .into_iter()
+            .map(|r| key_walk(&index, r));
+        let (walks, expired) = futures::future::join(join_all(walks), expired).await;
+        let expired: HashSet<String> = expired?.collect::<Result<_, _>>()?;
         let mut seen = HashSet::new();
         let mut items = Vec::new();
         for walk in walks {
@@ -195,21 +190,18 @@ impl IdbStore {
     /// The rows the plan for `filter` reads (a superset of the matches; with a limit,
     /// at most `limit` newest per range, read with a cursor).
     async fn candidates(&self, filter: &Filter) -> Result<Vec<JsValue>, StoreError> {
-        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
-        let events = tx.object_store(schema::EVENTS).map_err(js)?;
+        let tx = self.tx(&[schema::EVENTS], TransactionMode::Readonly)?;
+        let events = tx.object_store(schema::EVENTS)?;
         let mut rows = Vec::new();
         match plan(filter) {
             Plan::Empty => {}
             Plan::Ids(ids) => {
                 let requests = ids
                     .iter()
-                    .map(|id| events.get(&JsValue::from_str(&id.to_hex())).map_err(js))
+                    .map(|id| events.get::<JsValue, _, _>(id.to_hex()).primitive())
                     .collect::<Result<Vec<_>, _>>()?;
-                for result in join_all(requests.iter().map(done)).await {
-                    let row = result?;
-                    if !row.is_undefined() {
-                        rows.push(row);
-                    }
+                for row in join_all(requests).await {
+                    rows.extend(row?);
                 }
             }
             Plan::Ranges {
@@ -218,23 +210,30 @@ impl IdbStore {
                 since,
                 until,
             } => {
-                let index = events.index(index).map_err(js)?;
-                let ranges = key_ranges(prefixes.as_deref(), since, until)?;
+                let index = events.index(index)?;
+                let ranges = key_ranges(prefixes.as_deref(), since, until);
                 match filter.limit {
                     None => {
                         let requests = ranges
-                            .iter()
-                            .map(|r| index.get_all_with_key(r).map_err(js))
+                            .into_iter()
+                            .map(|r| {
+                                index
+                                    .get_all::<JsValue>()
+                                    .with_query::<JsValue, _>(r)
+                                    .primitive()
+                            })
                             .collect::<Result<Vec<_>, _>>()?;
-                        for result in join_all(requests.iter().map(done)).await {
-                            let array: js_sys::Array = result?.unchecked_into();
-                            rows.extend(array.iter());
+                        for result in join_all(requests).await {
+                            for row in result? {
+                                rows.push(row?);
+                            }
                         }
                     }
                     Some(limit) => {
-                        // Every cursor opens before the first await (the transaction
-                        // stays active only while requests are pending).
-                        let walks = ranges.iter().map(|r| newest(&index, r, filter, limit));
+                        // Every cursor opens in the same poll, before anything else is
+                        // awaited (the transaction stays active only while requests
+                        // are pending).
+                        let walks = ranges.into_iter().map(|r| newest(&index, r, filter, limit));
                         for walk in join_all(walks).await {
                             rows.extend(walk?);
                         }
@@ -258,29 +257,23 @@ impl IdbStore {
         // What is held already, and what the removals name, read first: a write
         // transaction is never held across an await (it commits as soon as no request is
         // pending on it).
-        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
-        let store = tx.object_store(schema::EVENTS).map_err(js)?;
+        let tx = self.tx(&[schema::EVENTS], TransactionMode::Readonly)?;
+        let store = tx.object_store(schema::EVENTS)?;
         let held_keys = events
             .iter()
-            .map(|e| {
-                store
-                    .get_key(&JsValue::from_str(&e.id.to_hex()))
-                    .map_err(js)
-            })
+            .map(|e| store.get_key::<String, _>(e.id.to_hex()).primitive())
             .collect::<Result<Vec<_>, _>>()?;
         let removal_rows = remove
             .iter()
-            .map(|r| store.get(&JsValue::from_str(&r.id.to_hex())).map_err(js))
+            .map(|r| store.get::<JsValue, _, _>(r.id.to_hex()).primitive())
             .collect::<Result<Vec<_>, _>>()?;
-        let (held_keys, removal_rows) = futures::future::join(
-            join_all(held_keys.iter().map(done)),
-            join_all(removal_rows.iter().map(done)),
-        )
-        .await;
+        let (held_keys, removal_rows) =
+            futures::future::join(join_all(held_keys), join_all(removal_rows)).await;
+        drop(tx);
         let mut existed = Vec::new();
         let mut new = Vec::new();
         for (event, key) in events.iter().zip(held_keys) {
-            if key?.is_undefined() {
+            if key?.is_none() {
                 new.push(event);
             } else {
                 existed.push(event.id);
@@ -293,7 +286,7 @@ impl IdbStore {
             if deletes.contains(&removal.id) {
                 continue;
             }
-            if !row.is_undefined() {
+            if let Some(row) = row {
                 if rows::author_of(&row) == Some(removal.author.to_hex()) {
                     deletes.push(removal.id);
                     removed.push(rows::event_of(&row)?);
@@ -316,15 +309,17 @@ impl IdbStore {
             }
             built.push(rows::row(event)?);
         }
-        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readwrite)?;
-        let store = tx.object_store(schema::EVENTS).map_err(js)?;
-        for row in &built {
-            store.put(row).map_err(js)?;
+        let tx = self.tx(&[schema::EVENTS], TransactionMode::Readwrite)?;
+        let store = tx.object_store(schema::EVENTS)?;
+        // Requests are placed as they are built; their outcome is the transaction's.
+        for row in built {
+            drop(store.put(row).primitive()?);
         }
         for id in &deletes {
-            store.delete(&JsValue::from_str(&id.to_hex())).map_err(js)?;
+            drop(store.delete(id.to_hex()).primitive()?);
         }
-        committed(&tx).await?;
+        drop(store);
+        commit(tx).await?;
         let on_saved = self.inner.on_saved.borrow().clone();
         if let Some(on_saved) = on_saved {
             let added: Vec<Event> = new
@@ -341,47 +336,51 @@ impl IdbStore {
     pub async fn save_sync_state(&self, state: SavedState) -> Result<(), StoreError> {
         let tx = self.tx(
             &[schema::CHECKPOINTS, schema::SEEN],
-            IdbTransactionMode::Readwrite,
+            TransactionMode::Readwrite,
         )?;
-        let checkpoints = tx.object_store(schema::CHECKPOINTS).map_err(js)?;
+        let checkpoints = tx.object_store(schema::CHECKPOINTS)?;
         for c in &state.checkpoints {
-            checkpoints
-                .put_with_key(
-                    &text(&records::encode_checkpoint(c)).into(),
-                    &hex(&records::checkpoint_key(c)).into(),
-                )
-                .map_err(js)?;
+            drop(
+                checkpoints
+                    .put(text(&records::encode_checkpoint(c)))
+                    .with_key(hex(&records::checkpoint_key(c)))
+                    .without_key_type()
+                    .primitive()?,
+            );
         }
-        let seen = tx.object_store(schema::SEEN).map_err(js)?;
+        let seen = tx.object_store(schema::SEEN)?;
         for e in &state.remembered {
-            seen.put_with_key(
-                &text(&records::encode_seen(e)).into(),
-                &e.id.to_hex().into(),
-            )
-            .map_err(js)?;
+            drop(
+                seen.put(text(&records::encode_seen(e)))
+                    .with_key(e.id.to_hex())
+                    .without_key_type()
+                    .primitive()?,
+            );
         }
-        committed(&tx).await
+        drop((checkpoints, seen));
+        commit(tx).await
     }
 
     /// Checkpoints and remembered ids (expired entries are dropped, and deleted).
     pub async fn load_sync_state(&self) -> Result<SavedState, StoreError> {
         let tx = self.tx(
             &[schema::CHECKPOINTS, schema::SEEN],
-            IdbTransactionMode::Readonly,
+            TransactionMode::Readonly,
         )?;
-        let checkpoints = tx.object_store(schema::CHECKPOINTS).map_err(js)?;
-        let seen = tx.object_store(schema::SEEN).map_err(js)?;
-        let requests = [
-            checkpoints.get_all().map_err(js)?,
-            seen.get_all_keys().map_err(js)?,
-            seen.get_all().map_err(js)?,
-        ];
-        let mut answers = join_all(requests.iter().map(done)).await.into_iter();
-        let mut next = || answers.next().unwrap_or(Ok(JsValue::UNDEFINED));
-        let (cps, keys, values) = (next()?, next()?, next()?);
+        let checkpoints = tx.object_store(schema::CHECKPOINTS)?;
+        let seen = tx.object_store(schema::SEEN)?;
+        let (cps, keys, values) = futures::future::join3(
+            checkpoints.get_all::<JsValue>().primitive()?,
+            seen.get_all_keys::<JsValue>().primitive()?,
+            seen.get_all::<JsValue>().primitive()?,
+        )
+        .await;
+        let (cps, keys, values) = (cps?, keys?, values?);
+        drop((checkpoints, seen));
+        drop(tx);
         let mut state = SavedState::default();
-        for value in js_sys::Array::from(&cps).iter() {
-            match value
+        for value in cps {
+            match value?
                 .as_string()
                 .map(|t| records::decode_checkpoint(t.as_bytes()))
             {
@@ -390,10 +389,9 @@ impl IdbStore {
             }
         }
         let now = Timestamp::now();
-        let keys = js_sys::Array::from(&keys);
-        let values = js_sys::Array::from(&values);
         let mut expired = Vec::new();
-        for (key, value) in keys.iter().zip(values.iter()) {
+        for (key, value) in keys.zip(values) {
+            let (key, value) = (key?, value?);
             let (Some(id), Some(text)) = (key.as_string(), value.as_string()) else {
                 continue;
             };
@@ -406,52 +404,54 @@ impl IdbStore {
             }
         }
         if !expired.is_empty() {
-            let tx = self.tx(&[schema::SEEN], IdbTransactionMode::Readwrite)?;
-            let seen = tx.object_store(schema::SEEN).map_err(js)?;
-            for key in &expired {
-                seen.delete(key).map_err(js)?;
+            let tx = self.tx(&[schema::SEEN], TransactionMode::Readwrite)?;
+            let seen = tx.object_store(schema::SEEN)?;
+            for key in expired {
+                drop(seen.delete(key).primitive()?);
             }
-            committed(&tx).await?;
+            drop(seen);
+            commit(tx).await?;
         }
         Ok(state)
     }
 
     /// A small record of the `meta` store.
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let tx = self.tx(&[schema::META], IdbTransactionMode::Readonly)?;
-        let store = tx.object_store(schema::META).map_err(js)?;
-        Ok(done(&store.get(&key.into()).map_err(js)?)
-            .await?
-            .as_string())
+        let tx = self.tx(&[schema::META], TransactionMode::Readonly)?;
+        let store = tx.object_store(schema::META)?;
+        let value = store.get::<JsValue, _, _>(key).primitive()?.await?;
+        Ok(value.and_then(|v| v.as_string()))
     }
 
     /// Writes a small record of the `meta` store.
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let tx = self.tx(&[schema::META], IdbTransactionMode::Readwrite)?;
-        let store = tx.object_store(schema::META).map_err(js)?;
-        store.put_with_key(&value.into(), &key.into()).map_err(js)?;
-        committed(&tx).await
+        let tx = self.tx(&[schema::META], TransactionMode::Readwrite)?;
+        let store = tx.object_store(schema::META)?;
+        drop(
+            store
+                .put(value)
+                .with_key(key)
+                .without_key_type()
+                .primitive()?,
+        );
+        drop(store);
+        commit(tx).await
     }
 
     /// How many events are stored (one count request, not a scan in this module).
     pub async fn count(&self) -> Result<u64, StoreError> {
-        let tx = self.tx(&[schema::EVENTS], IdbTransactionMode::Readonly)?;
-        let store = tx.object_store(schema::EVENTS).map_err(js)?;
-        let n = done(&store.count().map_err(js)?).await?;
-        Ok(n.as_f64().unwrap_or(0.0) as u64)
+        let tx = self.tx(&[schema::EVENTS], TransactionMode::Readonly)?;
+        let store = tx.object_store(schema::EVENTS)?;
+        Ok(u64::from(store.count().primitive()?.await?))
     }
 }
 
 /// The key ranges `[prefix, since]..=[prefix, until]` (or `since..=until` without
 /// prefixes, the time index).
-fn key_ranges(
-    prefixes: Option<&[Prefix]>,
-    since: u64,
-    until: u64,
-) -> Result<Vec<IdbKeyRange>, StoreError> {
+fn key_ranges(prefixes: Option<&[Prefix]>, since: u64, until: u64) -> Vec<KeyRange<JsValue>> {
     let (low, high) = (JsValue::from(since as f64), JsValue::from(until as f64));
     let Some(prefixes) = prefixes else {
-        return Ok(vec![IdbKeyRange::bound(&low, &high).map_err(js)?]);
+        return vec![KeyRange::Bound(low, false, high, false)];
     };
     prefixes
         .iter()
@@ -460,86 +460,14 @@ fn key_ranges(
                 Prefix::Str(s) => JsValue::from_str(s),
                 Prefix::Num(n) => JsValue::from(*n),
             };
-            IdbKeyRange::bound(
-                &js_sys::Array::of2(&p, &low),
-                &js_sys::Array::of2(&p, &high),
+            KeyRange::Bound(
+                js_sys::Array::of2(&p, &low).into(),
+                false,
+                js_sys::Array::of2(&p, &high).into(),
+                false,
             )
-            .map_err(js)
         })
         .collect()
-}
-
-/// (created_at, id hex) of every entry in `range` of `index`, from the keys alone: a key
-/// cursor walked in its own success handler (one short task per entry, no row read).
-async fn key_walk(
-    index: &web_sys::IdbIndex,
-    range: &IdbKeyRange,
-) -> Result<Vec<(u64, String)>, StoreError> {
-    let request = index.open_key_cursor_with_range(range).map_err(js)?;
-    let mut items = Vec::new();
-    cursor::walk(request, move |cursor| {
-        let Some(cursor) = cursor else {
-            return Step::Done(Ok(std::mem::take(&mut items)));
-        };
-        let key = cursor.key().unwrap_or(JsValue::NULL);
-        let created_at = if js_sys::Array::is_array(&key) {
-            js_sys::Array::from(&key).get(1).as_f64()
-        } else {
-            key.as_f64()
-        };
-        let id = cursor.primary_key().ok().and_then(|k| k.as_string());
-        if let (Some(created_at), Some(id)) = (created_at, id) {
-            items.push((created_at as u64, id));
-        }
-        Step::Next
-    })
-    .await
-}
-
-/// Up to `limit` rows in `range` of `index` that match `filter`, newest first: a cursor
-/// walked backwards in its own success handler (a transaction does not stay active
-/// across an `await`), stopping at the limit.
-async fn newest(
-    index: &web_sys::IdbIndex,
-    range: &IdbKeyRange,
-    filter: &Filter,
-    limit: usize,
-) -> Result<Vec<JsValue>, StoreError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let request = index
-        .open_cursor_with_range_and_direction(range, IdbCursorDirection::Prev)
-        .map_err(js)?;
-    let now = Timestamp::now().as_secs();
-    let filter = filter.clone();
-    let mut kept = Vec::new();
-    let mut boundary: Option<u64> = None;
-    cursor::walk(request, move |cursor| {
-        let Some(cursor) = cursor else {
-            return Step::Done(Ok(std::mem::take(&mut kept)));
-        };
-        let cursor: &IdbCursorWithValue = cursor.unchecked_ref();
-        if let Ok(row) = cursor.value() {
-            let created_at = rows::created_at(&row);
-            // Past the limit, only ties of the last kept second are read: backwards, equal
-            // keys come in descending id order, and NIP-01 keeps the lowest ids.
-            if boundary.is_some_and(|b| created_at < Some(b)) {
-                return Step::Done(Ok(std::mem::take(&mut kept)));
-            }
-            let matches = !rows::expired(&row, now)
-                && rows::event_of(&row)
-                    .is_ok_and(|e| filter.match_event(&e, MatchEventOptions::new()));
-            if matches {
-                kept.push(row);
-                if kept.len() >= limit && boundary.is_none() {
-                    boundary = created_at.or(Some(0));
-                }
-            }
-        }
-        Step::Next
-    })
-    .await
 }
 
 /// Whether the plan's ranges match exactly what `filter` asks (one field besides the

@@ -4,7 +4,7 @@ use nostr::prelude::Event;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 
-use super::req::StoreError;
+use super::error::StoreError;
 
 /// At most this many tag index entries per event (a tag list longer than that is still
 /// stored whole, and matched by the filter check).

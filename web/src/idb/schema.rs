@@ -12,10 +12,16 @@
 //! in it), so negentropy items are listed from index keys alone and the expired ids
 //! left out without reading a row.
 
-use wasm_bindgen::prelude::*;
-use web_sys::{IdbDatabase, IdbIndexParameters, IdbObjectStoreParameters, IdbOpenDbRequest};
+use std::cell::RefCell;
+use std::rc::Rc;
 
-use super::req::{js, StoreError};
+use futures::future::{select, Either};
+use indexed_db_futures::database::Database;
+use indexed_db_futures::internals::SystemRepr;
+use indexed_db_futures::prelude::*;
+use indexed_db_futures::KeyPath;
+
+use super::error::StoreError;
 
 /// The schema version this module writes.
 pub const VERSION: u32 = 2;
@@ -38,93 +44,109 @@ pub const BY_TAG: &str = "tag";
 /// See [`BY_TIME`] (version 2).
 pub const BY_EXPIRATION: &str = "exp";
 
+/// An open database. It closes when another tab asks to upgrade it (later calls fail
+/// with "closed"); that watch ends when this is dropped.
+pub struct Connection {
+    /// The connection.
+    pub db: Database,
+    _watch: futures::channel::oneshot::Sender<()>,
+}
+
 /// Opens (creating or upgrading) database `name`. A connection another tab keeps open
 /// at an older version blocks the upgrade: that is [`StoreError::UpgradeBlocked`].
-pub async fn open(name: &str) -> Result<IdbDatabase, StoreError> {
-    let factory = factory()?;
-    let request = factory.open_with_u32(name, VERSION).map_err(js)?;
-    let on_upgrade = Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(
-        move |event: web_sys::IdbVersionChangeEvent| {
-            let Some(target) = event.target() else { return };
-            let Ok(request) = target.dyn_into::<IdbOpenDbRequest>() else {
-                return;
-            };
-            let Ok(db) = request.result().and_then(|r| r.dyn_into::<IdbDatabase>()) else {
-                return;
-            };
-            let Some(tx) = request.transaction() else {
-                return;
-            };
-            if let Err(e) = upgrade(&db, &tx, event.old_version() as u32) {
-                tracing::error!(error = %crate::net::js_text(&e), "schema upgrade failed");
-                let _ = tx.abort();
-            }
-        },
-    );
-    request.set_onupgradeneeded(Some(on_upgrade.as_ref().unchecked_ref()));
+pub async fn open(name: &str) -> Result<Connection, StoreError> {
+    // The upgrade step to version 2 needs the open request's version-change transaction,
+    // which indexed_db_futures 0.6 does not hand to the upgrade callback
+    // (Alorel/rust-indexed-db#66): the callback reads it from the web-sys request.
+    let request: Rc<RefCell<Option<web_sys::IdbOpenDbRequest>>> = Rc::default();
     let (blocked_tx, blocked_rx) = futures::channel::oneshot::channel::<()>();
-    let mut blocked_tx = Some(blocked_tx);
-    let on_blocked = Closure::<dyn FnMut()>::new(move || {
-        if let Some(tx) = blocked_tx.take() {
-            let _ = tx.send(());
+    let opening = Database::open(name)
+        .with_version(VERSION)
+        .with_on_blocked(move |_| {
+            let _ = blocked_tx.send(());
+            Ok(())
+        })
+        .with_on_upgrade_needed({
+            let request = request.clone();
+            move |event, db| {
+                let tx = request.borrow().as_ref().and_then(|r| r.transaction());
+                let result = upgrade(&db, tx, event.old_version() as u32);
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "schema upgrade failed");
+                }
+                result
+            }
+        })
+        .build()?;
+    *request.borrow_mut() = Some(opening.as_sys().clone());
+    let db = match select(opening, blocked_rx).await {
+        Either::Left((result, _)) => result?,
+        Either::Right((_, opening)) => {
+            // The request stays pending until the other tab closes; it then upgrades
+            // with this schema (dropping it would leave the upgrade to no handler: a
+            // database at this version without its indexes), and the connection closes.
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Ok(db) = opening.await {
+                    db.close();
+                }
+            });
+            return Err(StoreError::UpgradeBlocked(format!(
+                "database {name:?} is open in another tab at an older version: close that tab and reload"
+            )));
+        }
+    };
+    // Another tab upgrading: let it, and fail from here on with "closed".
+    let mut changes = db.version_changes()?;
+    let closing = db.clone();
+    let (watch, dropped) = futures::channel::oneshot::channel::<()>();
+    wasm_bindgen_futures::spawn_local(async move {
+        let change = std::pin::pin!(changes.recv());
+        if let Either::Left((Some(_), _)) = select(change, dropped).await {
+            closing.close();
         }
     });
-    request.set_onblocked(Some(on_blocked.as_ref().unchecked_ref()));
-    let opening = super::req::done(&request);
-    futures::pin_mut!(opening);
-    let result = match futures::future::select(opening, blocked_rx).await {
-        futures::future::Either::Left((result, _)) => result,
-        futures::future::Either::Right(_) => Err(StoreError::UpgradeBlocked(format!(
-            "database {name:?} is open in another tab at an older version: close that tab and reload"
-        ))),
-    };
-    request.set_onupgradeneeded(None);
-    request.set_onblocked(None);
-    drop((on_upgrade, on_blocked));
-    let db: IdbDatabase = result?.dyn_into().map_err(js)?;
-    // Another tab upgrading: let it, and fail from here on with "closed".
-    let closing = db.clone();
-    let on_version_change = Closure::<dyn FnMut()>::new(move || closing.close());
-    db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
-    on_version_change.forget();
-    Ok(db)
+    Ok(Connection { db, _watch: watch })
 }
 
 /// Deletes database `name` (tests).
 pub async fn delete(name: &str) -> Result<(), StoreError> {
-    let request = factory()?.delete_database(name).map_err(js)?;
-    super::req::done(&request).await.map(|_| ())
+    Ok(Database::delete_by_name(name)?.await?)
 }
 
-fn factory() -> Result<web_sys::IdbFactory, StoreError> {
-    let global = js_sys::global();
-    js_sys::Reflect::get(&global, &"indexedDB".into())
-        .ok()
-        .and_then(|f| f.dyn_into::<web_sys::IdbFactory>().ok())
-        .ok_or_else(|| StoreError::Other("IndexedDB is not available here".into()))
-}
-
-/// Brings a database at `old` (0: new) to [`VERSION`]. Each step builds on the one
-/// before; a later version adds a step here and never edits an earlier one.
-fn upgrade(db: &IdbDatabase, tx: &web_sys::IdbTransaction, old: u32) -> Result<(), JsValue> {
+/// Brings a database at `old` (0: new) to [`VERSION`]; `tx` is the version-change
+/// transaction. Each step builds on the one before; a later version adds a step here
+/// and never edits an earlier one.
+fn upgrade(
+    db: &Database,
+    tx: Option<web_sys::IdbTransaction>,
+    old: u32,
+) -> indexed_db_futures::Result<()> {
     if old < 1 {
-        let params = IdbObjectStoreParameters::new();
-        params.set_key_path(&"id".into());
-        let events = db.create_object_store_with_optional_parameters(EVENTS, &params)?;
-        events.create_index_with_str(BY_TIME, "ca")?;
-        let pair = |a: &str, b: &str| js_sys::Array::of2(&a.into(), &b.into());
-        events.create_index_with_str_sequence(BY_KIND, &pair("kind", "ca"))?;
-        events.create_index_with_str_sequence(BY_AUTHOR, &pair("pk", "ca"))?;
-        let multi = IdbIndexParameters::new();
-        multi.set_multi_entry(true);
-        events.create_index_with_str_and_optional_parameters(BY_TAG, "tk", &multi)?;
-        db.create_object_store(CHECKPOINTS)?;
-        db.create_object_store(SEEN)?;
-        db.create_object_store(META)?;
+        let events = db
+            .create_object_store(EVENTS)
+            .with_key_path(KeyPath::One("id"))
+            .build()?;
+        events.create_index(BY_TIME, KeyPath::One("ca")).build()?;
+        events
+            .create_index(BY_KIND, KeyPath::from(["kind", "ca"]))
+            .build()?;
+        events
+            .create_index(BY_AUTHOR, KeyPath::from(["pk", "ca"]))
+            .build()?;
+        events
+            .create_index(BY_TAG, KeyPath::One("tk"))
+            .with_multi_entry(true)
+            .build()?;
+        db.create_object_store(CHECKPOINTS).build()?;
+        db.create_object_store(SEEN).build()?;
+        db.create_object_store(META).build()?;
     }
     if old < 2 {
-        let events = tx.object_store(EVENTS)?;
-        events.create_index_with_str(BY_EXPIRATION, "exp")?;
+        // web-sys: an existing store is reached through the version-change transaction
+        // (see `open`).
+        let tx = tx.ok_or_else(|| js_sys::Error::new("no version-change transaction"))?;
+        tx.object_store(EVENTS)?
+            .create_index_with_str(BY_EXPIRATION, "exp")?;
     }
     Ok(())
 }
