@@ -5,6 +5,10 @@
 //! slices that yield to the page. Nothing reads every event at start-up: the engine's
 //! start-up queries (announcements in scope, their roots, deletions) and the sync state
 //! read only what they name. Nothing is ever evicted.
+//!
+//! IndexedDB is driven through `indexed_db_futures`; web-sys only where it lacks
+//! something (`schema.rs`: the version-change transaction; `cursor.rs`: a key walk
+//! without a future per step; `error.rs`: an abort's cause).
 
 mod cursor;
 mod error;
