@@ -109,16 +109,25 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub bootstrap_relays: Vec<String>,
-    /// Which announcements are accepted [default: list-us].
-    #[arg(long, env = "GRASP_SYNC_ACCEPT", value_parser = ["list-us", "all", "allow-list"])]
+    /// What the relay accepts and stores [default: repos-listing-us]: repos-listing-us,
+    /// repos-from-anyone or repos-of-allowed-authors (GRASP: repositories and their
+    /// NIP-34 events), any-event (a general relay that also mirrors the repositories
+    /// listing it). Old names list-us, all, allow-list still work.
+    #[arg(long, env = "GRASP_SYNC_ACCEPT", value_parser = crate::serve::config::AcceptMode::NAMES)]
     pub accept: Option<String>,
-    /// An author whose announcements `allow-list` accepts (repeatable; hex or npub).
+    /// An author whose announcements `repos-of-allowed-authors` accepts (repeatable; hex
+    /// or npub).
     #[arg(
         long = "allow-author",
         env = "GRASP_SYNC_ALLOW_AUTHORS",
         value_delimiter = ','
     )]
     pub allow_authors: Vec<String>,
+    /// NIP-42: what needs an authenticated client [default: no]: no, writes (EVENT), or
+    /// all (EVENT, REQ, COUNT, NEG-OPEN). With repos-of-allowed-authors, writes then
+    /// need a client authenticated as one of the allowed authors.
+    #[arg(long, env = "GRASP_SYNC_AUTH_REQUIRED", value_parser = crate::serve::auth::AuthRequired::NAMES)]
+    pub auth_required: Option<String>,
     /// Follow relays at private or loopback addresses that announcements list.
     #[arg(long, env = "GRASP_SYNC_ALLOW_PRIVATE_RELAYS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_private_relays: Option<bool>,
@@ -187,6 +196,7 @@ impl ServeArgs {
         set_list(&mut file.bootstrap_relays, self.bootstrap_relays);
         set(&mut file.accept, self.accept);
         set_list(&mut file.allow_authors, self.allow_authors);
+        set(&mut file.auth_required, self.auth_required);
         set(&mut file.allow_private_relays, self.allow_private_relays);
         set(&mut file.trust_forwarded_for, self.trust_forwarded_for);
         let limits = &mut file.limits;

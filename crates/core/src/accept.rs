@@ -48,6 +48,11 @@ pub struct AcceptConfig {
     pub announcements: AnnouncementPolicy,
     /// Our own relay URLs, for [`AnnouncementPolicy::ListUs`].
     pub own_urls: BTreeSet<RelayUrl>,
+    /// The open mode: every valid event within the limits is stored, not only NIP-34
+    /// events of tracked repositories (a general relay that also mirrors repositories;
+    /// which repositories are mirrored is the index's business). Ephemeral kinds are
+    /// never stored, in any mode.
+    pub any_event: bool,
 }
 
 impl Default for AcceptConfig {
@@ -58,6 +63,7 @@ impl Default for AcceptConfig {
             max_future_secs: 15 * 60,
             announcements: AnnouncementPolicy::All,
             own_urls: BTreeSet::new(),
+            any_event: false,
         }
     }
 }
@@ -71,6 +77,10 @@ pub enum Reject {
     TooManyTags,
     /// Its `created_at` is too far in the future.
     FromTheFuture,
+    /// Its NIP-40 `expiration` has passed.
+    Expired,
+    /// An ephemeral kind (20000–29999): delivered live, never stored.
+    Ephemeral,
     /// Its id does not match its content.
     BadId,
     /// Its signature does not verify.
@@ -98,6 +108,8 @@ impl Reject {
             Self::TooLarge => "too-large",
             Self::TooManyTags => "too-many-tags",
             Self::FromTheFuture => "from-the-future",
+            Self::Expired => "expired",
+            Self::Ephemeral => "ephemeral",
             Self::BadId => "bad-id",
             Self::BadSignature => "bad-signature",
             Self::NotRequested => "not-requested",
@@ -117,6 +129,8 @@ impl Reject {
             self,
             Self::TooLarge
                 | Self::TooManyTags
+                | Self::Expired
+                | Self::Ephemeral
                 | Self::Irrelevant
                 | Self::NotListingUs
                 | Self::NotAllowed
@@ -184,8 +198,8 @@ impl Acceptor {
         self.config = config;
     }
 
-    /// Cheap checks before verification: size of the event's JSON, tag count, and a
-    /// `created_at` not too far after `now`.
+    /// Cheap checks before verification: size of the event's JSON, tag count, a
+    /// `created_at` not too far after `now`, and a NIP-40 `expiration` not passed.
     pub fn precheck(&self, event: &Event, json_bytes: usize, now: Timestamp) -> Result<(), Reject> {
         if json_bytes > self.config.max_event_bytes {
             return Err(Reject::TooLarge);
@@ -195,6 +209,9 @@ impl Acceptor {
         }
         if event.created_at.as_secs() > now.as_secs().saturating_add(self.config.max_future_secs) {
             return Err(Reject::FromTheFuture);
+        }
+        if event.is_expired_at(now) {
+            return Err(Reject::Expired);
         }
         Ok(())
     }
@@ -268,6 +285,12 @@ impl Acceptor {
 
     /// Whether the event belongs in a store of tracked repositories.
     fn relevant(&self, event: &Event, index: &RepoIndex) -> Result<(), Reject> {
+        if event.kind.is_ephemeral() {
+            return Err(Reject::Ephemeral);
+        }
+        if self.config.any_event {
+            return Ok(());
+        }
         if event.kind == kinds::REPO_ANNOUNCEMENT {
             return self.announcement_allowed(event, index);
         }

@@ -33,6 +33,10 @@ pub struct IndexConfig {
     pub max_maintainers: usize,
     /// At most this many repositories a root event can attach to.
     pub max_repos_per_root: usize,
+    /// Track only announcements that list one of [`own_urls`](Self::own_urls) (or a
+    /// repository already tracked): for a store that keeps announcements it does not
+    /// mirror (the open acceptance mode).
+    pub only_listing_us: bool,
 }
 
 impl Default for IndexConfig {
@@ -44,6 +48,7 @@ impl Default for IndexConfig {
             max_relays_per_repo: 32,
             max_maintainers: 32,
             max_repos_per_root: 16,
+            only_listing_us: false,
         }
     }
 }
@@ -163,6 +168,13 @@ impl RepoIndex {
             .is_some_and(|id| self.coord_repos.contains_key(&id))
     }
 
+    /// Whether an announcement lists one of our own URLs.
+    fn lists_us(&self, event: &Event) -> bool {
+        nip34::announced_relays(event)
+            .filter_map(|url| RelayUrl::parse(url).ok())
+            .any(|url| self.config.own_urls.contains(&url))
+    }
+
     /// Whether `id` is an undeleted root event of a tracked repository.
     pub fn is_tracked_root(&self, id: &EventId) -> bool {
         self.names
@@ -267,6 +279,9 @@ impl RepoIndex {
         let Some(coord) = RepoRef::of_announcement(event) else {
             return false;
         };
+        if self.config.only_listing_us && !self.is_tracked_coord(&coord) && !self.lists_us(event) {
+            return false;
+        }
         let version = Version::of(event);
         let id = self.names.intern_coord(&coord);
         let latest = self

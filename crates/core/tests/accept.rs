@@ -326,3 +326,91 @@ fn the_seen_set_is_bounded_and_expires() {
     seen.forget(&events[4].id);
     assert_eq!(seen.len(), 1);
 }
+
+#[test]
+fn the_open_mode_stores_any_valid_event_with_nip01_semantics() {
+    let index = RepoIndex::default();
+    let mut grasp = Acceptor::default();
+    let mut open = Acceptor::new(AcceptConfig {
+        any_event: true,
+        ..AcceptConfig::default()
+    });
+    let note = event(pubkey(4), 1, 10, vec![]);
+    assert_eq!(
+        grasp.decide(&note, &index),
+        Verdict::Reject(Reject::Irrelevant)
+    );
+    assert_eq!(open.decide(&note, &index), store());
+
+    // Replaceable (kind 0) and addressable (kind 30023) versions: newer wins.
+    let profile_1 = event(pubkey(4), 0, 10, vec![]);
+    let profile_2 = event(pubkey(4), 0, 20, vec![]);
+    assert_eq!(open.decide(&profile_1, &index), store());
+    assert_eq!(
+        open.decide(&profile_2, &index),
+        Verdict::Store {
+            remove: vec![Removal {
+                id: profile_1.id,
+                author: pubkey(4)
+            }]
+        }
+    );
+    assert_eq!(
+        open.decide(&profile_1, &index),
+        Verdict::Reject(Reject::Superseded)
+    );
+    let article = event(pubkey(4), 30023, 10, vec![t(&["d", "post"])]);
+    assert_eq!(open.decide(&article, &index), store());
+
+    // Deletion by `a` up to its created_at removes the held version; an older or equal
+    // version is deleted, a newer one is not.
+    let address = format!("30023:{}:post", pubkey(4).to_hex());
+    let by_a = event(pubkey(4), 5, 15, vec![t(&["a", &address])]);
+    assert_eq!(
+        open.decide(&by_a, &index),
+        Verdict::Store {
+            remove: vec![Removal {
+                id: article.id,
+                author: pubkey(4)
+            }]
+        }
+    );
+    assert_eq!(
+        open.decide(&article, &index),
+        Verdict::Reject(Reject::Deleted)
+    );
+    let later = event(pubkey(4), 30023, 16, vec![t(&["d", "post"])]);
+    assert_eq!(open.decide(&later, &index), store());
+
+    // Deletion by `e`; the deleted event is not accepted again.
+    let doomed = event(pubkey(4), 1, 30, vec![]);
+    assert_eq!(open.decide(&doomed, &index), store());
+    let by_e = event(pubkey(4), 5, 31, vec![t(&["e", &doomed.id.to_hex()])]);
+    assert!(matches!(open.decide(&by_e, &index), Verdict::Store { remove } if remove.len() == 1));
+    assert_eq!(
+        open.decide(&doomed, &index),
+        Verdict::Reject(Reject::Deleted)
+    );
+
+    // Ephemeral kinds are never stored, in either mode.
+    let ephemeral = event(pubkey(4), 20001, 10, vec![]);
+    assert_eq!(
+        open.decide(&ephemeral, &index),
+        Verdict::Reject(Reject::Ephemeral)
+    );
+    assert_eq!(
+        grasp.decide(&ephemeral, &index),
+        Verdict::Reject(Reject::Ephemeral)
+    );
+}
+
+#[test]
+fn expired_events_are_refused_before_verification() {
+    let acceptor = Acceptor::default();
+    let now = Timestamp::from(1_000_000);
+    let expired = event(pubkey(3), 1, 999_000, vec![t(&["expiration", "999999"])]);
+    let alive = event(pubkey(3), 1, 999_000, vec![t(&["expiration", "1000001"])]);
+    assert_eq!(acceptor.precheck(&expired, 10, now), Err(Reject::Expired));
+    assert_eq!(acceptor.precheck(&alive, 10, now), Ok(()));
+    assert!(Reject::Expired.remembered());
+}

@@ -316,3 +316,23 @@ fn work_keys_follow_layers() {
         assert!(layers.contains(&layer));
     }
 }
+
+#[test]
+fn a_store_of_any_event_tracks_only_announcements_listing_it() {
+    let mut index = RepoIndex::new(IndexConfig {
+        own_urls: [url(A)].into(),
+        only_listing_us: true,
+        ..IndexConfig::default()
+    });
+    let elsewhere = announcement(pubkey(1), "r", 5, &[B], &[]);
+    let update = index.apply([&elsewhere]);
+    assert_eq!(update.applied, 0);
+    assert!(!index.is_tracked_coord(&RepoRef::new(pubkey(1), "r")));
+    let listing_us = announcement(pubkey(2), "s", 5, &[A, B], &[]);
+    assert_eq!(index.apply([&listing_us]).applied, 1);
+    assert!(index.is_tracked_coord(&RepoRef::new(pubkey(2), "s")));
+    // A newer version of a tracked repository stays tracked wherever it points.
+    let moved = announcement(pubkey(2), "s", 6, &[C], &[]);
+    assert_eq!(index.apply([&moved]).applied, 1);
+    assert!(index.is_tracked_coord(&RepoRef::new(pubkey(2), "s")));
+}

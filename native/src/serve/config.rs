@@ -12,6 +12,8 @@ use grasp_sync_core::RelayUrl;
 use nostr::prelude::PublicKey;
 use serde::Deserialize;
 
+pub use super::auth::AuthRequired;
+
 /// Where a missing `--config` is looked for.
 pub const DEFAULT_CONFIG_FILE: &str = "grasp-sync.toml";
 
@@ -30,10 +32,14 @@ pub struct FileConfig {
     pub public_urls: Option<Vec<String>>,
     /// Relays asked for every announcement (discovery).
     pub bootstrap_relays: Option<Vec<String>>,
-    /// `list-us`, `all` or `allow-list`.
+    /// The acceptance mode, see [`AcceptMode`]: `repos-listing-us` (default),
+    /// `repos-from-anyone`, `repos-of-allowed-authors` or `any-event` (old names
+    /// `list-us`, `all`, `allow-list` still work).
     pub accept: Option<String>,
-    /// Authors whose announcements `allow-list` accepts (hex or npub).
+    /// Authors whose announcements `repos-of-allowed-authors` accepts (hex or npub).
     pub allow_authors: Option<Vec<String>>,
+    /// NIP-42: what needs an authenticated client, `no` (default), `writes` or `all`.
+    pub auth_required: Option<String>,
     /// Follow relays at private or loopback addresses that announcements list.
     pub allow_private_relays: Option<bool>,
     /// Take the client address from `X-Forwarded-For` (behind a reverse proxy).
@@ -192,7 +198,12 @@ pub struct Settings {
     pub public_urls_derived: bool,
     /// Relays asked for every announcement.
     pub bootstrap_relays: Vec<RelayUrl>,
-    /// Which announcements clients and relays may bring in.
+    /// What the relay stores.
+    pub mode: AcceptMode,
+    /// NIP-42: what needs an authenticated client.
+    pub auth_required: AuthRequired,
+    /// Which announcements clients and relays may bring in (and, in
+    /// [`AcceptMode::AnyEvent`], which repositories are mirrored).
     pub announcements: AnnouncementPolicy,
     /// Follow relays at private or loopback addresses.
     pub allow_private_relays: bool,
@@ -210,6 +221,58 @@ pub struct Settings {
     pub eose_timeout: Duration,
     /// How long a NEG-OPEN may go unanswered.
     pub neg_timeout: Duration,
+}
+
+/// What the relay accepts from clients and stores (`accept`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptMode {
+    /// GRASP (the default): repositories whose announcement lists this relay, and the
+    /// NIP-34 events of those repositories. Old name `list-us`.
+    ReposListingUs,
+    /// GRASP: every repository announced to it, and their NIP-34 events. Old name `all`.
+    ReposFromAnyone,
+    /// GRASP: repositories announced by the allowed authors, and their NIP-34 events.
+    /// Old name `allow-list`.
+    ReposOfAllowedAuthors,
+    /// A general relay: any valid event within the limits, with NIP-01 replaceable and
+    /// addressable versions, NIP-09 deletions and NIP-40 expiration; ephemeral events
+    /// are delivered live and never stored. Repositories whose announcement lists this
+    /// relay are mirrored, as in [`ReposListingUs`](Self::ReposListingUs).
+    AnyEvent,
+}
+
+impl AcceptMode {
+    /// Every name `accept` takes: the modes, then the old names kept as aliases.
+    pub const NAMES: [&'static str; 7] = [
+        "repos-listing-us",
+        "repos-from-anyone",
+        "repos-of-allowed-authors",
+        "any-event",
+        "list-us",
+        "all",
+        "allow-list",
+    ];
+
+    /// The mode a name (or an old alias) stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "repos-listing-us" | "list-us" => Self::ReposListingUs,
+            "repos-from-anyone" | "all" => Self::ReposFromAnyone,
+            "repos-of-allowed-authors" | "allow-list" => Self::ReposOfAllowedAuthors,
+            "any-event" => Self::AnyEvent,
+            _ => return None,
+        })
+    }
+
+    /// The mode's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ReposListingUs => "repos-listing-us",
+            Self::ReposFromAnyone => "repos-from-anyone",
+            Self::ReposOfAllowedAuthors => "repos-of-allowed-authors",
+            Self::AnyEvent => "any-event",
+        }
+    }
 }
 
 /// Defaults of the top-level settings.
@@ -253,18 +316,34 @@ impl FileConfig {
                     .map_err(|e| format!("allow-list author `{author}`: {e}"))?,
             );
         }
-        let announcements = match self.accept.as_deref().unwrap_or("list-us") {
-            "list-us" => AnnouncementPolicy::ListUs,
-            "all" => AnnouncementPolicy::All,
-            "allow-list" if allowed.is_empty() => {
-                return Err("accept = allow-list needs at least one allowed author".into())
-            }
-            "allow-list" => AnnouncementPolicy::AllowList(allowed),
-            other => {
+        let mode = match self.accept.as_deref() {
+            None => AcceptMode::ReposListingUs,
+            Some(name) => AcceptMode::from_name(name).ok_or_else(|| {
+                format!(
+                    "accept `{name}`: expected one of {}",
+                    AcceptMode::NAMES.join(", ")
+                )
+            })?,
+        };
+        let auth_required = match self.auth_required.as_deref() {
+            None => AuthRequired::No,
+            Some(name) => AuthRequired::from_name(name).ok_or_else(|| {
+                format!(
+                    "auth_required `{name}`: expected one of {}",
+                    AuthRequired::NAMES.join(", ")
+                )
+            })?,
+        };
+        let announcements = match mode {
+            AcceptMode::ReposListingUs | AcceptMode::AnyEvent => AnnouncementPolicy::ListUs,
+            AcceptMode::ReposFromAnyone => AnnouncementPolicy::All,
+            AcceptMode::ReposOfAllowedAuthors if allowed.is_empty() => {
                 return Err(format!(
-                    "accept `{other}`: expected list-us, all or allow-list"
+                    "accept = {} needs at least one allowed author",
+                    mode.name()
                 ))
             }
+            AcceptMode::ReposOfAllowedAuthors => AnnouncementPolicy::AllowList(allowed),
         };
         if let Some(pubkey) = &self.info.pubkey {
             PublicKey::parse(pubkey).map_err(|e| format!("info.pubkey `{pubkey}`: {e}"))?;
@@ -321,6 +400,8 @@ impl FileConfig {
             public_urls,
             public_urls_derived,
             bootstrap_relays,
+            mode,
+            auth_required,
             announcements,
             allow_private_relays: self.allow_private_relays.unwrap_or(false),
             trust_forwarded_for: self.trust_forwarded_for.unwrap_or(false),
@@ -359,6 +440,32 @@ mod tests {
         );
         assert_eq!(s.announcements, AnnouncementPolicy::ListUs);
         assert_eq!(s.limits, ClientLimits::default());
+    }
+
+    #[test]
+    fn modes_have_names_that_say_what_they_do_and_old_names_still_work() {
+        let settle = |name: &str| {
+            let file: FileConfig = toml::from_str(&format!(
+                "accept = \"{name}\"\nallow_authors = \
+                 [\"79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798\"]"
+            ))
+            .unwrap();
+            file.settle().unwrap()
+        };
+        for (old, new) in [
+            ("list-us", "repos-listing-us"),
+            ("all", "repos-from-anyone"),
+            ("allow-list", "repos-of-allowed-authors"),
+        ] {
+            assert_eq!(settle(old).mode, settle(new).mode);
+            assert_eq!(settle(old).mode.name(), new);
+        }
+        let open = settle("any-event");
+        assert_eq!(open.mode, AcceptMode::AnyEvent);
+        assert_eq!(open.announcements, AnnouncementPolicy::ListUs);
+        for name in AcceptMode::NAMES {
+            assert!(AcceptMode::from_name(name).is_some(), "{name}");
+        }
     }
 
     #[test]
@@ -404,6 +511,7 @@ mod tests {
         };
         assert!(bad("accept = \"everything\"").contains("accept"));
         assert!(bad("accept = \"allow-list\"").contains("allowed author"));
+        assert!(bad("accept = \"repos-of-allowed-authors\"").contains("allowed author"));
         assert!(bad("public_urls = [\"http://x\"]").contains("public URL"));
         assert!(bad("[limits]\nmax_event_bytes = 9000000").contains("max_event_bytes"));
     }

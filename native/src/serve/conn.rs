@@ -12,7 +12,7 @@
 //! subscriptions closed with a reason. Every write has a deadline: a client
 //! that stops reading is dropped, never buffered for without bound.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -29,18 +29,20 @@ use grasp_sync_core::wire::{
     event_frame, malformed_event_id, parse_client_frame, ClientFrame, RelayFrame,
 };
 use grasp_sync_driver::Command;
-use nostr::prelude::{Event, EventId, Filter};
+use nostr::prelude::{Event, EventId, Filter, PublicKey, Timestamp};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::auth::{self, AuthRequired};
 use super::config::ClientLimits;
 use super::fanout::{Subscriber, Taken};
 use super::hub::BroadcastStore;
 use super::limits::{Slot, TokenBucket};
 use super::metrics::{names, ServerMetrics};
+use super::open;
 use super::subindex::SubId;
 
 /// Published events of one connection waiting for their outcome at once; past it the
@@ -63,6 +65,11 @@ pub struct Shared {
     pub metrics: Arc<ServerMetrics>,
     /// Store loads (REQ, COUNT, NEG-OPEN) running at once over all connections.
     pub loads: Semaphore,
+    /// The open acceptance mode (`any-event`): ephemeral events are delivered live, and
+    /// versions held at a published event's address are handed to the engine first.
+    pub any_event: bool,
+    /// NIP-42: what needs an authenticated client.
+    pub auth: auth::Policy,
     /// Turns true when the daemon stops.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -83,6 +90,10 @@ struct Conn<S> {
     neg: NegResponder,
     events: TokenBucket,
     publishes: FuturesUnordered<PendingPublish>,
+    /// The NIP-42 challenge sent to this connection (when authentication is on).
+    challenge: Option<String>,
+    /// The keys this connection authenticated as.
+    authed: BTreeSet<PublicKey>,
 }
 
 /// Serves one upgraded WebSocket until it closes, fails, idles out or the daemon stops.
@@ -107,7 +118,16 @@ where
         live: shared.store.fanout().connect(),
         neg,
         publishes: FuturesUnordered::new(),
+        challenge: (shared.auth.required != AuthRequired::No)
+            .then(auth::new_challenge)
+            .flatten(),
+        authed: BTreeSet::new(),
     };
+    if let Some(challenge) = conn.challenge.clone() {
+        if conn.reply(RelayFrame::Auth { challenge }).await.is_err() {
+            return;
+        }
+    }
     shared.metrics.inc_plain(names::CONNECTIONS);
     let mut shutdown = shared.shutdown.clone();
     let mut ping = tokio::time::interval(idle_timeout / 2);
@@ -283,14 +303,7 @@ where
                 }
                 Ok(())
             }
-            ClientFrame::Auth { event } => {
-                self.reply(RelayFrame::Ok {
-                    event_id: event.id,
-                    accepted: false,
-                    message: "unsupported: this relay does not ask for authentication".into(),
-                })
-                .await
-            }
+            ClientFrame::Auth { event } => self.on_auth(*event).await,
             ClientFrame::NegOpen {
                 subscription,
                 filter,
@@ -319,6 +332,10 @@ where
 
     async fn on_event(&mut self, event: Event, frame_bytes: usize) -> Result<(), Ended> {
         let id = event.id;
+        if let Some(reason) = self.shared.auth.refuse_write(&self.authed) {
+            self.refused("auth");
+            return self.ok(id, false, reason.into()).await;
+        }
         // The event's JSON: the frame less `["EVENT",` and `]`.
         let json_bytes = frame_bytes.saturating_sub(EVENT_ENVELOPE_BYTES);
         if !self.events.take(Instant::now()) || !self.slot.take_event() {
@@ -367,6 +384,28 @@ where
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "duplicate check failed"),
+        }
+        if self.shared.any_event {
+            if event.kind.is_ephemeral() {
+                // NIP-01: delivered to who listens now, never stored.
+                self.metrics()
+                    .inc(names::PUBLISHED, ("result", Reject::Ephemeral.as_str()));
+                self.shared.store.fanout().deliver(Arc::from(vec![event]));
+                return self.ok(id, true, String::new()).await;
+            }
+            let held = open::held_versions(&self.shared.store, &event).await;
+            if !held.is_empty() {
+                let restore = Command::Restore {
+                    events: held,
+                    remembered: Vec::new(),
+                };
+                let mut commands = self.shared.commands.clone();
+                if commands.send(restore).await.is_err() {
+                    return self
+                        .ok(id, false, "error: the relay is shutting down".into())
+                        .await;
+                }
+            }
         }
         let (reply, outcome) = oneshot::channel();
         let command = Command::Publish {
@@ -437,10 +476,46 @@ where
     }
 
     // ---------------------------------------------------------------------------------
+    // AUTH (NIP-42)
+
+    async fn on_auth(&mut self, event: Event) -> Result<(), Ended> {
+        let id = event.id;
+        if self.shared.auth.required == AuthRequired::No {
+            return self
+                .ok(
+                    id,
+                    false,
+                    "unsupported: this relay does not ask for authentication".into(),
+                )
+                .await;
+        }
+        let checked = auth::verify(
+            &event,
+            self.challenge.as_deref(),
+            &self.shared.auth.urls,
+            Timestamp::now(),
+        );
+        match checked {
+            Ok(pubkey) => {
+                self.authed.insert(pubkey);
+                self.ok(id, true, String::new()).await
+            }
+            Err(reason) => {
+                self.refused("auth-failed");
+                self.ok(id, false, reason).await
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
     // REQ and COUNT
 
     /// Checks a REQ's or COUNT's shape against the limits; `Some(reason)` refuses it.
     fn check_request(&self, subscription: &str, filters: &[Filter]) -> Option<String> {
+        if let Some(reason) = self.shared.auth.refuse_read(&self.authed) {
+            self.refused("auth");
+            return Some(reason.into());
+        }
         let limits = self.limits();
         if subscription.len() > limits.max_subid_length {
             self.refused("subscription-id");
@@ -481,6 +556,7 @@ where
         }
         let max_limit = self.limits().max_limit;
         let mut sent: HashSet<EventId> = HashSet::new();
+        let mut found: Vec<Event> = Vec::new();
         for filter in &filters {
             let limit = filter.limit.map_or(max_limit, |l| l.min(max_limit));
             if limit == 0 {
@@ -504,13 +580,16 @@ where
                         .await;
                 }
             };
-            for event in events {
-                if sent.insert(event.id) {
-                    self.metrics().events_sent.fetch_add(1, Ordering::Relaxed);
-                    self.feed(Message::text(event_frame(&subscription, &event)))
-                        .await?;
-                }
-            }
+            found.extend(events.into_iter().filter(|e| sent.insert(e.id)));
+        }
+        // NIP-01: newest first over all the filters (ties: lowest id first).
+        found.sort_unstable_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        self.metrics()
+            .events_sent
+            .fetch_add(found.len() as u64, Ordering::Relaxed);
+        for event in &found {
+            self.feed(Message::text(event_frame(&subscription, event)))
+                .await?;
         }
         self.feed(Message::text(
             RelayFrame::Eose {
@@ -607,6 +686,12 @@ where
         filter: Filter,
         message: Vec<u8>,
     ) -> Result<(), Ended> {
+        if let Some(reason) = self.shared.auth.refuse_read(&self.authed) {
+            self.refused("auth");
+            return self
+                .neg_reply(subscription, NegReply::Err(reason.into()))
+                .await;
+        }
         let limits = self.limits();
         let (max_sessions, max_items) = (limits.neg_sessions, limits.neg_max_items);
         if subscription.len() > limits.max_subid_length {
@@ -699,6 +784,8 @@ fn rejection(reject: Reject) -> (bool, String) {
         Reject::TooLarge => "invalid: event too large",
         Reject::TooManyTags => "invalid: too many tags",
         Reject::FromTheFuture => "invalid: created_at is too far in the future",
+        Reject::Expired => "invalid: the event has expired (NIP-40)",
+        Reject::Ephemeral => "blocked: ephemeral events are not relayed here",
         Reject::BadId => "invalid: the event id does not match its content",
         Reject::BadSignature => "invalid: bad signature",
         Reject::NotRequested | Reject::Irrelevant => {

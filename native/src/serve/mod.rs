@@ -9,6 +9,7 @@
 //! events), the store's broadcast of commits (live subscriptions), and a snapshot of
 //! the engine the loop refreshes for `/metrics` and `/health`.
 
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod fanout;
@@ -17,6 +18,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod nip11;
+pub mod open;
 pub mod subindex;
 
 use std::collections::BTreeSet;
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc as fmpsc;
 use futures::SinkExt;
+use grasp_sync_core::accept::AnnouncementPolicy;
 use grasp_sync_core::engine::{EngineConfig, SyncEngine, Time};
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::nip34::kinds;
@@ -135,6 +138,15 @@ pub async fn run(mut settings: Settings) -> Result<(), String> {
             limits: settings.limits.clone(),
             metrics: Arc::clone(&server_metrics),
             loads: Semaphore::new(CONCURRENT_LOADS),
+            any_event: settings.mode == config::AcceptMode::AnyEvent,
+            auth: auth::Policy {
+                required: settings.auth_required,
+                urls: settings.public_urls.clone(),
+                writers: match (&settings.announcements, settings.auth_required.writes()) {
+                    (AnnouncementPolicy::AllowList(authors), true) => Some(authors.clone()),
+                    _ => None,
+                },
+            },
             shutdown: shutdown.clone(),
         }),
         registry: registry.clone(),
@@ -228,6 +240,11 @@ fn engine_config(settings: &Settings) -> EngineConfig {
     config.index.own_urls = settings.public_urls.clone();
     config.accept.announcements = settings.announcements.clone();
     config.accept.own_urls = settings.public_urls.clone();
+    // The open mode stores what it does not mirror: announcements are tracked (and
+    // their relays synced) only when they list us.
+    let any_event = settings.mode == config::AcceptMode::AnyEvent;
+    config.accept.any_event = any_event;
+    config.index.only_listing_us = any_event;
     config.accept.max_event_bytes = settings.limits.max_event_bytes;
     config.accept.max_tags = settings.limits.max_event_tags;
     config.timing.backoff_base = settings.backoff_base;

@@ -1,23 +1,22 @@
 //! The relay information document (NIP-11), stating the limits we really enforce.
 
-use grasp_sync_core::accept::AnnouncementPolicy;
 use serde_json::{json, Value};
 
-use super::config::Settings;
+use super::config::{AcceptMode, AuthRequired, Settings};
 
 /// NIPs the relay speaks: basic protocol, deletions, the information document,
-/// event counts, git collaboration and negentropy sync.
-pub const SUPPORTED_NIPS: [u16; 6] = [1, 9, 11, 34, 45, 77];
+/// git collaboration, expiration, authentication, event counts and negentropy sync.
+pub const SUPPORTED_NIPS: [u16; 8] = [1, 9, 11, 34, 40, 42, 45, 77];
 
 /// The document for `settings`.
 pub fn document(settings: &Settings) -> Value {
     let limits = &settings.limits;
     let info = &settings.info;
-    let policy = match &settings.announcements {
-        AnnouncementPolicy::ListUs => "list-us",
-        AnnouncementPolicy::All => "all",
-        AnnouncementPolicy::AllowList(_) => "allow-list",
-    };
+    let policy = settings.mode.name();
+    // In the GRASP modes only events of the repositories it hosts are taken; with NIP-42
+    // on writes, only from authenticated clients.
+    let restricted_writes =
+        settings.mode != AcceptMode::AnyEvent || settings.auth_required.writes();
     let mut doc = json!({
         "name": info.name.clone().unwrap_or_else(|| "grasp-sync".into()),
         "description": info.description.clone().unwrap_or_else(|| {
@@ -38,9 +37,9 @@ pub fn document(settings: &Settings) -> Value {
             // The whole event's JSON size is what conn.rs enforces; NIP-11's
             // max_content_length (characters of `content` alone) would overstate it.
             "max_event_bytes": limits.max_event_bytes,
-            "auth_required": false,
+            "auth_required": settings.auth_required != AuthRequired::No,
             "payment_required": false,
-            "restricted_writes": true,
+            "restricted_writes": restricted_writes,
         },
         "grasp": {
             "accept": policy,
