@@ -126,6 +126,17 @@ async fn content_is_returned_as_sent_and_old_events_are_stored() {
     let back = Event::from_json(event[2].to_string()).expect("an event");
     assert!(back.verify().is_ok(), "served event does not verify");
     assert_eq!(back.id, escaped.id);
+    // Byte for byte: the served frame carries the event's JSON as it was sent.
+    raw.send(&json!(["REQ", "raw", {"ids": [escaped.id.to_hex()]}]))
+        .await
+        .expect("REQ");
+    let text = raw.recv_text(WAIT).await.expect("an EVENT frame");
+    assert_eq!(text, format!(r#"["EVENT","raw",{}]"#, escaped.as_json()));
+    assert_eq!(
+        raw.recv(WAIT).await.map(|f| f[0].clone()),
+        Some(json!("EOSE"))
+    );
+    raw.send(&json!(["CLOSE", "raw"])).await.expect("CLOSE");
 
     let served = req_ids(
         &mut raw,
