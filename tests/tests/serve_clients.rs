@@ -506,6 +506,86 @@ async fn live_subscribers_get_what_others_publish_and_count_counts() {
     subscriber.close().await;
 }
 
+/// The first EVENT frame to come, after checking no other EVENT came before it.
+async fn only_event(raw: &mut RawClient) -> Value {
+    let frames = raw.recv_until(WAIT, |f| f[0] == "EVENT").await;
+    let events: Vec<&Value> = frames.iter().filter(|f| f[0] == "EVENT").collect();
+    assert_eq!(events.len(), 1, "one EVENT expected: {frames:?}");
+    events[0].clone()
+}
+
+/// Live events through the subscription index: a REQ that replaces a subscription id
+/// gets only what its new filters match, and once (two of its filters match); a closed
+/// subscription gets nothing; a filter with no indexed field (only `since`) still gets
+/// what it matches. Each unwanted event is committed before the wanted one, so it would
+/// arrive first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_follow_replaced_and_closed_subscriptions() {
+    let daemon = start(&[]).await;
+    let url = daemon.url();
+    let owner = keys(602);
+    let t = now() - 600;
+    let mut publisher = connect(&daemon).await;
+    let (mine, yours) = (coordinate(&owner, "mine"), coordinate(&owner, "yours"));
+    for d in ["mine", "yours"] {
+        let repo = announcement(&owner, d, std::slice::from_ref(&url), t);
+        assert_eq!(
+            publish_one(&mut publisher, &repo).await,
+            (true, String::new())
+        );
+    }
+    let mut subscriber = connect(&daemon).await;
+    subscriber
+        .req("s", &json!({"#a": [mine]}), WAIT)
+        .await
+        .expect("REQ");
+    // Replaced: `yours` only, under two filters that both match its issues.
+    subscriber
+        .send(&json!(["REQ", "s", {"#a": [yours], "limit": 0}, {"kinds": [1621], "#a": [yours], "limit": 0}]))
+        .await
+        .expect("send REQ");
+    next_frame(&mut subscriber, "EOSE").await;
+    let old_filter = issue(&owner, &mine, t + 1, "for the replaced filter");
+    let new_filter = issue(&owner, &yours, t + 2, "for the new filters");
+    for event in [&old_filter, &new_filter] {
+        assert_eq!(
+            publish_one(&mut publisher, event).await,
+            (true, String::new())
+        );
+    }
+    let frame = only_event(&mut subscriber).await;
+    assert_eq!(
+        (&frame[1], &frame[2]["id"]),
+        (&json!("s"), &json!(new_filter.id.to_hex()))
+    );
+
+    // Closed: nothing more for "s"; "late" (only `since`, on the scan list) gets it.
+    subscriber
+        .send(&json!(["CLOSE", "s"]))
+        .await
+        .expect("send CLOSE");
+    subscriber
+        .send(&json!(["REQ", "late", {"since": t + 4, "limit": 0}]))
+        .await
+        .expect("send REQ");
+    next_frame(&mut subscriber, "EOSE").await;
+    let too_early = issue(&owner, &yours, t + 3, "before since");
+    let late = issue(&owner, &yours, t + 5, "after since");
+    for event in [&too_early, &late] {
+        assert_eq!(
+            publish_one(&mut publisher, event).await,
+            (true, String::new())
+        );
+    }
+    let frame = only_event(&mut subscriber).await;
+    assert_eq!(
+        (&frame[1], &frame[2]["id"]),
+        (&json!("late"), &json!(late.id.to_hex()))
+    );
+    publisher.close().await;
+    subscriber.close().await;
+}
+
 /// The corpus split for sync: `base` (announcements, states and roots, which the rest
 /// depends on), then the rest in two halves. Deletions, deleted comments and
 /// superseded announcements left out.
