@@ -146,11 +146,6 @@ impl Fanout {
         }
     }
 
-    /// Whether any subscription is open (a batch is worth keeping for [`Self::deliver`]).
-    pub fn has_subscriptions(&self) -> bool {
-        !self.lock().index.is_empty()
-    }
-
     /// Subscriptions open over all connections.
     pub fn subscriptions(&self) -> usize {
         self.lock().index.subscriptions()

@@ -62,27 +62,27 @@ impl Store for BroadcastStore {
         let store = self.store.clone();
         let fanout = Arc::clone(&self.fanout);
         async move {
-            // Copies are kept only when someone listens.
-            let handed_in = fanout.has_subscriptions().then(|| events.clone());
+            // A copy is kept even when nobody listens yet: a REQ that registers while
+            // this save runs must still get what it commits (its query may have read
+            // the store before the commit).
+            let handed_in = events.clone();
             let saved = store
                 .save(events, remove)
                 .await
                 .map_err(|e| e.to_string())?;
-            if let Some(handed_in) = handed_in {
-                // What is new: neither held before nor removed.
-                let old: HashSet<EventId> = saved
-                    .removed
-                    .iter()
-                    .map(|e| e.id)
-                    .chain(saved.existed.iter().copied())
-                    .collect();
-                let kept: Vec<Event> = handed_in
-                    .into_iter()
-                    .filter(|e| !old.contains(&e.id))
-                    .collect();
-                if !kept.is_empty() {
-                    fanout.deliver(kept.into());
-                }
+            // What is new: neither held before nor removed.
+            let old: HashSet<EventId> = saved
+                .removed
+                .iter()
+                .map(|e| e.id)
+                .chain(saved.existed.iter().copied())
+                .collect();
+            let kept: Vec<Event> = handed_in
+                .into_iter()
+                .filter(|e| !old.contains(&e.id))
+                .collect();
+            if !kept.is_empty() {
+                fanout.deliver(kept.into());
             }
             Ok(saved)
         }
