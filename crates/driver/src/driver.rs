@@ -667,9 +667,13 @@ where
                     let _ = reply.send(outcome);
                 }
             }
-            Output::Status { relay, phase } => match phase {
+            Output::Status {
+                relay,
+                phase,
+                error,
+            } => match phase {
                 Phase::Backoff { .. } | Phase::Dead { .. } => {
-                    tracing::info!(relay = %relay, ?phase, "relay failing");
+                    tracing::info!(relay = %relay, ?phase, ?error, "relay failing");
                 }
                 _ => tracing::debug!(relay = %relay, ?phase, "relay phase"),
             },

@@ -20,6 +20,8 @@ mod config;
 mod job;
 mod publish;
 mod relay;
+#[cfg(test)]
+mod tests;
 mod time;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -228,6 +230,9 @@ pub enum Output {
         relay: RelayUrl,
         /// Its new phase.
         phase: Phase,
+        /// Why it failed, when it enters Backoff or Dead: the transport's reason for the
+        /// disconnection, or a connect timeout.
+        error: Option<String>,
     },
     /// What became of an [`Input::Publish`].
     Published {
@@ -417,6 +422,12 @@ impl SyncEngine {
             .map(|r| (&r.url, r.phase, r.method, &r.stats))
     }
 
+    /// Why the relay's last connection failed, until it is in sync again.
+    pub fn relay_error(&self, url: &RelayUrl) -> Option<&str> {
+        let id = self.relay_id(url)?;
+        self.relays.get(&id)?.last_error.as_deref()
+    }
+
     /// Historic jobs at a relay: (queued, running, draining), and ids waiting to be fetched.
     pub fn relay_jobs(&self, url: &RelayUrl) -> (usize, usize, usize, usize) {
         let Some(relay) = self.relay_id(url).and_then(|id| self.relays.get(&id)) else {
@@ -476,14 +487,11 @@ impl SyncEngine {
         self.now = now;
         match input {
             Input::Connected { relay } => self.on_connected(&relay),
-            Input::Disconnected { relay, reason: _ } => self.on_disconnected(&relay),
+            Input::Disconnected { relay, reason } => self.on_disconnected(&relay, reason),
             Input::Frame { relay, text } => self.on_frame(&relay, &text),
             Input::Info { relay, document } => {
                 if let Some(state) = self.relay_mut(&relay) {
-                    state.cap_learned = false;
-                    state.limits = document
-                        .as_deref()
-                        .map_or_else(RelayLimits::default, RelayLimits::from_nip11);
+                    state.set_info(document.as_deref());
                 }
             }
             Input::LocalItems { request, items } => self.on_local_items(request, items),
@@ -534,12 +542,18 @@ impl SyncEngine {
     }
 
     fn set_phase(&mut self, id: RelayId, phase: Phase) {
+        self.set_phase_because(id, phase, None);
+    }
+
+    /// Sets the phase and reports it, with why, when it changed.
+    fn set_phase_because(&mut self, id: RelayId, phase: Phase, error: Option<String>) {
         if let Some(relay) = self.relays.get_mut(&id) {
             if relay.phase != phase {
                 relay.phase = phase;
                 self.outputs.push_back(Output::Status {
                     relay: relay.url.clone(),
                     phase,
+                    error,
                 });
             }
         }
@@ -593,7 +607,7 @@ impl SyncEngine {
         self.schedule_session(id, session);
     }
 
-    fn on_disconnected(&mut self, url: &RelayUrl) {
+    fn on_disconnected(&mut self, url: &RelayUrl, reason: String) {
         let Some(id) = self.relay_id(url) else {
             return;
         };
@@ -604,9 +618,14 @@ impl SyncEngine {
             if was_open {
                 relay.disconnected_at = Some(now);
             }
-            relay.fail(now, &self.config.timing, &mut self.jitter);
-            let phase = relay.phase;
-            self.set_phase(id, phase);
+            let phase = relay.fail(now, &self.config.timing, &mut self.jitter);
+            let reason = if reason.is_empty() {
+                "connection closed".to_owned()
+            } else {
+                reason
+            };
+            relay.last_error = Some(reason.clone());
+            self.set_phase_because(id, phase, Some(reason));
         }
     }
 
@@ -644,7 +663,7 @@ impl SyncEngine {
                     relay: relay.url.clone(),
                 });
                 let url = relay.url.clone();
-                self.on_disconnected(&url);
+                self.on_disconnected(&url, "connect timeout".to_owned());
                 return;
             }
             Phase::Backoff { until } | Phase::Dead { until } if now >= until => {
@@ -980,7 +999,7 @@ impl SyncEngine {
         // later walks (and `ids` fetches) ask for no more, and recognise a full page.
         if let Some(cap) = observed_cap {
             if let Some(relay) = self.relays.get_mut(&id) {
-                relay.limits.max_results = relay.limits.max_results.min(cap);
+                relay.learn_result_cap(cap);
             }
         }
         let narrow = self
@@ -1179,7 +1198,7 @@ impl SyncEngine {
             }
             NoticeClass::TooManySubscriptions => {
                 let open = relay.subs.len();
-                relay.limits.max_subscriptions = open.saturating_sub(1).max(1);
+                relay.learn_subscription_cap(open.saturating_sub(1).max(1));
                 let newest = relay
                     .jobs
                     .values()
@@ -2168,7 +2187,7 @@ impl SyncEngine {
             && self.relays.get(&id).is_some_and(|r| !r.cap_learned);
         if capped {
             if let Some(relay) = self.relays.get_mut(&id) {
-                relay.limits.max_results = relay.limits.max_results.min(received);
+                relay.learn_result_cap(received);
                 relay.cap_learned = true;
             }
         }
@@ -2475,6 +2494,7 @@ impl SyncEngine {
                 Phase::Idle if wanted => {
                     let url = relay.url.clone();
                     let deadline = now + self.config.timing.connect_timeout;
+                    relay.new_session();
                     self.outputs
                         .push_back(Output::FetchInfo { relay: url.clone() });
                     self.outputs.push_back(Output::Connect { relay: url });
@@ -2503,6 +2523,7 @@ impl SyncEngine {
                     self.resume_parked(id);
                     self.start_jobs(id);
                     self.start_fetches(id);
+                    self.clear_error_if_synced(id);
                 }
                 _ => {}
             }
@@ -2511,6 +2532,22 @@ impl SyncEngine {
         if !self.remembered.is_empty() {
             let entries = std::mem::take(&mut self.remembered);
             self.outputs.push_back(Output::Remember(entries));
+        }
+    }
+
+    /// Forgets the relay's last error once it is open with no work left (in sync).
+    fn clear_error_if_synced(&mut self, id: RelayId) {
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        let synced = relay.last_error.is_some()
+            && relay.jobs.is_empty()
+            && relay.fetch_queue.is_empty()
+            && self.work.pending(id).next().is_none();
+        if synced {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.last_error = None;
+            }
         }
     }
 

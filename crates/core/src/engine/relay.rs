@@ -157,6 +157,27 @@ pub(crate) struct Fetch {
     pub delivered: HashSet<EventId>,
 }
 
+/// Limits a relay showed by its behaviour (a silent result cap, a refused subscription),
+/// kept apart so its NIP-11 document, arriving later, does not loosen them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LearnedCaps {
+    pub max_results: Option<usize>,
+    pub max_subscriptions: Option<usize>,
+}
+
+impl LearnedCaps {
+    /// `limits` made no looser than what was learned.
+    pub fn apply(&self, mut limits: RelayLimits) -> RelayLimits {
+        if let Some(cap) = self.max_results {
+            limits.max_results = limits.max_results.min(cap);
+        }
+        if let Some(cap) = self.max_subscriptions {
+            limits.max_subscriptions = limits.max_subscriptions.min(cap);
+        }
+        limits
+    }
+}
+
 /// Everything the engine keeps about one relay.
 pub(crate) struct RelayState {
     pub url: RelayUrl,
@@ -195,6 +216,11 @@ pub(crate) struct RelayState {
     pub fetch_queue: VecDeque<EventId>,
     /// The relay's real result cap was learned from a short answer (once per session).
     pub cap_learned: bool,
+    /// Caps learned from the relay's behaviour this session; they survive its NIP-11
+    /// document, which may arrive after them.
+    pub learned: LearnedCaps,
+    /// Why the last connection failed; cleared once the relay has synced its work.
+    pub last_error: Option<String>,
     /// Events were dropped since this time: catch up once the queue drains.
     pub needs_catch_up: Option<Time>,
     /// A bootstrap relay: asked for every announcement.
@@ -229,6 +255,8 @@ impl RelayState {
             fetch_queue: VecDeque::new(),
             needs_catch_up: None,
             cap_learned: false,
+            learned: LearnedCaps::default(),
+            last_error: None,
             bootstrap,
             discovered_at: None,
             stats: RelayStats::default(),
@@ -236,12 +264,12 @@ impl RelayState {
     }
 
     /// After a failure: the phase to wait in — exponential backoff with jitter, Dead
-    /// after failing for `dead_after`.
-    pub fn fail(&mut self, now: Time, timing: &Timing, jitter: &mut Jitter) {
+    /// after failing for `dead_after`. The caller sets it (and reports the change).
+    pub fn fail(&mut self, now: Time, timing: &Timing, jitter: &mut Jitter) -> Phase {
         self.failures = self.failures.saturating_add(1);
         self.stats.failures += 1;
         let since = *self.failing_since.get_or_insert(now);
-        self.phase = if now.since(since) >= timing.dead_after {
+        if now.since(since) >= timing.dead_after {
             Phase::Dead {
                 until: now + timing.dead_retry,
             }
@@ -252,7 +280,34 @@ impl RelayState {
             let delay = exp.min(timing.backoff_cap);
             let delay = jitter.between(delay / 2, delay + delay / 2);
             Phase::Backoff { until: now + delay }
-        };
+        }
+    }
+
+    /// A new connection attempt: what was learned about the relay's caps is learned
+    /// again (its NIP-11 document is fetched again too).
+    pub fn new_session(&mut self) {
+        self.cap_learned = false;
+        self.learned = LearnedCaps::default();
+    }
+
+    /// The relay's NIP-11 document (or `None`): its limits, made no looser than what
+    /// the relay showed this session.
+    pub fn set_info(&mut self, document: Option<&str>) {
+        let published = document.map_or_else(RelayLimits::default, RelayLimits::from_nip11);
+        self.limits = self.learned.apply(published);
+    }
+
+    /// The relay evidently returns at most `cap` events per filter.
+    pub fn learn_result_cap(&mut self, cap: usize) {
+        self.learned.max_results = Some(self.learned.max_results.map_or(cap, |c| c.min(cap)));
+        self.limits = self.learned.apply(self.limits);
+    }
+
+    /// The relay refused a subscription beyond `cap` open ones.
+    pub fn learn_subscription_cap(&mut self, cap: usize) {
+        self.learned.max_subscriptions =
+            Some(self.learned.max_subscriptions.map_or(cap, |c| c.min(cap)));
+        self.limits = self.learned.apply(self.limits);
     }
 
     /// A connection succeeded: health is restored.
