@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use grasp_sync_core::engine::{Method, Phase, RelayStats, SyncEngine, Time};
+use grasp_sync_core::RelayUrl;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 
@@ -69,7 +70,7 @@ fn state_name(phase: Phase) -> &'static str {
 
 fn relay_status(
     engine: &SyncEngine,
-    url: &str,
+    url: &RelayUrl,
     phase: Phase,
     method: Method,
     s: &RelayStats,
@@ -80,7 +81,7 @@ fn relay_status(
         other => state_name(other),
     };
     RelayStatus {
-        url: url.to_owned(),
+        url: url.as_str().to_owned(),
         state,
         method: match method {
             Method::None => None,
@@ -96,7 +97,9 @@ fn relay_status(
         round_trips: s.round_trips,
         failures: s.failures,
         incomplete_windows: s.incomplete_windows,
-        last_error: None,
+        // Why the last connection failed; the engine forgets it once the relay is in
+        // sync again.
+        last_error: engine.relay_error(url).map(str::to_owned),
     }
 }
 
@@ -104,7 +107,7 @@ fn relay_status(
 pub fn relays(engine: &SyncEngine) -> Vec<RelayStatus> {
     let mut out: Vec<RelayStatus> = engine
         .relays()
-        .map(|(url, phase, method, stats)| relay_status(engine, url.as_str(), phase, method, stats))
+        .map(|(url, phase, method, stats)| relay_status(engine, url, phase, method, stats))
         .collect();
     out.sort_by(|a, b| a.url.cmp(&b.url));
     out
@@ -124,7 +127,7 @@ pub fn summary(engine: &SyncEngine) -> SyncSummary {
     let relays: Vec<RelayResult> = engine
         .relays()
         .map(|(url, phase, method, stats)| {
-            let status = relay_status(engine, url.as_str(), phase, method, stats);
+            let status = relay_status(engine, url, phase, method, stats);
             let result = match phase {
                 Phase::Backoff { .. } | Phase::Dead { .. } | Phase::Connecting { .. } => "failed",
                 _ if stats.incomplete_windows > 0

@@ -67,6 +67,11 @@ async fn a_cold_sync_stores_exactly_the_acceptable_union_and_a_reopen_receives_n
         relay(&summary, fx["nostrRsRelay"].as_str().unwrap_or_default()).is_some(),
         "{summary}"
     );
+    let mut relays = summary["relays"].as_array().into_iter().flatten();
+    assert!(
+        relays.all(|r| r["lastError"].is_null()),
+        "no error once in sync: {summary}"
+    );
     call(sync.close()).await.expect("close");
 
     // Reopened: the checkpoints in the database make this a catch-up with nothing new.
@@ -127,6 +132,11 @@ async fn a_connection_that_dies_mid_sync_is_a_failure_not_done() {
     assert_eq!(summary["complete"], json!(false), "{summary}");
     let at = relay(&summary, &dying).expect("the relay in the summary");
     assert_eq!(at["result"], json!("failed"), "{summary}");
+    // Why it failed is shown (the close or the connect timeout), not null.
+    assert!(
+        at["lastError"].as_str().is_some_and(|e| !e.is_empty()),
+        "{summary}"
+    );
     call(sync.close()).await.expect("close");
 }
 
