@@ -66,6 +66,25 @@ fn world_with(
     (world, url)
 }
 
+/// [`world_with`] (seed 8) whose clock starts `later` after [`start_time`].
+fn world_later(
+    corpus: &Corpus,
+    relay: SimRelayConfig,
+    later: Duration,
+    tune: impl FnOnce(&mut EngineConfig),
+) -> (World, RelayUrl) {
+    let url = RelayUrl::parse(URL).expect("relay url");
+    let mut config = EngineConfig {
+        bootstrap_relays: vec![url.clone()],
+        seed: 8,
+        ..EngineConfig::default()
+    };
+    tune(&mut config);
+    let mut world = World::new(config, start_time() + later, 8);
+    let url = world.add_relay(URL, relay, &corpus.events);
+    (world, url)
+}
+
 fn world(corpus: &Corpus, relay: SimRelayConfig) -> (World, RelayUrl) {
     world_with(corpus, relay, 7, |_| {})
 }
@@ -829,7 +848,9 @@ fn restart_from_checkpoints_does_not_download_again() {
     let events: Vec<Event> = first.store.iter().cloned().collect();
     assert!(!checkpoints.is_empty());
 
-    let (mut second, url2) = world_with(&corpus, SimRelayConfig::default(), 8, |_| {});
+    // Restarted two hours later: the checkpoints are older than the quick-reconnect
+    // window, so the restart reconciles every filter.
+    let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 2 * HOUR, |_| {});
     for e in &events {
         second.store.insert(e.clone());
     }
@@ -850,6 +871,55 @@ fn restart_from_checkpoints_does_not_download_again() {
     assert!(b * 20 <= a, "restart downloaded {b} events (first run {a})");
     assert!(second.writes.is_empty(), "events written again");
     assert!(stats(&second, &url2).jobs_negentropy > 0);
+}
+
+/// A restart while the checkpoints are younger than the quick-reconnect window (a page
+/// reload) is a quick reconnect: every confirmed filter is caught up with one REQ from
+/// the oldest checkpoint less the margin, no local set is read, nothing is reconciled.
+#[test]
+fn restart_within_the_window_catches_up_from_the_checkpoints() {
+    let corpus = small();
+    let (mut first, url) = world(&corpus, SimRelayConfig::default());
+    first.run_for(HOUR);
+    assert_converged(&first, &url, &corpus.acceptable);
+    let checkpoints = first.checkpoints.clone();
+    let events: Vec<Event> = first.store.iter().cloned().collect();
+    let oldest = checkpoints
+        .iter()
+        .map(|c| c.at.as_secs())
+        .min()
+        .expect("checkpoints");
+
+    let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 10 * MINUTE, |_| {});
+    for e in &events {
+        second.store.insert(e.clone());
+    }
+    second.input(Input::LocalEvents {
+        events: events.clone(),
+    });
+    second.input(Input::Checkpoints { checkpoints });
+    second.run_for(HOUR);
+    assert_converged(&second, &url2, &corpus.acceptable);
+    let s = stats(&second, &url2);
+    assert_eq!(
+        s.jobs_negentropy, 0,
+        "reconciled after a quick restart: {s:?}"
+    );
+    let jobs = job_frames(&log(&second, &url2));
+    assert!(!jobs.is_empty());
+    let margin = EngineConfig::default().timing.since_margin.as_secs();
+    for j in &jobs {
+        assert_eq!(j.kind, "REQ");
+        for f in &j.filters {
+            // Discovery is paged from its own checkpoint; every layer from the oldest.
+            let since = since(f).unwrap_or(0);
+            assert!(since + margin >= oldest, "paged from {since}: {f}");
+        }
+    }
+    let (a, b) = (deliveries(&first), deliveries(&second));
+    eprintln!("deliveries: first run {a}, after a quick restart {b}");
+    assert!(b * 20 <= a, "restart downloaded {b} events (first run {a})");
+    assert!(second.writes.is_empty(), "events written again");
 }
 
 /// Ids seen and not stored (here: announcements by authors outside the allow-list) are
@@ -877,8 +947,9 @@ fn restart_with_remembered_ids_downloads_nothing() {
     assert_converged(&first, &url, &corpus.acceptable);
     assert_eq!(first.remembered.len(), 20, "the strangers' announcements");
     let events: Vec<Event> = first.store.iter().cloned().collect();
+    // Two hours later: a full reconciliation (a quick restart would not ask again).
     let restart = |remembered: Vec<SeenEntry>| {
-        let (mut second, url2) = world_with(&corpus, SimRelayConfig::default(), 8, allow);
+        let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 2 * HOUR, allow);
         for e in &events {
             second.store.insert(e.clone());
         }

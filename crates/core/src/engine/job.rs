@@ -40,6 +40,21 @@ pub(crate) struct Job {
     pub lossy_runs: u32,
     /// Set when the job covers one second that held more than a page.
     pub narrow: Option<Narrow>,
+    /// Whether the running job holds its keys' leases (see `SyncEngine::leases`).
+    pub leased: bool,
+    /// Planned by a quick session: everything from its `since` on.
+    pub catch_up: bool,
+}
+
+impl Job {
+    /// A quick session's catch-up window (not a narrowed second): it holds few events,
+    /// so it is paged with one REQ — NIP-77 would first read the window's local set
+    /// from the store (one index range per filter value) and take two round trips —
+    /// and runs at every relay at once (a REQ downloads the window whatever another
+    /// relay stored).
+    pub fn is_window(&self) -> bool {
+        self.catch_up && self.narrow.is_none()
+    }
 }
 
 /// A job narrowing one second (`since = until = second`) that held more than a page:

@@ -292,8 +292,9 @@ impl RecentIds {
 enum Session {
     /// A quick reconnect (or a catch-up after losses): everything from `from` on.
     Quick { from: Timestamp },
-    /// First connection of this run, or a long disconnection: NIP-77 over everything,
-    /// paging (without NIP-77) only from the checkpoints — a restart is not a re-download.
+    /// First connection of this run (unless its checkpoints are recent: see
+    /// `restart_from`), or a long disconnection: NIP-77 over everything, paging (without
+    /// NIP-77) only from the checkpoints — a restart is not a re-download.
     Fresh,
     /// The daily full reconciliation: everything, by either method — the only way a
     /// relay without NIP-77 yields events that arrived there late with old timestamps.
@@ -569,6 +570,7 @@ impl SyncEngine {
         };
         let now = self.now;
         let timing = self.config.timing.clone();
+        let restart_from = self.restart_from(id);
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
         };
@@ -582,7 +584,8 @@ impl SyncEngine {
         let catch_up_from = relay
             .disconnected_at
             .filter(|_| quick)
-            .map(|t| (t - timing.since_margin).timestamp());
+            .map(|t| (t - timing.since_margin).timestamp())
+            .or(restart_from);
         if !quick {
             relay.nip77 = relay::Nip77::Unknown;
             relay.full_reconcile_at = Some(
@@ -605,6 +608,43 @@ impl SyncEngine {
             None => Session::Fresh,
         };
         self.schedule_session(id, session);
+    }
+
+    /// For a relay not yet connected in this run (a restart) whose checkpoints are all
+    /// younger than the quick-reconnect window: the oldest of them less the margin, to
+    /// catch up from as after a quick reconnect (a checkpoint is earlier than the
+    /// disconnection it precedes, so this window covers the gap). A page reload is then
+    /// a few catch-up REQs, not a reconciliation of every filter against the store.
+    fn restart_from(&self, id: RelayId) -> Option<Timestamp> {
+        let relay = self.relays.get(&id)?;
+        if relay.connected_at.is_some() || relay.disconnected_at.is_some() {
+            return None;
+        }
+        let timing = &self.config.timing;
+        let oldest = self
+            .index
+            .targets()
+            .items(id)
+            .flat_map(|item| {
+                item.layers().iter().map(move |layer| WorkKey {
+                    layer: *layer,
+                    item,
+                })
+            })
+            .filter_map(|key| self.work.confirmed_at(id, key))
+            .min()?;
+        let age = self
+            .now
+            .timestamp()
+            .as_secs()
+            .saturating_sub(oldest.as_secs());
+        (age < timing.quick_reconnect_window.as_secs()).then(|| {
+            Timestamp::from(
+                oldest
+                    .as_secs()
+                    .saturating_sub(timing.since_margin.as_secs()),
+            )
+        })
     }
 
     fn on_disconnected(&mut self, url: &RelayUrl, reason: String) {
@@ -1259,13 +1299,28 @@ impl SyncEngine {
             self.schedule_jobs(id, layer, &items, since, paging_since);
         }
         if let Some(relay) = self.relays.get(&id).filter(|r| r.bootstrap) {
-            // Discovery has its own checkpoint: reconciled in full, paged from there.
             let discovered = relay
                 .discovered_at
                 .map(|t| Timestamp::from(t.timestamp().as_secs().saturating_sub(margin)));
-            let filter = discovery_filter(Form::Historic { since: None }, &self.config.discovery);
-            let paging_since = discovered.filter(|_| session != Session::Full);
-            self.add_job(id, Vec::new(), filter, paging_since);
+            // Discovery has its own checkpoint: caught up from it in a quick session,
+            // else reconciled in full and paged from there.
+            let (since, paging_since) = match session {
+                Session::Quick { .. } if discovered.is_some() => (discovered, None),
+                Session::Full => (None, None),
+                _ => (None, discovered),
+            };
+            let filter = discovery_filter(Form::Historic { since }, &self.config.discovery);
+            let job = self.add_job(id, Vec::new(), filter, paging_since);
+            if since.is_some() {
+                self.mark_catch_up(id, job);
+            }
+        }
+    }
+
+    /// Marks a job as a quick session's catch-up window (see [`Job::is_window`]).
+    fn mark_catch_up(&mut self, id: RelayId, job: JobId) {
+        if let Some(job) = self.relays.get_mut(&id).and_then(|r| r.jobs.get_mut(&job)) {
+            job.catch_up = true;
         }
     }
 
@@ -1316,7 +1371,10 @@ impl SyncEngine {
             }
         }
         for (keys, filter) in planned {
-            self.add_job(id, keys, filter, paging_since);
+            let job = self.add_job(id, keys, filter, paging_since);
+            if since.is_some() {
+                self.mark_catch_up(id, job);
+            }
         }
     }
 
@@ -1352,6 +1410,8 @@ impl SyncEngine {
                     not_before: None,
                     lossy_runs: 0,
                     narrow: None,
+                    leased: false,
+                    catch_up: false,
                 },
             );
         }
@@ -1393,7 +1453,9 @@ impl SyncEngine {
                 .filter(|j| matches!(j.state, JobState::Queued))
                 .filter(|j| j.not_before.is_none_or(|t| now >= t))
                 .find(|j| {
-                    !self.leased_elsewhere(id, &j.keys) && !self.defers_to(&req_only, &j.keys)
+                    j.is_window()
+                        || (!self.leased_elsewhere(id, &j.keys)
+                            && !self.defers_to(&req_only, &j.keys))
                 })
                 .map(|j| j.id)
             else {
@@ -1401,17 +1463,21 @@ impl SyncEngine {
             };
             // Only the probe may speak NIP-77 until the relay answered it.
             let probe_running = relay.jobs.values().any(|j| j.probe);
+            let window = relay.jobs.get(&job).is_some_and(Job::is_window);
             let start = match relay.nip77 {
+                _ if window => Start::Paging,
                 relay::Nip77::Unsupported => Start::Paging,
                 relay::Nip77::Probing if probe_running => return,
                 relay::Nip77::Probing | relay::Nip77::Unknown => Start::Probe,
                 relay::Nip77::Supported => Start::Negentropy,
             };
-            let keys = relay
-                .jobs
-                .get(&job)
-                .map(|j| j.keys.clone())
-                .unwrap_or_default();
+            let keys = match self.relays.get_mut(&id).and_then(|r| r.jobs.get_mut(&job)) {
+                Some(j) if !window => {
+                    j.leased = true;
+                    j.keys.clone()
+                }
+                _ => Vec::new(),
+            };
             for key in keys {
                 let holder = self.leases.entry(key).or_insert((id, 0));
                 if holder.0 == id {
@@ -1468,10 +1534,13 @@ impl SyncEngine {
     fn release(&mut self, id: RelayId, job_id: JobId) {
         let running = self
             .relays
-            .get(&id)
-            .and_then(|r| r.jobs.get(&job_id))
-            .filter(|j| !matches!(j.state, JobState::Queued))
-            .map(|j| j.keys.clone())
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+            .filter(|j| j.leased)
+            .map(|j| {
+                j.leased = false;
+                j.keys.clone()
+            })
             .unwrap_or_default();
         for key in running {
             if let Some(holder) = self.leases.get_mut(&key) {
