@@ -24,10 +24,14 @@ use grasp_sync_core::RelayUrl;
 use nostr::prelude::{Event, EventId, Timestamp};
 
 use crate::ports::{Clock, Connection, Incoming, Network, SavedState, Store, Verifier};
-use crate::restore::tracked_events;
+use crate::restore::{tracked_announcements, tracked_roots};
 
 /// Most items taken from one source before the others get a turn.
 const BURST: usize = 256;
+/// Most checkpoints and remembered ids in one state write: a store may do a write's
+/// puts in one task (a browser's main thread must not be held over 50 ms), and a
+/// quick catch-up confirms every key of every relay at once.
+const PERSIST_CHUNK: usize = 256;
 /// How long a shutdown waits for in-flight writes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -48,7 +52,7 @@ pub enum Command {
         /// Where the outcome goes.
         reply: oneshot::Sender<PublishOutcome>,
     },
-    /// What the store holds that the engine must know (see [`tracked_events`]) and
+    /// What the store holds that the engine must know (see [`tracked_events`](crate::tracked_events)) and
     /// the ids seen and not stored, after someone else wrote to the store (a one-shot
     /// sync run beside the loop): the ids first, then the events.
     Restore {
@@ -211,9 +215,16 @@ where
     /// so a restart behaves like a quick reconnect, not a first sync.
     pub async fn start(&mut self, scope: &DiscoveryScope) -> Result<(), String> {
         let config = self.engine.index().config().clone();
-        let tracked = tracked_events(&self.store, scope, &config).await?;
-        self.feed_local(tracked);
-        let state = self.store.load_state().await?;
+        // The announcements first: the relays they list start connecting (and their
+        // NIP-11 documents loading) while the roots and the sync state are read. A
+        // connection is handed to the engine only once `run` polls it, after all of it.
+        let (announcements, coords) = tracked_announcements(&self.store, scope, &config).await?;
+        self.feed_local(announcements);
+        self.execute_outputs();
+        let (roots, state) =
+            futures::join!(tracked_roots(&self.store, coords), self.store.load_state());
+        self.feed_local(roots?);
+        let state = state?;
         let now = self.clock.now();
         self.engine.handle_input(
             now,
@@ -680,13 +691,22 @@ where
         }
     }
 
-    /// Starts the next write on the persistence lane: everything queued since the last
-    /// one, in one store write (checkpoints keep their order).
+    /// Starts the next write on the persistence lane: what is queued since the last
+    /// one, up to [`PERSIST_CHUNK`] entries, in one store write (entries keep their
+    /// order).
     fn next_persist(&mut self) {
         if self.persisting || self.to_persist.is_empty() {
             return;
         }
-        let writing = self.store.save_state(std::mem::take(&mut self.to_persist));
+        // Remembered ids first: a checkpoint never lands before the ids it relies on.
+        let queued = &mut self.to_persist;
+        let remembered = queued.remembered.len().min(PERSIST_CHUNK);
+        let checkpoints = queued.checkpoints.len().min(PERSIST_CHUNK - remembered);
+        let chunk = SavedState {
+            checkpoints: queued.checkpoints.drain(..checkpoints).collect(),
+            remembered: queued.remembered.drain(..remembered).collect(),
+        };
+        let writing = self.store.save_state(chunk);
         self.persisting = true;
         self.tasks.push(writing.map(Done::Persisted).boxed_local());
     }

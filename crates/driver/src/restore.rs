@@ -22,6 +22,18 @@ pub async fn tracked_events<S: Store>(
     scope: &DiscoveryScope,
     config: &IndexConfig,
 ) -> Result<Vec<Event>, String> {
+    let (mut events, coords) = tracked_announcements(store, scope, config).await?;
+    events.extend(tracked_roots(store, coords).await?);
+    Ok(events)
+}
+
+/// The first part of [`tracked_events`] — the announcements and state events, which name
+/// the relays to connect to — and the coordinates of the tracked repositories.
+pub async fn tracked_announcements<S: Store>(
+    store: &S,
+    scope: &DiscoveryScope,
+    config: &IndexConfig,
+) -> Result<(Vec<Event>, Vec<RepoRef>), String> {
     let mut events = store
         .query(discovery_filter(Form::Historic { since: None }, scope))
         .await?;
@@ -32,10 +44,8 @@ pub async fn tracked_events<S: Store>(
         .flat_map(|r| index.repo_coords(r))
         .cloned()
         .collect();
-    let deletions = store.query(Filter::new().kind(kinds::DELETION)).await?;
     if coords.is_empty() {
-        events.extend(deletions);
-        return Ok(events);
+        return Ok((events, coords));
     }
     // Maintainers' announcements add relays; the state versions are what a newer state
     // replaces.
@@ -46,7 +56,21 @@ pub async fn tracked_events<S: Store>(
     let known: std::collections::HashSet<_> = events.iter().map(|e| e.id).collect();
     let more = store.query(filter).await?;
     events.extend(more.into_iter().filter(|e| !known.contains(&e.id)));
-    events.extend(store.root_events(coords).await?);
-    events.extend(deletions);
+    Ok((events, coords))
+}
+
+/// The rest of [`tracked_events`]: the root events of `coords`, then every stored
+/// deletion.
+pub async fn tracked_roots<S: Store>(
+    store: &S,
+    coords: Vec<RepoRef>,
+) -> Result<Vec<Event>, String> {
+    let deletions = store.query(Filter::new().kind(kinds::DELETION));
+    let mut events = if coords.is_empty() {
+        Vec::new()
+    } else {
+        store.root_events(coords).await?
+    };
+    events.extend(deletions.await?);
     Ok(events)
 }
