@@ -3,7 +3,10 @@
 //! No pings (a page cannot send them; the core detects silent connections). Sending
 //! never queues without bound: a frame is refused, and the connection closed by the
 //! driver, once the socket's own `bufferedAmount` passes [`MAX_BUFFERED`].
+//! The socket is web-sys's `WebSocket`, not gloo-net's: gloo-net does not expose
+//! `bufferedAmount`, the back-pressure signal.
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
@@ -37,17 +40,17 @@ impl Default for BrowserNetwork {
     }
 }
 
+/// Both start at once (the socket opens, the request goes out) — not when the future is
+/// first polled — so a connection is set up while the caller does other work.
 impl Network for BrowserNetwork {
     fn connect(&self, url: &RelayUrl) -> LocalBoxFuture<'static, Result<Connection, String>> {
-        let url = url.as_str().to_owned();
+        let opening = Opening::start(url.as_str());
         let timeout = self.connect_timeout;
-        async move { open(&url, timeout).await }.boxed_local()
+        async move { opening?.finish(timeout).await }.boxed_local()
     }
 
     fn fetch_info(&self, url: &RelayUrl) -> LocalBoxFuture<'static, Option<String>> {
-        let url = url.info_url();
-        let timeout = self.info_timeout;
-        async move { fetch_info(&url, timeout).await }.boxed_local()
+        fetch_info(&url.info_url(), self.info_timeout)
     }
 }
 
@@ -90,78 +93,111 @@ impl futures::Stream for Frames {
 
 /// Opens a WebSocket to `url` and waits (up to `timeout`) until it is open.
 pub async fn open(url: &str, timeout: Duration) -> Result<Connection, String> {
-    let ws = WebSocket::new(url).map_err(|e| js_text(&e))?;
-    ws.set_binary_type(BinaryType::Arraybuffer);
-    let (frames, incoming) = mpsc::unbounded::<Incoming>();
-    let (opened_tx, opened) = oneshot::channel::<Result<(), String>>();
-    let opened_tx = std::rc::Rc::new(std::cell::RefCell::new(Some(opened_tx)));
+    Opening::start(url)?.finish(timeout).await
+}
 
-    let tell = opened_tx.clone();
-    let on_open = Closure::<dyn FnMut()>::new(move || {
-        if let Some(tx) = tell.borrow_mut().take() {
-            let _ = tx.send(Ok(()));
-        }
-    });
-    let to_engine = frames.clone();
-    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-        let data = event.data();
-        let text = match data.as_string() {
-            Some(text) => text,
-            // Relays speak text; a binary frame is passed on as (lossy) text for the
-            // engine to count as a bad frame.
-            None => String::from_utf8_lossy(&js_sys::Uint8Array::new(&data).to_vec()).into_owned(),
+/// A WebSocket being opened: created, its handlers set.
+struct Opening {
+    ws: WebSocket,
+    socket: Socket,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+    opened: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Opening {
+    /// Creates the socket (the browser starts connecting at once).
+    fn start(url: &str) -> Result<Self, String> {
+        let ws = WebSocket::new(url).map_err(|e| js_text(&e))?;
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        let (frames, incoming) = mpsc::unbounded::<Incoming>();
+        let (opened_tx, opened) = oneshot::channel::<Result<(), String>>();
+        let opened_tx = std::rc::Rc::new(std::cell::RefCell::new(Some(opened_tx)));
+
+        let tell = opened_tx.clone();
+        let on_open = Closure::<dyn FnMut()>::new(move || {
+            if let Some(tx) = tell.borrow_mut().take() {
+                let _ = tx.send(Ok(()));
+            }
+        });
+        let to_engine = frames.clone();
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            let data = event.data();
+            let text = match data.as_string() {
+                Some(text) => text,
+                // Relays speak text; a binary frame is passed on as (lossy) text for the
+                // engine to count as a bad frame.
+                None => {
+                    String::from_utf8_lossy(&js_sys::Uint8Array::new(&data).to_vec()).into_owned()
+                }
+            };
+            let _ = to_engine.unbounded_send(Incoming::Text(text));
+        });
+        let tell = opened_tx.clone();
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
+            let reason = format!("closed ({}) {}", event.code(), event.reason());
+            if let Some(tx) = tell.borrow_mut().take() {
+                let _ = tx.send(Err(reason.clone()));
+            }
+            let _ = frames.unbounded_send(Incoming::Closed(reason));
+            frames.close_channel();
+        });
+        let tell = opened_tx;
+        let on_error = Closure::<dyn FnMut()>::new(move || {
+            if let Some(tx) = tell.borrow_mut().take() {
+                let _ = tx.send(Err("connection failed".into()));
+            }
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        let socket = Socket {
+            ws: ws.clone(),
+            _on_open: on_open,
+            _on_message: on_message,
+            _on_close: on_close,
+            _on_error: on_error,
         };
-        let _ = to_engine.unbounded_send(Incoming::Text(text));
-    });
-    let tell = opened_tx.clone();
-    let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
-        let reason = format!("closed ({}) {}", event.code(), event.reason());
-        if let Some(tx) = tell.borrow_mut().take() {
-            let _ = tx.send(Err(reason.clone()));
-        }
-        let _ = frames.unbounded_send(Incoming::Closed(reason));
-        frames.close_channel();
-    });
-    let tell = opened_tx;
-    let on_error = Closure::<dyn FnMut()>::new(move || {
-        if let Some(tx) = tell.borrow_mut().take() {
-            let _ = tx.send(Err("connection failed".into()));
-        }
-    });
-    ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-    ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    let socket = Socket {
-        ws: ws.clone(),
-        _on_open: on_open,
-        _on_message: on_message,
-        _on_close: on_close,
-        _on_error: on_error,
-    };
-
-    let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-    let timer = gloo_timers::future::TimeoutFuture::new(millis);
-    match select(opened, timer).await {
-        Either::Left((Ok(Ok(())), _)) => {}
-        Either::Left((Ok(Err(reason)), _)) => return Err(reason),
-        Either::Left((Err(_), _)) => return Err("connection failed".into()),
-        Either::Right(_) => return Err(format!("no connection within {timeout:?}")),
+        Ok(Self {
+            ws,
+            socket,
+            incoming,
+            opened,
+        })
     }
 
-    // The stream owns the handlers: dropping it detaches them and closes the socket.
-    let incoming = Frames {
-        frames: incoming,
-        _socket: socket,
-    };
-    let sender = ws.clone();
-    Ok(Connection {
-        incoming: incoming.boxed_local(),
-        send: Box::new(move |text: String| send(&sender, &text)),
-        close: Box::new(move || {
-            let _ = ws.close();
-        }),
-    })
+    /// Waits (up to `timeout`) until the socket is open. Dropped unfinished, the socket
+    /// closes.
+    async fn finish(self, timeout: Duration) -> Result<Connection, String> {
+        let Self {
+            ws,
+            socket,
+            incoming,
+            opened,
+        } = self;
+        let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let timer = gloo_timers::future::TimeoutFuture::new(millis);
+        match select(opened, timer).await {
+            Either::Left((Ok(Ok(())), _)) => {}
+            Either::Left((Ok(Err(reason)), _)) => return Err(reason),
+            Either::Left((Err(_), _)) => return Err("connection failed".into()),
+            Either::Right(_) => return Err(format!("no connection within {timeout:?}")),
+        }
+
+        // The stream owns the handlers: dropping it detaches them and closes the socket.
+        let incoming = Frames {
+            frames: incoming,
+            _socket: socket,
+        };
+        let sender = ws.clone();
+        Ok(Connection {
+            incoming: incoming.boxed_local(),
+            send: Box::new(move |text: String| send(&sender, &text)),
+            close: Box::new(move || {
+                let _ = ws.close();
+            }),
+        })
+    }
 }
 
 /// Queues `text` on `ws` unless its send buffer is already over [`MAX_BUFFERED`].
@@ -177,36 +213,51 @@ fn send(ws: &WebSocket, text: &str) -> Result<(), String> {
 }
 
 /// The relay's NIP-11 document, or `None` (no document, an error, a CORS refusal, too
-/// large, or no answer within `timeout`).
-async fn fetch_info(url: &str, timeout: Duration) -> Option<String> {
-    let abort = web_sys::AbortController::new().ok()?;
+/// large, or no answer within `timeout`). The request goes out at once.
+fn fetch_info(url: &str, timeout: Duration) -> LocalBoxFuture<'static, Option<String>> {
+    let Some(abort) = web_sys::AbortController::new().ok() else {
+        return futures::future::ready(None).boxed_local();
+    };
     let request = gloo_net::http::Request::get(url)
         .header("Accept", "application/nostr+json")
         .abort_signal(Some(&abort.signal()));
+    // `send` is an async fn: polling it once issues the request.
+    let mut sending = Box::pin(request.send());
+    let waker = futures::task::noop_waker();
+    let early = sending
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(&waker));
     let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-    let reading = async move {
-        let response = request.send().await.ok()?;
-        if !response.ok() {
-            return None;
-        }
-        let declared = response
-            .headers()
-            .get("content-length")
-            .and_then(|n| n.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > MAX_INFO_BYTES) {
-            return None;
-        }
-        let text = response.text().await.ok()?;
-        (text.len() <= MAX_INFO_BYTES).then_some(text)
-    };
-    let timer = gloo_timers::future::TimeoutFuture::new(millis);
-    match select(Box::pin(reading), timer).await {
-        Either::Left((document, _)) => document,
-        Either::Right(_) => {
-            abort.abort();
-            None
+    async move {
+        let reading = async move {
+            let response = match early {
+                std::task::Poll::Ready(response) => response,
+                std::task::Poll::Pending => sending.await,
+            }
+            .ok()?;
+            if !response.ok() {
+                return None;
+            }
+            let declared = response
+                .headers()
+                .get("content-length")
+                .and_then(|n| n.parse::<usize>().ok());
+            if declared.is_some_and(|n| n > MAX_INFO_BYTES) {
+                return None;
+            }
+            let text = response.text().await.ok()?;
+            (text.len() <= MAX_INFO_BYTES).then_some(text)
+        };
+        let timer = gloo_timers::future::TimeoutFuture::new(millis);
+        match select(Box::pin(reading), timer).await {
+            Either::Left((document, _)) => document,
+            Either::Right(_) => {
+                abort.abort();
+                None
+            }
         }
     }
+    .boxed_local()
 }
 
 /// A JS exception as text.
