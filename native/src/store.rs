@@ -97,7 +97,7 @@ use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::Checkpoint;
 use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::RepoRef;
-use grasp_sync_driver::{Saved, SavedState, Store};
+use grasp_sync_driver::{Saved, SavedState, Store, StoreError as PortError};
 use grasp_sync_store::keys::{parse_posting_key, posting_range};
 use grasp_sync_store::notes::{decode_expiration, encode_expiration, names_a_repo};
 use grasp_sync_store::plan::{self, Access, Plan};
@@ -194,6 +194,16 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+impl From<StoreError> for PortError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::MapFull { .. } => Self::QuotaExceeded(e.to_string()),
+            StoreError::Task(_) => Self::Unavailable(e.to_string()),
+            _ => Self::Other(e.to_string()),
+        }
+    }
+}
 
 impl StoreError {
     fn events(error: nostr_database::error::Error, map_size: usize) -> Self {
@@ -725,44 +735,44 @@ impl LmdbStore {
 }
 
 impl Store for LmdbStore {
-    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, PortError>> {
         let store = self.clone();
-        async move { store.query(filter).await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.query(filter).await.map_err(PortError::from) }.boxed_local()
     }
 
     fn items(
         &self,
         filter: Filter,
-    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, PortError>> {
         let store = self.clone();
-        async move { store.items(filter).await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.items(filter).await.map_err(PortError::from) }.boxed_local()
     }
 
     fn save(
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
-    ) -> LocalBoxFuture<'static, Result<Saved, String>> {
+    ) -> LocalBoxFuture<'static, Result<Saved, PortError>> {
         let store = self.clone();
-        async move { store.save(events, remove).await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.save(events, remove).await.map_err(PortError::from) }.boxed_local()
     }
 
     fn root_events(
         &self,
         coords: Vec<RepoRef>,
-    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, PortError>> {
         let store = self.clone();
-        async move { store.root_events(&coords).await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.root_events(&coords).await.map_err(PortError::from) }.boxed_local()
     }
 
-    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>> {
+    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), PortError>> {
         let store = self.clone();
-        async move { store.save_state(state).await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.save_state(state).await.map_err(PortError::from) }.boxed_local()
     }
 
-    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {
+    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, PortError>> {
         let store = self.clone();
-        async move { store.load_state().await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.load_state().await.map_err(PortError::from) }.boxed_local()
     }
 }
 
@@ -1408,26 +1418,26 @@ mod tests {
     struct TagQueries(LmdbStore);
 
     impl Store for TagQueries {
-        fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+        fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, PortError>> {
             Store::query(&self.0, filter)
         }
         fn items(
             &self,
             filter: Filter,
-        ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>> {
+        ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, PortError>> {
             Store::items(&self.0, filter)
         }
         fn save(
             &self,
             events: Vec<Event>,
             remove: Vec<Removal>,
-        ) -> LocalBoxFuture<'static, Result<Saved, String>> {
+        ) -> LocalBoxFuture<'static, Result<Saved, PortError>> {
             Store::save(&self.0, events, remove)
         }
-        fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>> {
+        fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), PortError>> {
             Store::save_state(&self.0, state)
         }
-        fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {
+        fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, PortError>> {
             Store::load_state(&self.0)
         }
     }
@@ -1642,6 +1652,12 @@ mod tests {
             }
         }
         assert!(refused > 0);
+        // Through the driver's port, a full map is a quota error.
+        let through_port = Store::save(&store, events.clone(), Vec::new()).await;
+        assert!(
+            matches!(through_port, Err(PortError::QuotaExceeded(_))),
+            "{through_port:?}"
+        );
 
         // Still reads (at least every batch that succeeded), and the state still writes.
         let held = store

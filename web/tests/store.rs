@@ -6,6 +6,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use grasp_sync_core::accept::Removal;
+use grasp_sync_driver::{Store, StoreError as PortError};
 use grasp_sync_testkit::corpus::{keys, sign};
 use grasp_sync_web::idb::{schema, IdbStore};
 use indexed_db_futures::database::Database;
@@ -274,6 +275,9 @@ async fn a_version_1_database_is_upgraded_in_place_and_a_blocked_upgrade_is_an_e
         .expect("a newer version opens");
     let closed = store.count().await.expect_err("closed");
     assert_eq!(closed.code(), "closed", "{closed}");
+    // Through the driver's port: unavailable (retry or reopen).
+    let port = Store::items(&store, filter).await.expect_err("closed");
+    assert!(matches!(port, PortError::Unavailable(_)), "{port}");
     newer.close();
     schema::delete(&db).await.expect("delete");
 }

@@ -585,7 +585,7 @@ where
         let saving = self.store.save(events, remove);
         self.tasks.push(
             saving
-                .map(move |r| Done::Stored(batches, r.map(|saved| saved.removed)))
+                .map(move |r| Done::Stored(batches, r.map(|s| s.removed).map_err(String::from)))
                 .boxed_local(),
         );
     }
@@ -655,8 +655,11 @@ where
             }
             Output::LoadLocalItems { request, filter } => {
                 let loading = self.store.items(filter);
-                self.tasks
-                    .push(loading.map(move |r| Done::Items(request, r)).boxed_local());
+                self.tasks.push(
+                    loading
+                        .map(move |r| Done::Items(request, r.map_err(String::from)))
+                        .boxed_local(),
+                );
             }
             Output::Verify { batch, events } => self.to_verify.push((batch, events)),
             Output::Store {
@@ -708,7 +711,11 @@ where
         };
         let writing = self.store.save_state(chunk);
         self.persisting = true;
-        self.tasks.push(writing.map(Done::Persisted).boxed_local());
+        self.tasks.push(
+            writing
+                .map(|r| Done::Persisted(r.map_err(String::from)))
+                .boxed_local(),
+        );
     }
 
     /// Lets in-flight saves and state writes finish (feeding their results to the

@@ -12,5 +12,7 @@ mod ports;
 mod restore;
 
 pub use driver::{Command, Control, Driver, DriverStats, Exit};
-pub use ports::{Clock, Connection, Incoming, Network, Saved, SavedState, Store, Verifier};
+pub use ports::{
+    Clock, Connection, Incoming, Network, Saved, SavedState, Store, StoreError, Verifier,
+};
 pub use restore::tracked_events;

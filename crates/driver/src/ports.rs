@@ -71,6 +71,70 @@ pub struct Saved {
     pub existed: Vec<EventId>,
 }
 
+/// Why a [`Store`] call failed, by what a user can do about it. The message is the
+/// backend's own; [`StoreError::remedy`] says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store refused to hold more: a browser's storage quota, a full LMDB map.
+    QuotaExceeded(String),
+    /// A schema upgrade waits on another connection at an older version (another tab).
+    UpgradeBlocked(String),
+    /// The store is closed, or failed in a way that may pass.
+    Unavailable(String),
+    /// Anything else (a record that does not decode, a backend failure).
+    Other(String),
+}
+
+impl StoreError {
+    /// The backend's message.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::QuotaExceeded(m)
+            | Self::UpgradeBlocked(m)
+            | Self::Unavailable(m)
+            | Self::Other(m) => m,
+        }
+    }
+
+    /// What a user can do about it.
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            Self::QuotaExceeded(_) => {
+                "free space, allow persistent storage, or give the store a larger map"
+            }
+            Self::UpgradeBlocked(_) => "close the other tabs using this database, then reload",
+            Self::Unavailable(_) => "retry; reopen the store if it persists",
+            Self::Other(_) => "report it with this message",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self {
+            Self::QuotaExceeded(_) => "store full",
+            Self::UpgradeBlocked(_) => "store upgrade blocked",
+            Self::Unavailable(_) => "store unavailable",
+            Self::Other(_) => "store error",
+        };
+        write!(f, "{what}: {} ({})", self.message(), self.remedy())
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<String> for StoreError {
+    fn from(message: String) -> Self {
+        Self::Other(message)
+    }
+}
+
+impl From<StoreError> for String {
+    fn from(e: StoreError) -> Self {
+        e.to_string()
+    }
+}
+
 /// The local event store, plus the sync state that lives beside it: the one store
 /// contract every backend (LMDB, IndexedDB, in memory) implements and the conformance
 /// suite of `grasp-sync-store` checks.
@@ -82,13 +146,13 @@ pub struct Saved {
 /// cover). Events past their NIP-40 expiration are never returned.
 pub trait Store {
     /// Stored events matching `filter` (all of them: `limit` is not applied by callers).
-    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>>;
+    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, StoreError>>;
 
     /// (created_at, id) of every stored event matching `filter`: a negentropy local set.
     fn items(
         &self,
         filter: Filter,
-    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>>;
+    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, StoreError>>;
 
     /// The stored root events (pull requests, issues, patches starting a series: see
     /// `nip34::is_root`) that name one of `coords` in an `a`, `A` or `q` tag; it may
@@ -97,7 +161,7 @@ pub trait Store {
     fn root_events(
         &self,
         coords: Vec<RepoRef>,
-    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, StoreError>> {
         let values: Vec<String> = coords.iter().map(ToString::to_string).collect();
         let queries: Vec<_> = REPO_TAGS
             .into_iter()
@@ -129,15 +193,15 @@ pub trait Store {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
-    ) -> LocalBoxFuture<'static, Result<Saved, String>>;
+    ) -> LocalBoxFuture<'static, Result<Saved, StoreError>>;
 
     /// Saves sync state in one durable write: the checkpoints in order (each replacing
     /// the one of the same relay and scope) and the remembered ids (ids seen and not
     /// stored, kept until each entry expires; an id already remembered is replaced).
-    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>>;
+    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), StoreError>>;
 
     /// Checkpoints and remembered ids saved earlier.
-    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>>;
+    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, StoreError>>;
 }
 
 /// Checks event ids and signatures, possibly in parallel.

@@ -11,7 +11,7 @@ use futures::future::{ready, LocalBoxFuture};
 use futures::FutureExt as _;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::RepoRef;
-use grasp_sync_driver::{Saved, SavedState, Store};
+use grasp_sync_driver::{Saved, SavedState, Store, StoreError};
 use nostr::prelude::{Event, EventId, Filter, Kind, PublicKey, SingleLetterTag, Timestamp};
 
 use crate::notes::{is_live, names_a_repo, Notes};
@@ -190,21 +190,21 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, StoreError>> {
         ready(Ok(self.query_now(&filter))).boxed_local()
     }
 
     fn items(
         &self,
         filter: Filter,
-    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, StoreError>> {
         ready(Ok(self.items_now(&filter))).boxed_local()
     }
 
     fn root_events(
         &self,
         coords: Vec<RepoRef>,
-    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, StoreError>> {
         ready(Ok(self.root_events_now(&coords))).boxed_local()
     }
 
@@ -212,16 +212,16 @@ impl Store for MemoryStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
-    ) -> LocalBoxFuture<'static, Result<Saved, String>> {
+    ) -> LocalBoxFuture<'static, Result<Saved, StoreError>> {
         ready(Ok(self.save_now(events, &remove))).boxed_local()
     }
 
-    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>> {
+    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), StoreError>> {
         self.save_state_now(&state);
         ready(Ok(())).boxed_local()
     }
 
-    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {
+    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, StoreError>> {
         ready(Ok(self.load_state_now())).boxed_local()
     }
 }

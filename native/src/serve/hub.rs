@@ -9,7 +9,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::RepoRef;
-use grasp_sync_driver::{Saved, SavedState, Store};
+use grasp_sync_driver::{Saved, SavedState, Store, StoreError};
 use nostr::prelude::{Event, EventId, Filter, Timestamp};
 
 use super::fanout::Fanout;
@@ -43,14 +43,14 @@ impl BroadcastStore {
 }
 
 impl Store for BroadcastStore {
-    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, StoreError>> {
         Store::query(&self.store, filter)
     }
 
     fn items(
         &self,
         filter: Filter,
-    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, StoreError>> {
         Store::items(&self.store, filter)
     }
 
@@ -58,7 +58,7 @@ impl Store for BroadcastStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
-    ) -> LocalBoxFuture<'static, Result<Saved, String>> {
+    ) -> LocalBoxFuture<'static, Result<Saved, StoreError>> {
         let store = self.store.clone();
         let fanout = Arc::clone(&self.fanout);
         async move {
@@ -66,10 +66,7 @@ impl Store for BroadcastStore {
             // this save runs must still get what it commits (its query may have read
             // the store before the commit).
             let handed_in = events.clone();
-            let saved = store
-                .save(events, remove)
-                .await
-                .map_err(|e| e.to_string())?;
+            let saved = store.save(events, remove).await.map_err(StoreError::from)?;
             // What is new: neither held before nor removed.
             let old: HashSet<EventId> = saved
                 .removed
@@ -92,15 +89,15 @@ impl Store for BroadcastStore {
     fn root_events(
         &self,
         coords: Vec<RepoRef>,
-    ) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, StoreError>> {
         Store::root_events(&self.store, coords)
     }
 
-    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>> {
+    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), StoreError>> {
         Store::save_state(&self.store, state)
     }
 
-    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {
+    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, StoreError>> {
         Store::load_state(&self.store)
     }
 }

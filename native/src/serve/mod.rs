@@ -344,7 +344,8 @@ async fn serve_api(
                         let restored = match tracked_events(&hub, &scope, &index_config).await {
                             Ok(events) => Store::load_state(&hub)
                                 .await
-                                .map(|state| (events, state.remembered)),
+                                .map(|state| (events, state.remembered))
+                                .map_err(String::from),
                             Err(e) => Err(e),
                         };
                         match restored {

@@ -94,6 +94,17 @@ impl From<StoreError> for crate::error::WebError {
     }
 }
 
+impl From<StoreError> for grasp_sync_driver::StoreError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Quota(m) => Self::QuotaExceeded(m),
+            StoreError::UpgradeBlocked(m) => Self::UpgradeBlocked(m),
+            StoreError::Closed(m) | StoreError::Other(m) => Self::Unavailable(m),
+            StoreError::Corrupt(m) => Self::Other(m),
+        }
+    }
+}
+
 /// Commits `tx` and waits until it completes; its error (a quota refusal, a failed
 /// request) if it aborts.
 pub async fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {

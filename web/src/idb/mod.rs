@@ -23,7 +23,7 @@ use std::rc::Rc;
 use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt;
 use grasp_sync_core::accept::Removal;
-use grasp_sync_driver::{Saved, SavedState, Store};
+use grasp_sync_driver::{Saved, SavedState, Store, StoreError as PortError};
 use indexed_db_futures::prelude::*;
 use indexed_db_futures::transaction::{Transaction, TransactionMode};
 use indexed_db_futures::KeyRange;
@@ -487,47 +487,41 @@ fn range_is_exact(filter: &Filter) -> bool {
 }
 
 impl Store for IdbStore {
-    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, String>> {
+    fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, PortError>> {
         let store = self.clone();
-        async move { store.query_events(&filter).await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.query_events(&filter).await.map_err(PortError::from) }.boxed_local()
     }
 
     fn items(
         &self,
         filter: Filter,
-    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, PortError>> {
         let store = self.clone();
-        async move { store.items(&filter).await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.items(&filter).await.map_err(PortError::from) }.boxed_local()
     }
 
     fn save(
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
-    ) -> LocalBoxFuture<'static, Result<Saved, String>> {
+    ) -> LocalBoxFuture<'static, Result<Saved, PortError>> {
         let store = self.clone();
         async move {
             store.save_events(events, remove).await.map_err(|e| {
                 crate::error::console_warn(&format!("grasp-sync: saving events failed: {e}"));
-                e.to_string()
+                PortError::from(e)
             })
         }
         .boxed_local()
     }
 
-    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), String>> {
+    fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), PortError>> {
         let store = self.clone();
-        async move {
-            store
-                .save_sync_state(state)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .boxed_local()
+        async move { store.save_sync_state(state).await.map_err(PortError::from) }.boxed_local()
     }
 
-    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, String>> {
+    fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, PortError>> {
         let store = self.clone();
-        async move { store.load_sync_state().await.map_err(|e| e.to_string()) }.boxed_local()
+        async move { store.load_sync_state().await.map_err(PortError::from) }.boxed_local()
     }
 }

@@ -62,7 +62,7 @@ impl Core {
     /// Decides about `events` and saves the verdicts in one call.
     async fn save(&mut self, store: &impl Store, events: &[Event]) -> Result<Saved, String> {
         let (put, remove) = self.decide(events);
-        store.save(put, remove).await
+        store.save(put, remove).await.map_err(String::from)
     }
 }
 
@@ -79,7 +79,7 @@ async fn at_address(
     if let Some(d) = d {
         filter = filter.identifier(d);
     }
-    store.query(filter).await
+    store.query(filter).await.map_err(String::from)
 }
 
 /// NIP-01's winner among versions: newest, then lowest id.
