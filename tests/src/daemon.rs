@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::cli::grasp_sync_bin;
-use crate::{free_port, loopback_url, wait_port_free};
+use crate::{free_port, loopback_url, wait_port_free, RawClient};
 
 /// A running `grasp-sync serve`. Killed when dropped.
 pub struct Daemon {
@@ -19,7 +19,49 @@ pub struct Daemon {
     http: reqwest::Client,
 }
 
+/// A [`Daemon`] with its store in a temporary directory of its own (the daemon is
+/// dropped, and so killed, before the directory).
+pub struct TempDaemon {
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+impl TempDaemon {
+    /// [`Daemon::start`] with `extra` flags, its store in a new temporary directory.
+    ///
+    /// # Panics
+    /// When the directory cannot be made or the daemon does not start.
+    pub async fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let daemon = Daemon::start(&dir.path().join("store"), extra).await;
+        Self { daemon, _dir: dir }
+    }
+}
+
+impl std::ops::Deref for TempDaemon {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for TempDaemon {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
+}
+
 impl Daemon {
+    /// A raw WebSocket client connected to this daemon (within 10 s).
+    ///
+    /// # Panics
+    /// When it cannot connect.
+    pub async fn raw_client(&self) -> RawClient {
+        RawClient::connect_within(&self.url(), Duration::from_secs(10))
+            .await
+            .expect("connect to the daemon")
+    }
+
     /// Starts `grasp-sync serve` on a free loopback port with its store in `data_dir`,
     /// relays at loopback addresses allowed, short sync timeouts, and `extra` flags;
     /// waits (up to 30 s) until `/health` answers.

@@ -36,7 +36,7 @@ mod raw;
 mod silent_relay;
 
 pub use cli::{grasp_sync_bin, run_grasp_sync, spawn_grasp_sync, sync_args, SyncRun};
-pub use daemon::{counter_value, metric_value, Daemon};
+pub use daemon::{counter_value, metric_value, Daemon, TempDaemon};
 pub use nip77_relay::{Nip77Limits, Nip77Relay};
 pub use nostr_rs_relay::NostrRsRelay;
 pub use raw::{publish, PublishReport, RawClient};

@@ -3,43 +3,19 @@
 //! signature) and answered with `OK`, and what `--auth-required` then restricts — with
 //! raw frames and with nostr-sdk's client, which authenticates on its own.
 
-use std::ops::Deref;
 use std::time::Duration;
 
-use grasp_sync_testkit::corpus::{keys, sign};
+use grasp_sync_testkit::corpus::{keys, sign, tag};
 use grasp_sync_tests::nostr_sdk::prelude::{Client, Filter, SignerAuthenticator};
-use grasp_sync_tests::{Daemon, RawClient};
+use grasp_sync_tests::{Daemon, RawClient, TempDaemon};
 use nostr::prelude::{Event, Keys, Timestamp};
 use serde_json::{json, Value};
 
 /// A generous deadline for anything the daemon should answer at once.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A daemon in a temporary directory (the daemon is dropped, killed, first).
-struct Fixture {
-    daemon: Daemon,
-    _dir: tempfile::TempDir,
-}
-
-impl Deref for Fixture {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
-
-async fn start(extra: &[&str]) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("store"), extra).await;
-    Fixture { daemon, _dir: dir }
-}
-
 fn now() -> u64 {
     Timestamp::now().as_secs()
-}
-
-fn tag(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// Connects and reads the challenge the relay sends first.
@@ -104,7 +80,7 @@ async fn req_end(raw: &mut RawClient, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_is_checked_and_writes_wait_for_it() {
-    let daemon = start(&["--accept", "any-event", "--auth-required", "writes"]).await;
+    let daemon = TempDaemon::start(&["--accept", "any-event", "--auth-required", "writes"]).await;
     let url = daemon.url();
     let (mut raw, challenge) = connect_challenged(&daemon).await;
     let me = keys(1640);
@@ -170,7 +146,7 @@ async fn auth_is_checked_and_writes_wait_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_can_require_auth_too() {
-    let daemon = start(&["--accept", "any-event", "--auth-required", "all"]).await;
+    let daemon = TempDaemon::start(&["--accept", "any-event", "--auth-required", "all"]).await;
     let (mut raw, challenge) = connect_challenged(&daemon).await;
     let closed = req_end(&mut raw, "r").await;
     assert_eq!(closed[0], "CLOSED", "{closed}");
@@ -195,7 +171,7 @@ async fn the_allow_list_mode_takes_writes_from_authenticated_allowed_authors() {
     let maintainer = keys(1642);
     let stranger = keys(1643);
     let allowed = maintainer.public_key().to_hex();
-    let daemon = start(&[
+    let daemon = TempDaemon::start(&[
         "--accept",
         "repos-of-allowed-authors",
         "--allow-author",

@@ -3,48 +3,18 @@
 //! machine-readable prefix, a fresh data directory starts quietly, and rejections
 //! waiting cannot change come back at once.
 
-use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use grasp_sync_testkit::corpus::{keys, sign};
-use grasp_sync_tests::{Daemon, RawClient};
+use grasp_sync_testkit::corpus::{keys, sign, tag};
+use grasp_sync_tests::{RawClient, TempDaemon};
 use nostr::prelude::{Event, Timestamp};
 use serde_json::{json, Value};
 
 /// A generous deadline for anything the daemon should answer at once.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A daemon in a temporary directory (the daemon is dropped, killed, first).
-struct Fixture {
-    daemon: Daemon,
-    _dir: tempfile::TempDir,
-}
-
-impl Deref for Fixture {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
-
-async fn start(extra: &[&str]) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("store"), extra).await;
-    Fixture { daemon, _dir: dir }
-}
-
 fn now() -> u64 {
     Timestamp::now().as_secs()
-}
-
-fn tag(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| (*s).to_owned()).collect()
-}
-
-async fn connect(daemon: &Daemon) -> RawClient {
-    RawClient::connect_within(&daemon.url(), WAIT)
-        .await
-        .expect("connect to the daemon")
 }
 
 /// The next frame of type `kind` (others skipped).
@@ -87,12 +57,12 @@ fn with_field(event: &Event, field: &str, value: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_with_a_readable_id_gets_ok_false_invalid_and_the_rest_a_notice() {
-    let daemon = start(&[]).await;
+    let daemon = TempDaemon::start(&[]).await;
     let author = keys(1601);
     let event = sign(&author, 1, now() - 60, vec![tag(&["t", "x"])], "hello");
     let other = sign(&author, 1, now() - 61, Vec::new(), "other");
     let id = event.id.to_hex();
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
 
     let cases = [
         (
@@ -172,7 +142,7 @@ async fn every_event_with_a_readable_id_gets_ok_false_invalid_and_the_rest_a_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_data_directory_starts_quietly() {
-    let daemon = start(&[]).await;
+    let daemon = TempDaemon::start(&[]).await;
     let log = daemon.log();
     for noise in ["Migrating database", "Processing", "kc_index"] {
         assert!(
@@ -209,14 +179,14 @@ async fn timed_ok(raw: &mut RawClient, event: &Event) -> (bool, String, Duration
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_waiting_cannot_change_come_back_at_once() {
     for mode in ["list-us", "all"] {
-        let daemon = start(&["--accept", mode]).await;
+        let daemon = TempDaemon::start(&["--accept", mode]).await;
         let url = daemon.url();
         let owner = keys(1620);
         let stranger = keys(1621);
         let t = now() - 600;
         let unknown_id = "ab".repeat(32);
         let coord = format!("30617:{}:tools", owner.public_key().to_hex());
-        let mut raw = connect(&daemon).await;
+        let mut raw = daemon.raw_client().await;
 
         let never = [
             (

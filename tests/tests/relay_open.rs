@@ -3,50 +3,24 @@
 //! frames and nostr-sdk's client through the cases a relay conformance suite checks.
 
 use std::collections::BTreeSet;
-use std::ops::Deref;
 use std::time::Duration;
 
-use grasp_sync_testkit::corpus::{keys, sign};
+use grasp_sync_testkit::corpus::{keys, sign, tag};
 use grasp_sync_tests::nostr_sdk::prelude::Filter;
-use grasp_sync_tests::{client, Daemon, RawClient};
+use grasp_sync_tests::{client, RawClient, TempDaemon};
 use nostr::prelude::{Event, EventId, Keys, Timestamp};
 use serde_json::{json, Value};
 
 /// A generous deadline for anything the daemon should answer at once.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A daemon in a temporary directory (the daemon is dropped, killed, first).
-struct Fixture {
-    daemon: Daemon,
-    _dir: tempfile::TempDir,
-}
-
-impl Deref for Fixture {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
-
 /// A daemon in the open mode.
-async fn open_relay() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("store"), &["--accept", "any-event"]).await;
-    Fixture { daemon, _dir: dir }
+async fn open_relay() -> TempDaemon {
+    TempDaemon::start(&["--accept", "any-event"]).await
 }
 
 fn now() -> u64 {
     Timestamp::now().as_secs()
-}
-
-fn tag(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| (*s).to_owned()).collect()
-}
-
-async fn connect(daemon: &Daemon) -> RawClient {
-    RawClient::connect_within(&daemon.url(), WAIT)
-        .await
-        .expect("connect to the daemon")
 }
 
 /// Publishes one event and returns its `OK` (accepted, message).
@@ -102,7 +76,7 @@ fn note(author: &Keys, at: u64, content: &str) -> Event {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_is_returned_as_sent_and_old_events_are_stored() {
     let daemon = open_relay().await;
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     let author = keys(1630);
     let content = "escapes \" \\ / \n \r \t \u{8} \u{c} \u{1} \u{1f} \u{7f}; \
                    non-characters \u{fffe} \u{ffff} \u{fdd0} \u{10ffff}; \
@@ -166,7 +140,7 @@ async fn content_is_returned_as_sent_and_old_events_are_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_come_newest_first_across_filters_each_with_its_limit() {
     let daemon = open_relay().await;
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     let author = keys(1632);
     let t = now() - 1_000;
     // Kind 1 at t, t+2, t+4, t+6; kind 7 at t+1, t+3, t+5.
@@ -213,7 +187,7 @@ async fn results_come_newest_first_across_filters_each_with_its_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaceable_and_addressable_events_keep_only_their_newest_version() {
     let daemon = open_relay().await;
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     let author = keys(1633);
     let pk = author.public_key().to_hex();
     let t = now() - 1_000;
@@ -260,9 +234,9 @@ async fn replaceable_and_addressable_events_keep_only_their_newest_version() {
     // Still so after a restart (versions held in the store are looked up again).
     let mut daemon = daemon;
     raw.close().await;
-    daemon.daemon.stop().await;
-    daemon.daemon.restart().await;
-    let mut raw = connect(&daemon).await;
+    daemon.stop().await;
+    daemon.restart().await;
+    let mut raw = daemon.raw_client().await;
     let (accepted, message) = publish_one(&mut raw, &a1).await;
     assert!(
         !accepted,
@@ -289,7 +263,7 @@ async fn replaceable_and_addressable_events_keep_only_their_newest_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletions_by_id_and_by_address_remove_and_stay() {
     let daemon = open_relay().await;
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     let author = keys(1634);
     let stranger = keys(1635);
     let pk = author.public_key().to_hex();
@@ -356,7 +330,7 @@ async fn deletions_by_id_and_by_address_remove_and_stay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ephemeral_events_reach_live_subscribers_and_are_never_stored() {
     let daemon = open_relay().await;
-    let mut listener = connect(&daemon).await;
+    let mut listener = daemon.raw_client().await;
     listener
         .send(&json!(["REQ", "live", {"kinds": [20001]}]))
         .await
@@ -364,7 +338,7 @@ async fn ephemeral_events_reach_live_subscribers_and_are_never_stored() {
     let frames = listener.recv_until(WAIT, |f| f[0] == "EOSE").await;
     assert_eq!(frames.last().map(|f| f[0].clone()), Some(json!("EOSE")));
 
-    let mut publisher = connect(&daemon).await;
+    let mut publisher = daemon.raw_client().await;
     let ephemeral = sign(&keys(1636), 20001, now(), Vec::new(), "typing…");
     let (accepted, message) = publish_one(&mut publisher, &ephemeral).await;
     assert!(accepted, "{message}");
@@ -388,7 +362,7 @@ async fn ephemeral_events_reach_live_subscribers_and_are_never_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_events_are_refused_and_expiring_ones_vanish() {
     let daemon = open_relay().await;
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     let author = keys(1637);
     let t = now();
     let expired = sign(
@@ -427,7 +401,7 @@ async fn expired_events_are_refused_and_expiring_ones_vanish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_prefix_is_refused_with_a_reason() {
     let daemon = open_relay().await;
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     raw.send(&json!(["REQ", "p", {"ids": ["abcd"]}]))
         .await
         .expect("REQ");
@@ -455,7 +429,7 @@ async fn an_id_prefix_is_refused_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_mode_stores_announcements_but_mirrors_only_those_listing_it() {
     let daemon = open_relay().await;
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     let owner = keys(1638);
     let t = now() - 100;
     let elsewhere = sign(

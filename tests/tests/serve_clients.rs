@@ -4,14 +4,13 @@
 //! that stop reading. Every refusal must also show in `/metrics`.
 
 use std::collections::BTreeSet;
-use std::ops::Deref;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use grasp_sync_testkit::corpus::{keys, sign};
+use grasp_sync_testkit::corpus::{keys, sign, tag};
 use grasp_sync_testkit::{Corpus, CorpusSpec};
 use grasp_sync_tests::nostr_sdk::prelude::{Filter, SyncDirection, SyncOptions};
-use grasp_sync_tests::{client, publish, Daemon, RawClient};
+use grasp_sync_tests::{client, publish, Daemon, RawClient, TempDaemon};
 use negentropy::{Negentropy, NegentropyStorageVector};
 use nostr::prelude::{Event, EventId, Keys, Kind, Timestamp};
 use serde_json::{json, Value};
@@ -19,25 +18,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A generous deadline for anything the daemon should answer at once.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A daemon in a temporary directory (the daemon is dropped, killed, first).
-struct Fixture {
-    daemon: Daemon,
-    _dir: tempfile::TempDir,
-}
-
-impl Deref for Fixture {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
-
-async fn start(extra: &[&str]) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&dir.path().join("store"), extra).await;
-    Fixture { daemon, _dir: dir }
-}
 
 /// Flags that keep the EVENT rate limits out of the way of tests that publish a lot.
 const NO_RATE_LIMITS: [&str; 4] = [
@@ -49,10 +29,6 @@ const NO_RATE_LIMITS: [&str; 4] = [
 
 fn now() -> u64 {
     Timestamp::now().as_secs()
-}
-
-fn tag(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// `30617:<pubkey>:<d>`.
@@ -120,12 +96,6 @@ fn neg_open_message() -> String {
     message.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn connect(daemon: &Daemon) -> RawClient {
-    RawClient::connect_within(&daemon.url(), WAIT)
-        .await
-        .expect("connect to the daemon")
-}
-
 /// The next frame of type `kind` (others skipped).
 ///
 /// # Panics
@@ -162,7 +132,7 @@ async fn assert_usable(raw: &mut RawClient, what: &str) {
 
 /// Every id the daemon serves for `{}` (fewer than its 5 000 result limit here).
 async fn served_ids(daemon: &Daemon) -> BTreeSet<EventId> {
-    let mut raw = connect(daemon).await;
+    let mut raw = daemon.raw_client().await;
     let events = raw
         .req("all", &json!({}), WAIT)
         .await
@@ -244,7 +214,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nostr_sdk_publish_gets_each_outcome_with_its_reason() {
-    let daemon = start(&[]).await;
+    let daemon = TempDaemon::start(&[]).await;
     let url = daemon.url();
     let client = client(&url).await;
     let owner = keys(101);
@@ -367,7 +337,7 @@ fn corpus_for(daemon: &Daemon, seed: u64, repos: usize, events_per_repo: usize) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nostr_sdk_fetch_events_returns_what_was_published_and_honours_filters() {
-    let daemon = start(&NO_RATE_LIMITS).await;
+    let daemon = TempDaemon::start(&NO_RATE_LIMITS).await;
     let corpus = corpus_for(&daemon, 31, 3, 40);
     publish_all(&daemon, &corpus.events, &corpus.acceptable).await;
 
@@ -447,11 +417,11 @@ async fn nostr_sdk_fetch_events_returns_what_was_published_and_honours_filters()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_subscribers_get_what_others_publish_and_count_counts() {
-    let daemon = start(&[]).await;
+    let daemon = TempDaemon::start(&[]).await;
     let url = daemon.url();
     let owner = keys(601);
     let t = now() - 600;
-    let mut publisher = connect(&daemon).await;
+    let mut publisher = daemon.raw_client().await;
     let (ours, theirs) = (coordinate(&owner, "live"), coordinate(&owner, "other"));
     for d in ["live", "other"] {
         let repo = announcement(&owner, d, std::slice::from_ref(&url), t);
@@ -466,7 +436,7 @@ async fn live_subscribers_get_what_others_publish_and_count_counts() {
         (true, String::new())
     );
 
-    let mut subscriber = connect(&daemon).await;
+    let mut subscriber = daemon.raw_client().await;
     let stored = subscriber
         .req("live", &json!({"kinds": [1621], "#a": [ours]}), WAIT)
         .await
@@ -521,11 +491,11 @@ async fn only_event(raw: &mut RawClient) -> Value {
 /// arrive first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_follow_replaced_and_closed_subscriptions() {
-    let daemon = start(&[]).await;
+    let daemon = TempDaemon::start(&[]).await;
     let url = daemon.url();
     let owner = keys(602);
     let t = now() - 600;
-    let mut publisher = connect(&daemon).await;
+    let mut publisher = daemon.raw_client().await;
     let (mine, yours) = (coordinate(&owner, "mine"), coordinate(&owner, "yours"));
     for d in ["mine", "yours"] {
         let repo = announcement(&owner, d, std::slice::from_ref(&url), t);
@@ -534,7 +504,7 @@ async fn live_events_follow_replaced_and_closed_subscriptions() {
             (true, String::new())
         );
     }
-    let mut subscriber = connect(&daemon).await;
+    let mut subscriber = daemon.raw_client().await;
     subscriber
         .req("s", &json!({"#a": [mine]}), WAIT)
         .await
@@ -623,7 +593,7 @@ async fn client_holds(client: &grasp_sync_tests::nostr_sdk::client::Client) -> B
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nostr_sdk_sync_down_then_up_against_the_daemon() {
-    let daemon = start(&NO_RATE_LIMITS).await;
+    let daemon = TempDaemon::start(&NO_RATE_LIMITS).await;
     let corpus = corpus_for(&daemon, 41, 3, 40);
     let (base, relay_only, client_only) = sync_sets(&corpus);
     assert!(!relay_only.is_empty() && !client_only.is_empty());
@@ -714,7 +684,7 @@ async fn nostr_sdk_sync_down_then_up_against_the_daemon() {
 /// briefly; what still came too early is refused and goes up on the next pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nostr_sdk_sync_up_of_whole_repositories_to_a_fresh_daemon() {
-    let daemon = start(&NO_RATE_LIMITS).await;
+    let daemon = TempDaemon::start(&NO_RATE_LIMITS).await;
     let corpus = corpus_for(&daemon, 47, 3, 40);
     let client = client(&daemon.url()).await;
     for event in &corpus.events {
@@ -753,7 +723,7 @@ async fn nostr_sdk_sync_up_of_whole_repositories_to_a_fresh_daemon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nostr_sdk_sync_both_ways_leaves_both_sides_with_the_union() {
-    let daemon = start(&NO_RATE_LIMITS).await;
+    let daemon = TempDaemon::start(&NO_RATE_LIMITS).await;
     let corpus = corpus_for(&daemon, 43, 4, 50);
     let (base, relay_only, client_only) = sync_sets(&corpus);
     let report = publish(
@@ -806,8 +776,8 @@ async fn nostr_sdk_sync_both_ways_leaves_both_sides_with_the_union() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_get_an_invalid_notice_and_the_connection_stays_usable() {
-    let daemon = start(&[]).await;
-    let mut raw = connect(&daemon).await;
+    let daemon = TempDaemon::start(&[]).await;
+    let mut raw = daemon.raw_client().await;
     let nested = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
     let cases: [(&str, &str); 14] = [
         ("not json at all", "not-json"),
@@ -911,19 +881,19 @@ async fn malformed_frames_get_an_invalid_notice_and_the_connection_stays_usable(
     assert!(ended, "a connection that sent invalid UTF-8 is still open");
     let bad_utf8 = series("grasp_sync_client_disconnects_total", "reason", "bad-utf8");
     assert_eq!(wait_metric(&daemon, &bad_utf8, 1, WAIT).await, 1);
-    let mut next = connect(&daemon).await;
+    let mut next = daemon.raw_client().await;
     assert_usable(&mut next, "a connection closed for invalid UTF-8").await;
     next.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_events_are_refused_as_invalid_and_the_genuine_one_still_stored() {
-    let daemon = start(&[]).await;
+    let daemon = TempDaemon::start(&[]).await;
     let url = daemon.url();
     let owner = keys(201);
     let genuine = announcement(&owner, "forged", std::slice::from_ref(&url), now() - 60);
     let other = announcement(&owner, "other", std::slice::from_ref(&url), now() - 60);
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
 
     // Content changed, id and signature kept: the id does not match.
     let mut json: Value = serde_json::from_str(&genuine.as_json()).expect("JSON");
@@ -982,8 +952,8 @@ fn issue_of_size(author: &Keys, coordinate: &str, at: u64, bytes: usize) -> Even
 const MAX_EVENT: usize = 2_048;
 const MAX_MESSAGE: usize = 8_192;
 
-async fn start_with_small_limits() -> Fixture {
-    start(&[
+async fn start_with_small_limits() -> TempDaemon {
+    TempDaemon::start(&[
         "--max-event-bytes",
         &MAX_EVENT.to_string(),
         "--max-message-bytes",
@@ -999,7 +969,7 @@ async fn an_oversized_event_is_refused_and_an_oversized_message_closes_the_conne
     let owner = keys(301);
     let coord = coordinate(&owner, "big");
     let t = now() - 600;
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     let repo = announcement(&owner, "big", std::slice::from_ref(&url), t);
     assert_eq!(publish_one(&mut raw, &repo).await, (true, String::new()));
 
@@ -1038,7 +1008,7 @@ async fn an_oversized_event_is_refused_and_an_oversized_message_closes_the_conne
     assert_eq!(disconnects(&daemon, "message-too-large").await, 1);
 
     // The next connection works.
-    let mut next = connect(&daemon).await;
+    let mut next = daemon.raw_client().await;
     assert_usable(&mut next, "a closed connection").await;
     assert_eq!(served_ids(&daemon).await, ids([&repo, &at_limit]));
     next.close().await;
@@ -1049,7 +1019,7 @@ async fn an_oversized_event_refusal_is_counted_in_metrics() {
     let daemon = start_with_small_limits().await;
     let owner = keys(302);
     let coord = coordinate(&owner, "big");
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     let big = issue_of_size(&owner, &coord, now() - 60, 2 * MAX_EVENT);
     let (accepted, _) = publish_one(&mut raw, &big).await;
     assert!(!accepted);
@@ -1063,8 +1033,8 @@ async fn an_oversized_event_refusal_is_counted_in_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_past_the_limit_are_closed_as_blocked() {
-    let daemon = start(&["--max-subscriptions", "4"]).await;
-    let mut raw = connect(&daemon).await;
+    let daemon = TempDaemon::start(&["--max-subscriptions", "4"]).await;
+    let mut raw = daemon.raw_client().await;
     for n in 0..4 {
         raw.req(&format!("s{n}"), &json!({"limit": 1}), WAIT)
             .await
@@ -1126,8 +1096,8 @@ async fn wait_metric_eq(daemon: &Daemon, metric: &str, want: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negentropy_sessions_past_eight_get_neg_err_blocked() {
-    let daemon = start(&[]).await;
-    let mut raw = connect(&daemon).await;
+    let daemon = TempDaemon::start(&[]).await;
+    let mut raw = daemon.raw_client().await;
     // A NEG-OPEN whose message does not decode: refused, no session.
     raw.send(&json!(["NEG-OPEN", "garbled", {}, "ff00"]))
         .await
@@ -1206,13 +1176,13 @@ async fn negentropy_sessions_past_eight_get_neg_err_blocked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_past_the_rate_limit_are_refused_as_rate_limited() {
     // 60 a minute: a burst of 10, then one a second.
-    let daemon = start(&["--events-per-minute", "60"]).await;
+    let daemon = TempDaemon::start(&["--events-per-minute", "60"]).await;
     let author = keys(401);
     let t = now() - 60;
     let flood: Vec<Event> = (0..30)
         .map(|n| note(&author, t, &format!("flood {n}")))
         .collect();
-    let mut raw = connect(&daemon).await;
+    let mut raw = daemon.raw_client().await;
     for event in &flood {
         raw.send_event(event).await.expect("send");
     }
@@ -1266,10 +1236,10 @@ async fn events_past_the_rate_limit_are_refused_as_rate_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_per_address_limit_are_refused_with_429() {
-    let daemon = start(&["--connections-per-ip", "3"]).await;
+    let daemon = TempDaemon::start(&["--connections-per-ip", "3"]).await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(connect(&daemon).await);
+        held.push(daemon.raw_client().await);
     }
     for _ in 0..2 {
         match tokio_tungstenite::connect_async(daemon.url()).await {
@@ -1364,7 +1334,7 @@ async fn a_client_that_never_reads_is_dropped_while_others_are_served() {
     assert!(asked_kib > 2 * BOUND_KIB, "asked for only {asked_kib} KiB");
 
     // Meanwhile another client is served normally.
-    let mut reader = connect(&daemon).await;
+    let mut reader = daemon.raw_client().await;
     let owner = keys(501);
     let extra = announcement(&owner, "meanwhile", &[daemon.url()], now() - 60);
     assert_eq!(

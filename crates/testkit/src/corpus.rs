@@ -120,7 +120,8 @@ pub fn sign(
     )
 }
 
-fn tag(parts: &[&str]) -> Vec<String> {
+/// A tag from its parts: `tag(&["e", id])`.
+pub fn tag(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| (*s).to_owned()).collect()
 }
 
