@@ -39,7 +39,7 @@ pub use cli::{grasp_sync_bin, run_grasp_sync, spawn_grasp_sync, sync_args, SyncR
 pub use daemon::{counter_value, metric_value, Daemon, TempDaemon};
 pub use nip77_relay::{Nip77Limits, Nip77Relay};
 pub use nostr_rs_relay::NostrRsRelay;
-pub use raw::{publish, PublishReport, RawClient};
+pub use raw::{publish, publish_one, PublishReport, RawClient};
 pub use silent_relay::SilentRelay;
 
 /// Re-exported so tests use the exact nostr-sdk the harness was built with.

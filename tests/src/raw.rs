@@ -158,6 +158,25 @@ fn event_frame(event: &Event) -> String {
     format!(r#"["EVENT",{}]"#, event.as_json())
 }
 
+/// Sends `event` over `raw` and waits (up to 10 s) for its `OK`: (accepted, message).
+///
+/// # Panics
+/// When no `OK` for it comes in time, or the `OK` is malformed.
+pub async fn publish_one(raw: &mut RawClient, event: &Event) -> (bool, String) {
+    let within = Duration::from_secs(10);
+    raw.send_event(event).await.expect("send EVENT");
+    let id = event.id.to_hex();
+    let frames = raw.recv_until(within, |f| f[0] == "OK" && f[1] == id).await;
+    let ok = frames
+        .last()
+        .filter(|f| f[0] == "OK" && f[1] == id)
+        .unwrap_or_else(|| panic!("no OK for {id} within {within:?}; got {frames:?}"));
+    (
+        ok[2].as_bool().expect("OK has a boolean"),
+        ok[3].as_str().expect("OK has a message").to_owned(),
+    )
+}
+
 /// What a relay answered to [`publish`].
 #[derive(Debug, Clone, Default)]
 pub struct PublishReport {

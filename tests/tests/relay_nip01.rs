@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use grasp_sync_testkit::corpus::{keys, sign, tag};
-use grasp_sync_tests::{RawClient, TempDaemon};
+use grasp_sync_tests::{publish_one, RawClient, TempDaemon};
 use nostr::prelude::{Event, Timestamp};
 use serde_json::{json, Value};
 
@@ -156,21 +156,8 @@ async fn a_fresh_data_directory_starts_quietly() {
 /// Sends `event` and times its `OK`: (accepted, message, how long it took).
 async fn timed_ok(raw: &mut RawClient, event: &Event) -> (bool, String, Duration) {
     let started = Instant::now();
-    raw.send_text(&format!(r#"["EVENT",{}]"#, event.as_json()))
-        .await
-        .expect("send");
-    let id = event.id.to_hex();
-    let frames = raw.recv_until(WAIT, |f| f[0] == "OK" && f[1] == id).await;
-    let took = started.elapsed();
-    let ok = frames
-        .last()
-        .filter(|f| f[0] == "OK" && f[1] == id)
-        .unwrap_or_else(|| panic!("no OK for {id} within {WAIT:?}; got {frames:?}"));
-    (
-        ok[2].as_bool().expect("OK has a boolean"),
-        ok[3].as_str().expect("OK has a message").to_owned(),
-        took,
-    )
+    let (accepted, message) = publish_one(raw, event).await;
+    (accepted, message, started.elapsed())
 }
 
 /// In the GRASP modes (default `list-us`, and `all`), a refusal no arrival can change

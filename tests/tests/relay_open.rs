@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use grasp_sync_testkit::corpus::{keys, sign, tag};
 use grasp_sync_tests::nostr_sdk::prelude::Filter;
-use grasp_sync_tests::{client, RawClient, TempDaemon};
+use grasp_sync_tests::{client, publish_one, RawClient, TempDaemon};
 use nostr::prelude::{Event, EventId, Keys, Timestamp};
 use serde_json::{json, Value};
 
@@ -21,21 +21,6 @@ async fn open_relay() -> TempDaemon {
 
 fn now() -> u64 {
     Timestamp::now().as_secs()
-}
-
-/// Publishes one event and returns its `OK` (accepted, message).
-async fn publish_one(raw: &mut RawClient, event: &Event) -> (bool, String) {
-    raw.send_event(event).await.expect("send EVENT");
-    let id = event.id.to_hex();
-    let frames = raw.recv_until(WAIT, |f| f[0] == "OK" && f[1] == id).await;
-    let ok = frames
-        .last()
-        .filter(|f| f[0] == "OK" && f[1] == id)
-        .unwrap_or_else(|| panic!("no OK for {id} within {WAIT:?}; got {frames:?}"));
-    (
-        ok[2].as_bool().expect("OK has a boolean"),
-        ok[3].as_str().expect("OK has a message").to_owned(),
-    )
 }
 
 /// Publishes and asserts it was stored.

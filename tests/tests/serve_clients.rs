@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use grasp_sync_testkit::corpus::{keys, sign, tag};
 use grasp_sync_testkit::{Corpus, CorpusSpec};
 use grasp_sync_tests::nostr_sdk::prelude::{Filter, SyncDirection, SyncOptions};
-use grasp_sync_tests::{client, publish, Daemon, RawClient, TempDaemon};
+use grasp_sync_tests::{client, publish, publish_one, Daemon, RawClient, TempDaemon};
 use negentropy::{Negentropy, NegentropyStorageVector};
 use nostr::prelude::{Event, EventId, Keys, Kind, Timestamp};
 use serde_json::{json, Value};
@@ -106,21 +106,6 @@ async fn next_frame(raw: &mut RawClient, kind: &str) -> Value {
         Some(f) if f[0] == kind => f.clone(),
         _ => panic!("no {kind} within {WAIT:?}; got {frames:?}"),
     }
-}
-
-/// Publishes one event and returns its `OK` (accepted, message).
-async fn publish_one(raw: &mut RawClient, event: &Event) -> (bool, String) {
-    raw.send_event(event).await.expect("send EVENT");
-    let id = event.id.to_hex();
-    let frames = raw.recv_until(WAIT, |f| f[0] == "OK" && f[1] == id).await;
-    let ok = frames
-        .last()
-        .filter(|f| f[0] == "OK" && f[1] == id)
-        .unwrap_or_else(|| panic!("no OK for {id} within {WAIT:?}; got {frames:?}"));
-    (
-        ok[2].as_bool().expect("OK has a boolean"),
-        ok[3].as_str().expect("OK has a message").to_owned(),
-    )
 }
 
 /// Asserts the connection still serves a REQ (up to its EOSE).
