@@ -873,8 +873,8 @@ fn restart_from_checkpoints_does_not_download_again() {
     assert!(stats(&second, &url2).jobs_negentropy > 0);
 }
 
-/// A restart while the checkpoints are younger than the quick-reconnect window (a page
-/// reload) is a quick reconnect: every confirmed filter is caught up with one REQ from
+/// With a restart catch-up window (the browser's setting), a restart while the
+/// checkpoints are younger than it (a page reload) is a quick reconnect: every confirmed filter is caught up with one REQ from
 /// the oldest checkpoint less the margin, no local set is read, nothing is reconciled.
 #[test]
 fn restart_within_the_window_catches_up_from_the_checkpoints() {
@@ -890,7 +890,9 @@ fn restart_within_the_window_catches_up_from_the_checkpoints() {
         .min()
         .expect("checkpoints");
 
-    let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 10 * MINUTE, |_| {});
+    let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 10 * MINUTE, |c| {
+        c.timing.restart_catch_up_window = c.timing.quick_reconnect_window;
+    });
     for e in &events {
         second.store.insert(e.clone());
     }

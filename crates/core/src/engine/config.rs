@@ -22,6 +22,12 @@ pub struct Timing {
     /// A reconnection within this gap catches up from the disconnection instead of
     /// starting fresh.
     pub quick_reconnect_window: Duration,
+    /// A restart whose checkpoints at a relay are all younger than this catches up from
+    /// them with REQs, as after a quick reconnect, instead of reconciling every filter.
+    /// Zero (the default) turns it off: a NIP-77 reconciliation costs a daemon little
+    /// and receives each new event once. The browser sets it, where reading every
+    /// filter's local set from IndexedDB costs more than the catch-up.
+    pub restart_catch_up_window: Duration,
     /// Subtracted from `since` values to cover clock skew between us and relays.
     pub since_margin: Duration,
     /// First retry delay after a failure; doubles with each further failure.
@@ -51,6 +57,7 @@ impl Default for Timing {
             neg_first_frame_timeout: Duration::from_secs(10),
             neg_idle_timeout: Duration::from_secs(30),
             quick_reconnect_window: Duration::from_secs(15 * 60),
+            restart_catch_up_window: Duration::ZERO,
             since_margin: Duration::from_secs(10 * 60),
             backoff_base: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(10 * 60),

@@ -611,7 +611,7 @@ impl SyncEngine {
     }
 
     /// For a relay not yet connected in this run (a restart) whose checkpoints are all
-    /// younger than the quick-reconnect window: the oldest of them less the margin, to
+    /// younger than the restart catch-up window: the oldest of them less the margin, to
     /// catch up from as after a quick reconnect (a checkpoint is earlier than the
     /// disconnection it precedes, so this window covers the gap). A page reload is then
     /// a few catch-up REQs, not a reconciliation of every filter against the store.
@@ -638,7 +638,7 @@ impl SyncEngine {
             .timestamp()
             .as_secs()
             .saturating_sub(oldest.as_secs());
-        (age < timing.quick_reconnect_window.as_secs()).then(|| {
+        (age < timing.restart_catch_up_window.as_secs()).then(|| {
             Timestamp::from(
                 oldest
                     .as_secs()
