@@ -631,7 +631,11 @@ impl SyncEngine {
                     item,
                 })
             })
-            .filter_map(|key| self.work.confirmed_at(id, key))
+            // A filter never confirmed (a repository tracked since) has no checkpoint to
+            // catch up from: the restart reconciles.
+            .map(|key| self.work.confirmed_at(id, key))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
             .min()?;
         let age = self
             .now
