@@ -62,7 +62,10 @@ step "the Vite example, installed from the tarball"
 )
 
 step "the relays' fixture (grasp-sync serve, nostr-rs-relay)"
-cargo build --locked -p grasp-sync-tests --bin web-e2e-fixture --bin grasp-sync-under-test
+# Built as scripts/test.sh's `cargo test` builds them (same packages, so the same
+# features): a narrower `cargo build -p` resolves other features and compiles a second
+# copy of the dependency tree. After the test step this is a no-op.
+cargo test --locked --workspace --exclude grasp-sync-testkit --no-run
 target_dir=$(cargo metadata --format-version 1 --no-deps |
   node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 

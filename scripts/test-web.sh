@@ -32,7 +32,10 @@ command -v wasm-pack >/dev/null 2>&1 || cargo install wasm-pack --locked
 ./scripts/install-test-peers.sh
 
 step "web: relays on loopback"
-cargo build --locked -p grasp-sync-tests --bin web-fixture --bin grasp-sync-under-test
+# Built as scripts/test.sh's `cargo test` builds them (same packages, so the same
+# features): a narrower `cargo build -p` resolves other features and compiles a second
+# copy of the dependency tree. After the test step this is a no-op.
+cargo test --locked --workspace --exclude grasp-sync-testkit --no-run
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 fixture_json=$(mktemp --suffix=.json)
 rm -f "$fixture_json"

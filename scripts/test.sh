@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the checks need on a fresh Debian machine, then runs
-# formatting, lints, every test, and the wasm32 build of the shared crates.
+# formatting, lints, every test (the browser module's tests build core, driver and web
+# for wasm32), and the end-to-end browser checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,8 @@ if ! command -v clang >/dev/null 2>&1; then
   as_root apt-get install -y -qq clang >/dev/null
 fi
 export CC_wasm32_unknown_unknown="${CC_wasm32_unknown_unknown:-clang}"
+# Every build here starts cold on CI: incremental state would only cost disk and time.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo --version
 
 step "real relays for the integration tests"
@@ -43,9 +46,6 @@ cargo test --workspace --locked --exclude grasp-sync-testkit 2>&1 | tee "$test_l
 step "deterministic simulation (release build; 1000 seeds)"
 env -u GRASP_SIM_SEED GRASP_SIM_SEEDS=1000 \
   cargo test --locked --release -p grasp-sync-testkit -- --nocapture 2>&1 | tee -a "$test_log"
-
-step "wasm32 build of the shared crates (core, driver, web)"
-cargo build --locked --target wasm32-unknown-unknown -p grasp-sync-core -p grasp-sync-driver -p grasp-sync-web
 
 step "browser module: wasm-pack tests in headless Chromium against real relays"
 ./scripts/test-web.sh 2>&1 | tee -a "$test_log"
