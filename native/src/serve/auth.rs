@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use grasp_sync_core::nip34::first_value;
 use grasp_sync_core::RelayUrl;
 use nostr::prelude::{Event, Kind, PublicKey, Timestamp};
 
@@ -125,17 +126,6 @@ pub fn verify(
         return Err("invalid: bad signature".into());
     }
     Ok(event.pubkey)
-}
-
-/// The first value of the first tag named `name`.
-fn first_value<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
-    event
-        .tags
-        .iter()
-        .map(|t| t.as_slice())
-        .find(|t| t.first().map(String::as_str) == Some(name))
-        .and_then(|t| t.get(1))
-        .map(String::as_str)
 }
 
 #[cfg(test)]
