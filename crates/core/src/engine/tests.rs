@@ -1,6 +1,7 @@
 //! Engine tests that look at a relay's state directly.
 
 use super::*;
+use crate::limits::RelayLimits;
 
 fn relay() -> RelayUrl {
     RelayUrl::parse("ws://127.0.0.1:7777").expect("url")

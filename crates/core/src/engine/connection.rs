@@ -1,0 +1,194 @@
+//! A relay's connection: opening a session (quick reconnect, restart catch-up or fresh
+//! start), its end, failure and backoff, and the phase reported with each change.
+
+use nostr::prelude::{EventId, Timestamp};
+
+use super::jobs::Session;
+use super::relay::{self, RelayState};
+use super::{Output, Phase, SyncEngine};
+use crate::items::{RelayId, WorkKey};
+use crate::relay_url::RelayUrl;
+
+impl SyncEngine {
+    pub(super) fn relay_mut(&mut self, url: &RelayUrl) -> Option<&mut RelayState> {
+        let id = self.index.names().relay_id(url)?;
+        self.relays.get_mut(&id)
+    }
+
+    pub(super) fn relay_id(&self, url: &RelayUrl) -> Option<RelayId> {
+        self.index
+            .names()
+            .relay_id(url)
+            .filter(|id| self.relays.contains_key(id))
+    }
+
+    pub(super) fn set_phase(&mut self, id: RelayId, phase: Phase) {
+        self.set_phase_because(id, phase, None);
+    }
+
+    /// Sets the phase and reports it, with why, when it changed.
+    fn set_phase_because(&mut self, id: RelayId, phase: Phase, error: Option<String>) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            if relay.phase != phase {
+                relay.phase = phase;
+                self.outputs.push_back(Output::Status {
+                    relay: relay.url.clone(),
+                    phase,
+                    error,
+                });
+            }
+        }
+    }
+
+    pub(super) fn wanted(&self, id: RelayId) -> bool {
+        self.index.targets().item_count(id) > 0 || self.relays.get(&id).is_some_and(|r| r.bootstrap)
+    }
+
+    pub(super) fn on_connected(&mut self, url: &RelayUrl) {
+        let Some(id) = self.relay_id(url) else {
+            return;
+        };
+        let now = self.now;
+        let timing = self.config.timing.clone();
+        let restart_from = self.restart_from(id);
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        if !matches!(relay.phase, Phase::Connecting { .. }) {
+            return;
+        }
+        relay.recovered();
+        let quick = relay
+            .gap(now)
+            .is_some_and(|gap| gap < timing.quick_reconnect_window);
+        let catch_up_from = relay
+            .disconnected_at
+            .filter(|_| quick)
+            .map(|t| (t - timing.since_margin).timestamp())
+            .or(restart_from);
+        if !quick {
+            relay.nip77 = relay::Nip77::Unknown;
+            relay.full_reconcile_at = Some(
+                now + self
+                    .jitter
+                    .between(timing.full_reconcile_min, timing.full_reconcile_max),
+            );
+        }
+        relay.connected_at = Some(now);
+        relay.subs.clear();
+        relay.closing_live.clear();
+        relay.live_tail = None;
+        relay.jobs.clear();
+        relay.fetch_queue.clear();
+        relay.live_dirty = true;
+        self.key_jobs.retain(|(r, _), _| *r != id);
+        self.set_phase(id, Phase::Open);
+        let session = match catch_up_from {
+            Some(from) => Session::Quick { from },
+            None => Session::Fresh,
+        };
+        self.schedule_session(id, session);
+    }
+
+    /// For a relay not yet connected in this run (a restart) whose checkpoints are all
+    /// younger than the restart catch-up window: the oldest of them less the margin, to
+    /// catch up from as after a quick reconnect (a checkpoint is earlier than the
+    /// disconnection it precedes, so this window covers the gap). A page reload is then
+    /// a few catch-up REQs, not a reconciliation of every filter against the store.
+    fn restart_from(&self, id: RelayId) -> Option<Timestamp> {
+        let relay = self.relays.get(&id)?;
+        if relay.connected_at.is_some() || relay.disconnected_at.is_some() {
+            return None;
+        }
+        let timing = &self.config.timing;
+        let oldest = self
+            .index
+            .targets()
+            .items(id)
+            .flat_map(|item| {
+                item.layers().iter().map(move |layer| WorkKey {
+                    layer: *layer,
+                    item,
+                })
+            })
+            // A filter never confirmed (a repository tracked since) has no checkpoint to
+            // catch up from: the restart reconciles.
+            .map(|key| self.work.confirmed_at(id, key))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .min()?;
+        let age = self
+            .now
+            .timestamp()
+            .as_secs()
+            .saturating_sub(oldest.as_secs());
+        (age < timing.restart_catch_up_window.as_secs()).then(|| {
+            Timestamp::from(
+                oldest
+                    .as_secs()
+                    .saturating_sub(timing.since_margin.as_secs()),
+            )
+        })
+    }
+
+    pub(super) fn on_disconnected(&mut self, url: &RelayUrl, reason: String) {
+        let Some(id) = self.relay_id(url) else {
+            return;
+        };
+        let now = self.now;
+        let was_open = self.relays.get(&id).is_some_and(|r| r.phase == Phase::Open);
+        self.end_session(id);
+        if let Some(relay) = self.relays.get_mut(&id) {
+            if was_open {
+                relay.disconnected_at = Some(now);
+            }
+            let phase = relay.fail(now, &self.config.timing, &mut self.jitter);
+            let reason = if reason.is_empty() {
+                "connection closed".to_owned()
+            } else {
+                reason
+            };
+            relay.last_error = Some(reason.clone());
+            self.set_phase_because(id, phase, Some(reason));
+        }
+    }
+
+    /// Forgets a relay's subscriptions and jobs; its fetches pass to waiters.
+    pub(super) fn end_session(&mut self, id: RelayId) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.subs.clear();
+            relay.closing_live.clear();
+            relay.live_tail = None;
+            relay.jobs.clear();
+            relay.fetch_queue.clear();
+            relay.live_dirty = true;
+        }
+        self.key_jobs.retain(|(r, _), _| *r != id);
+        self.leases.retain(|_, (relay, _)| *relay != id);
+        let owned: Vec<EventId> = self
+            .fetching
+            .iter()
+            .filter(|(_, f)| f.relay == id)
+            .map(|(eid, _)| *eid)
+            .collect();
+        for eid in owned {
+            self.hand_over_fetch(eid);
+        }
+    }
+
+    /// Forgets the relay's last error once it is open with no work left (in sync).
+    pub(super) fn clear_error_if_synced(&mut self, id: RelayId) {
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        let synced = relay.last_error.is_some()
+            && relay.jobs.is_empty()
+            && relay.fetch_queue.is_empty()
+            && self.work.pending(id).next().is_none();
+        if synced {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.last_error = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Fetching need-ids with `ids` REQs: each id fetched once across all relays (other
+//! relays' jobs wait for it), retried once, handed over when its relay goes, and what
+//! a relay's results cap cut off asked again.
+
+use std::collections::{HashMap, HashSet};
+
+use nostr::prelude::EventId;
+
+use super::ingest::ingest_takes;
+use super::job::JobId;
+use super::relay::{Fetch, RelayState, Sub};
+use super::{Phase, SyncEngine};
+use crate::filters::ids_filters;
+use crate::items::RelayId;
+use crate::wire::ClientFrame;
+
+/// The relay fetching an id by `ids` (a NIP-77 need, or a copy that failed
+/// verification), the job waiting for it there, and other relays' jobs waiting too.
+pub(super) struct FetchOwner {
+    pub(super) relay: RelayId,
+    pub(super) job: Option<JobId>,
+    pub(super) waiters: Vec<(RelayId, JobId)>,
+    /// Already asked again once: the next failure gives up at this relay.
+    pub(super) retried: bool,
+}
+
+impl SyncEngine {
+    /// Relay `id` has event `eid` and we want it (NIP-77 need, or its copy failed
+    /// verification): fetch it by id, unless another relay is already fetching it or a
+    /// copy is already on its way to the store (then the job waits for that copy).
+    pub(super) fn need(&mut self, id: RelayId, job: Option<JobId>, eid: EventId) {
+        if self.seen.contains(&eid) || self.recent.contains(&eid) {
+            return;
+        }
+        if let Some(owner) = self.fetching.get_mut(&eid) {
+            if let (true, Some(job)) = (owner.relay != id, job) {
+                owner.waiters.push((id, job));
+                self.bump(id, job, 1);
+            }
+            return;
+        }
+        self.fetching.insert(
+            eid,
+            FetchOwner {
+                relay: id,
+                job,
+                waiters: Vec::new(),
+                retried: false,
+            },
+        );
+        if let Some(job) = job {
+            self.bump(id, job, 1);
+        }
+        // A copy already on its way to the store is waited for, not downloaded again;
+        // should it prove forged (or fail to store), it is fetched from this relay.
+        if self.in_pipeline.contains(&eid) {
+            return;
+        }
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.fetch_queue.push_back(eid);
+        }
+    }
+
+    /// A fetched copy failed verification: ask its relay once more, then give up there.
+    pub(super) fn refetch(&mut self, eid: EventId) {
+        let Some(owner) = self.fetching.get_mut(&eid) else {
+            return;
+        };
+        if owner.retried {
+            let (relay, job, waiting) = (owner.relay, owner.job, !owner.waiters.is_empty());
+            let now = self.now;
+            if let Some(r) = self.relays.get_mut(&relay) {
+                r.stats.forged_twice += 1;
+                // With nobody else to ask, the job cannot vouch for completeness; a live
+                // event without a job is caught up from now on.
+                match job.filter(|_| !waiting) {
+                    Some(j) => {
+                        if let Some(job) = r.jobs.get_mut(&j) {
+                            job.lossy = true;
+                        }
+                    }
+                    None if !waiting => {
+                        r.needs_catch_up.get_or_insert(now);
+                    }
+                    None => {}
+                }
+            }
+            self.hand_over_or_resolve(eid);
+            return;
+        }
+        owner.retried = true;
+        let relay = owner.relay;
+        if let Some(r) = self.relays.get_mut(&relay) {
+            r.fetch_queue.push_back(eid);
+        }
+    }
+
+    /// A fetched copy was dropped (ingest queue full): the fetch is over, and every job
+    /// waiting for it lost it and runs again — the id must not stay "being fetched".
+    pub(super) fn drop_fetch(&mut self, eid: &EventId) {
+        let Some(owner) = self.fetching.remove(eid) else {
+            return;
+        };
+        let jobs = owner
+            .job
+            .map(|j| (owner.relay, j))
+            .into_iter()
+            .chain(owner.waiters);
+        for (relay, job) in jobs {
+            if let Some(j) = self
+                .relays
+                .get_mut(&relay)
+                .and_then(|r| r.jobs.get_mut(&job))
+            {
+                j.lossy = true;
+            }
+            self.settle(relay, job);
+        }
+    }
+
+    /// An id's fetch is over (stored, rejected, or given up): its jobs stop waiting.
+    pub(super) fn resolve_fetch(&mut self, eid: &EventId) {
+        let Some(owner) = self.fetching.remove(eid) else {
+            return;
+        };
+        if let Some(job) = owner.job {
+            self.settle(owner.relay, job);
+        }
+        for (relay, job) in owner.waiters {
+            self.settle(relay, job);
+        }
+    }
+
+    /// The fetching relay is gone or gave up: a waiting relay whose job is still running
+    /// fetches the id instead; with none, the fetch is over.
+    pub(super) fn hand_over_fetch(&mut self, eid: EventId) {
+        let Some(owner) = self.fetching.remove(&eid) else {
+            return;
+        };
+        let alive = |relays: &HashMap<RelayId, RelayState>, (relay, job): &(RelayId, JobId)| {
+            relays
+                .get(relay)
+                .is_some_and(|r| r.phase == Phase::Open && r.jobs.contains_key(job))
+        };
+        let mut waiters: Vec<(RelayId, JobId)> = owner
+            .waiters
+            .into_iter()
+            .filter(|w| alive(&self.relays, w))
+            .collect();
+        if waiters.is_empty() {
+            return;
+        }
+        let (relay, job) = waiters.remove(0);
+        self.fetching.insert(
+            eid,
+            FetchOwner {
+                relay,
+                job: Some(job),
+                waiters,
+                retried: false,
+            },
+        );
+        if let Some(r) = self.relays.get_mut(&relay) {
+            r.fetch_queue.push_back(eid);
+        }
+    }
+
+    pub(super) fn start_fetches(&mut self, id: RelayId) {
+        let now = self.now;
+        let deadline = now + self.config.timing.eose_timeout;
+        loop {
+            let Some(relay) = self.relays.get_mut(&id) else {
+                return;
+            };
+            let in_flight = relay
+                .subs
+                .values()
+                .filter(|s| matches!(s, Sub::Fetch(_)))
+                .count();
+            if relay.fetch_queue.is_empty()
+                || in_flight >= self.config.flow.id_fetches_per_relay
+                || !relay.may_subscribe(now)
+            {
+                return;
+            }
+            let room = self.ingest_room();
+            let Some(relay) = self.relays.get_mut(&id) else {
+                return;
+            };
+            // Like pages, fetches wait until the ingest queue can take what they ask.
+            let wanted = relay.limits.max_results.min(relay.fetch_queue.len());
+            if !ingest_takes(room, wanted, self.config.flow.max_ingest_queue) {
+                return;
+            }
+            let take = wanted.min(room);
+            let ids: Vec<EventId> = relay.fetch_queue.drain(..take).collect();
+            let Some(filter) = ids_filters(&ids, &relay.limits).into_iter().next() else {
+                return;
+            };
+            let sub = self.new_sub();
+            let Some(relay) = self.relays.get_mut(&id) else {
+                return;
+            };
+            relay.subs.insert(
+                sub.clone(),
+                Sub::Fetch(Box::new(Fetch {
+                    filter: filter.clone(),
+                    ids,
+                    deadline,
+                    delivered: HashSet::new(),
+                })),
+            );
+            self.send(
+                id,
+                &ClientFrame::Req {
+                    subscription: sub,
+                    filters: vec![filter],
+                },
+            );
+        }
+    }
+
+    /// An `ids` REQ ended (EOSE, CLOSED or timeout): close it and retry what it did not
+    /// deliver.
+    pub(super) fn end_fetch(&mut self, id: RelayId, sub: &str, at_eose: bool) {
+        let Some(Sub::Fetch(fetch)) = self.relays.get_mut(&id).and_then(|r| r.subs.remove(sub))
+        else {
+            return;
+        };
+        self.send(
+            id,
+            &ClientFrame::Close {
+                subscription: sub.to_owned(),
+            },
+        );
+        self.fetch_ended_with(id, *fetch, at_eose);
+    }
+
+    pub(super) fn fetch_ended_with(&mut self, id: RelayId, fetch: Fetch, at_eose: bool) {
+        // Fewer events than ids at EOSE: the relay caps results silently below what we
+        // assumed. Learn the cap; what it did not send is asked again, not given up.
+        // Learned once per session and only from a substantial answer, so ids a relay
+        // really lacks cannot shrink the cap step by step.
+        let received = fetch.delivered.len();
+        let capped = at_eose
+            && received >= 10
+            && received < fetch.ids.len()
+            && self.relays.get(&id).is_some_and(|r| !r.cap_learned);
+        if capped {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.learn_result_cap(received);
+                relay.cap_learned = true;
+            }
+        }
+        for eid in fetch.ids {
+            let owned = self.fetching.get(&eid).is_some_and(|o| o.relay == id)
+                && !fetch.delivered.contains(&eid)
+                && !self.in_pipeline.contains(&eid);
+            if !owned {
+                continue;
+            }
+            if capped {
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.fetch_queue.push_back(eid);
+                }
+            } else if self.fetching.get(&eid).is_some_and(|o| o.retried) {
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.stats.undelivered_ids += 1;
+                }
+                self.hand_over_or_resolve(eid);
+            } else {
+                self.refetch(eid);
+            }
+        }
+    }
+
+    /// Given up at one relay: another waiting relay tries, or the id is settled.
+    fn hand_over_or_resolve(&mut self, eid: EventId) {
+        let has_waiters = self
+            .fetching
+            .get(&eid)
+            .is_some_and(|o| !o.waiters.is_empty());
+        if has_waiters {
+            let owner = self
+                .fetching
+                .get(&eid)
+                .and_then(|o| o.job.map(|j| (o.relay, j)));
+            self.hand_over_fetch(eid);
+            if let Some((relay, job)) = owner {
+                self.settle(relay, job);
+            }
+        } else {
+            self.resolve_fetch(&eid);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The ingest pipeline: a requested event is prechecked and queued, verified in one batch
+//! per drain, decided by the acceptor (feeding the repo index at once), stored, and
+//! settled against the job that asked for it. The queue is bounded (flow control).
+
+use std::collections::{HashSet, VecDeque};
+
+use nostr::prelude::{Event, EventId};
+
+use super::job::{JobId, JobState};
+use super::relay::Sub;
+use super::{BatchId, Output, SyncEngine};
+use crate::accept::{Reject, Verdict};
+use crate::actions::compute_actions;
+use crate::index::IndexUpdate;
+use crate::items::RelayId;
+use crate::nip34::{self, kinds};
+use crate::targets::TargetChange;
+
+/// An event on its way from a relay to the store.
+pub(super) struct Pipe {
+    pub(super) relay: RelayId,
+    pub(super) job: Option<JobId>,
+    pub(super) event: Event,
+}
+
+/// Ids recently stored, bounded: a copy from another relay is not verified and written
+/// again.
+#[derive(Default)]
+pub(super) struct RecentIds {
+    set: HashSet<EventId>,
+    order: VecDeque<EventId>,
+}
+
+impl RecentIds {
+    const CAPACITY: usize = 200_000;
+
+    pub(super) fn insert(&mut self, id: EventId) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(super) fn contains(&self, id: &EventId) -> bool {
+        self.set.contains(id)
+    }
+}
+
+/// Whether the ingest queue, with `room` left of `max_queue`, can take a request for
+/// `wanted` events: room for all of them, or for a quarter of the queue when they are
+/// more (so one large request does not wait for the queue to empty).
+pub(super) fn ingest_takes(room: usize, wanted: usize, max_queue: usize) -> bool {
+    room >= wanted.min((max_queue / 4).max(1))
+}
+
+impl SyncEngine {
+    /// A requested event from relay `id` (for `job`, if any): prechecked, then queued
+    /// for verification unless known or already on its way.
+    pub(super) fn admit(&mut self, id: RelayId, job: Option<JobId>, event: Event, bytes: usize) {
+        let now = self.now;
+        let max_queue = self.config.flow.max_ingest_queue;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        if let Err(reject) = self.acceptor.precheck(&event, bytes, now.timestamp()) {
+            relay.stats.reject(reject.as_str());
+            if reject.remembered() {
+                let entry = self.seen.remember(&event, now.timestamp());
+                self.remembered.push(entry);
+            }
+            // We got the event and decided: a fetch of it is over.
+            self.resolve_fetch(&event.id);
+            return;
+        }
+        if self.seen.contains(&event.id) || self.recent.contains(&event.id) {
+            self.resolve_fetch(&event.id);
+            return;
+        }
+        if self.in_pipeline.contains(&event.id) {
+            return;
+        }
+        if self.in_pipeline.len() >= max_queue {
+            relay.stats.dropped += 1;
+            if self.fetching.contains_key(&event.id) {
+                relay.stats.dropped_fetched += 1;
+            }
+            relay.needs_catch_up.get_or_insert(now);
+            if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
+                job.lossy = true;
+            }
+            self.drop_fetch(&event.id);
+            return;
+        }
+        if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
+            job.outstanding += 1;
+        }
+        self.in_pipeline.insert(event.id);
+        self.to_verify.push(Pipe {
+            relay: id,
+            job,
+            event,
+        });
+    }
+
+    /// Events the ingest queue can still take, after what is in it and what the pages
+    /// and `ids` fetches in flight may yet bring.
+    pub(super) fn ingest_room(&self) -> usize {
+        let in_flight: usize = self
+            .relays
+            .values()
+            .map(|r| {
+                r.subs
+                    .values()
+                    .map(|s| match s {
+                        Sub::Fetch(f) => f.ids.len().saturating_sub(f.delivered.len()),
+                        Sub::Job(job) => match r.jobs.get(job).map(|j| &j.state) {
+                            Some(JobState::Paging(p)) => p.limit(),
+                            _ => 0,
+                        },
+                        Sub::Live(_) => 0,
+                    })
+                    .sum::<usize>()
+            })
+            .sum();
+        self.config
+            .flow
+            .max_ingest_queue
+            .saturating_sub(self.in_pipeline.len() + in_flight)
+    }
+
+    pub(super) fn flush_verify(&mut self) {
+        if self.to_verify.is_empty() {
+            return;
+        }
+        let batch = self.new_id();
+        let pipes = std::mem::take(&mut self.to_verify);
+        let events = pipes.iter().map(|p| p.event.clone()).collect();
+        self.verifying.insert(batch, pipes);
+        self.outputs.push_back(Output::Verify { batch, events });
+    }
+
+    pub(super) fn on_verified(&mut self, batch: BatchId, valid: &[bool]) {
+        let Some(mut pipes) = self.verifying.remove(&batch) else {
+            return;
+        };
+        let now = self.now.timestamp();
+        // Announcements first, then roots, so later events of the batch see them tracked.
+        let rank = |e: &Event| {
+            if e.kind == kinds::REPO_ANNOUNCEMENT {
+                0
+            } else if nip34::is_root(e) {
+                1
+            } else {
+                2
+            }
+        };
+        let mut flagged: Vec<(Pipe, bool)> = pipes
+            .drain(..)
+            .enumerate()
+            .map(|(i, p)| (p, valid.get(i).copied().unwrap_or(false)))
+            .collect();
+        flagged.sort_by_key(|(p, _)| rank(&p.event));
+        let mut events = Vec::new();
+        let mut remove = Vec::new();
+        let mut entries = Vec::new();
+        let mut changes: Vec<TargetChange> = Vec::new();
+        let mut index_changed = false;
+        for (pipe, ok) in flagged {
+            let verdict = if ok {
+                self.acceptor.decide(&pipe.event, &self.index)
+            } else {
+                Verdict::Reject(Reject::BadSignature)
+            };
+            match verdict {
+                Verdict::Store { remove: r } => {
+                    let update = self.apply_to_index(&pipe.event);
+                    index_changed |= update.applied > 0;
+                    changes.extend(update.changes);
+                    remove.extend(r);
+                    entries.push((pipe.relay, pipe.job, pipe.event.id));
+                    events.push(pipe.event);
+                }
+                Verdict::Reject(reject) => {
+                    if let Some(relay) = self.relays.get_mut(&pipe.relay) {
+                        relay.stats.reject(reject.as_str());
+                    }
+                    if reject.remembered() {
+                        let entry = self.seen.remember(&pipe.event, now);
+                        self.remembered.push(entry);
+                    }
+                    let forged = reject == Reject::BadSignature;
+                    if forged {
+                        // A forged copy is not the event: fetch a real one by id (the
+                        // job, if any, waits for it).
+                        self.in_pipeline.remove(&pipe.event.id);
+                        if self.fetching.contains_key(&pipe.event.id) {
+                            self.refetch(pipe.event.id);
+                        } else {
+                            self.need(pipe.relay, pipe.job, pipe.event.id);
+                        }
+                    }
+                    self.left_pipeline(pipe.relay, pipe.job, &pipe.event.id, !forged);
+                }
+            }
+        }
+        if !changes.is_empty() {
+            let actions = compute_actions(self.index.targets(), &changes, &self.work);
+            self.take_actions(&actions);
+        }
+        if !events.is_empty() {
+            let batch = self.new_id();
+            self.storing.insert(batch, entries);
+            self.outputs.push_back(Output::Store {
+                batch,
+                events,
+                remove,
+            });
+        }
+        if index_changed {
+            self.retry_orphans();
+        }
+    }
+
+    /// Applies an accepted event to the repo index when it can change it (an
+    /// announcement, a deletion, a root).
+    pub(super) fn apply_to_index(&mut self, event: &Event) -> IndexUpdate {
+        if event.kind == kinds::REPO_ANNOUNCEMENT
+            || event.kind == kinds::DELETION
+            || nip34::is_root(event)
+        {
+            self.index.apply([event])
+        } else {
+            IndexUpdate::default()
+        }
+    }
+
+    /// An event left the pipeline (stored or rejected). `settled` says whether a fetch
+    /// for it is over (a bad signature is not the event we need: try again elsewhere).
+    fn left_pipeline(&mut self, relay: RelayId, job: Option<JobId>, eid: &EventId, settled: bool) {
+        self.in_pipeline.remove(eid);
+        if let Some(job) = job {
+            self.settle(relay, job);
+        }
+        if settled {
+            self.resolve_fetch(eid);
+        }
+    }
+
+    pub(super) fn on_stored(&mut self, batch: BatchId, result: Result<Vec<Event>, String>) {
+        if let Some(published) = self.publishing.remove(&batch) {
+            self.on_published_stored(published, result);
+            return;
+        }
+        let Some(entries) = self.storing.remove(&batch) else {
+            return;
+        };
+        let ok = result.is_ok();
+        for removed in result.unwrap_or_default() {
+            let entry = self.seen.remember(&removed, self.now.timestamp());
+            self.remembered.push(entry);
+        }
+        if ok {
+            self.stats.stored += entries.len() as u64;
+        } else {
+            self.stats.store_failures += 1;
+        }
+        for (relay, job, eid) in entries {
+            if ok {
+                self.recent.insert(eid);
+            }
+            if let Some(r) = self.relays.get_mut(&relay) {
+                if ok {
+                    r.stats.events_accepted += 1;
+                } else if let Some(j) = job.and_then(|j| r.jobs.get_mut(&j)) {
+                    j.lossy = true;
+                }
+            }
+            self.left_pipeline(relay, job, &eid, ok);
+            if !ok {
+                // Whoever waits for this id fetches it again (once).
+                self.refetch(eid);
+            }
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! Historic jobs: planning them per session (see [`Session`]), starting them within a
+//! relay's slots and the keys leased across relays, requeueing, abandoning, and
+//! completing them — which confirms their keys and emits checkpoints.
+
+use std::collections::HashMap;
+
+use nostr::prelude::{Filter, Timestamp};
+
+use super::job::{Job, JobId, JobState, Narrow};
+use super::relay;
+use super::{Checkpoint, Output, Phase, Scope, SyncEngine};
+use crate::filters::{
+    announcement_chunks, discovery_filter, repo_tag_chunks, root_tag_chunks, Form,
+};
+use crate::items::{Item, ItemId, Layer, RelayId, WorkKey};
+
+/// What a relay session's historic jobs cover for keys already confirmed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Session {
+    /// A quick reconnect (or a catch-up after losses): everything from `from` on.
+    Quick { from: Timestamp },
+    /// First connection of this run (unless its checkpoints are recent: see
+    /// `restart_from`), or a long disconnection: NIP-77 over everything, paging (without
+    /// NIP-77) only from the checkpoints — a restart is not a re-download.
+    Fresh,
+    /// The daily full reconciliation: everything, by either method — the only way a
+    /// relay without NIP-77 yields events that arrived there late with old timestamps.
+    Full,
+}
+
+/// How a job starts.
+pub(super) enum Start {
+    Paging,
+    Probe,
+    Negentropy,
+}
+
+impl SyncEngine {
+    /// Plans historic jobs for every key of a relay at the start of a session, a
+    /// catch-up or the daily full reconciliation (see [`Session`]).
+    pub(super) fn schedule_session(&mut self, id: RelayId, session: Session) {
+        let keys: Vec<WorkKey> = self
+            .index
+            .targets()
+            .items(id)
+            .flat_map(|item| {
+                item.layers().iter().map(move |layer| WorkKey {
+                    layer: *layer,
+                    item,
+                })
+            })
+            .collect();
+        let margin = self.config.timing.since_margin.as_secs();
+        // Confirmed keys: a quick reconnect catches up from the disconnection; a fresh
+        // start reconciles them in full with NIP-77, but pages (without NIP-77) only from
+        // the oldest of their checkpoints. Unconfirmed keys sync from the beginning.
+        let oldest_confirmed = keys
+            .iter()
+            .filter_map(|k| self.work.confirmed_at(id, *k))
+            .min()
+            .map(|t| Timestamp::from(t.as_secs().saturating_sub(margin)));
+        let mut groups: HashMap<(Layer, bool), Vec<ItemId>> = HashMap::new();
+        for key in keys {
+            let confirmed = self.work.confirmed_at(id, key).is_some();
+            groups
+                .entry((key.layer, confirmed))
+                .or_default()
+                .push(key.item);
+        }
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_by_key(|(group, _)| *group);
+        for ((layer, confirmed), items) in groups {
+            let (since, paging_since) = match (confirmed, session) {
+                (true, Session::Quick { from }) => (Some(from), None),
+                (true, Session::Fresh) => (None, oldest_confirmed),
+                (true, Session::Full) | (false, _) => (None, None),
+            };
+            self.schedule_jobs(id, layer, &items, since, paging_since);
+        }
+        if let Some(relay) = self.relays.get(&id).filter(|r| r.bootstrap) {
+            let discovered = relay
+                .discovered_at
+                .map(|t| Timestamp::from(t.timestamp().as_secs().saturating_sub(margin)));
+            // Discovery has its own checkpoint: caught up from it in a quick session,
+            // else reconciled in full and paged from there.
+            let (since, paging_since) = match session {
+                Session::Quick { .. } if discovered.is_some() => (discovered, None),
+                Session::Full => (None, None),
+                _ => (None, discovered),
+            };
+            let filter = discovery_filter(Form::Historic { since }, &self.config.discovery);
+            let job = self.add_job(id, Vec::new(), filter, paging_since);
+            if since.is_some() {
+                self.mark_catch_up(id, job);
+            }
+        }
+    }
+
+    /// Marks a job as a quick session's catch-up window (see [`Job::is_window`]).
+    fn mark_catch_up(&mut self, id: RelayId, job: JobId) {
+        if let Some(job) = self.relays.get_mut(&id).and_then(|r| r.jobs.get_mut(&job)) {
+            job.catch_up = true;
+        }
+    }
+
+    /// Adds jobs for `items` of one layer, one per filter of each chunk.
+    fn schedule_jobs(
+        &mut self,
+        id: RelayId,
+        layer: Layer,
+        items: &[ItemId],
+        since: Option<Timestamp>,
+        paging_since: Option<Timestamp>,
+    ) {
+        let Some(limits) = self.relays.get(&id).map(|r| r.limits) else {
+            return;
+        };
+        let form = Form::Historic { since };
+        let names = self.index.names();
+        let (coords, roots) = names.split(items);
+        let mut planned: Vec<(Vec<WorkKey>, Filter)> = Vec::new();
+        let key = |item: ItemId| WorkKey { layer, item };
+        match layer {
+            Layer::Announcements | Layer::RepoTags => {
+                let chunks = if layer == Layer::Announcements {
+                    announcement_chunks(&coords, form, &limits)
+                } else {
+                    repo_tag_chunks(&coords, form, &limits)
+                };
+                for chunk in chunks {
+                    let keys: Vec<WorkKey> = chunk
+                        .members
+                        .iter()
+                        .filter_map(|c| names.coord_id(c))
+                        .map(key)
+                        .collect();
+                    planned.extend(chunk.filters.into_iter().map(|f| (keys.clone(), f)));
+                }
+            }
+            Layer::RootTags => {
+                for chunk in root_tag_chunks(&roots, form, &limits) {
+                    let keys: Vec<WorkKey> = chunk
+                        .members
+                        .iter()
+                        .filter_map(|r| names.item_id(&Item::Root(*r)))
+                        .map(key)
+                        .collect();
+                    planned.extend(chunk.filters.into_iter().map(|f| (keys.clone(), f)));
+                }
+            }
+        }
+        for (keys, filter) in planned {
+            let job = self.add_job(id, keys, filter, paging_since);
+            if since.is_some() {
+                self.mark_catch_up(id, job);
+            }
+        }
+    }
+
+    /// Plans jobs for coalesced new keys once nothing is queued.
+    pub(super) fn schedule_unscheduled(&mut self, id: RelayId) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let queued = relay
+            .jobs
+            .values()
+            .any(|j| matches!(j.state, JobState::Queued));
+        if queued || relay.unscheduled.is_empty() || !relay.live_new.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut relay.unscheduled);
+        let mut by_layer: HashMap<Layer, Vec<ItemId>> = HashMap::new();
+        for key in keys {
+            if self.work.is_pending(id, key) {
+                by_layer.entry(key.layer).or_default().push(key.item);
+            }
+        }
+        let mut layers: Vec<_> = by_layer.into_iter().collect();
+        layers.sort_by_key(|(l, _)| *l);
+        for (layer, items) in layers {
+            self.schedule_jobs(id, layer, &items, None, None);
+        }
+    }
+
+    pub(super) fn add_job(
+        &mut self,
+        id: RelayId,
+        keys: Vec<WorkKey>,
+        filter: Filter,
+        paging_since: Option<Timestamp>,
+    ) -> JobId {
+        let job_id = self.new_id();
+        let now = self.now;
+        for key in &keys {
+            let entry = self.key_jobs.entry((id, *key)).or_insert((0, now));
+            entry.0 += 1;
+            entry.1 = entry.1.min(now);
+        }
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.jobs.insert(
+                job_id,
+                Job {
+                    id: job_id,
+                    keys,
+                    filter,
+                    started_at: now,
+                    attempts: 0,
+                    state: JobState::Queued,
+                    outstanding: 0,
+                    drain_deadline: None,
+                    lossy: false,
+                    probe: false,
+                    paging_since,
+                    not_before: None,
+                    lossy_runs: 0,
+                    narrow: None,
+                    leased: false,
+                    catch_up: false,
+                },
+            );
+        }
+        job_id
+    }
+
+    /// Adds a job narrowing one second of `filter` (see [`Narrow`]) for `keys`.
+    pub(super) fn add_narrow_job(
+        &mut self,
+        id: RelayId,
+        keys: Vec<WorkKey>,
+        filter: Filter,
+        narrow: Narrow,
+    ) {
+        let filter = filter.since(narrow.second).until(narrow.second);
+        let job_id = self.add_job(id, keys, filter, None);
+        if let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+        {
+            job.narrow = Some(narrow);
+        }
+    }
+
+    /// Starts queued jobs while the relay has slots.
+    pub(super) fn start_jobs(&mut self, id: RelayId) {
+        let now = self.now;
+        loop {
+            let Some(relay) = self.relays.get(&id) else {
+                return;
+            };
+            let busy = relay
+                .jobs
+                .values()
+                .filter(|j| !matches!(j.state, JobState::Queued | JobState::Draining))
+                .count();
+            if busy >= self.config.flow.jobs_per_relay || !relay.may_subscribe(now) {
+                return;
+            }
+            let req_only = self.req_only_peers(id);
+            let Some(job) = relay
+                .jobs
+                .values()
+                .filter(|j| matches!(j.state, JobState::Queued))
+                .filter(|j| j.not_before.is_none_or(|t| now >= t))
+                .find(|j| {
+                    j.is_window()
+                        || (!self.leased_elsewhere(id, &j.keys)
+                            && !self.defers_to(&req_only, &j.keys))
+                })
+                .map(|j| j.id)
+            else {
+                return;
+            };
+            // Only the probe may speak NIP-77 until the relay answered it.
+            let probe_running = relay.jobs.values().any(|j| j.probe);
+            let window = relay.jobs.get(&job).is_some_and(Job::is_window);
+            let start = match relay.nip77 {
+                _ if window => Start::Paging,
+                relay::Nip77::Unsupported => Start::Paging,
+                relay::Nip77::Probing if probe_running => return,
+                relay::Nip77::Probing | relay::Nip77::Unknown => Start::Probe,
+                relay::Nip77::Supported => Start::Negentropy,
+            };
+            let keys = match self.relays.get_mut(&id).and_then(|r| r.jobs.get_mut(&job)) {
+                Some(j) if !window => {
+                    j.leased = true;
+                    j.keys.clone()
+                }
+                _ => Vec::new(),
+            };
+            for key in keys {
+                let holder = self.leases.entry(key).or_insert((id, 0));
+                if holder.0 == id {
+                    holder.1 += 1;
+                }
+            }
+            match start {
+                Start::Paging => self.start_paging(id, job),
+                Start::Probe => self.start_loading(id, job, true),
+                Start::Negentropy => self.start_loading(id, job, false),
+            }
+        }
+    }
+
+    /// Open relays without NIP-77 that relay `id` (which may speak it) leaves shared
+    /// keys to: such a relay pages everything it holds anyway, and reconciling after
+    /// it downloads only what it lacked — the other way round, it downloads again all
+    /// that was already fetched.
+    fn req_only_peers(&self, id: RelayId) -> Vec<RelayId> {
+        if self
+            .relays
+            .get(&id)
+            .is_none_or(|r| r.nip77 == relay::Nip77::Unsupported)
+        {
+            return Vec::new();
+        }
+        self.relays
+            .iter()
+            .filter(|(other, r)| {
+                **other != id && r.phase == Phase::Open && r.nip77 == relay::Nip77::Unsupported
+            })
+            .map(|(other, _)| *other)
+            .collect()
+    }
+
+    /// Whether one of these relays has a job (queued or running) for one of the keys.
+    fn defers_to(&self, peers: &[RelayId], keys: &[WorkKey]) -> bool {
+        !peers.is_empty()
+            && keys.iter().any(|key| {
+                peers
+                    .iter()
+                    .any(|peer| self.key_jobs.contains_key(&(*peer, *key)))
+            })
+    }
+
+    /// Whether another relay's running jobs hold one of these keys.
+    fn leased_elsewhere(&self, id: RelayId, keys: &[WorkKey]) -> bool {
+        keys.iter()
+            .any(|key| self.leases.get(key).is_some_and(|(relay, _)| *relay != id))
+    }
+
+    /// A job stopped running: when no other job of its relay holds them, its keys are
+    /// free for other relays.
+    fn release(&mut self, id: RelayId, job_id: JobId) {
+        let running = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+            .filter(|j| j.leased)
+            .map(|j| {
+                j.leased = false;
+                j.keys.clone()
+            })
+            .unwrap_or_default();
+        for key in running {
+            if let Some(holder) = self.leases.get_mut(&key) {
+                if holder.0 == id {
+                    holder.1 = holder.1.saturating_sub(1);
+                    if holder.1 == 0 {
+                        self.leases.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn job_timed_out(&mut self, id: RelayId, job_id: JobId) {
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get(&job_id) else {
+            return;
+        };
+        let silent_neg = matches!(&job.state, JobState::Neg(n) if !n.answered);
+        let sub = job.state.subscription().map(str::to_owned);
+        if let Some(sub) = sub {
+            self.close_sub(id, &sub);
+        }
+        if silent_neg {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.nip77 = relay::Nip77::Unsupported;
+            }
+            self.fall_back_to_req(id, job_id);
+        } else {
+            self.requeue(id, job_id, true);
+        }
+    }
+
+    /// Puts a job back in the queue; `failed` counts an attempt, and too many abandon it.
+    pub(super) fn requeue(&mut self, id: RelayId, job_id: JobId, failed: bool) {
+        self.release(id, job_id);
+        let attempts = self.config.flow.job_attempts;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let open_sub = job.state.subscription().map(str::to_owned);
+        if job.probe && relay.nip77 == relay::Nip77::Probing {
+            relay.nip77 = relay::Nip77::Unknown;
+        }
+        job.probe = false;
+        if failed {
+            job.attempts += 1;
+        }
+        if job.attempts >= attempts {
+            self.abandon_job(id, job_id);
+            return;
+        }
+        job.state = JobState::Queued;
+        job.lossy = false;
+        job.started_at = self.now;
+        // Tell the relay too, if it still holds the subscription.
+        if let Some(sub) = open_sub {
+            if self
+                .relays
+                .get(&id)
+                .is_some_and(|r| r.subs.contains_key(&sub))
+            {
+                self.close_sub(id, &sub);
+            }
+        }
+    }
+
+    /// Gives up on a job: its keys stay unconfirmed (pending keys are released so the
+    /// next fresh start adds them again), and it is reported in the counters.
+    pub(super) fn abandon_job(&mut self, id: RelayId, job_id: JobId) {
+        self.release(id, job_id);
+        let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.remove(&job_id))
+        else {
+            return;
+        };
+        if let Some(sub) = job.state.subscription() {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.subs.remove(sub);
+                relay.stats.reject("job-abandoned");
+            }
+        }
+        for key in job.keys {
+            if self.work.is_pending(id, key) {
+                self.work.abandon(id, key);
+            }
+            self.key_jobs.remove(&(id, key));
+        }
+    }
+
+    /// The job will receive nothing more; it completes once its events are stored.
+    pub(super) fn job_received_all(&mut self, id: RelayId, job_id: JobId) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if matches!(job.state, JobState::Paging(_)) {
+            // A relay that speaks NIP-77 still pages what we hold nothing of: it stays
+            // a NIP-77 relay.
+            if relay.nip77 != relay::Nip77::Supported {
+                relay.method = relay::Method::Req;
+            }
+            relay.stats.jobs_req += 1;
+        }
+        job.state = JobState::Draining;
+        job.drain_deadline = Some(self.now + self.config.timing.eose_timeout);
+        self.try_complete(id, job_id);
+    }
+
+    pub(super) fn try_complete(&mut self, id: RelayId, job_id: JobId) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let done = relay
+            .jobs
+            .get(&job_id)
+            .is_some_and(|j| matches!(j.state, JobState::Draining) && j.outstanding == 0);
+        if !done {
+            return;
+        }
+        let lossy = relay.jobs.get(&job_id).is_some_and(|j| j.lossy);
+        if lossy {
+            // Something was lost (dropped, or only forged copies came): run again after
+            // a delay that doubles each time, up to an hour.
+            let base = self.config.timing.backoff_base;
+            let now = self.now;
+            if let Some(job) = relay.jobs.get_mut(&job_id) {
+                job.lossy_runs = job.lossy_runs.saturating_add(1);
+                let delay = base
+                    .saturating_mul(1u32 << job.lossy_runs.min(16))
+                    .min(std::time::Duration::from_secs(3600));
+                job.not_before = Some(now + delay);
+            }
+            self.requeue(id, job_id, false);
+            return;
+        }
+        self.release(id, job_id);
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.remove(&job_id) else {
+            return;
+        };
+        let url = relay.url.clone();
+        if job.keys.is_empty() && relay.bootstrap {
+            relay.discovered_at = Some(job.started_at);
+            self.outputs.push_back(Output::Checkpoint(Checkpoint {
+                relay: url.clone(),
+                scope: Scope::Discovery,
+                at: job.started_at.timestamp(),
+            }));
+        }
+        for key in job.keys {
+            let Some(entry) = self.key_jobs.get_mut(&(id, key)) else {
+                continue;
+            };
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 > 0 {
+                continue;
+            }
+            let at = entry.1.timestamp();
+            self.key_jobs.remove(&(id, key));
+            let known = self.work.confirm(id, key, at) || {
+                let known = self.work.is_known(id, key);
+                if known {
+                    self.work.restore(id, key, at);
+                }
+                known
+            };
+            if known {
+                let item = self.index.names().item(key.item);
+                self.outputs.push_back(Output::Checkpoint(Checkpoint {
+                    relay: url.clone(),
+                    scope: Scope::Item {
+                        layer: key.layer,
+                        item,
+                    },
+                    at,
+                }));
+            }
+        }
+    }
+
+    pub(super) fn bump(&mut self, id: RelayId, job_id: JobId, by: usize) {
+        if let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+        {
+            job.outstanding += by;
+        }
+    }
+
+    pub(super) fn settle(&mut self, id: RelayId, job_id: JobId) {
+        let patience = self.config.timing.eose_timeout;
+        let now = self.now;
+        if let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+        {
+            job.outstanding = job.outstanding.saturating_sub(1);
+            if job.drain_deadline.is_some() {
+                job.drain_deadline = Some(now + patience);
+            }
+        }
+        self.try_complete(id, job_id);
+    }
+}

@@ -1,0 +1,209 @@
+//! Live subscriptions (`limit: 0`): sent for every target at session start, new items
+//! merged into the newest REQ while it fits, consolidated when the relay's budget is
+//! exceeded; a replaced subscription's events count until its successor's EOSE.
+
+use nostr::prelude::Filter;
+
+use super::relay::{self, Sub};
+use super::SyncEngine;
+use crate::filters::{
+    announcement_chunks, discovery_filter, pack_reqs, repo_tag_chunks, root_tag_chunks, Form,
+};
+use crate::items::{ItemId, RelayId};
+use crate::limits::RelayLimits;
+use crate::nip34::kinds;
+use crate::wire::ClientFrame;
+
+impl SyncEngine {
+    /// Sends live subscriptions: all targets at session start; then items added since
+    /// are merged into the newest live REQ (re-issued under a new id, the old one closed
+    /// after it) while that still fits one REQ, so an event matching an old and a new
+    /// item arrives on one subscription only; past that they go out as extra REQs, and
+    /// when those would exceed the relay's budget everything is consolidated again.
+    pub(super) fn refresh_live(&mut self, id: RelayId) {
+        let now = self.now;
+        let interval = self.config.timing.live_update_interval;
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        if !relay.live_dirty && relay.live_new.is_empty() {
+            return;
+        }
+        if !relay.live_dirty && relay.live_sent_at.is_some_and(|t| now < t + interval) {
+            return;
+        }
+        if self.config.one_shot {
+            // No live REQ, but new items are taken up on the same schedule, so a burst
+            // of discoveries becomes a few large historic jobs, not many small ones.
+            self.live_sent(id, None);
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.live_dirty = false;
+            }
+            return;
+        }
+        if relay.quiet_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let limits = relay.limits;
+        let bootstrap = relay.bootstrap;
+        let budget = limits
+            .max_subscriptions
+            .saturating_sub(self.config.flow.jobs_per_relay + 1)
+            .max(1);
+        let live_subs = relay.live_subs();
+        if !relay.live_dirty {
+            let new: Vec<ItemId> = relay.live_new.iter().copied().collect();
+            let tail = relay
+                .live_tail
+                .as_ref()
+                .and_then(|sub| match relay.subs.get(sub) {
+                    Some(Sub::Live(live)) => live
+                        .items
+                        .as_ref()
+                        .map(|items| (sub.clone(), items.clone(), live.discovery)),
+                    _ => None,
+                });
+            // The replacement is opened before the old one is closed (nothing published
+            // in between is missed), so it needs a free subscription slot.
+            let slot = relay.subs.len() < limits.max_subscriptions;
+            if let (Some((old, mut items, discovery)), true) = (tail, slot) {
+                items.extend(new.iter().copied());
+                items.sort_unstable();
+                items.dedup();
+                let mut reqs = pack_reqs(self.live_filters(&items, discovery, &limits), &limits);
+                if let (1, Some(filters)) = (reqs.len(), reqs.pop()) {
+                    let sub = self.send_live(id, filters, Some(items), discovery);
+                    self.retire_live(id, &old, &sub);
+                    self.live_sent(id, Some(sub));
+                    return;
+                }
+            }
+            let reqs = pack_reqs(self.live_filters(&new, false, &limits), &limits);
+            if live_subs.len() + reqs.len() <= budget {
+                let single = reqs.len() == 1;
+                let mut last = None;
+                for filters in reqs {
+                    let items = single.then(|| new.clone());
+                    last = Some(self.send_live(id, filters, items, false));
+                }
+                self.live_sent(id, last.filter(|_| single));
+                return;
+            }
+        }
+        let items: Vec<ItemId> = self.index.targets().items(id).collect();
+        let mut reqs = pack_reqs(self.live_filters(&items, bootstrap, &limits), &limits);
+        let catch_all = reqs.len() > budget;
+        if catch_all {
+            reqs = vec![vec![Filter::new().kinds(kinds::ALL).limit(0)]];
+        }
+        for sub in &live_subs {
+            self.retire_live(id, sub, "");
+        }
+        let single = reqs.len() == 1 && !catch_all;
+        let mut last = None;
+        for filters in reqs {
+            let covered = single.then(|| items.clone());
+            last = Some(self.send_live(id, filters, covered, bootstrap));
+        }
+        // What the closed subscriptions sent before the relay saw the new ones still
+        // counts: the last new REQ's EOSE ends the grace.
+        if let Some(successor) = &last {
+            let until = now + self.config.timing.eose_timeout;
+            if let Some(relay) = self.relays.get_mut(&id) {
+                for (_, closing) in relay.closing_live.iter_mut() {
+                    if closing.successor.is_empty() {
+                        closing.successor = successor.clone();
+                        closing.until = until;
+                    }
+                }
+            }
+        }
+        self.live_sent(id, last.filter(|_| single));
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.live_dirty = false;
+        }
+    }
+
+    /// Closes a live subscription that `successor` replaces; events on it still count
+    /// until the successor's EOSE (see [`relay::Closing`]); an empty `successor` is set
+    /// by the caller once the replacement is sent.
+    fn retire_live(&mut self, id: RelayId, old: &str, successor: &str) {
+        let until = self.now + self.config.timing.eose_timeout;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        if let Some(Sub::Live(live)) = relay.subs.remove(old) {
+            relay.closing_live.insert(
+                old.to_owned(),
+                relay::Closing {
+                    filters: live.filters,
+                    successor: successor.to_owned(),
+                    until,
+                },
+            );
+            self.send(
+                id,
+                &ClientFrame::Close {
+                    subscription: old.to_owned(),
+                },
+            );
+        }
+    }
+
+    /// Live subscriptions were sent: `tail` is the one to merge new items into.
+    fn live_sent(&mut self, id: RelayId, tail: Option<String>) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.live_new.clear();
+            relay.live_sent_at = Some(self.now);
+            relay.live_tail = tail;
+        }
+    }
+
+    /// Live filters for `items` (and discovery on a bootstrap relay).
+    fn live_filters(&self, items: &[ItemId], discovery: bool, limits: &RelayLimits) -> Vec<Filter> {
+        let (coords, roots) = self.index.names().split(items);
+        let mut filters: Vec<Filter> = Vec::new();
+        for chunk in announcement_chunks(&coords, Form::Live, limits) {
+            filters.extend(chunk.filters);
+        }
+        for chunk in repo_tag_chunks(&coords, Form::Live, limits) {
+            filters.extend(chunk.filters);
+        }
+        for chunk in root_tag_chunks(&roots, Form::Live, limits) {
+            filters.extend(chunk.filters);
+        }
+        if discovery {
+            filters.push(discovery_filter(Form::Live, &self.config.discovery));
+        }
+        filters
+    }
+
+    /// Opens one live REQ; returns its subscription id.
+    fn send_live(
+        &mut self,
+        id: RelayId,
+        filters: Vec<Filter>,
+        items: Option<Vec<ItemId>>,
+        discovery: bool,
+    ) -> String {
+        let sub = self.new_sub();
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.subs.insert(
+                sub.clone(),
+                Sub::Live(Box::new(relay::Live {
+                    filters: filters.clone(),
+                    items,
+                    discovery,
+                })),
+            );
+        }
+        self.send(
+            id,
+            &ClientFrame::Req {
+                subscription: sub.clone(),
+                filters,
+            },
+        );
+        sub
+    }
+}

@@ -1,0 +1,252 @@
+//! NIP-77 jobs: the local set loaded from the store, NEG-OPEN/NEG-MSG rounds, need-ids
+//! handed to the fetcher, and the fall back to paging (NEG-ERR, a refusal, a decode error
+//! or silence); an oversized window is split in halves.
+
+use nostr::prelude::{EventId, Timestamp};
+
+use super::job::{JobId, JobState, NegRun};
+use super::relay::{self, Sub};
+use super::{Output, RequestId, SyncEngine};
+use crate::items::RelayId;
+use crate::neg::{self, NegInitiator};
+use crate::wire::{is_too_many_records, ClientFrame};
+
+impl SyncEngine {
+    pub(super) fn start_loading(&mut self, id: RelayId, job_id: JobId, probe: bool) {
+        let request = self.new_id();
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if probe {
+            relay.nip77 = relay::Nip77::Probing;
+            job.probe = true;
+        }
+        job.state = JobState::Loading { request };
+        self.loading.insert(request, (id, job_id));
+        self.outputs.push_back(Output::LoadLocalItems {
+            request,
+            filter: job.filter.clone(),
+        });
+    }
+
+    pub(super) fn on_local_items(&mut self, request: RequestId, items: Vec<(Timestamp, EventId)>) {
+        let Some((id, job_id)) = self.loading.remove(&request) else {
+            return;
+        };
+        let still_loading = self
+            .relays
+            .get(&id)
+            .and_then(|r| r.jobs.get(&job_id))
+            .is_some_and(|j| matches!(j.state, JobState::Loading { request: r } if r == request));
+        if !still_loading {
+            return;
+        }
+        // An empty local set makes negentropy a slow id download: page instead — except
+        // for one second that held more than a page, which paging cannot list.
+        let narrow = self
+            .relays
+            .get(&id)
+            .and_then(|r| r.jobs.get(&job_id))
+            .is_some_and(|j| j.narrow.is_some());
+        if items.is_empty() && !narrow {
+            self.release_probe(id, job_id);
+            self.start_paging(id, job_id);
+            return;
+        }
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        let Some(job) = relay.jobs.get(&job_id) else {
+            return;
+        };
+        let seen = self.seen.items_matching(&job.filter);
+        let all = items
+            .into_iter()
+            .chain(seen)
+            .map(|(t, eid)| (t.as_secs(), eid.to_bytes()));
+        let frame_limit = neg::frame_limit(&relay.limits);
+        let filter = job.filter.clone();
+        match NegInitiator::new(all, frame_limit) {
+            Ok((initiator, first)) => {
+                let sub = self.new_sub();
+                let deadline = self.now + self.config.timing.neg_first_frame_timeout;
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.subs.insert(sub.clone(), Sub::Job(job_id));
+                    if let Some(job) = relay.jobs.get_mut(&job_id) {
+                        job.state = JobState::Neg(NegRun {
+                            sub: sub.clone(),
+                            initiator,
+                            deadline,
+                            answered: false,
+                        });
+                    }
+                }
+                self.send(
+                    id,
+                    &ClientFrame::NegOpen {
+                        subscription: sub,
+                        filter: Box::new(filter),
+                        message: first,
+                    },
+                );
+            }
+            Err(_) => {
+                self.release_probe(id, job_id);
+                self.start_paging(id, job_id);
+            }
+        }
+    }
+
+    /// A probe that never spoke NIP-77 leaves the relay's NIP-77 state unknown.
+    fn release_probe(&mut self, id: RelayId, job_id: JobId) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            if let Some(job) = relay.jobs.get_mut(&job_id) {
+                if job.probe {
+                    job.probe = false;
+                    if relay.nip77 == relay::Nip77::Probing {
+                        relay.nip77 = relay::Nip77::Unknown;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_neg_msg(&mut self, id: RelayId, sub: &str, message: &[u8]) {
+        let now = self.now;
+        let idle = self.config.timing.neg_idle_timeout;
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(Sub::Job(job_id)) = relay.subs.get(sub).cloned() else {
+            relay.stats.bad_frame("unknown-subscription");
+            return;
+        };
+        if relay.nip77 == relay::Nip77::Probing {
+            relay.nip77 = relay::Nip77::Supported;
+        }
+        let Some(job) = relay.jobs.get_mut(&job_id) else {
+            return;
+        };
+        job.probe = false;
+        let JobState::Neg(run) = &mut job.state else {
+            return;
+        };
+        run.answered = true;
+        run.deadline = now + idle;
+        let progress = match run.initiator.step(message) {
+            Ok(progress) => progress,
+            Err(_) => {
+                relay.stats.bad_frame("neg-decode");
+                relay.nip77 = relay::Nip77::Unsupported;
+                self.close_sub(id, sub);
+                self.fall_back_to_req(id, job_id);
+                return;
+            }
+        };
+        for need in progress.need {
+            self.need(id, Some(job_id), EventId::from_byte_array(need));
+        }
+        match progress.next {
+            Some(next) => self.send(
+                id,
+                &ClientFrame::NegMsg {
+                    subscription: sub.to_owned(),
+                    message: next,
+                },
+            ),
+            None => {
+                self.close_sub(id, sub);
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.method = relay::Method::Negentropy;
+                    relay.stats.jobs_negentropy += 1;
+                }
+                self.job_received_all(id, job_id);
+            }
+        }
+    }
+
+    pub(super) fn on_neg_err(&mut self, id: RelayId, sub: &str, message: &str) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let Some(Sub::Job(job_id)) = relay.subs.remove(sub) else {
+            return;
+        };
+        let answered = relay
+            .jobs
+            .get(&job_id)
+            .is_some_and(|j| matches!(&j.state, JobState::Neg(n) if n.answered));
+        if relay.nip77 == relay::Nip77::Probing {
+            // "Too many records" is NIP-77 working on an oversized filter.
+            relay.nip77 = if is_too_many_records(message) {
+                relay::Nip77::Supported
+            } else if answered {
+                relay::Nip77::Probing
+            } else {
+                relay::Nip77::Unsupported
+            };
+        }
+        if is_too_many_records(message) {
+            self.split_window(id, job_id);
+        } else {
+            self.fall_back_to_req(id, job_id);
+        }
+    }
+
+    /// The relay refused a NIP-77 session as too large: halve the job's `created_at`
+    /// window and reconcile each half (the newer half stays open-ended); a window under
+    /// an hour is paged instead, so splitting always ends.
+    pub(super) fn split_window(&mut self, id: RelayId, job_id: JobId) {
+        const MIN_WINDOW_SECS: u64 = 3600;
+        let now = self.now.timestamp().as_secs();
+        let Some(job) = self.relays.get(&id).and_then(|r| r.jobs.get(&job_id)) else {
+            return;
+        };
+        let lo = job.filter.since.map_or(0, |t| t.as_secs());
+        let hi = job.filter.until.map_or(now, |t| t.as_secs());
+        if hi.saturating_sub(lo) < MIN_WINDOW_SECS {
+            self.fall_back_to_req(id, job_id);
+            return;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let newer = job.filter.clone().since(Timestamp::from(mid + 1));
+        let (keys, paging_since) = (job.keys.clone(), job.paging_since);
+        if let Some(job) = self
+            .relays
+            .get_mut(&id)
+            .and_then(|r| r.jobs.get_mut(&job_id))
+        {
+            job.filter = job.filter.clone().until(Timestamp::from(mid));
+        }
+        self.requeue(id, job_id, false);
+        self.add_job(id, keys, newer, paging_since);
+    }
+
+    /// NIP-77 failed for this job: page it instead.
+    pub(super) fn fall_back_to_req(&mut self, id: RelayId, job_id: JobId) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            if let Some(sub) = relay
+                .jobs
+                .get(&job_id)
+                .and_then(|j| j.state.subscription())
+                .map(str::to_owned)
+            {
+                relay.subs.remove(&sub);
+            }
+            // The NIP-77 verdict is the caller's: a probe that ends here without one
+            // leaves the next job to probe again.
+            if relay.jobs.get(&job_id).is_some_and(|j| j.probe)
+                && relay.nip77 == relay::Nip77::Probing
+            {
+                relay.nip77 = relay::Nip77::Unknown;
+            }
+            if let Some(job) = relay.jobs.get_mut(&job_id) {
+                job.probe = false;
+            }
+        }
+        self.start_paging(id, job_id);
+    }
+}

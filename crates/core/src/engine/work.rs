@@ -1,0 +1,72 @@
+//! Turning what the store and the index say into pending work: local events and restored
+//! checkpoints feed the index, and `compute_actions` becomes per-relay new keys.
+
+use nostr::prelude::Event;
+
+use super::relay::RelayState;
+use super::{Checkpoint, Phase, Scope, SyncEngine, Time};
+use crate::actions::{compute_actions, compute_all_actions, Actions};
+use crate::items::WorkKey;
+
+impl SyncEngine {
+    pub(super) fn on_local_events(&mut self, events: &[Event]) {
+        for event in events {
+            self.acceptor.restore(event);
+            self.seen.forget(&event.id);
+            self.recent.insert(event.id);
+        }
+        let update = self.index.apply(events);
+        if !update.changes.is_empty() {
+            let actions = compute_actions(self.index.targets(), &update.changes, &self.work);
+            self.take_actions(&actions);
+        }
+        if update.applied > 0 {
+            self.retry_orphans();
+        }
+    }
+
+    pub(super) fn on_checkpoints(&mut self, checkpoints: Vec<Checkpoint>) {
+        for cp in checkpoints {
+            let Some(relay) = self.index.names().relay_id(&cp.relay) else {
+                continue;
+            };
+            match cp.scope {
+                Scope::Discovery => {
+                    if let Some(state) = self.relays.get_mut(&relay) {
+                        let at = Time::from_secs(cp.at.as_secs());
+                        state.discovered_at = Some(state.discovered_at.map_or(at, |t| t.max(at)));
+                    }
+                }
+                Scope::Item { layer, item } => {
+                    let Some(item) = self.index.names().item_id(&item) else {
+                        continue;
+                    };
+                    if self.index.targets().contains(relay, item) {
+                        self.work.restore(relay, WorkKey { layer, item }, cp.at);
+                    }
+                }
+            }
+        }
+        let actions = compute_all_actions(self.index.targets(), &self.work);
+        self.take_actions(&actions);
+    }
+
+    /// Records actions as pending work; an open relay plans jobs for the new keys when
+    /// its queue drains, and adds them to its live subscriptions.
+    pub(super) fn take_actions(&mut self, actions: &Actions) {
+        self.work.apply(actions);
+        for ra in &actions.relays {
+            let id = ra.relay;
+            let url = self.index.names().relay(id).clone();
+            let relay = self
+                .relays
+                .entry(id)
+                .or_insert_with(|| RelayState::new(url, false));
+            if relay.phase != Phase::Open {
+                continue;
+            }
+            relay.unscheduled.extend(ra.add.iter().copied());
+            relay.live_new.extend(ra.add.iter().map(|k| k.item));
+        }
+    }
+}
