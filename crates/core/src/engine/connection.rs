@@ -6,7 +6,7 @@ use nostr::prelude::{EventId, Timestamp};
 use super::jobs::Session;
 use super::relay::{self, RelayState};
 use super::{Output, Phase, SyncEngine};
-use crate::items::{RelayId, WorkKey};
+use crate::items::RelayId;
 use crate::relay_url::RelayUrl;
 
 impl SyncEngine {
@@ -102,15 +102,7 @@ impl SyncEngine {
         }
         let timing = &self.config.timing;
         let oldest = self
-            .index
-            .targets()
-            .items(id)
-            .flat_map(|item| {
-                item.layers().iter().map(move |layer| WorkKey {
-                    layer: *layer,
-                    item,
-                })
-            })
+            .target_keys(id)
             // A filter never confirmed (a repository tracked since) has no checkpoint to
             // catch up from: the restart reconciles.
             .map(|key| self.work.confirmed_at(id, key))

@@ -36,20 +36,20 @@ pub(super) enum Start {
 }
 
 impl SyncEngine {
+    /// Every key (item × its layers) relay `id` is a target for.
+    pub(super) fn target_keys(&self, id: RelayId) -> impl Iterator<Item = WorkKey> + '_ {
+        self.index.targets().items(id).flat_map(|item| {
+            item.layers().iter().map(move |layer| WorkKey {
+                layer: *layer,
+                item,
+            })
+        })
+    }
+
     /// Plans historic jobs for every key of a relay at the start of a session, a
     /// catch-up or the daily full reconciliation (see [`Session`]).
     pub(super) fn schedule_session(&mut self, id: RelayId, session: Session) {
-        let keys: Vec<WorkKey> = self
-            .index
-            .targets()
-            .items(id)
-            .flat_map(|item| {
-                item.layers().iter().map(move |layer| WorkKey {
-                    layer: *layer,
-                    item,
-                })
-            })
-            .collect();
+        let keys: Vec<WorkKey> = self.target_keys(id).collect();
         let margin = self.config.timing.since_margin.as_secs();
         // Confirmed keys: a quick reconnect catches up from the disconnection; a fresh
         // start reconciles them in full with NIP-77, but pages (without NIP-77) only from
