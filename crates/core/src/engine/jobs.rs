@@ -257,23 +257,34 @@ impl SyncEngine {
             if busy >= self.config.flow.jobs_per_relay || !relay.may_subscribe(now) {
                 return;
             }
-            let req_only = self.req_only_peers(id);
+            let ready = |j: &&Job| {
+                matches!(j.state, JobState::Queued) && j.not_before.is_none_or(|t| now >= t)
+            };
+            // Only the probe may speak NIP-77 until the relay answered it: meanwhile only
+            // a catch-up window may start (when no other startable job comes before it).
+            let probe_running = relay.jobs.values().any(|j| j.probe);
+            let probing = relay.nip77 == relay::Nip77::Probing && probe_running;
+            if probing && !relay.jobs.values().filter(ready).any(Job::is_window) {
+                return;
+            }
+            // Walks every relay: asked only for a job whose keys are not leased elsewhere.
+            let mut req_only = None;
             let Some(job) = relay
                 .jobs
                 .values()
-                .filter(|j| matches!(j.state, JobState::Queued))
-                .filter(|j| j.not_before.is_none_or(|t| now >= t))
+                .filter(ready)
                 .find(|j| {
                     j.is_window()
                         || (!self.leased_elsewhere(id, &j.keys)
-                            && !self.defers_to(&req_only, &j.keys))
+                            && !self.defers_to(
+                                req_only.get_or_insert_with(|| self.req_only_peers(id)),
+                                &j.keys,
+                            ))
                 })
                 .map(|j| j.id)
             else {
                 return;
             };
-            // Only the probe may speak NIP-77 until the relay answered it.
-            let probe_running = relay.jobs.values().any(|j| j.probe);
             let window = relay.jobs.get(&job).is_some_and(Job::is_window);
             let start = match relay.nip77 {
                 _ if window => Start::Paging,
