@@ -78,3 +78,57 @@ fn nip11_after_learned_caps_keeps_them() {
     let fresh = limits(&engine);
     assert_eq!((fresh.max_subscriptions, fresh.max_results), (20, 5000));
 }
+
+/// While the NIP-77 probe runs, a catch-up window (paged) still starts; a job that
+/// would reconcile waits for the probe's answer.
+#[test]
+fn a_catch_up_window_starts_while_the_probe_runs() {
+    let mut engine = SyncEngine::new(EngineConfig {
+        bootstrap_relays: vec![relay()],
+        ..EngineConfig::default()
+    });
+    let now = Time::from_secs(1_700_000_000);
+    engine.handle_timeout(now);
+    engine.handle_input(now, Input::Connected { relay: relay() });
+    let request = std::iter::from_fn(|| engine.poll_output())
+        .find_map(|o| match o {
+            Output::LoadLocalItems { request, .. } => Some(request),
+            _ => None,
+        })
+        .expect("the discovery job loads its local set");
+    let item = (
+        nostr::prelude::Timestamp::from(1_600_000_000),
+        EventId::from_byte_array([0u8; 32]),
+    );
+    engine.handle_input(
+        now,
+        Input::LocalItems {
+            request,
+            items: vec![item],
+        },
+    );
+    let id = engine.relay_id(&relay()).expect("relay");
+    assert_eq!(engine.relays[&id].nip77, Nip77::Probing);
+    let probe = engine.relays[&id].jobs.values().find(|j| j.probe);
+    let filter = probe.expect("the probe runs").filter.clone();
+
+    let window = engine.add_job(id, Vec::new(), filter.clone(), None);
+    if let Some(job) = engine
+        .relays
+        .get_mut(&id)
+        .and_then(|r| r.jobs.get_mut(&window))
+    {
+        job.catch_up = true;
+    }
+    let plain = engine.add_job(id, Vec::new(), filter, None);
+    engine.start_jobs(id);
+    let state = |job| &engine.relays[&id].jobs[&job].state;
+    assert!(
+        matches!(state(window), JobState::Paging(_)),
+        "the window pages"
+    );
+    assert!(
+        matches!(state(plain), JobState::Queued),
+        "the other job waits"
+    );
+}
