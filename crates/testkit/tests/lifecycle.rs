@@ -12,6 +12,7 @@ use grasp_sync_core::accept::{AnnouncementPolicy, Reject};
 use grasp_sync_core::engine::{
     EngineConfig, Input, Method, Phase, PublishOutcome, RelayStats, Scope, Time,
 };
+use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::{Layer, RelayUrl};
 use grasp_sync_testkit::corpus::{keys, sign};
@@ -922,6 +923,60 @@ fn restart_within_the_window_catches_up_from_the_checkpoints() {
     eprintln!("deliveries: first run {a}, after a quick restart {b}");
     assert!(b * 20 <= a, "restart downloaded {b} events (first run {a})");
     assert!(second.writes.is_empty(), "events written again");
+}
+
+/// Discovery narrowed to named repositories (the browser, a one-shot `sync`): a
+/// repository added to the list since the last sync has its announcement found at the
+/// bootstrap relay on the next start, although that announcement is older than the
+/// discovery checkpoint — in a restart catch-up at a NIP-77 relay, and in a fresh start
+/// at a REQ-only relay (which pages discovery from its checkpoint).
+#[test]
+fn a_repository_tracked_since_the_last_sync_is_discovered_on_restart() {
+    let corpus = small();
+    let scope = |n: usize| DiscoveryScope::Repos(corpus.repos[..n].to_vec());
+    let wanted = |n: usize| -> BTreeSet<EventId> {
+        corpus
+            .events
+            .iter()
+            .zip(&corpus.repo_of)
+            .filter(|(e, repo)| **repo < n && corpus.acceptable.contains(&e.id))
+            .map(|(e, _)| e.id)
+            .collect()
+    };
+    let req_only = SimRelayConfig {
+        nip77: false,
+        ..SimRelayConfig::default()
+    };
+    for (relay, window) in [(SimRelayConfig::default(), true), (req_only, false)] {
+        let (mut first, _) = world_with(&corpus, relay.clone(), 7, |c| c.discovery = scope(1));
+        first.run_for(HOUR);
+        assert!(
+            wanted(1).is_subset(&stored(&first)),
+            "first sync, nip77 {}",
+            relay.nip77
+        );
+        let events: Vec<Event> = first.store.iter().cloned().collect();
+        let (mut second, _) = world_later(&corpus, relay.clone(), 10 * MINUTE, |c| {
+            c.discovery = scope(2);
+            if window {
+                c.timing.restart_catch_up_window = c.timing.quick_reconnect_window;
+            }
+        });
+        for e in &events {
+            second.store.insert(e.clone());
+        }
+        second.input(Input::LocalEvents { events });
+        second.input(Input::Checkpoints {
+            checkpoints: first.checkpoints.clone(),
+        });
+        second.run_for(HOUR);
+        let missing = wanted(2).difference(&stored(&second)).count();
+        assert_eq!(
+            missing, 0,
+            "nip77 {}, catch-up window {window}: {missing} of the two repositories' events missing",
+            relay.nip77
+        );
+    }
 }
 
 /// Ids seen and not stored (here: announcements by authors outside the allow-list) are

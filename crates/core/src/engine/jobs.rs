@@ -10,7 +10,7 @@ use super::job::{Job, JobId, JobState, Narrow};
 use super::relay;
 use super::{Checkpoint, Output, Phase, Scope, SyncEngine};
 use crate::filters::{
-    announcement_chunks, discovery_filter, repo_tag_chunks, root_tag_chunks, Form,
+    announcement_chunks, discovery_filter, repo_tag_chunks, root_tag_chunks, DiscoveryScope, Form,
 };
 use crate::items::{Item, ItemId, Layer, RelayId, WorkKey};
 
@@ -78,8 +78,12 @@ impl SyncEngine {
             self.schedule_jobs(id, layer, &items, since, paging_since);
         }
         if let Some(relay) = self.relays.get(&id).filter(|r| r.bootstrap) {
+            // Discovery's checkpoint covers every announcement only when discovery is not
+            // narrowed to named repositories: one named since has announcements older
+            // than it. A narrowed filter asks for a few announcements: synced whole.
             let discovered = relay
                 .discovered_at
+                .filter(|_| matches!(self.config.discovery, DiscoveryScope::All))
                 .map(|t| Timestamp::from(t.timestamp().as_secs().saturating_sub(margin)));
             // Discovery has its own checkpoint: caught up from it in a quick session,
             // else reconciled in full and paged from there.
