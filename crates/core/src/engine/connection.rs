@@ -36,6 +36,9 @@ impl SyncEngine {
                     phase,
                     error,
                 });
+                // Other relays' plans depend on which relays are open (keys left to
+                // a relay without NIP-77): all look again.
+                self.relays.mark_all();
             }
         }
     }
@@ -157,6 +160,8 @@ impl SyncEngine {
         }
         self.key_jobs.retain(|(r, _), _| *r != id);
         self.leases.retain(|_, (relay, _)| *relay != id);
+        // Its keys are free: relays that waited for them look again.
+        self.relays.mark_all();
         let owned: Vec<EventId> = self
             .fetching
             .iter()

@@ -17,8 +17,8 @@
 //! index at once, and `compute_actions` turns that into new work (discovery).
 //!
 //! This file holds the engine's state and its entry points; each `handle_*` routes to
-//! the module that does the work, and `drive` runs every relay's next
-//! step after each input. The rest, one responsibility per file (each adds to
+//! the module that does the work, and `drive` runs the next step of the relays the
+//! input touched (marked by `relays`) after it. The rest, one responsibility per file (each adds to
 //! `impl SyncEngine`):
 //!
 //! - `messages`: [`Input`], [`Output`] and checkpoints;
@@ -32,6 +32,7 @@
 //! - `work`: local events and checkpoints turned into pending work;
 //! - `timers`: deadlines passed at a relay;
 //! - `publish`: events clients of our relay publish;
+//! - `relays`: the relays known, which of them to drive, and their in-flight count;
 //! - `relay`, `job`, `config`, `time`: the per-relay and per-job state, configuration
 //!   and time.
 
@@ -48,13 +49,14 @@ mod paging;
 mod publish;
 mod reconcile;
 mod relay;
+mod relays;
 #[cfg(test)]
 mod tests;
 mod time;
 mod timers;
 mod work;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use nostr::prelude::EventId;
 
@@ -75,6 +77,7 @@ use ingest::{Pipe, RecentIds};
 use job::{JobId, JobState};
 use jobs::Session;
 use relay::RelayState;
+use relays::Relays;
 use time::Jitter;
 
 /// Engine-wide counters.
@@ -98,7 +101,7 @@ pub struct SyncEngine {
     work: WorkState,
     acceptor: Acceptor,
     seen: SeenSet,
-    relays: HashMap<RelayId, RelayState>,
+    relays: Relays,
     outputs: VecDeque<Output>,
     next_id: u64,
     loading: HashMap<RequestId, (RelayId, JobId)>,
@@ -115,6 +118,12 @@ pub struct SyncEngine {
     /// The relay job running a key's historic sync: other relays' jobs for the key wait
     /// for it, then reconcile against what it stored instead of downloading it again.
     leases: HashMap<WorkKey, (RelayId, u32)>,
+    /// Relays with a queued job that waits for a key leased elsewhere (or left to a
+    /// relay without NIP-77): driven again when that key's lease or job ends.
+    key_waiters: HashMap<WorkKey, BTreeSet<RelayId>>,
+    /// Relays waiting for ingest room (a parked page, a held-back fetch, a catch-up
+    /// waiting for the queue to drain): driven after every input.
+    room_waiters: BTreeSet<RelayId>,
     recent: RecentIds,
     /// Seen-not-stored entries not yet handed out for persisting.
     remembered: Vec<SeenEntry>,
@@ -126,10 +135,10 @@ impl SyncEngine {
     /// An engine with nothing tracked yet.
     pub fn new(config: EngineConfig) -> Self {
         let mut index = RepoIndex::new(config.index.clone());
-        let mut relays = HashMap::new();
+        let mut relays = Relays::default();
         for url in &config.bootstrap_relays {
             let id = index.intern_relay(url);
-            relays.insert(id, RelayState::new(url.clone(), true));
+            relays.get_or_insert_with(id, || RelayState::new(url.clone(), true));
         }
         Self {
             jitter: Jitter::new(config.seed),
@@ -151,6 +160,8 @@ impl SyncEngine {
             fetching: HashMap::new(),
             key_jobs: HashMap::new(),
             leases: HashMap::new(),
+            key_waiters: HashMap::new(),
+            room_waiters: BTreeSet::new(),
             recent: RecentIds::default(),
             remembered: Vec::new(),
             stats: EngineStats::default(),
@@ -290,58 +301,86 @@ impl SyncEngine {
     }
 
     /// The loop's one step after every input: connections, live subscriptions, jobs,
-    /// fetches at each relay; then one verify batch and the seen ids to remember.
+    /// fetches at each relay the input touched (or that waits for ingest room, or for a
+    /// key another relay released); then one verify batch and the seen ids to remember.
     fn drive(&mut self) {
-        let now = self.now;
-        let mut ids: Vec<RelayId> = self.relays.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let wanted = self.wanted(id);
-            let Some(relay) = self.relays.get_mut(&id) else {
-                continue;
-            };
-            match relay.phase {
-                Phase::Idle if wanted => {
-                    let url = relay.url.clone();
-                    let deadline = now + self.config.timing.connect_timeout;
-                    relay.new_session();
-                    self.outputs
-                        .push_back(Output::FetchInfo { relay: url.clone() });
-                    self.outputs.push_back(Output::Connect { relay: url });
-                    self.set_phase(id, Phase::Connecting { deadline });
-                }
-                Phase::Open if !wanted => {
-                    let url = relay.url.clone();
-                    self.end_session(id);
-                    self.outputs.push_back(Output::Close { relay: url });
-                    if let Some(r) = self.relays.get_mut(&id) {
-                        r.disconnected_at = Some(now);
-                    }
-                    self.set_phase(id, Phase::Idle);
-                }
-                Phase::Open => {
-                    let drained = self.in_pipeline.len() < self.config.flow.max_ingest_queue / 2;
-                    if let (Some(first_drop), true) = (relay.needs_catch_up, drained) {
-                        relay.needs_catch_up = None;
-                        let from = (first_drop - self.config.timing.since_margin).timestamp();
-                        self.schedule_session(id, Session::Quick { from });
-                    }
-                    // Live first: a new item's historic job must not start before its
-                    // live subscription, or events in between would be missed.
-                    self.refresh_live(id);
-                    self.schedule_unscheduled(id);
-                    self.resume_parked(id);
-                    self.start_jobs(id);
-                    self.start_fetches(id);
-                    self.clear_error_if_synced(id);
-                }
-                _ => {}
-            }
+        /// A relay driven this often in one drive waits for the next (its own steps
+        /// settle in two visits: one that acts, one that finds nothing more to do).
+        const MAX_VISITS: u8 = 4;
+        for id in std::mem::take(&mut self.room_waiters) {
+            self.relays.mark(id);
         }
+        let mut visits: HashMap<RelayId, u8> = HashMap::new();
+        let mut deferred = Vec::new();
+        while let Some(id) = self.relays.pop_dirty() {
+            let n = visits.entry(id).or_insert(0);
+            *n += 1;
+            if *n > MAX_VISITS {
+                deferred.push(id);
+                continue;
+            }
+            self.drive_relay(id);
+        }
+        self.relays.keep_dirty(deferred);
         self.flush_verify();
         if !self.remembered.is_empty() {
             let entries = std::mem::take(&mut self.remembered);
             self.outputs.push_back(Output::Remember(entries));
+        }
+    }
+
+    /// One relay's step: connect it when wanted, close it when not, else its live
+    /// subscriptions, jobs and fetches. A step with nothing to do changes nothing (so it
+    /// does not mark the relay again).
+    fn drive_relay(&mut self, id: RelayId) {
+        let now = self.now;
+        let wanted = self.wanted(id);
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        match relay.phase {
+            Phase::Idle if wanted => {
+                let url = relay.url.clone();
+                let deadline = now + self.config.timing.connect_timeout;
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.new_session();
+                }
+                self.outputs
+                    .push_back(Output::FetchInfo { relay: url.clone() });
+                self.outputs.push_back(Output::Connect { relay: url });
+                self.set_phase(id, Phase::Connecting { deadline });
+            }
+            Phase::Open if !wanted => {
+                let url = relay.url.clone();
+                self.end_session(id);
+                self.outputs.push_back(Output::Close { relay: url });
+                if let Some(r) = self.relays.get_mut(&id) {
+                    r.disconnected_at = Some(now);
+                }
+                self.set_phase(id, Phase::Idle);
+            }
+            Phase::Open => {
+                if let Some(first_drop) = relay.needs_catch_up {
+                    if self.in_pipeline.len() < self.config.flow.max_ingest_queue / 2 {
+                        if let Some(relay) = self.relays.get_mut(&id) {
+                            relay.needs_catch_up = None;
+                        }
+                        let from = (first_drop - self.config.timing.since_margin).timestamp();
+                        self.schedule_session(id, Session::Quick { from });
+                    } else {
+                        self.room_waiters.insert(id);
+                    }
+                }
+                // Live first: a new item's historic job must not start before its
+                // live subscription, or events in between would be missed.
+                self.refresh_live(id);
+                self.schedule_unscheduled(id);
+                self.resume_parked(id);
+                self.start_jobs(id);
+                self.start_fetches(id);
+                self.clear_error_if_synced(id);
+            }
+            _ => {}
         }
     }
 }
