@@ -108,6 +108,7 @@ impl SyncEngine {
     /// Events the ingest queue can still take, after what is in it and what the pages
     /// and `ids` fetches in flight may yet bring.
     pub(super) fn ingest_room(&mut self) -> usize {
+        self.refresh_relays();
         let in_flight = self.relays.in_flight();
         self.config
             .flow

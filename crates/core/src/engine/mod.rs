@@ -134,6 +134,12 @@ pub struct SyncEngine {
 impl SyncEngine {
     /// An engine with nothing tracked yet.
     pub fn new(config: EngineConfig) -> Self {
+        let mut engine = Self::unmeasured(config);
+        engine.refresh_relays();
+        engine
+    }
+
+    fn unmeasured(config: EngineConfig) -> Self {
         let mut index = RepoIndex::new(config.index.clone());
         let mut relays = Relays::default();
         for url in &config.bootstrap_relays {
@@ -241,6 +247,21 @@ impl SyncEngine {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next: now, while a
     /// relay with something to sync is not connected yet (e.g. right after start-up).
     pub fn poll_timeout(&self) -> Option<Time> {
+        let next = self
+            .relays
+            .next_deadline()
+            .into_iter()
+            .chain(self.orphans_deadline())
+            .min();
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(next, self.walked_deadline(), "cached deadlines drifted");
+        next
+    }
+
+    /// [`poll_timeout`](Self::poll_timeout) by a walk of every relay (what the cached
+    /// deadlines must equal).
+    #[cfg(debug_assertions)]
+    fn walked_deadline(&self) -> Option<Time> {
         let idle_but_wanted = self
             .relays
             .iter()
@@ -254,6 +275,16 @@ impl SyncEngine {
             .filter_map(|r| r.next_deadline(live_interval))
             .chain(self.orphans_deadline())
             .min()
+    }
+
+    /// Measures the relays changed since the last time: their in-flight counts and
+    /// deadlines.
+    fn refresh_relays(&mut self) {
+        let targets = self.index.targets();
+        self.relays
+            .refresh(self.now, self.config.timing.live_update_interval, |id| {
+                targets.item_count(id) > 0
+            });
     }
 
     /// Processes one input.
@@ -286,18 +317,21 @@ impl SyncEngine {
             } => self.on_publish(token, event, json_bytes),
         }
         self.drive();
+        self.refresh_relays();
     }
 
-    /// Processes deadlines that passed at `now`.
+    /// Processes deadlines that passed at `now`: only at the relays whose next deadline
+    /// is due.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
-        let ids: Vec<RelayId> = self.relays.keys().copied().collect();
-        for id in ids {
+        for id in self.relays.due(now) {
+            self.relays.touch(id);
             self.relay_timeouts(id);
         }
         self.seen.expire(now.timestamp());
         self.expire_orphans();
         self.drive();
+        self.refresh_relays();
     }
 
     /// The loop's one step after every input: connections, live subscriptions, jobs,

@@ -1,14 +1,17 @@
 //! The relays the engine knows, and which of them need attention: a relay borrowed
 //! mutably is marked dirty (driven after the input) and changed (its cached in-flight
 //! count is recomputed), so only the relays an input touched are visited, never all of
-//! them. Changes that span relays (a key lease released, ingest room freed, a phase
+//! them. Each relay's next deadline is cached in one ordered set, re-computed only for
+//! changed relays, so the engine's next deadline is the set's first. Changes that span relays (a key lease released, ingest room freed, a phase
 //! that other relays' plans depend on) mark the relays that may proceed explicitly.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Index;
+use std::time::Duration;
 
 use super::job::JobState;
 use super::relay::{RelayState, Sub};
+use super::{Phase, Time};
 use crate::items::RelayId;
 
 /// Every known relay, with the marks that say which to drive and which to re-measure.
@@ -17,7 +20,7 @@ pub(super) struct Relays {
     map: HashMap<RelayId, RelayState>,
     /// Relays to drive: touched since they were last driven, or woken.
     dirty: BTreeSet<RelayId>,
-    /// Relays whose cached in-flight count may be stale.
+    /// Relays whose cached in-flight count and deadline may be stale.
     changed: HashSet<RelayId>,
     /// The relay marked last: marking it again is skipped (the common case).
     last: Option<RelayId>,
@@ -25,6 +28,10 @@ pub(super) struct Relays {
     flight: HashMap<RelayId, usize>,
     /// The sum of `flight`.
     flight_total: usize,
+    /// Every relay's next deadline, earliest first.
+    deadlines: BTreeSet<(Time, RelayId)>,
+    /// The deadline each relay has in `deadlines`.
+    deadline_of: HashMap<RelayId, Time>,
 }
 
 impl Relays {
@@ -57,10 +64,6 @@ impl Relays {
 
     pub(super) fn contains_key(&self, id: &RelayId) -> bool {
         self.map.contains_key(id)
-    }
-
-    pub(super) fn keys(&self) -> impl Iterator<Item = &RelayId> {
-        self.map.keys()
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &RelayState> {
@@ -97,15 +100,46 @@ impl Relays {
         self.dirty.extend(ids);
     }
 
-    /// Events the pages and `ids` fetches in flight at every relay may yet bring; the
-    /// relays changed since are measured again first.
-    pub(super) fn in_flight(&mut self) -> usize {
-        if !self.changed.is_empty() {
+    /// Marks a relay to be driven and measured again (a deadline of it passed).
+    pub(super) fn touch(&mut self, id: RelayId) {
+        if self.map.contains_key(&id) {
             self.last = None;
-            for id in std::mem::take(&mut self.changed) {
-                let now = self.map.get(&id).map_or(0, in_flight);
-                let before = self.flight.insert(id, now).unwrap_or(0);
-                self.flight_total = self.flight_total - before + now;
+            self.dirty.insert(id);
+            self.changed.insert(id);
+        }
+    }
+
+    /// Measures the changed relays again: what their pages and fetches in flight may
+    /// bring, and their next deadline — `now` for an idle relay that is wanted (a
+    /// bootstrap relay, or `targeted`), so it is connected at once.
+    pub(super) fn refresh(
+        &mut self,
+        now: Time,
+        live_interval: Duration,
+        targeted: impl Fn(RelayId) -> bool,
+    ) {
+        if self.changed.is_empty() {
+            return;
+        }
+        self.last = None;
+        for id in std::mem::take(&mut self.changed) {
+            let Some(relay) = self.map.get(&id) else {
+                continue;
+            };
+            let flight = in_flight(relay);
+            let before = self.flight.insert(id, flight).unwrap_or(0);
+            self.flight_total = self.flight_total - before + flight;
+            let deadline = if relay.phase == Phase::Idle && (relay.bootstrap || targeted(id)) {
+                Some(now)
+            } else {
+                relay.next_deadline(live_interval)
+            };
+            if let Some(old) = self.deadline_of.remove(&id) {
+                self.deadlines.remove(&(old, id));
+            }
+            if let Some(at) = deadline {
+                self.deadline_of.insert(id, at);
+                self.deadlines.insert((at, id));
             }
         }
         #[cfg(debug_assertions)]
@@ -113,7 +147,26 @@ impl Relays {
             let walked: usize = self.map.values().map(in_flight).sum();
             debug_assert_eq!(walked, self.flight_total, "in-flight count drifted");
         }
+    }
+
+    /// Events the pages and `ids` fetches in flight at every relay may yet bring, as of
+    /// the last [`refresh`](Self::refresh).
+    pub(super) fn in_flight(&self) -> usize {
         self.flight_total
+    }
+
+    /// The earliest relay deadline, as of the last [`refresh`](Self::refresh).
+    pub(super) fn next_deadline(&self) -> Option<Time> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// The relays whose deadline is at or before `now`.
+    pub(super) fn due(&self, now: Time) -> Vec<RelayId> {
+        self.deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect()
     }
 }
 
