@@ -36,9 +36,6 @@ impl SyncEngine {
                     phase,
                     error,
                 });
-                // Other relays' plans depend on which relays are open (keys left to
-                // a relay without NIP-77): all look again.
-                self.relays.mark_all();
             }
         }
     }
@@ -84,7 +81,7 @@ impl SyncEngine {
         relay.jobs.clear();
         relay.fetch_queue.clear();
         relay.live_dirty = true;
-        self.key_jobs.retain(|(r, _), _| *r != id);
+        self.forget_keys(id);
         self.set_phase(id, Phase::Open);
         let session = match catch_up_from {
             Some(from) => Session::Quick { from },
@@ -158,10 +155,7 @@ impl SyncEngine {
             relay.fetch_queue.clear();
             relay.live_dirty = true;
         }
-        self.key_jobs.retain(|(r, _), _| *r != id);
-        self.leases.retain(|_, (relay, _)| *relay != id);
-        // Its keys are free: relays that waited for them look again.
-        self.relays.mark_all();
+        self.forget_keys(id);
         let owned: Vec<EventId> = self
             .fetching
             .iter()
@@ -170,6 +164,29 @@ impl SyncEngine {
             .collect();
         for eid in owned {
             self.hand_over_fetch(eid);
+        }
+    }
+
+    /// Drops a relay's jobs per key and its leases (its jobs are gone): relays whose jobs
+    /// waited for those keys look again.
+    fn forget_keys(&mut self, id: RelayId) {
+        let mut freed = Vec::new();
+        self.key_jobs.retain(|(relay, key), _| {
+            let keep = *relay != id;
+            if !keep {
+                freed.push(*key);
+            }
+            keep
+        });
+        self.leases.retain(|key, (relay, _)| {
+            let keep = *relay != id;
+            if !keep {
+                freed.push(*key);
+            }
+            keep
+        });
+        for key in freed {
+            self.wake_key_waiters(key);
         }
     }
 

@@ -169,7 +169,10 @@ impl SyncEngine {
             .jobs
             .values()
             .any(|j| matches!(j.state, JobState::Queued));
-        let Some(relay) = self.relays.get_mut(&id).filter(|_| !queued) else {
+        if queued {
+            return;
+        }
+        let Some(relay) = self.relays.get_mut(&id) else {
             return;
         };
         let keys = std::mem::take(&mut relay.unscheduled);
@@ -368,7 +371,7 @@ impl SyncEngine {
 
     /// A key's lease or a relay's job for it ended: relays whose jobs waited for it
     /// look again.
-    fn wake_key_waiters(&mut self, key: WorkKey) {
+    pub(super) fn wake_key_waiters(&mut self, key: WorkKey) {
         for relay in self.key_waiters.remove(&key).unwrap_or_default() {
             self.relays.mark(relay);
         }

@@ -32,7 +32,9 @@
 //! - `work`: local events and checkpoints turned into pending work;
 //! - `timers`: deadlines passed at a relay;
 //! - `publish`: events clients of our relay publish;
-//! - `relays`: the relays known, which of them to drive, and their in-flight count;
+//! - `relays`: the relays known, which of them to drive, their in-flight counts and
+//!   deadlines;
+//! - `invariants` (debug builds): hand-kept counters recomputed after every input;
 //! - `relay`, `job`, `config`, `time`: the per-relay and per-job state, configuration
 //!   and time.
 
@@ -41,6 +43,8 @@ mod connection;
 mod fetch;
 mod frames;
 mod ingest;
+#[cfg(debug_assertions)]
+mod invariants;
 mod job;
 mod jobs;
 mod live;
@@ -247,6 +251,10 @@ impl SyncEngine {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next: now, while a
     /// relay with something to sync is not connected yet (e.g. right after start-up).
     pub fn poll_timeout(&self) -> Option<Time> {
+        // A relay a drive left marked (see `drive`) is driven at once.
+        if self.relays.has_dirty() {
+            return Some(self.now);
+        }
         let next = self
             .relays
             .next_deadline()
@@ -318,6 +326,8 @@ impl SyncEngine {
         }
         self.drive();
         self.refresh_relays();
+        #[cfg(debug_assertions)]
+        self.check_invariants();
     }
 
     /// Processes deadlines that passed at `now`: only at the relays whose next deadline
@@ -332,6 +342,8 @@ impl SyncEngine {
         self.expire_orphans();
         self.drive();
         self.refresh_relays();
+        #[cfg(debug_assertions)]
+        self.check_invariants();
     }
 
     /// The loop's one step after every input: connections, live subscriptions, jobs,
@@ -355,6 +367,10 @@ impl SyncEngine {
             }
             self.drive_relay(id);
         }
+        debug_assert!(
+            deferred.is_empty(),
+            "relays {deferred:?} still changing after {MAX_VISITS} visits"
+        );
         self.relays.keep_dirty(deferred);
         self.flush_verify();
         if !self.remembered.is_empty() {

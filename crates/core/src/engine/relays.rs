@@ -88,6 +88,11 @@ impl Relays {
         self.changed.extend(self.map.keys().copied());
     }
 
+    /// Whether a relay waits to be driven (left over by a drive).
+    pub(super) fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// The next relay to drive (the lowest id), unmarked.
     pub(super) fn pop_dirty(&mut self) -> Option<RelayId> {
         self.last = None;

@@ -37,7 +37,7 @@ impl SyncEngine {
             .jobs
             .values()
             .any(|j| j.not_before.is_some_and(|t| now >= t));
-        if let Some(r) = self.relays.get_mut(&id).filter(|_| due) {
+        if let Some(r) = due.then(|| self.relays.get_mut(&id)).flatten() {
             for job in r.jobs.values_mut() {
                 if job.not_before.is_some_and(|t| now >= t) {
                     job.not_before = None;
