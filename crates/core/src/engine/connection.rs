@@ -81,7 +81,7 @@ impl SyncEngine {
         relay.jobs.clear();
         relay.fetch_queue.clear();
         relay.live_dirty = true;
-        self.key_jobs.retain(|(r, _), _| *r != id);
+        self.forget_keys(id);
         self.set_phase(id, Phase::Open);
         let session = match catch_up_from {
             Some(from) => Session::Quick { from },
@@ -155,8 +155,7 @@ impl SyncEngine {
             relay.fetch_queue.clear();
             relay.live_dirty = true;
         }
-        self.key_jobs.retain(|(r, _), _| *r != id);
-        self.leases.retain(|_, (relay, _)| *relay != id);
+        self.forget_keys(id);
         let owned: Vec<EventId> = self
             .fetching
             .iter()
@@ -165,6 +164,29 @@ impl SyncEngine {
             .collect();
         for eid in owned {
             self.hand_over_fetch(eid);
+        }
+    }
+
+    /// Drops a relay's jobs per key and its leases (its jobs are gone): relays whose jobs
+    /// waited for those keys look again.
+    fn forget_keys(&mut self, id: RelayId) {
+        let mut freed = Vec::new();
+        self.key_jobs.retain(|(relay, key), _| {
+            let keep = *relay != id;
+            if !keep {
+                freed.push(*key);
+            }
+            keep
+        });
+        self.leases.retain(|key, (relay, _)| {
+            let keep = *relay != id;
+            if !keep {
+                freed.push(*key);
+            }
+            keep
+        });
+        for key in freed {
+            self.wake_key_waiters(key);
         }
     }
 

@@ -2,13 +2,14 @@
 //! relays' jobs wait for it), retried once, handed over when its relay goes, and what
 //! a relay's results cap cut off asked again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use nostr::prelude::EventId;
 
 use super::ingest::ingest_takes;
 use super::job::JobId;
-use super::relay::{Fetch, RelayState, Sub};
+use super::relay::{Fetch, Sub};
+use super::relays::Relays;
 use super::{Phase, SyncEngine};
 use crate::filters::ids_filters;
 use crate::items::RelayId;
@@ -137,7 +138,7 @@ impl SyncEngine {
         let Some(owner) = self.fetching.remove(&eid) else {
             return;
         };
-        let alive = |relays: &HashMap<RelayId, RelayState>, (relay, job): &(RelayId, JobId)| {
+        let alive = |relays: &Relays, (relay, job): &(RelayId, JobId)| {
             relays
                 .get(relay)
                 .is_some_and(|r| r.phase == Phase::Open && r.jobs.contains_key(job))
@@ -169,7 +170,7 @@ impl SyncEngine {
         let now = self.now;
         let deadline = now + self.config.timing.eose_timeout;
         loop {
-            let Some(relay) = self.relays.get_mut(&id) else {
+            let Some(relay) = self.relays.get(&id) else {
                 return;
             };
             let in_flight = relay
@@ -184,14 +185,18 @@ impl SyncEngine {
                 return;
             }
             let room = self.ingest_room();
-            let Some(relay) = self.relays.get_mut(&id) else {
+            let Some(relay) = self.relays.get(&id) else {
                 return;
             };
             // Like pages, fetches wait until the ingest queue can take what they ask.
             let wanted = relay.limits.max_results.min(relay.fetch_queue.len());
             if !ingest_takes(room, wanted, self.config.flow.max_ingest_queue) {
+                self.room_waiters.insert(id);
                 return;
             }
+            let Some(relay) = self.relays.get_mut(&id) else {
+                return;
+            };
             let take = wanted.min(room);
             let ids: Vec<EventId> = relay.fetch_queue.drain(..take).collect();
             let Some(filter) = ids_filters(&ids, &relay.limits).into_iter().next() else {

@@ -6,8 +6,7 @@ use std::collections::{HashSet, VecDeque};
 
 use nostr::prelude::{Event, EventId};
 
-use super::job::{JobId, JobState};
-use super::relay::Sub;
+use super::job::JobId;
 use super::{BatchId, Output, SyncEngine};
 use crate::accept::{Reject, Verdict};
 use crate::actions::compute_actions;
@@ -108,24 +107,9 @@ impl SyncEngine {
 
     /// Events the ingest queue can still take, after what is in it and what the pages
     /// and `ids` fetches in flight may yet bring.
-    pub(super) fn ingest_room(&self) -> usize {
-        let in_flight: usize = self
-            .relays
-            .values()
-            .map(|r| {
-                r.subs
-                    .values()
-                    .map(|s| match s {
-                        Sub::Fetch(f) => f.ids.len().saturating_sub(f.delivered.len()),
-                        Sub::Job(job) => match r.jobs.get(job).map(|j| &j.state) {
-                            Some(JobState::Paging(p)) => p.limit(),
-                            _ => 0,
-                        },
-                        Sub::Live(_) => 0,
-                    })
-                    .sum::<usize>()
-            })
-            .sum();
+    pub(super) fn ingest_room(&mut self) -> usize {
+        self.refresh_relays();
+        let in_flight = self.relays.in_flight();
         self.config
             .flow
             .max_ingest_queue

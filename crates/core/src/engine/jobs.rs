@@ -163,16 +163,22 @@ impl SyncEngine {
 
     /// Plans jobs for coalesced new keys once nothing is queued.
     pub(super) fn schedule_unscheduled(&mut self, id: RelayId) {
-        let Some(relay) = self.relays.get_mut(&id) else {
+        let Some(relay) = self.relays.get(&id) else {
             return;
         };
+        if relay.unscheduled.is_empty() || !relay.live_new.is_empty() {
+            return;
+        }
         let queued = relay
             .jobs
             .values()
             .any(|j| matches!(j.state, JobState::Queued));
-        if queued || relay.unscheduled.is_empty() || !relay.live_new.is_empty() {
+        if queued {
             return;
         }
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
         let keys = std::mem::take(&mut relay.unscheduled);
         let mut by_layer: HashMap<Layer, Vec<ItemId>> = HashMap::new();
         for key in keys {
@@ -272,21 +278,33 @@ impl SyncEngine {
                 return;
             }
             // Walks every relay: asked only for a job whose keys are not leased elsewhere.
+            // A job that waits for another relay's keys is woken when they are free.
             let mut req_only = None;
-            let Some(job) = relay
+            let mut blocked = Vec::new();
+            let found = relay
                 .jobs
                 .values()
                 .filter(ready)
                 .find(|j| {
-                    j.is_window()
+                    let free = j.is_window()
                         || (!self.leased_elsewhere(id, &j.keys)
                             && !self.defers_to(
                                 req_only.get_or_insert_with(|| self.req_only_peers(id)),
                                 &j.keys,
-                            ))
+                            ));
+                    if !free {
+                        blocked.extend(j.keys.iter().copied());
+                    }
+                    free
                 })
-                .map(|j| j.id)
-            else {
+                .map(|j| j.id);
+            for key in blocked {
+                self.key_waiters.entry(key).or_default().insert(id);
+            }
+            let Some(job) = found else {
+                return;
+            };
+            let Some(relay) = self.relays.get(&id) else {
                 return;
             };
             let window = relay.jobs.get(&job).is_some_and(Job::is_window);
@@ -355,6 +373,14 @@ impl SyncEngine {
             .any(|key| self.leases.get(key).is_some_and(|(relay, _)| *relay != id))
     }
 
+    /// A key's lease or a relay's job for it ended: relays whose jobs waited for it
+    /// look again.
+    pub(super) fn wake_key_waiters(&mut self, key: WorkKey) {
+        for relay in self.key_waiters.remove(&key).unwrap_or_default() {
+            self.relays.mark(relay);
+        }
+    }
+
     /// A job stopped running: when no other job of its relay holds them, its keys are
     /// free for other relays.
     fn release(&mut self, id: RelayId, job_id: JobId) {
@@ -374,6 +400,7 @@ impl SyncEngine {
                     holder.1 = holder.1.saturating_sub(1);
                     if holder.1 == 0 {
                         self.leases.remove(&key);
+                        self.wake_key_waiters(key);
                     }
                 }
             }
@@ -461,6 +488,7 @@ impl SyncEngine {
                 self.work.abandon(id, key);
             }
             self.key_jobs.remove(&(id, key));
+            self.wake_key_waiters(key);
         }
     }
 
@@ -538,6 +566,7 @@ impl SyncEngine {
             }
             let at = entry.1.timestamp();
             self.key_jobs.remove(&(id, key));
+            self.wake_key_waiters(key);
             let known = self.work.confirm(id, key, at) || {
                 let known = self.work.is_known(id, key);
                 if known {

@@ -17,8 +17,8 @@
 //! index at once, and `compute_actions` turns that into new work (discovery).
 //!
 //! This file holds the engine's state and its entry points; each `handle_*` routes to
-//! the module that does the work, and `drive` runs every relay's next
-//! step after each input. The rest, one responsibility per file (each adds to
+//! the module that does the work, and `drive` runs the next step of the relays the
+//! input touched (marked by `relays`) after it. The rest, one responsibility per file (each adds to
 //! `impl SyncEngine`):
 //!
 //! - `messages`: [`Input`], [`Output`] and checkpoints;
@@ -32,6 +32,9 @@
 //! - `work`: local events and checkpoints turned into pending work;
 //! - `timers`: deadlines passed at a relay;
 //! - `publish`: events clients of our relay publish;
+//! - `relays`: the relays known, which of them to drive, their in-flight counts and
+//!   deadlines;
+//! - `invariants` (debug builds): hand-kept counters recomputed after every input;
 //! - `relay`, `job`, `config`, `time`: the per-relay and per-job state, configuration
 //!   and time.
 
@@ -40,6 +43,8 @@ mod connection;
 mod fetch;
 mod frames;
 mod ingest;
+#[cfg(debug_assertions)]
+mod invariants;
 mod job;
 mod jobs;
 mod live;
@@ -48,13 +53,14 @@ mod paging;
 mod publish;
 mod reconcile;
 mod relay;
+mod relays;
 #[cfg(test)]
 mod tests;
 mod time;
 mod timers;
 mod work;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use nostr::prelude::EventId;
 
@@ -75,6 +81,7 @@ use ingest::{Pipe, RecentIds};
 use job::{JobId, JobState};
 use jobs::Session;
 use relay::RelayState;
+use relays::Relays;
 use time::Jitter;
 
 /// Engine-wide counters.
@@ -98,7 +105,7 @@ pub struct SyncEngine {
     work: WorkState,
     acceptor: Acceptor,
     seen: SeenSet,
-    relays: HashMap<RelayId, RelayState>,
+    relays: Relays,
     outputs: VecDeque<Output>,
     next_id: u64,
     loading: HashMap<RequestId, (RelayId, JobId)>,
@@ -115,6 +122,12 @@ pub struct SyncEngine {
     /// The relay job running a key's historic sync: other relays' jobs for the key wait
     /// for it, then reconcile against what it stored instead of downloading it again.
     leases: HashMap<WorkKey, (RelayId, u32)>,
+    /// Relays with a queued job that waits for a key leased elsewhere (or left to a
+    /// relay without NIP-77): driven again when that key's lease or job ends.
+    key_waiters: HashMap<WorkKey, BTreeSet<RelayId>>,
+    /// Relays waiting for ingest room (a parked page, a held-back fetch, a catch-up
+    /// waiting for the queue to drain): driven after every input.
+    room_waiters: BTreeSet<RelayId>,
     recent: RecentIds,
     /// Seen-not-stored entries not yet handed out for persisting.
     remembered: Vec<SeenEntry>,
@@ -125,11 +138,17 @@ pub struct SyncEngine {
 impl SyncEngine {
     /// An engine with nothing tracked yet.
     pub fn new(config: EngineConfig) -> Self {
+        let mut engine = Self::unmeasured(config);
+        engine.refresh_relays();
+        engine
+    }
+
+    fn unmeasured(config: EngineConfig) -> Self {
         let mut index = RepoIndex::new(config.index.clone());
-        let mut relays = HashMap::new();
+        let mut relays = Relays::default();
         for url in &config.bootstrap_relays {
             let id = index.intern_relay(url);
-            relays.insert(id, RelayState::new(url.clone(), true));
+            relays.get_or_insert_with(id, || RelayState::new(url.clone(), true));
         }
         Self {
             jitter: Jitter::new(config.seed),
@@ -151,6 +170,8 @@ impl SyncEngine {
             fetching: HashMap::new(),
             key_jobs: HashMap::new(),
             leases: HashMap::new(),
+            key_waiters: HashMap::new(),
+            room_waiters: BTreeSet::new(),
             recent: RecentIds::default(),
             remembered: Vec::new(),
             stats: EngineStats::default(),
@@ -230,6 +251,25 @@ impl SyncEngine {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next: now, while a
     /// relay with something to sync is not connected yet (e.g. right after start-up).
     pub fn poll_timeout(&self) -> Option<Time> {
+        // A relay a drive left marked (see `drive`) is driven at once.
+        if self.relays.has_dirty() {
+            return Some(self.now);
+        }
+        let next = self
+            .relays
+            .next_deadline()
+            .into_iter()
+            .chain(self.orphans_deadline())
+            .min();
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(next, self.walked_deadline(), "cached deadlines drifted");
+        next
+    }
+
+    /// [`poll_timeout`](Self::poll_timeout) by a walk of every relay (what the cached
+    /// deadlines must equal).
+    #[cfg(debug_assertions)]
+    fn walked_deadline(&self) -> Option<Time> {
         let idle_but_wanted = self
             .relays
             .iter()
@@ -243,6 +283,16 @@ impl SyncEngine {
             .filter_map(|r| r.next_deadline(live_interval))
             .chain(self.orphans_deadline())
             .min()
+    }
+
+    /// Measures the relays changed since the last time: their in-flight counts and
+    /// deadlines.
+    fn refresh_relays(&mut self) {
+        let targets = self.index.targets();
+        self.relays
+            .refresh(self.now, self.config.timing.live_update_interval, |id| {
+                targets.item_count(id) > 0
+            });
     }
 
     /// Processes one input.
@@ -275,73 +325,112 @@ impl SyncEngine {
             } => self.on_publish(token, event, json_bytes),
         }
         self.drive();
+        self.refresh_relays();
+        #[cfg(debug_assertions)]
+        self.check_invariants();
     }
 
-    /// Processes deadlines that passed at `now`.
+    /// Processes deadlines that passed at `now`: only at the relays whose next deadline
+    /// is due.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
-        let ids: Vec<RelayId> = self.relays.keys().copied().collect();
-        for id in ids {
+        for id in self.relays.due(now) {
+            self.relays.touch(id);
             self.relay_timeouts(id);
         }
         self.seen.expire(now.timestamp());
         self.expire_orphans();
         self.drive();
+        self.refresh_relays();
+        #[cfg(debug_assertions)]
+        self.check_invariants();
     }
 
     /// The loop's one step after every input: connections, live subscriptions, jobs,
-    /// fetches at each relay; then one verify batch and the seen ids to remember.
+    /// fetches at each relay the input touched (or that waits for ingest room, or for a
+    /// key another relay released); then one verify batch and the seen ids to remember.
     fn drive(&mut self) {
-        let now = self.now;
-        let mut ids: Vec<RelayId> = self.relays.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let wanted = self.wanted(id);
-            let Some(relay) = self.relays.get_mut(&id) else {
-                continue;
-            };
-            match relay.phase {
-                Phase::Idle if wanted => {
-                    let url = relay.url.clone();
-                    let deadline = now + self.config.timing.connect_timeout;
-                    relay.new_session();
-                    self.outputs
-                        .push_back(Output::FetchInfo { relay: url.clone() });
-                    self.outputs.push_back(Output::Connect { relay: url });
-                    self.set_phase(id, Phase::Connecting { deadline });
-                }
-                Phase::Open if !wanted => {
-                    let url = relay.url.clone();
-                    self.end_session(id);
-                    self.outputs.push_back(Output::Close { relay: url });
-                    if let Some(r) = self.relays.get_mut(&id) {
-                        r.disconnected_at = Some(now);
-                    }
-                    self.set_phase(id, Phase::Idle);
-                }
-                Phase::Open => {
-                    let drained = self.in_pipeline.len() < self.config.flow.max_ingest_queue / 2;
-                    if let (Some(first_drop), true) = (relay.needs_catch_up, drained) {
-                        relay.needs_catch_up = None;
-                        let from = (first_drop - self.config.timing.since_margin).timestamp();
-                        self.schedule_session(id, Session::Quick { from });
-                    }
-                    // Live first: a new item's historic job must not start before its
-                    // live subscription, or events in between would be missed.
-                    self.refresh_live(id);
-                    self.schedule_unscheduled(id);
-                    self.resume_parked(id);
-                    self.start_jobs(id);
-                    self.start_fetches(id);
-                    self.clear_error_if_synced(id);
-                }
-                _ => {}
-            }
+        /// A relay driven this often in one drive waits for the next (its own steps
+        /// settle in two visits: one that acts, one that finds nothing more to do).
+        const MAX_VISITS: u8 = 4;
+        for id in std::mem::take(&mut self.room_waiters) {
+            self.relays.mark(id);
         }
+        let mut visits: HashMap<RelayId, u8> = HashMap::new();
+        let mut deferred = Vec::new();
+        while let Some(id) = self.relays.pop_dirty() {
+            let n = visits.entry(id).or_insert(0);
+            *n += 1;
+            if *n > MAX_VISITS {
+                deferred.push(id);
+                continue;
+            }
+            self.drive_relay(id);
+        }
+        debug_assert!(
+            deferred.is_empty(),
+            "relays {deferred:?} still changing after {MAX_VISITS} visits"
+        );
+        self.relays.keep_dirty(deferred);
         self.flush_verify();
         if !self.remembered.is_empty() {
             let entries = std::mem::take(&mut self.remembered);
             self.outputs.push_back(Output::Remember(entries));
+        }
+    }
+
+    /// One relay's step: connect it when wanted, close it when not, else its live
+    /// subscriptions, jobs and fetches. A step with nothing to do changes nothing (so it
+    /// does not mark the relay again).
+    fn drive_relay(&mut self, id: RelayId) {
+        let now = self.now;
+        let wanted = self.wanted(id);
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        match relay.phase {
+            Phase::Idle if wanted => {
+                let url = relay.url.clone();
+                let deadline = now + self.config.timing.connect_timeout;
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.new_session();
+                }
+                self.outputs
+                    .push_back(Output::FetchInfo { relay: url.clone() });
+                self.outputs.push_back(Output::Connect { relay: url });
+                self.set_phase(id, Phase::Connecting { deadline });
+            }
+            Phase::Open if !wanted => {
+                let url = relay.url.clone();
+                self.end_session(id);
+                self.outputs.push_back(Output::Close { relay: url });
+                if let Some(r) = self.relays.get_mut(&id) {
+                    r.disconnected_at = Some(now);
+                }
+                self.set_phase(id, Phase::Idle);
+            }
+            Phase::Open => {
+                if let Some(first_drop) = relay.needs_catch_up {
+                    if self.in_pipeline.len() < self.config.flow.max_ingest_queue / 2 {
+                        if let Some(relay) = self.relays.get_mut(&id) {
+                            relay.needs_catch_up = None;
+                        }
+                        let from = (first_drop - self.config.timing.since_margin).timestamp();
+                        self.schedule_session(id, Session::Quick { from });
+                    } else {
+                        self.room_waiters.insert(id);
+                    }
+                }
+                // Live first: a new item's historic job must not start before its
+                // live subscription, or events in between would be missed.
+                self.refresh_live(id);
+                self.schedule_unscheduled(id);
+                self.resume_parked(id);
+                self.start_jobs(id);
+                self.start_fetches(id);
+                self.clear_error_if_synced(id);
+            }
+            _ => {}
         }
     }
 }

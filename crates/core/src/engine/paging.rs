@@ -75,6 +75,29 @@ impl SyncEngine {
         let now = self.now;
         let eose_timeout = self.config.timing.eose_timeout;
         let max_queue = self.config.flow.max_ingest_queue;
+        let (limit, parked) = match self
+            .relays
+            .get(&id)
+            .and_then(|r| r.jobs.get(&job_id))
+            .map(|j| &j.state)
+        {
+            Some(JobState::Paging(pager)) => (pager.limit(), pager.parked),
+            _ => return,
+        };
+        if !ingest_takes(room, limit, max_queue) {
+            self.room_waiters.insert(id);
+            if !parked {
+                if let Some(JobState::Paging(pager)) = self
+                    .relays
+                    .get_mut(&id)
+                    .and_then(|r| r.jobs.get_mut(&job_id))
+                    .map(|j| &mut j.state)
+                {
+                    pager.parked = true;
+                }
+            }
+            return;
+        }
         let new_sub = self.new_sub();
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
@@ -85,10 +108,6 @@ impl SyncEngine {
         let JobState::Paging(pager) = &mut job.state else {
             return;
         };
-        if !ingest_takes(room, pager.limit(), max_queue) {
-            pager.parked = true;
-            return;
-        }
         pager.parked = false;
         pager.sub = new_sub.clone();
         pager.deadline = now + eose_timeout;

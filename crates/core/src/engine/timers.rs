@@ -33,7 +33,11 @@ impl SyncEngine {
         }
         let (quiet_until, full_reconcile_at) = (relay.quiet_until, relay.full_reconcile_at);
         // A delayed job that is due waits for a slot from now on (slots free on inputs).
-        if let Some(r) = self.relays.get_mut(&id) {
+        let due = relay
+            .jobs
+            .values()
+            .any(|j| j.not_before.is_some_and(|t| now >= t));
+        if let Some(r) = due.then(|| self.relays.get_mut(&id)).flatten() {
             for job in r.jobs.values_mut() {
                 if job.not_before.is_some_and(|t| now >= t) {
                     job.not_before = None;
@@ -55,6 +59,8 @@ impl SyncEngine {
                 r.nip77 = relay::Nip77::Unknown;
                 r.full_reconcile_at = Some(next);
             }
+            // Keys other relays left to it (a relay without NIP-77) are theirs again.
+            self.relays.mark_all();
             self.schedule_session(id, Session::Full);
         }
         let expired: Vec<JobId> = self

@@ -55,13 +55,14 @@ impl SyncEngine {
     /// its queue drains, and adds them to its live subscriptions.
     pub(super) fn take_actions(&mut self, actions: &Actions) {
         self.work.apply(actions);
+        // The targets changed: any relay may now be wanted, or not.
+        self.relays.mark_all();
         for ra in &actions.relays {
             let id = ra.relay;
             let url = self.index.names().relay(id).clone();
             let relay = self
                 .relays
-                .entry(id)
-                .or_insert_with(|| RelayState::new(url, false));
+                .get_or_insert_with(id, || RelayState::new(url, false));
             if relay.phase != Phase::Open {
                 continue;
             }
