@@ -188,6 +188,7 @@ impl GraspSync {
                 });
             }
             None => {
+                inner.ask_writer_for_status();
                 let weak = Rc::downgrade(&inner);
                 let abort = tabs::wait_for_lock(&name, move |lock| {
                     if let Some(inner) = weak.upgrade() {
@@ -355,7 +356,7 @@ impl GraspSync {
         })
     }
 
-    /// Every relay's status now.
+    /// Every relay's status now (in a reading tab: the writer tab's, as last heard).
     #[wasm_bindgen(unchecked_return_type = "RelayStatus[]")]
     pub fn status(&self) -> JsValue {
         to_js(&*self.inner.board.relays.borrow())
@@ -380,8 +381,9 @@ impl GraspSync {
     }
 
     /// Resolves when every relay is in sync or has failed; `complete` is true only when
-    /// every relay ended in sync with no gap. A tab that is not the writer resolves at
-    /// once with no relays and `complete: false`.
+    /// every relay ended in sync with no gap. A reading tab resolves with the writer
+    /// tab's summary, which it hears of (without BroadcastChannel: at once, with no
+    /// relays and `complete: false`).
     #[wasm_bindgen(unchecked_return_type = "Promise<SyncSummary>")]
     pub fn synced(&self) -> js_sys::Promise {
         let inner = self.inner.clone();
@@ -397,14 +399,10 @@ impl GraspSync {
                     break;
                 }
             }
-            if inner.session.borrow().is_none() {
-                return Ok(to_js(&crate::status::SyncSummary {
-                    complete: inner.writer.get() && inner.tracked.borrow().repos.is_empty(),
-                    relays: Vec::new(),
-                    repos: inner.tracked.borrow().repos.len(),
-                    stored: 0,
-                    store_failures: 0,
-                }));
+            // A reading tab waits for the writer tab's sync, which it hears of.
+            let mirrored = !inner.writer.get() && inner.channel.is_some();
+            if inner.session.borrow().is_none() && !mirrored {
+                return Ok(to_js(&inner.idle_summary()));
             }
             let summary = match inner.board.wait() {
                 Ok(summary) => summary,
@@ -430,6 +428,7 @@ impl GraspSync {
                 session.stop().await;
             }
             inner.store.set_on_saved(None);
+            inner.board.set_outlet(None);
             if let Some(abort) = inner.waiting.borrow_mut().take() {
                 abort.abort();
             }
@@ -467,6 +466,27 @@ impl Inner {
         Ok(())
     }
 
+    /// What `synced()` answers when no sync runs: complete only for a writer with
+    /// nothing to track.
+    fn idle_summary(&self) -> crate::status::SyncSummary {
+        crate::status::SyncSummary {
+            complete: self.writer.get() && self.tracked.borrow().repos.is_empty(),
+            relays: Vec::new(),
+            repos: self.tracked.borrow().repos.len(),
+            stored: 0,
+            store_failures: 0,
+        }
+    }
+
+    /// A reading tab asks the writer tab for its statuses (answered on the channel).
+    fn ask_writer_for_status(&self) {
+        if let Some(channel) = &self.channel {
+            let message = js_sys::Object::new();
+            let _ = js_sys::Reflect::set(&message, &"hello".into(), &true.into());
+            let _ = channel.post_message(&message);
+        }
+    }
+
     async fn save_tracked(&self) -> Result<(), JsValue> {
         let text = serde_json::to_string(&*self.tracked.borrow()).unwrap_or_default();
         self.store.set_meta(TRACKED_KEY, &text).await.map_err(err)?;
@@ -491,6 +511,11 @@ impl Inner {
                     let _ = channel.post_message(&changes_message(added, removed));
                 }
             })));
+        if let Some(channel) = self.channel.clone() {
+            self.board.set_outlet(Some(Box::new(move |relays, done| {
+                let _ = channel.post_message(&status_message(relays, done));
+            })));
+        }
         self.restart().await
     }
 
@@ -572,6 +597,7 @@ impl Inner {
             .filter_map(|r| RepoRef::parse(r).ok())
             .collect();
         if repos.is_empty() {
+            self.board.idle(self.idle_summary());
             return Ok(());
         }
         let mut bootstrap = self.bootstrap.clone();
@@ -602,10 +628,25 @@ impl Inner {
         let on_message =
             Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |m: web_sys::MessageEvent| {
                 let Some(inner) = weak.upgrade() else { return };
+                let data = m.data();
+                let field = |name: &str| {
+                    js_sys::Reflect::get(&data, &name.into())
+                        .ok()
+                        .and_then(|v| v.as_string())
+                };
                 if inner.writer.get() {
+                    // A reading tab opened: it hears where the sync is.
+                    if js_sys::Reflect::has(&data, &"hello".into()).unwrap_or(false) {
+                        inner.board.publish();
+                    }
                     return;
                 }
-                let data = m.data();
+                if let Some(status) = field("status") {
+                    let relays = serde_json::from_str(&status).unwrap_or_default();
+                    let done = field("done").and_then(|d| serde_json::from_str(&d).ok());
+                    inner.board.mirror(relays, done);
+                    return;
+                }
                 if let Some(text) = js_sys::Reflect::get(&data, &"tracked".into())
                     .ok()
                     .and_then(|t| t.as_string())
@@ -632,6 +673,21 @@ impl Inner {
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         *self._on_message.borrow_mut() = Some(on_message);
     }
+}
+
+/// `{status: json, done?: json}`: the writer's relay statuses and, once the sync
+/// settled, its summary, for reading tabs.
+fn status_message(
+    relays: &[crate::status::RelayStatus],
+    done: Option<&crate::status::SyncSummary>,
+) -> JsValue {
+    let message = js_sys::Object::new();
+    let status = serde_json::to_string(relays).unwrap_or_else(|_| "[]".into());
+    let _ = js_sys::Reflect::set(&message, &"status".into(), &status.into());
+    if let Some(done) = done.and_then(|d| serde_json::to_string(d).ok()) {
+        let _ = js_sys::Reflect::set(&message, &"done".into(), &done.into());
+    }
+    message.into()
 }
 
 /// `{added: [json…], removed: [json…]}` for other tabs.

@@ -1,13 +1,14 @@
 //! What the page sees of a running sync: per-relay status, the sync summary (a gap is
 //! its own result), and the listeners and waiters that receive them.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use futures::channel::oneshot;
 use grasp_sync_core::engine::{Method, Phase, RelayStats, SyncEngine, Time};
 use grasp_sync_core::RelayUrl;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 
 /// Failures in a row after which a relay counts as failed for [`synced`].
@@ -18,12 +19,12 @@ pub const FAILED_AFTER: u64 = 2;
 const NOTIFY_EVERY: Duration = Duration::from_millis(250);
 
 /// One relay, as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RelayStatus {
     pub url: String,
-    pub state: &'static str,
-    pub method: Option<&'static str>,
+    pub state: Cow<'static, str>,
+    pub method: Option<Cow<'static, str>>,
     pub received: u64,
     pub stored: u64,
     pub rejected: u64,
@@ -37,16 +38,16 @@ pub struct RelayStatus {
 }
 
 /// A relay in the summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RelayResult {
     #[serde(flatten)]
     pub status: RelayStatus,
-    pub result: &'static str,
+    pub result: Cow<'static, str>,
 }
 
 /// What [`synced`](crate::api::GraspSync::synced) resolves with.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSummary {
     /// True only when every relay ended in sync with no gap and no store failure.
@@ -82,11 +83,11 @@ fn relay_status(
     };
     RelayStatus {
         url: url.as_str().to_owned(),
-        state,
+        state: state.into(),
         method: match method {
             Method::None => None,
-            Method::Negentropy => Some("nip77"),
-            Method::Req => Some("req"),
+            Method::Negentropy => Some("nip77".into()),
+            Method::Req => Some("req".into()),
         },
         received: s.events_received,
         stored: s.events_accepted,
@@ -138,7 +139,10 @@ pub fn summary(engine: &SyncEngine) -> SyncSummary {
                 }
                 _ => "in-sync",
             };
-            RelayResult { status, result }
+            RelayResult {
+                status,
+                result: result.into(),
+            }
         })
         .collect();
     SyncSummary {
@@ -169,7 +173,13 @@ pub struct Board {
     next_listener: Cell<u32>,
     listeners: RefCell<Vec<(u32, js_sys::Function)>>,
     waiters: RefCell<Vec<oneshot::Sender<SyncSummary>>>,
+    /// A writer tab's outlet to its reading tabs: called with what the page sees
+    /// whenever that changes.
+    outlet: RefCell<Option<Outlet>>,
 }
+
+/// Where a writer sends its statuses and summary (`None`: a sync is running).
+pub type Outlet = Box<dyn Fn(&[RelayStatus], Option<&SyncSummary>)>;
 
 impl Board {
     /// Called after every step of the loop: updates what the page sees (at most every
@@ -182,21 +192,50 @@ impl Board {
             return;
         }
         self.last_notify.set(now.as_millis());
-        let relays = relays(engine);
+        self.show(relays(engine), done.then(|| summary(engine)));
+    }
+
+    /// A reading tab: what the writer tab's page sees.
+    pub fn mirror(&self, relays: Vec<RelayStatus>, done: Option<SyncSummary>) {
+        self.show(relays, done);
+    }
+
+    /// Sets what the page sees: notifies status listeners of a change, answers the
+    /// waiters on `synced()` once `done`, and tells the outlet.
+    fn show(&self, relays: Vec<RelayStatus>, done: Option<SyncSummary>) {
         let changed = *self.relays.borrow() != relays;
+        let done_changed = *self.done.borrow() != done;
         *self.relays.borrow_mut() = relays;
-        if done {
-            let summary = summary(engine);
+        if let Some(summary) = &done {
             for waiter in self.waiters.borrow_mut().drain(..) {
                 let _ = waiter.send(summary.clone());
             }
-            *self.done.borrow_mut() = Some(summary);
-        } else {
-            *self.done.borrow_mut() = None;
         }
+        *self.done.borrow_mut() = done;
         if changed {
             self.notify();
         }
+        if changed || done_changed {
+            self.publish();
+        }
+    }
+
+    /// Sends the current statuses and summary to the outlet, if there is one.
+    pub fn publish(&self) {
+        if let Some(outlet) = &*self.outlet.borrow() {
+            outlet(&self.relays.borrow(), self.done.borrow().as_ref());
+        }
+    }
+
+    /// Sets (or removes) the outlet to reading tabs.
+    pub fn set_outlet(&self, outlet: Option<Outlet>) {
+        *self.outlet.borrow_mut() = outlet;
+    }
+
+    /// No sync runs (nothing tracked): `synced()` answers with `summary` and no relay
+    /// is shown.
+    pub fn idle(&self, summary: SyncSummary) {
+        self.show(Vec::new(), Some(summary));
     }
 
     /// Calls every status listener with the current statuses.
@@ -242,5 +281,6 @@ impl Board {
     pub fn reset(&self) {
         *self.done.borrow_mut() = None;
         self.last_notify.set(0);
+        self.publish();
     }
 }

@@ -314,3 +314,106 @@ async fn closed_mid_sync_and_reopened_it_ends_with_exactly_the_acceptable_union(
     assert_eq!(summary["complete"], json!(true), "{summary}");
     call(again.close()).await.expect("close");
 }
+
+/// Ids in `changes[field]` (an array of events).
+fn change_ids(changes: &wasm_bindgen::JsValue, field: &str) -> Vec<String> {
+    js_sys::Reflect::get(changes, &field.into())
+        .map(|a| js_sys::Array::from(&a).iter().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| js_sys::Reflect::get(&e, &"id".into()).ok()?.as_string())
+        .collect()
+}
+
+/// The relay URLs of a status array or of a summary's `relays`.
+fn urls(relays: &serde_json::Value) -> BTreeSet<String> {
+    relays
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["url"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn a_reading_tab_hears_the_writers_changes_statuses_and_summary() {
+    use wasm_bindgen::JsCast;
+    let Some(fx) = fixture() else { return };
+    let daemon = fx["daemon"].as_str().unwrap_or_default().to_owned();
+    let name = fresh_name("reader");
+    let writer = open(&name, std::slice::from_ref(&daemon), true)
+        .await
+        .expect("open");
+    let reader = open(&name, std::slice::from_ref(&daemon), true)
+        .await
+        .expect("open again");
+    assert!(writer.is_writer() && !reader.is_writer());
+
+    let net = std::rc::Rc::new(std::cell::RefCell::new(BTreeSet::<String>::new()));
+    let seen = net.clone();
+    let on_changes = wasm_bindgen::closure::Closure::<dyn FnMut(wasm_bindgen::JsValue)>::new(
+        move |changes: wasm_bindgen::JsValue| {
+            let mut seen = seen.borrow_mut();
+            seen.extend(change_ids(&changes, "added"));
+            for id in change_ids(&changes, "removed") {
+                seen.remove(&id);
+            }
+        },
+    );
+    let mut sub = reader
+        .subscribe(
+            js(&json!({})),
+            on_changes
+                .as_ref()
+                .unchecked_ref::<js_sys::Function>()
+                .clone(),
+        )
+        .expect("subscribe");
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let count = calls.clone();
+    let on_status =
+        wasm_bindgen::closure::Closure::<dyn FnMut(wasm_bindgen::JsValue)>::new(move |_| {
+            count.set(count.get() + 1)
+        });
+    let mut listening = reader.on_status(
+        on_status
+            .as_ref()
+            .unchecked_ref::<js_sys::Function>()
+            .clone(),
+    );
+
+    let written = sync_all(&writer, &strings(&fx, "repos")).await;
+    let heard = call(reader.synced()).await.expect("the reader's synced()");
+    console_log!("writer: {written}\nreader heard: {heard}");
+    assert_eq!(heard["complete"], json!(true), "{heard}");
+    assert_eq!(urls(&heard["relays"]), urls(&written["relays"]));
+    assert!(!urls(&written["relays"]).is_empty(), "{written}");
+    assert_eq!(
+        urls(&json(&reader.status())),
+        urls(&json(&writer.status())),
+        "the reader's status() is the writer's"
+    );
+    assert!(calls.get() > 0, "the reader's onStatus was never called");
+    let stored = stored_ids(&writer).await;
+    assert_eq!(
+        *net.borrow(),
+        stored,
+        "the reader's subscription saw every stored event"
+    );
+
+    // A tab opened after the sync settled asks the writer and hears the same summary.
+    let late = open(&name, std::slice::from_ref(&daemon), true)
+        .await
+        .expect("open late");
+    let late_heard = call(late.synced())
+        .await
+        .expect("the late reader's synced()");
+    assert_eq!(late_heard["complete"], json!(true), "{late_heard}");
+    assert_eq!(urls(&late_heard["relays"]), urls(&written["relays"]));
+
+    sub.close();
+    listening.close();
+    for tab in [late, reader, writer] {
+        call(tab.close()).await.expect("close");
+    }
+}
