@@ -47,6 +47,9 @@ impl Session {
             ..EngineConfig::default()
         };
         config.index.relay_policy.allow_private = plan.allow_private;
+        // A page reload shortly after a sync catches up instead of reading every
+        // filter's local set from IndexedDB.
+        config.timing.restart_catch_up_window = config.timing.quick_reconnect_window;
         let mut driver = Driver::new(
             SyncEngine::new(config),
             BrowserNetwork::default(),
