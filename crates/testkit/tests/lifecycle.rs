@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use grasp_sync_core::accept::{AnnouncementPolicy, Reject};
 use grasp_sync_core::engine::{
-    EngineConfig, Input, Method, Phase, PublishOutcome, RelayStats, Scope, Time,
+    Checkpoint, EngineConfig, Input, Method, Phase, PublishOutcome, RelayStats, Scope, Time,
 };
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::seen::SeenEntry;
@@ -88,6 +88,18 @@ fn world_later(
 
 fn world(corpus: &Corpus, relay: SimRelayConfig) -> (World, RelayUrl) {
     world_with(corpus, relay, 7, |_| {})
+}
+
+/// Starts `world` as a restart would: its store holds `events`, which the engine is
+/// told of, and the engine restores `checkpoints`.
+fn restore(world: &mut World, events: &[Event], checkpoints: Vec<Checkpoint>) {
+    for e in events {
+        world.store.insert(e.clone());
+    }
+    world.input(Input::LocalEvents {
+        events: events.to_vec(),
+    });
+    world.input(Input::Checkpoints { checkpoints });
 }
 
 fn relay_state(world: &World, url: &RelayUrl) -> (Phase, Method, RelayStats) {
@@ -852,15 +864,7 @@ fn restart_from_checkpoints_does_not_download_again() {
     // Restarted two hours later: the checkpoints are older than the quick-reconnect
     // window, so the restart reconciles every filter.
     let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 2 * HOUR, |_| {});
-    for e in &events {
-        second.store.insert(e.clone());
-    }
-    second.input(Input::LocalEvents {
-        events: events.clone(),
-    });
-    second.input(Input::Checkpoints {
-        checkpoints: checkpoints.clone(),
-    });
+    restore(&mut second, &events, checkpoints.clone());
     second.run_for(HOUR);
     assert_converged(&second, &url2, &corpus.acceptable);
     let (a, b) = (deliveries(&first), deliveries(&second));
@@ -894,13 +898,7 @@ fn restart_within_the_window_catches_up_from_the_checkpoints() {
     let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 10 * MINUTE, |c| {
         c.timing.restart_catch_up_window = c.timing.quick_reconnect_window;
     });
-    for e in &events {
-        second.store.insert(e.clone());
-    }
-    second.input(Input::LocalEvents {
-        events: events.clone(),
-    });
-    second.input(Input::Checkpoints { checkpoints });
+    restore(&mut second, &events, checkpoints);
     second.run_for(HOUR);
     assert_converged(&second, &url2, &corpus.acceptable);
     let s = stats(&second, &url2);
@@ -962,13 +960,7 @@ fn a_repository_tracked_since_the_last_sync_is_discovered_on_restart() {
                 c.timing.restart_catch_up_window = c.timing.quick_reconnect_window;
             }
         });
-        for e in &events {
-            second.store.insert(e.clone());
-        }
-        second.input(Input::LocalEvents { events });
-        second.input(Input::Checkpoints {
-            checkpoints: first.checkpoints.clone(),
-        });
+        restore(&mut second, &events, first.checkpoints.clone());
         second.run_for(HOUR);
         let missing = wanted(2).difference(&stored(&second)).count();
         assert_eq!(
@@ -1007,15 +999,7 @@ fn restart_with_remembered_ids_downloads_nothing() {
     // Two hours later: a full reconciliation (a quick restart would not ask again).
     let restart = |remembered: Vec<SeenEntry>| {
         let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 2 * HOUR, allow);
-        for e in &events {
-            second.store.insert(e.clone());
-        }
-        second.input(Input::LocalEvents {
-            events: events.clone(),
-        });
-        second.input(Input::Checkpoints {
-            checkpoints: first.checkpoints.clone(),
-        });
+        restore(&mut second, &events, first.checkpoints.clone());
         second.input(Input::Remembered {
             entries: remembered,
         });
@@ -1049,13 +1033,7 @@ fn restart_against_a_req_only_relay_pages_from_the_checkpoints() {
     let events: Vec<Event> = first.store.iter().cloned().collect();
 
     let (mut second, url2) = world_with(&corpus, req_only, 8, |_| {});
-    for e in &events {
-        second.store.insert(e.clone());
-    }
-    second.input(Input::LocalEvents {
-        events: events.clone(),
-    });
-    second.input(Input::Checkpoints { checkpoints });
+    restore(&mut second, &events, checkpoints);
     second.run_for(HOUR);
     assert_converged(&second, &url2, &corpus.acceptable);
     let jobs = job_frames(&log(&second, &url2));
