@@ -148,11 +148,14 @@ impl Clock for ManualClock {
 
 struct Link {
     generation: u64,
-    tx: mpsc::UnboundedSender<Incoming>,
+    /// Each frame with the virtual time it arrives.
+    tx: mpsc::UnboundedSender<(Time, Incoming)>,
 }
 
-#[derive(Default)]
 struct Net {
+    clock: ManualClock,
+    /// How long a connection attempt and each frame from a relay take to arrive.
+    latency: Duration,
     relays: BTreeMap<RelayUrl, SimRelay>,
     links: HashMap<RelayUrl, Link>,
     next_generation: u64,
@@ -163,12 +166,25 @@ struct Net {
     cuts: u64,
 }
 
-/// WebSockets to [`SimRelay`]s: a frame sent is handled at once, its answers queued on
-/// the connection's stream.
-#[derive(Clone, Default)]
+/// WebSockets to [`SimRelay`]s: a frame sent is handled at once, its answers arrive on
+/// the connection's stream `latency` later, in order.
+#[derive(Clone)]
 struct SimNetwork(Rc<RefCell<Net>>);
 
 impl SimNetwork {
+    fn new(clock: &ManualClock, latency: Duration) -> Self {
+        Self(Rc::new(RefCell::new(Net {
+            clock: clock.clone(),
+            latency,
+            relays: BTreeMap::new(),
+            links: HashMap::new(),
+            next_generation: 0,
+            events_sent: BTreeMap::new(),
+            cut_after: None,
+            cuts: 0,
+        })))
+    }
+
     fn add_relay(&self, url: &str, config: SimRelayConfig, events: &[Event]) -> RelayUrl {
         let url = RelayUrl::parse(url).expect("relay url");
         let mut relay = SimRelay::new(config);
@@ -209,6 +225,7 @@ impl SimNetwork {
         }
         let relay = net.relays.get_mut(url).ok_or("unknown relay")?;
         let answers = relay.handle(text);
+        let at = net.clock.now() + net.latency;
         let link = net.links.get(url).ok_or("socket closed")?;
         let mut events = 0;
         for answer in answers {
@@ -216,7 +233,7 @@ impl SimNetwork {
                 events += 1;
             }
             // The receiver may be gone (the driver dropped the socket): like a network.
-            let _ = link.tx.unbounded_send(Incoming::Text(answer));
+            let _ = link.tx.unbounded_send((at, Incoming::Text(answer)));
         }
         let sent = net.events_sent.entry(url.clone()).or_insert(0);
         *sent += events;
@@ -229,7 +246,7 @@ impl SimNetwork {
             net.cut_after = None;
             net.cuts += 1;
             if let Some(link) = net.links.remove(url) {
-                let _ = link.tx.unbounded_send(Incoming::Closed("cut".into()));
+                let _ = link.tx.unbounded_send((at, Incoming::Closed("cut".into())));
             }
             relay_disconnect(net, url);
         }
@@ -247,7 +264,12 @@ impl Network for SimNetwork {
     fn connect(&self, url: &RelayUrl) -> LocalBoxFuture<'static, Result<Connection, String>> {
         let shared = Rc::clone(&self.0);
         let url = url.clone();
+        let (clock, latency) = {
+            let net = self.0.borrow();
+            (net.clock.clone(), net.latency)
+        };
         async move {
+            clock.sleep(latency).await;
             let generation = {
                 let mut net = shared.borrow_mut();
                 if !net.relays.contains_key(&url) {
@@ -278,8 +300,16 @@ impl Network for SimNetwork {
                     relay_disconnect(&mut net, &url);
                 }
             });
+            // Each frame waits for its arrival time (a sleep on the manual clock).
+            let incoming = rx.then(move |(at, incoming)| {
+                let arrival = clock.sleep(at.since(clock.now()));
+                async move {
+                    arrival.await;
+                    incoming
+                }
+            });
             Ok(Connection {
-                incoming: rx.boxed_local(),
+                incoming: incoming.boxed_local(),
                 send,
                 close,
             })
@@ -320,11 +350,14 @@ struct Writes {
     checkpoints: u64,
 }
 
-/// A [`MemoryStore`] behind the store port, counting writes.
+/// A [`MemoryStore`] behind the store port, counting writes; each write completes
+/// `delay` after it is asked for (on the manual clock).
 #[derive(Clone)]
 struct CountingStore {
     inner: MemoryStore,
     writes: Rc<RefCell<Writes>>,
+    clock: ManualClock,
+    delay: Duration,
 }
 
 impl Store for CountingStore {
@@ -352,7 +385,13 @@ impl Store for CountingStore {
         remove: Vec<Removal>,
     ) -> LocalBoxFuture<'static, Result<Saved, StoreError>> {
         self.writes.borrow_mut().events += events.len() as u64;
-        self.inner.save(events, remove)
+        let inner = self.inner.clone();
+        let wait = self.clock.sleep(self.delay);
+        async move {
+            wait.await;
+            inner.save(events, remove).await
+        }
+        .boxed_local()
     }
 
     fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), StoreError>> {
@@ -361,7 +400,13 @@ impl Store for CountingStore {
             writes.state_writes += 1;
             writes.checkpoints += state.checkpoints.len() as u64;
         }
-        self.inner.save_state(state)
+        let inner = self.inner.clone();
+        let wait = self.clock.sleep(self.delay);
+        async move {
+            wait.await;
+            inner.save_state(state).await
+        }
+        .boxed_local()
     }
 
     fn load_state(&self) -> LocalBoxFuture<'static, Result<SavedState, StoreError>> {
@@ -405,6 +450,7 @@ fn run(
     network: &SimNetwork,
     store: &MemoryStore,
     clock: &ManualClock,
+    store_delay: Duration,
 ) -> Outcome {
     let started = clock.now();
     let sent_before = network.events_sent();
@@ -412,6 +458,8 @@ fn run(
     let port = CountingStore {
         inner: store.clone(),
         writes: Rc::clone(&writes),
+        clock: clock.clone(),
+        delay: store_delay,
     };
     let scope: DiscoveryScope = config.discovery.clone();
     let mut driver = Driver::new(
@@ -498,9 +546,36 @@ fn corpus(seed: u64) -> Corpus {
     })
 }
 
+/// How fast the network and the store are.
+#[derive(Debug, Clone, Copy)]
+struct Conditions {
+    /// Connection attempts and frames from relays.
+    latency: Duration,
+    /// Each store write.
+    store_delay: Duration,
+}
+
+/// Frames and writes complete at once (as soon as the executor polls them).
+const INSTANT: Conditions = Conditions {
+    latency: Duration::ZERO,
+    store_delay: Duration::ZERO,
+};
+
+/// 20 ms to a relay, 15 ms per store write: writes overlap frames, group commit and
+/// the persistence lane queue.
+const SLOW: Conditions = Conditions {
+    latency: Duration::from_millis(20),
+    store_delay: Duration::from_millis(15),
+};
+
 /// Both relays holding `corpus`, and an engine that bootstraps from them.
-fn setup(corpus: &Corpus, seed: u64) -> (SimNetwork, EngineConfig) {
-    let network = SimNetwork::default();
+fn setup(
+    corpus: &Corpus,
+    seed: u64,
+    clock: &ManualClock,
+    latency: Duration,
+) -> (SimNetwork, EngineConfig) {
+    let network = SimNetwork::new(clock, latency);
     let a = network.add_relay(NIP77, SimRelayConfig::default(), &corpus.events);
     let b = network.add_relay(
         REQ_ONLY,
@@ -551,13 +626,14 @@ fn assert_in_sync(outcome: &Outcome) {
 }
 
 /// A first sync into an empty store, then a restart on the same store two hours later.
-fn first_sync_then_restart(seed: u64) {
+fn first_sync_then_restart(seed: u64, conditions: Conditions) {
     let corpus = corpus(seed);
-    let (network, config) = setup(&corpus, seed);
     let clock = ManualClock::new(start_time());
+    let (network, config) = setup(&corpus, seed, &clock, conditions.latency);
+    let delay = conditions.store_delay;
     let store = MemoryStores::with_clock(virtual_timestamp).open("driver");
 
-    let first = run(&config, &network, &store, &clock);
+    let first = run(&config, &network, &store, &clock, delay);
     eprintln!(
         "seed {seed}: first run took {:?}, {} EVENT frames, {:?}, {:?}",
         first.took, first.events_sent, first.writes, first.driver
@@ -576,7 +652,7 @@ fn first_sync_then_restart(seed: u64) {
 
     clock.advance_to(clock.now() + 2 * HOUR);
     let frames_before = network.frames_in();
-    let second = run(&config, &network, &store, &clock);
+    let second = run(&config, &network, &store, &clock, delay);
     // The restart did ask both relays (it reconciled or paged from its checkpoints).
     for (url, after) in network.frames_in() {
         assert!(after > frames_before[&url], "the restart never asked {url}");
@@ -607,31 +683,41 @@ fn first_sync_then_restart(seed: u64) {
 
 #[test]
 fn first_sync_and_restart_seed_1() {
-    first_sync_then_restart(1);
+    first_sync_then_restart(1, INSTANT);
 }
 
 #[test]
 fn first_sync_and_restart_seed_2() {
-    first_sync_then_restart(2);
+    first_sync_then_restart(2, INSTANT);
 }
 
 #[test]
 fn first_sync_and_restart_seed_3() {
-    first_sync_then_restart(3);
+    first_sync_then_restart(3, INSTANT);
+}
+
+#[test]
+fn first_sync_and_restart_with_latency_and_a_slow_store_seed_6() {
+    first_sync_then_restart(6, SLOW);
+}
+
+#[test]
+fn first_sync_and_restart_with_latency_and_a_slow_store_seed_7() {
+    first_sync_then_restart(7, SLOW);
 }
 
 /// A relay that cuts the connection mid-sync: the driver hands the engine the close, the
 /// engine reconnects, and the store still ends holding exactly the acceptable events.
 #[test]
 fn a_connection_cut_mid_sync_still_converges() {
-    for seed in [4, 5] {
+    for (seed, conditions) in [(4, INSTANT), (5, SLOW)] {
         let corpus = corpus(seed);
-        let (network, config) = setup(&corpus, seed);
+        let clock = ManualClock::new(start_time());
+        let (network, config) = setup(&corpus, seed, &clock, conditions.latency);
         let url = RelayUrl::parse(NIP77).expect("relay url");
         network.0.borrow_mut().cut_after = Some((url, 40));
-        let clock = ManualClock::new(start_time());
         let store = MemoryStores::with_clock(virtual_timestamp).open("driver");
-        let outcome = run(&config, &network, &store, &clock);
+        let outcome = run(&config, &network, &store, &clock, conditions.store_delay);
         eprintln!(
             "seed {seed}: took {:?}, {} EVENT frames, {:?}",
             outcome.took, outcome.events_sent, outcome.driver
