@@ -164,6 +164,8 @@ struct Net {
     /// Cut the connection to this relay once it has sent this many EVENT frames in all.
     cut_after: Option<(RelayUrl, u64)>,
     cuts: u64,
+    /// Refuse connections to this relay until this virtual time.
+    down_until: Option<(RelayUrl, Time)>,
 }
 
 /// WebSockets to [`SimRelay`]s: a frame sent is handled at once, its answers arrive on
@@ -182,6 +184,7 @@ impl SimNetwork {
             events_sent: BTreeMap::new(),
             cut_after: None,
             cuts: 0,
+            down_until: None,
         })))
     }
 
@@ -274,6 +277,14 @@ impl Network for SimNetwork {
                 let mut net = shared.borrow_mut();
                 if !net.relays.contains_key(&url) {
                     return Err(format!("unknown relay {url}"));
+                }
+                let now = net.clock.now();
+                if net
+                    .down_until
+                    .as_ref()
+                    .is_some_and(|(u, until)| *u == url && now < *until)
+                {
+                    return Err("connection refused".into());
                 }
                 relay_disconnect(&mut net, &url);
                 net.next_generation += 1;
@@ -614,12 +625,17 @@ fn assert_holds(store: &MemoryStore, expected: &BTreeSet<EventId>, outcome: &Out
 }
 
 fn assert_in_sync(outcome: &Outcome) {
-    assert_eq!(outcome.exit, Exit::Observer, "{outcome:#?}");
     assert!(
         outcome.took <= FAULT_FREE,
         "a fault-free run took {:?}: it waited out a timeout",
         outcome.took
     );
+    assert_settled(outcome);
+}
+
+/// Stopped by the observer with every relay in sync, no store failure.
+fn assert_settled(outcome: &Outcome) {
+    assert_eq!(outcome.exit, Exit::Observer, "{outcome:#?}");
     assert!(outcome.in_sync, "{outcome:#?}");
     assert_eq!(outcome.relays.len(), 2, "{outcome:#?}");
     assert_eq!(outcome.driver.store_failures, 0);
@@ -753,4 +769,31 @@ fn a_seed_replays_identically() {
     };
     let (a, b) = (once(), once());
     assert!(a == b, "two runs of one seed differ:\n{a}\n{b}");
+}
+
+/// The REQ-only relay refuses connections for the first two minutes: the driver reports
+/// each refusal, the engine backs off and retries, and the sync completes once it is up.
+#[test]
+fn a_relay_refusing_connections_at_first_is_retried_until_in_sync() {
+    for (seed, conditions) in [(9, INSTANT), (10, SLOW)] {
+        let corpus = corpus(seed);
+        let clock = ManualClock::new(start_time());
+        let (network, config) = setup(&corpus, seed, &clock, conditions.latency);
+        let url = RelayUrl::parse(REQ_ONLY).expect("relay url");
+        let up_at = clock.now() + Duration::from_secs(120);
+        network.0.borrow_mut().down_until = Some((url, up_at));
+        let store = MemoryStores::with_clock(virtual_timestamp).open("driver");
+        let outcome = run(&config, &network, &store, &clock, conditions.store_delay);
+        eprintln!(
+            "seed {seed}: took {:?}, {} EVENT frames, {:?}",
+            outcome.took, outcome.events_sent, outcome.driver
+        );
+        assert!(outcome.driver.connect_failures >= 1, "{:?}", outcome.driver);
+        assert!(
+            outcome.took >= Duration::from_secs(120),
+            "in sync while down"
+        );
+        assert_settled(&outcome);
+        assert_holds(&store, &corpus.acceptable, &outcome);
+    }
 }
