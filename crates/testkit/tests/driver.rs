@@ -6,7 +6,9 @@
 //! Each seed syncs a generated corpus from two relays (one speaking NIP-77, one REQ-only)
 //! into an empty store, then starts a second driver on the same store two hours later:
 //! the store ends holding exactly the acceptable events, checkpoints went through the
-//! port, and the restart writes nothing again.
+//! port, and the restart writes nothing again. Frames and store writes arrive at once or
+//! after a simulated delay; other tests cut a connection mid-sync, refuse connections
+//! to a relay for a while, and replay one seed twice to compare the runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
