@@ -146,11 +146,16 @@ pub struct World {
 }
 
 impl World {
-    /// A world with the engine configured by `config`, starting at `start`.
+    /// A world with the engine configured by `config` (with its invariant checks on),
+    /// starting at `start`.
     pub fn new(config: EngineConfig, start: Time, seed: u64) -> Self {
         Self {
             now: start,
-            engine: SyncEngine::new(config),
+            // A simulated engine checks its hand-kept counters after every input.
+            engine: SyncEngine::new(EngineConfig {
+                check_invariants: true,
+                ..config
+            }),
             hosts: BTreeMap::new(),
             store: EventIndex::default(),
             checkpoints: Vec::new(),

@@ -118,4 +118,8 @@ pub struct EngineConfig {
     /// A one-shot sync: reconcile what is stored and stop there, without live
     /// subscriptions (a daemon keeps them open to receive what is published next).
     pub one_shot: bool,
+    /// Debug builds only: recompute the hand-kept counters from what they count after
+    /// every input and panic on a drift (the simulation turns it on; it costs a walk of
+    /// every relay's jobs per input, too slow for a debug binary under real load).
+    pub check_invariants: bool,
 }
