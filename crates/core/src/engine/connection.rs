@@ -75,13 +75,7 @@ impl SyncEngine {
             );
         }
         relay.connected_at = Some(now);
-        relay.subs.clear();
-        relay.closing_live.clear();
-        relay.live_tail = None;
-        relay.jobs.clear();
-        relay.fetch_queue.clear();
-        relay.live_dirty = true;
-        self.forget_keys(id);
+        self.clear_session(id);
         self.set_phase(id, Phase::Open);
         let session = match catch_up_from {
             Some(from) => Session::Quick { from },
@@ -147,15 +141,7 @@ impl SyncEngine {
 
     /// Forgets a relay's subscriptions and jobs; its fetches pass to waiters.
     pub(super) fn end_session(&mut self, id: RelayId) {
-        if let Some(relay) = self.relays.get_mut(&id) {
-            relay.subs.clear();
-            relay.closing_live.clear();
-            relay.live_tail = None;
-            relay.jobs.clear();
-            relay.fetch_queue.clear();
-            relay.live_dirty = true;
-        }
-        self.forget_keys(id);
+        self.clear_session(id);
         let owned: Vec<EventId> = self
             .fetching
             .iter()
@@ -165,6 +151,20 @@ impl SyncEngine {
         for eid in owned {
             self.hand_over_fetch(eid);
         }
+    }
+
+    /// Forgets a relay's subscriptions, jobs, queued fetches and key holdings (a
+    /// session starts or ends).
+    fn clear_session(&mut self, id: RelayId) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.subs.clear();
+            relay.closing_live.clear();
+            relay.live_tail = None;
+            relay.jobs.clear();
+            relay.fetch_queue.clear();
+            relay.live_dirty = true;
+        }
+        self.forget_keys(id);
     }
 
     /// Drops a relay's jobs per key and its leases (its jobs are gone): relays whose jobs

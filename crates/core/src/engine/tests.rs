@@ -20,13 +20,8 @@ fn frame(engine: &mut SyncEngine, now: Time, text: &str) {
     engine.handle_input(now, input);
 }
 
-const DOCUMENT: &str = r#"{"limitation":{"max_subscriptions":20,"max_limit":5000}}"#;
-
-/// Caps a relay showed before its NIP-11 document arrived survive the document; the
-/// document's own values apply where they are stricter or nothing was learned; a new
-/// connection learns afresh.
-#[test]
-fn nip11_after_learned_caps_keeps_them() {
+/// An engine bootstrapping from [`relay`], just connected to it; and the time.
+fn connected_engine() -> (SyncEngine, Time) {
     let mut engine = SyncEngine::new(EngineConfig {
         bootstrap_relays: vec![relay()],
         ..EngineConfig::default()
@@ -34,6 +29,17 @@ fn nip11_after_learned_caps_keeps_them() {
     let now = Time::from_secs(1_700_000_000);
     engine.handle_timeout(now);
     engine.handle_input(now, Input::Connected { relay: relay() });
+    (engine, now)
+}
+
+const DOCUMENT: &str = r#"{"limitation":{"max_subscriptions":20,"max_limit":5000}}"#;
+
+/// Caps a relay showed before its NIP-11 document arrived survive the document; the
+/// document's own values apply where they are stricter or nothing was learned; a new
+/// connection learns afresh.
+#[test]
+fn nip11_after_learned_caps_keeps_them() {
+    let (mut engine, now) = connected_engine();
     let open = engine.relays.values().map(|r| r.subs.len()).sum::<usize>();
     assert!(open >= 1, "a subscription is open");
     frame(
@@ -83,13 +89,7 @@ fn nip11_after_learned_caps_keeps_them() {
 /// would reconcile waits for the probe's answer.
 #[test]
 fn a_catch_up_window_starts_while_the_probe_runs() {
-    let mut engine = SyncEngine::new(EngineConfig {
-        bootstrap_relays: vec![relay()],
-        ..EngineConfig::default()
-    });
-    let now = Time::from_secs(1_700_000_000);
-    engine.handle_timeout(now);
-    engine.handle_input(now, Input::Connected { relay: relay() });
+    let (mut engine, now) = connected_engine();
     let request = std::iter::from_fn(|| engine.poll_output())
         .find_map(|o| match o {
             Output::LoadLocalItems { request, .. } => Some(request),
