@@ -37,6 +37,9 @@ pub struct SimRelayConfig {
     pub neg_blocked_over: Option<usize>,
     /// Answer the first this many REQs with CLOSED `rate-limited: slow down`.
     pub rate_limited_reqs: usize,
+    /// Answer the first this many historic REQs (a filter with `limit` above 0) with
+    /// CLOSED `error: internal error`: a relay failing a query every time it is asked.
+    pub failing_reqs: usize,
     /// Decorate the first this many REQ answers holding events with junk: a frame that
     /// is not JSON, one of an unknown type, an EVENT for an unknown subscription, and a
     /// copy of the first event with a corrupted signature sent before the real one.
@@ -71,6 +74,7 @@ impl Default for SimRelayConfig {
             neg_silent: false,
             neg_blocked_over: None,
             rate_limited_reqs: 0,
+            failing_reqs: 0,
             junk_answers: 0,
             mismatched_events: false,
             clock_skew_secs: 0,
@@ -120,6 +124,7 @@ pub struct SimRelay {
     /// (`["NEG-OPEN","sub",{filter},"…"]`).
     pub log: Vec<String>,
     reqs_seen: usize,
+    historic_reqs_failed: usize,
     junk_sent: usize,
     /// How the REQs it received were packed.
     pub req_stats: ReqStats,
@@ -145,6 +150,7 @@ impl SimRelay {
             bytes_out: 0,
             log: Vec::new(),
             reqs_seen: 0,
+            historic_reqs_failed: 0,
             junk_sent: 0,
             req_stats: ReqStats::default(),
         }
@@ -321,6 +327,14 @@ impl SimRelay {
                     return vec![RelayFrame::Closed {
                         subscription,
                         message: "rate-limited: slow down".into(),
+                    }
+                    .to_json()];
+                }
+                if limit > 0 && self.historic_reqs_failed < self.config.failing_reqs {
+                    self.historic_reqs_failed += 1;
+                    return vec![RelayFrame::Closed {
+                        subscription,
+                        message: "error: internal error".into(),
                     }
                     .to_json()];
                 }

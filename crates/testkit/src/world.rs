@@ -31,6 +31,9 @@ pub struct Faults {
     pub bad_signature_pct: u64,
     /// Extra delay, up to this many milliseconds, per frame.
     pub jitter_ms: u64,
+    /// A slow link: each frame from a relay arrives at least this many milliseconds
+    /// after the one before it.
+    pub frame_gap_ms: u64,
 }
 
 /// How an event reached the engine: the kind of subscription that asked for it.
@@ -374,7 +377,9 @@ impl World {
         }
         let jitter = Duration::from_millis(self.rng.below(self.faults.jitter_ms + 1));
         // A WebSocket delivers in order: jitter delays, never reorders.
-        let last = self.last_frame_at.get(&url).copied().unwrap_or_default();
+        let last = self.last_frame_at.get(&url).map_or(Time::default(), |t| {
+            *t + Duration::from_millis(self.faults.frame_gap_ms)
+        });
         let at = (self.now + self.latency + jitter).max(last);
         self.last_frame_at.insert(url.clone(), at);
         let copies = if self.faults.duplicate_pct > 0 && self.rng.chance(self.faults.duplicate_pct)

@@ -182,6 +182,7 @@ fn run_seed(seed: u64, faulty: bool) -> Result<Outcome, String> {
         duplicate_pct: rng.below(5),
         bad_signature_pct: rng.below(5),
         jitter_ms: rng.below(200),
+        frame_gap_ms: 0,
     };
     if faulty {
         world.faults = faults;

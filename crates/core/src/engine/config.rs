@@ -19,6 +19,10 @@ pub struct Timing {
     pub neg_first_frame_timeout: Duration,
     /// How long a running NIP-77 session may go without progress.
     pub neg_idle_timeout: Duration,
+    /// While a relay keeps sending frames, a page, fetch or NIP-77 answer still owed
+    /// by it waits up to this much longer than its own timeout: on a slow link, its
+    /// answer is queued behind others'.
+    pub busy_link_grace: Duration,
     /// A reconnection within this gap catches up from the disconnection instead of
     /// starting fresh.
     pub quick_reconnect_window: Duration,
@@ -56,6 +60,7 @@ impl Default for Timing {
             eose_timeout: Duration::from_secs(30),
             neg_first_frame_timeout: Duration::from_secs(10),
             neg_idle_timeout: Duration::from_secs(30),
+            busy_link_grace: Duration::from_secs(5 * 60),
             quick_reconnect_window: Duration::from_secs(15 * 60),
             restart_catch_up_window: Duration::ZERO,
             since_margin: Duration::from_secs(10 * 60),

@@ -80,6 +80,7 @@ impl SyncEngine {
             return;
         };
         relay.stats.bytes_in += text.len() as u64;
+        relay.last_frame_at = Some(self.now);
         if relay.phase != Phase::Open {
             relay.stats.bad_frame("not-open");
             return;
@@ -115,6 +116,10 @@ impl SyncEngine {
     }
 
     fn on_event(&mut self, id: RelayId, sub: &str, event: Event, bytes: usize) {
+        // A page or an `ids` fetch times out after `eose_timeout` without a new matching
+        // event, not after `eose_timeout` in all: a slow link, or a slowed engine, is
+        // still delivering.
+        let patience = self.now + self.config.timing.eose_timeout;
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
         };
@@ -152,11 +157,14 @@ impl SyncEngine {
             return;
         }
         if let Some(Sub::Fetch(fetch)) = relay.subs.get_mut(sub) {
-            fetch.delivered.insert(event.id);
+            // Each id asked for gains time once: a fetch is bounded by its ids.
+            if fetch.delivered.insert(event.id) {
+                fetch.deadline = fetch.deadline.max(patience);
+            }
         }
         if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
             if let JobState::Paging(pager) = &mut job.state {
-                if !pager.on_event(event.id, event.created_at) {
+                if !pager.on_event(event.id, event.created_at, patience) {
                     return;
                 }
             }

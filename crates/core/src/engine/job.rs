@@ -239,13 +239,20 @@ impl Pager {
     }
 
     /// Records an event of the current page; whether it is new to this walk.
-    pub fn on_event(&mut self, id: EventId, created_at: Timestamp) -> bool {
+    ///
+    /// A new event within the page's `limit` moves the deadline to `patience`: the
+    /// page times out after a silence, not after a total (a relay that repeats events,
+    /// or sends more than asked, gains no time).
+    pub fn on_event(&mut self, id: EventId, created_at: Timestamp, patience: Time) -> bool {
         self.page_count += 1;
         self.page_min = Some(self.page_min.map_or(created_at, |m| m.min(created_at)));
         self.page_max = Some(self.page_max.map_or(created_at, |m| m.max(created_at)));
         let new = self.seen.insert(id);
         if new {
             self.page_new += 1;
+            if self.page_count <= self.limit {
+                self.deadline = self.deadline.max(patience);
+            }
         }
         new
     }
@@ -319,7 +326,7 @@ mod tests {
         let mut stuck = Vec::new();
         for pages in 1..10_000 {
             for (n, t) in page(events, pager.until, limit) {
-                pager.on_event(id(n), Timestamp::from(t));
+                pager.on_event(id(n), Timestamp::from(t), Time::default());
                 got.insert(n);
             }
             match pager.on_eose() {
@@ -370,7 +377,7 @@ mod tests {
         let mut stuck = Vec::new();
         for _ in 0..100 {
             for (n, t) in page(&events, pager.until, 100) {
-                pager.on_event(id(n), Timestamp::from(t));
+                pager.on_event(id(n), Timestamp::from(t), Time::default());
             }
             match pager.on_eose() {
                 PageOutcome::Next => {}
@@ -387,7 +394,7 @@ mod tests {
         for (cap, overflows) in [(20, true), (30, true), (31, false)] {
             let mut pager = Pager::one_second("s".into(), Time::default(), 500, cap);
             for (n, t) in page(&events, None, cap.min(30)) {
-                pager.on_event(id(n), Timestamp::from(t));
+                pager.on_event(id(n), Timestamp::from(t), Time::default());
             }
             let want = if overflows {
                 PageOutcome::StuckSecond(Timestamp::from(500))
@@ -447,7 +454,7 @@ mod tests {
         let mut got = HashSet::new();
         loop {
             for (n, t) in page(&events, pager.until, 100) {
-                pager.on_event(id(n), Timestamp::from(t));
+                pager.on_event(id(n), Timestamp::from(t), Time::default());
                 got.insert(n);
             }
             if pager.on_eose() == PageOutcome::Done {

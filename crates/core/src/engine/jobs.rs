@@ -477,11 +477,11 @@ impl SyncEngine {
         else {
             return;
         };
-        if let Some(sub) = job.state.subscription() {
-            if let Some(relay) = self.relays.get_mut(&id) {
+        if let Some(relay) = self.relays.get_mut(&id) {
+            if let Some(sub) = job.state.subscription() {
                 relay.subs.remove(sub);
-                relay.stats.reject("job-abandoned");
             }
+            relay.stats.abandoned_jobs += 1;
         }
         for key in job.keys {
             if self.work.is_pending(id, key) {

@@ -277,10 +277,9 @@ impl SyncEngine {
         if idle_but_wanted {
             return Some(self.now);
         }
-        let live_interval = self.config.timing.live_update_interval;
         self.relays
             .values()
-            .filter_map(|r| r.next_deadline(live_interval))
+            .filter_map(|r| r.next_deadline(&self.config.timing))
             .chain(self.orphans_deadline())
             .min()
     }
@@ -289,10 +288,9 @@ impl SyncEngine {
     /// deadlines.
     fn refresh_relays(&mut self) {
         let targets = self.index.targets();
-        self.relays
-            .refresh(self.now, self.config.timing.live_update_interval, |id| {
-                targets.item_count(id) > 0
-            });
+        self.relays.refresh(self.now, &self.config.timing, |id| {
+            targets.item_count(id) > 0
+        });
     }
 
     /// Processes one input.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use nostr::prelude::{EventId, Filter};
 
 use super::config::Timing;
-use super::job::{Job, JobId, JobState};
+use super::job::{Job, JobId, JobState, NegRun};
 use super::time::{Jitter, Time};
 use crate::items::{ItemId, WorkKey};
 use crate::limits::RelayLimits;
@@ -98,12 +98,22 @@ pub struct RelayStats {
     pub failures: u64,
     /// Jobs whose outstanding events stopped settling: run again instead of waiting.
     pub stalled_jobs: u64,
+    /// Historic jobs given up on after failing `job_attempts` times (or refused for
+    /// good): their filters stay unconfirmed here until the next fresh start.
+    pub abandoned_jobs: u64,
 }
 
 impl RelayStats {
     /// Counts one rejection.
     pub fn reject(&mut self, reason: &'static str) {
         *self.events_rejected.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Whether this relay left something unsynced that no retry will cover before the
+    /// next fresh start: an incomplete window, ids announced but never delivered, or an
+    /// abandoned job. A relay with gaps is not "in sync", whatever its phase.
+    pub fn has_gaps(&self) -> bool {
+        self.incomplete_windows > 0 || self.undelivered_ids > 0 || self.abandoned_jobs > 0
     }
 
     /// Counts one bad frame.
@@ -219,6 +229,8 @@ pub(crate) struct RelayState {
     /// Caps learned from the relay's behaviour this session; they survive its NIP-11
     /// document, which may arrive after them.
     pub learned: LearnedCaps,
+    /// When the relay last sent a frame this session.
+    pub last_frame_at: Option<Time>,
     /// Why the last connection failed; cleared once the relay has synced its work.
     pub last_error: Option<String>,
     /// Events were dropped since this time: catch up once the queue drains.
@@ -256,6 +268,7 @@ impl RelayState {
             needs_catch_up: None,
             cap_learned: false,
             learned: LearnedCaps::default(),
+            last_frame_at: None,
             last_error: None,
             bootstrap,
             discovered_at: None,
@@ -329,12 +342,32 @@ impl RelayState {
             && self.subs.len() + loading < self.limits.max_subscriptions
     }
 
-    /// The earliest deadline of this relay, given the live update interval. Every
-    /// deadline is consumed by `handle_timeout` once due, so a past one fires once.
-    pub fn next_deadline(&self, live_interval: Duration) -> Option<Time> {
+    /// When an answer owed by this relay by `deadline` is overdue: later while the
+    /// relay is still sending (it went silent for less than `eose_timeout`), by at most
+    /// `busy_link_grace`.
+    pub fn overdue_at(&self, deadline: Time, timing: &Timing) -> Time {
+        self.last_frame_at.map_or(deadline, |last| {
+            let busy_until = last + timing.eose_timeout;
+            deadline.max(busy_until.min(deadline + timing.busy_link_grace))
+        })
+    }
+
+    /// When a NIP-77 run is overdue: a probe (is NIP-77 supported?) not answered yet at
+    /// its own short deadline, busy link or not — its silence is the answer.
+    pub fn neg_overdue_at(&self, job: &Job, run: &NegRun, timing: &Timing) -> Time {
+        if job.probe && !run.answered {
+            run.deadline
+        } else {
+            self.overdue_at(run.deadline, timing)
+        }
+    }
+
+    /// The earliest deadline of this relay. Every deadline is consumed by
+    /// `handle_timeout` once due, so a past one fires once.
+    pub fn next_deadline(&self, timing: &Timing) -> Option<Time> {
         // A live update waits for the interval and for any quiet period.
         let live = (!self.live_new.is_empty())
-            .then(|| self.live_sent_at.map(|t| t + live_interval))
+            .then(|| self.live_sent_at.map(|t| t + timing.live_update_interval))
             .flatten()
             .map(|t| self.quiet_until.map_or(t, |q| t.max(q)));
         let phase = match self.phase {
@@ -345,14 +378,14 @@ impl RelayState {
         let mut deadlines: Vec<Time> = phase.into_iter().collect();
         if self.phase == Phase::Open {
             deadlines.extend(self.jobs.values().filter_map(|j| match &j.state {
-                super::job::JobState::Paging(p) if !p.parked => Some(p.deadline),
-                super::job::JobState::Neg(n) => Some(n.deadline),
-                super::job::JobState::Queued => j.not_before,
-                super::job::JobState::Draining => j.drain_deadline,
+                JobState::Paging(p) if !p.parked => Some(self.overdue_at(p.deadline, timing)),
+                JobState::Neg(n) => Some(self.neg_overdue_at(j, n, timing)),
+                JobState::Queued => j.not_before,
+                JobState::Draining => j.drain_deadline,
                 _ => None,
             }));
             deadlines.extend(self.subs.values().filter_map(|s| match s {
-                Sub::Fetch(f) => Some(f.deadline),
+                Sub::Fetch(f) => Some(self.overdue_at(f.deadline, timing)),
                 _ => None,
             }));
             deadlines.extend(live);
@@ -374,5 +407,41 @@ impl RelayState {
     /// How long the relay was away, if it was connected before.
     pub fn gap(&self, now: Time) -> Option<Duration> {
         self.disconnected_at.map(|t| now.since(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_overdue_later_while_the_relay_sends_but_never_past_the_grace() {
+        let timing = Timing::default();
+        let url = RelayUrl::parse("wss://relay.example.com").expect("url");
+        let mut relay = RelayState::new(url, false);
+        let deadline = Time::from_secs(1_000);
+        assert_eq!(
+            relay.overdue_at(deadline, &timing),
+            deadline,
+            "no frame yet"
+        );
+        relay.last_frame_at = Some(Time::from_secs(990));
+        assert_eq!(
+            relay.overdue_at(deadline, &timing),
+            Time::from_secs(990) + timing.eose_timeout,
+            "a frame just before the deadline: the relay is still sending"
+        );
+        relay.last_frame_at = Some(Time::from_secs(900));
+        assert_eq!(
+            relay.overdue_at(deadline, &timing),
+            deadline,
+            "silent for longer than eose_timeout at the deadline"
+        );
+        relay.last_frame_at = Some(deadline + Duration::from_secs(3_600));
+        assert_eq!(
+            relay.overdue_at(deadline, &timing),
+            deadline + timing.busy_link_grace,
+            "a relay that keeps sending other frames gains at most the grace"
+        );
     }
 }

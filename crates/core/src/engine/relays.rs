@@ -7,11 +7,10 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Index;
-use std::time::Duration;
 
 use super::job::JobState;
 use super::relay::{RelayState, Sub};
-use super::{Phase, Time};
+use super::{Phase, Time, Timing};
 use crate::items::RelayId;
 
 /// Every known relay, with the marks that say which to drive and which to re-measure.
@@ -120,7 +119,7 @@ impl Relays {
     pub(super) fn refresh(
         &mut self,
         now: Time,
-        live_interval: Duration,
+        timing: &Timing,
         targeted: impl Fn(RelayId) -> bool,
     ) {
         if self.changed.is_empty() {
@@ -137,7 +136,7 @@ impl Relays {
             let deadline = if relay.phase == Phase::Idle && (relay.bootstrap || targeted(id)) {
                 Some(now)
             } else {
-                relay.next_deadline(live_interval)
+                relay.next_deadline(timing)
             };
             if let Some(old) = self.deadline_of.remove(&id) {
                 self.deadlines.remove(&(old, id));

@@ -63,6 +63,7 @@ impl SyncEngine {
             self.relays.mark_all();
             self.schedule_session(id, Session::Full);
         }
+        let timing = self.config.timing.clone();
         let expired: Vec<JobId> = self
             .relays
             .get(&id)
@@ -70,8 +71,10 @@ impl SyncEngine {
                 r.jobs
                     .values()
                     .filter(|j| match &j.state {
-                        JobState::Paging(p) => !p.parked && now >= p.deadline,
-                        JobState::Neg(n) => now >= n.deadline,
+                        JobState::Paging(p) => {
+                            !p.parked && now >= r.overdue_at(p.deadline, &timing)
+                        }
+                        JobState::Neg(n) => now >= r.neg_overdue_at(j, n, &timing),
                         _ => false,
                     })
                     .map(|j| j.id)
@@ -114,7 +117,9 @@ impl SyncEngine {
             .map(|r| {
                 r.subs
                     .iter()
-                    .filter(|(_, s)| matches!(s, Sub::Fetch(f) if now >= f.deadline))
+                    .filter(|(_, s)| {
+                        matches!(s, Sub::Fetch(f) if now >= r.overdue_at(f.deadline, &timing))
+                    })
                     .map(|(sub, _)| sub.clone())
                     .collect()
             })
