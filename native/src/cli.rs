@@ -14,6 +14,8 @@ use tracing_subscriber::EnvFilter;
 
 /// `grasp-sync sync`'s exit status when the timeout passed with relays not in sync.
 const SYNC_TIMED_OUT: u8 = 3;
+/// `sync`'s exit status when it settled with a relay that left a gap.
+const SYNC_GAPS: u8 = 4;
 
 /// A sync engine for git-over-nostr (NIP-34).
 #[derive(Parser)]
@@ -356,6 +358,16 @@ fn run(
                         Outcome::Daemon(value) => daemon_summary(value, json),
                     };
                     let timed_out = matches!(&outcome, Outcome::Local(r) if !r.settled);
+                    let gaps = match &outcome {
+                        Outcome::Local(r) => r.relays_with_gaps(),
+                        Outcome::Daemon(value) => value
+                            .get("relays")
+                            .and_then(serde_json::Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter(|r| r.get("state").and_then(|s| s.as_str()) == Some("gaps"))
+                            .count(),
+                    };
                     print!("{text}");
                     if nothing_synced {
                         eprintln!("grasp-sync: nothing could be synced: no relay answered");
@@ -372,6 +384,13 @@ fn run(
                              sync; what was synced is kept"
                         );
                         ExitCode::from(SYNC_TIMED_OUT)
+                    } else if gaps > 0 {
+                        eprintln!(
+                            "grasp-sync: {gaps} relay(s) left gaps (state \"gaps\": a job \
+                             abandoned, an incomplete window or ids never delivered); the \
+                             next fresh start tries them again"
+                        );
+                        ExitCode::from(SYNC_GAPS)
                     } else {
                         ExitCode::SUCCESS
                     }

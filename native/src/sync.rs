@@ -102,6 +102,11 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
+    /// Relays that left something unsynced ([`RelayStats::has_gaps`]).
+    pub fn relays_with_gaps(&self) -> usize {
+        self.relays.iter().filter(|r| r.stats.has_gaps()).count()
+    }
+
     /// Whether nothing could be synced: no relay was reached.
     pub fn nothing_synced(&self) -> bool {
         self.relays
@@ -117,7 +122,7 @@ impl SyncReport {
             .map(|r| {
                 serde_json::json!({
                     "url": r.url.as_str(),
-                    "state": phase_name(r.phase),
+                    "state": state_name(r.phase, &r.stats),
                     "method": method_name(r.method),
                     "received": r.stats.events_received,
                     "stored": r.stats.events_accepted,
@@ -131,6 +136,7 @@ impl SyncReport {
                     "incomplete_windows": r.stats.incomplete_windows,
                     "failures": r.stats.failures,
                     "stalled_jobs": r.stats.stalled_jobs,
+                    "abandoned_jobs": r.stats.abandoned_jobs,
                     "dropped": r.stats.dropped,
                     "undelivered_ids": r.stats.undelivered_ids,
                     "forged_twice": r.stats.forged_twice,
@@ -169,7 +175,7 @@ impl SyncReport {
                 out,
                 "{:<40} {:<8} {:<10} {:>9} {:>9} {:>9} {:>11} {:>11} {:>7}",
                 truncate(r.url.as_str(), 40),
-                phase_name(r.phase),
+                state_name(r.phase, &r.stats),
                 method_name(r.method),
                 r.stats.events_received,
                 r.stats.events_accepted,
@@ -203,11 +209,14 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// A short name for a phase.
-pub fn phase_name(phase: Phase) -> &'static str {
+/// A relay's state in a word: its phase, or "gaps" when it is open but left something
+/// unsynced until the next fresh start ([`RelayStats::has_gaps`]).
+pub fn state_name(phase: Phase, stats: &RelayStats) -> &'static str {
     match phase {
         Phase::Idle => "idle",
         Phase::Connecting { .. } => "connect",
+        // Open, but something will not be synced before a fresh start.
+        Phase::Open if stats.has_gaps() => "gaps",
         Phase::Open => "in sync",
         Phase::Backoff { .. } => "failing",
         Phase::Dead { .. } => "dead",
@@ -460,7 +469,7 @@ impl Progress {
             let rejected: u64 = stats.events_rejected.values().sum();
             bar.set_message(format!(
                 "{:<8} {:<7} {} received, {} stored, {} rejected, {} KiB in",
-                phase_name(phase),
+                state_name(phase, stats),
                 method_name(method),
                 stats.events_received,
                 stats.events_accepted,

@@ -35,7 +35,8 @@ export interface RelayStatus {
   url: string; state: RelayState; method: "nip77" | "req" | null;
   received: number; stored: number; rejected: number; badFrames: number;
   bytesIn: number; bytesOut: number; roundTrips: number; failures: number;
-  incompleteWindows: number; lastError: string | null;
+  incompleteWindows: number; undeliveredIds: number; abandonedJobs: number;
+  lastError: string | null;
 }
 export interface SyncSummary {
   complete: boolean;

@@ -34,6 +34,10 @@ pub struct RelayStatus {
     pub round_trips: u64,
     pub failures: u64,
     pub incomplete_windows: u64,
+    /// Ids the relay announced (NIP-77) but never delivered.
+    pub undelivered_ids: u64,
+    /// Historic jobs given up on after repeated failures.
+    pub abandoned_jobs: u64,
     pub last_error: Option<String>,
 }
 
@@ -98,6 +102,8 @@ fn relay_status(
         round_trips: s.round_trips,
         failures: s.failures,
         incomplete_windows: s.incomplete_windows,
+        undelivered_ids: s.undelivered_ids,
+        abandoned_jobs: s.abandoned_jobs,
         // Why the last connection failed; the engine forgets it once the relay is in
         // sync again.
         last_error: engine.relay_error(url).map(str::to_owned),
@@ -131,12 +137,7 @@ pub fn summary(engine: &SyncEngine) -> SyncSummary {
             let status = relay_status(engine, url, phase, method, stats);
             let result = match phase {
                 Phase::Backoff { .. } | Phase::Dead { .. } | Phase::Connecting { .. } => "failed",
-                _ if stats.incomplete_windows > 0
-                    || stats.undelivered_ids > 0
-                    || stats.dropped > 0 =>
-                {
-                    "incomplete"
-                }
+                _ if stats.has_gaps() || stats.dropped > 0 => "incomplete",
                 _ => "in-sync",
             };
             RelayResult {

@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 
 use grasp_sync_core::engine::{EngineStats, Phase, Time};
 
-use crate::sync::{method_name, phase_name, RelayReport};
+use crate::sync::{method_name, state_name, RelayReport};
 
 /// A counter's key: its name and at most one label.
 type Key = (&'static str, Option<(&'static str, String)>);
@@ -294,6 +294,11 @@ pub fn render(server: &ServerMetrics, connections: usize, sync: &SyncSnapshot) -
             "counter",
             "events dropped at a full ingest queue (fetched again)",
         ),
+        (
+            "grasp_sync_relay_abandoned_jobs_total",
+            "counter",
+            "historic jobs given up on after repeated failures (a gap until a fresh start)",
+        ),
     ];
     for (name, kind, help) in relay_series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -308,7 +313,7 @@ pub fn render(server: &ServerMetrics, connections: usize, sync: &SyncSnapshot) -
                 "grasp_sync_relay_state" => line(
                     format!(
                         ",state=\"{}\",method=\"{}\"",
-                        phase_name(r.phase),
+                        state_name(r.phase, &r.stats),
                         method_name(r.method)
                     ),
                     1,
@@ -343,6 +348,7 @@ pub fn render(server: &ServerMetrics, connections: usize, sync: &SyncSnapshot) -
                 }
                 "grasp_sync_relay_failures_total" => line(String::new(), s.failures),
                 "grasp_sync_relay_dropped_total" => line(String::new(), s.dropped),
+                "grasp_sync_relay_abandoned_jobs_total" => line(String::new(), s.abandoned_jobs),
                 _ => {}
             }
         }

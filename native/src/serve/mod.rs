@@ -43,7 +43,7 @@ use crate::daemon::{LockError, Owner, StoreLock};
 use crate::net::{NativeNetwork, NetConfig};
 use crate::status::store_status;
 use crate::store::LmdbStore;
-use crate::sync::{method_name, phase_name, relay_reports, sync_into, sync_targets, SyncOptions};
+use crate::sync::{method_name, relay_reports, state_name, sync_into, sync_targets, SyncOptions};
 use crate::verify::ParallelVerifier;
 use config::Settings;
 use conn::Shared;
@@ -497,7 +497,7 @@ fn live_status(snapshot: &SyncSnapshot, settings: &Settings) -> String {
             out,
             "  {:<40} {:<8} {:<7} {} received, {} stored, {} rejected, {} failures",
             r.url.as_str(),
-            phase_name(r.phase),
+            state_name(r.phase, &r.stats),
             method_name(r.method),
             r.stats.events_received,
             r.stats.events_accepted,
