@@ -138,8 +138,9 @@ async fn sync_mirrors_the_union_and_a_second_run_downloads_nothing() {
 }
 
 /// Announcements also list a relay that accepts connections and never answers (and
-/// nostr-rs-relay refuses NIP-77 throughout): the sync still ends, complete, and says
-/// which relay gave nothing.
+/// nostr-rs-relay refuses NIP-77 throughout): the sync still ends with everything the
+/// other relays hold, and says which relay gave nothing — its state is `gaps` (its
+/// queries were given up on) and the exit status 4, not "in sync" and 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_relay_does_not_stop_the_sync() {
     let silent = SilentRelay::start(Duration::from_secs(600)).await;
@@ -152,13 +153,23 @@ async fn a_silent_relay_does_not_stop_the_sync() {
     for r in run.relays() {
         eprintln!("  {r}");
     }
-    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(run.code, Some(4), "{run:#?}");
+    assert!(run.stderr.contains("left gaps"), "{}", run.stderr);
     assert_exactly(&stored_ids(dir.path()).await, &peers.corpus, &run);
     let quiet = run
         .relay(&silent.url())
         .expect("the silent relay was tried");
     assert_eq!(quiet["received"], 0, "{quiet}");
     assert_eq!(quiet["bytes_in"], 0, "{quiet}");
+    assert_eq!(quiet["state"], "gaps", "{quiet}");
+    assert!(quiet["abandoned_jobs"].as_u64() > Some(0), "{quiet}");
+    for r in run
+        .relays()
+        .into_iter()
+        .filter(|r| r["url"] != silent.url().as_str())
+    {
+        assert_eq!(r["state"], "in sync", "{r}");
+    }
     assert!(silent.connections() > 0, "it was connected to");
     let c = run.relay(&peers.c.url()).expect("nostr-rs-relay");
     assert_eq!(c["method"], "REQ", "{c}");
