@@ -96,6 +96,47 @@ function hot(profile, n = 25) {
   return { total, top: [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, n) };
 }
 
+/** The longest stretches of the profile without an idle sample (a long task's worth of
+ *  main-thread work), each with the functions most often on its stack. */
+function busyStretches(profile, n = 3, minMs = 50) {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const parent = new Map();
+  for (const node of profile.nodes) for (const c of node.children ?? []) parent.set(c, node.id);
+  const name = (node) => `${node.callFrame.functionName || "(anon)"} ${node.callFrame.url.split("/").pop()}:${node.callFrame.lineNumber}`;
+  const stretches = [];
+  let cur = null;
+  let t = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    t += (profile.timeDeltas[i] ?? 0) / 1000;
+    const node = byId.get(profile.samples[i]);
+    if (node.callFrame.functionName === "(idle)") {
+      if (cur) stretches.push(cur);
+      cur = null;
+      continue;
+    }
+    cur ??= { start: t, end: t, samples: [] };
+    cur.end = t;
+    cur.samples.push(profile.samples[i]);
+  }
+  if (cur) stretches.push(cur);
+  return stretches
+    .filter((s) => s.end - s.start >= minMs)
+    .sort((a, b) => (b.end - b.start) - (a.end - a.start))
+    .slice(0, n)
+    .map((s) => {
+      const inclusive = new Map();
+      const self = new Map();
+      for (const id of s.samples) {
+        self.set(name(byId.get(id)), (self.get(name(byId.get(id))) ?? 0) + 1);
+        const onStack = new Set();
+        for (let k = id; k !== undefined; k = parent.get(k)) onStack.add(name(byId.get(k)));
+        for (const f of onStack) inclusive.set(f, (inclusive.get(f) ?? 0) + 1);
+      }
+      const top = (m, k) => [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, k).map(([f, c]) => `${(100 * c / s.samples.length).toFixed(0)}% ${f}`);
+      return { ms: s.end - s.start, at: s.start, self: top(self, 8), inclusive: top(inclusive, 25) };
+    });
+}
+
 async function profiled(label, name) {
   log = [];
   await cdp.send("Profiler.start");
@@ -124,6 +165,10 @@ async function profiled(label, name) {
   const h = hot(profile);
   console.log(`  CPU profile: ${h.total.toFixed(0)} ms sampled; top self time:`);
   for (const [k, v] of h.top) console.log(`    ${v.toFixed(1).padStart(8)} ms  ${k}`);
+  for (const b of busyStretches(profile)) {
+    console.log(`  busy stretch of ${b.ms.toFixed(0)} ms at ${b.at.toFixed(0)} ms of the profile; self: ${b.self.join(", ")}`);
+    console.log(`    on the stack: ${b.inclusive.join("\n                  ")}`);
+  }
 }
 
 /** Raw IndexedDB costs on the module's database (`name`, closed): what reading the

@@ -296,17 +296,20 @@ export function mergeEvents(...lists) {
 /**
  * The page's one-word summary of the relays' statuses (RelayStatus objects):
  * "idle" (none), "offline" (none reachable and at least one failed), "syncing",
- * "in sync" (every relay in sync), or "partial" (some in sync, others failed).
+ * "in sync" (every relay in sync), or "partial" (the rest done, but some relays failed
+ * or left gaps).
  */
 export function connectivity(relays) {
   if (!relays.length) return "idle";
-  const up = relays.filter((r) => r.state === "in-sync" || r.state === "syncing");
+  const done = (r) => r.state === "in-sync" || r.state === "gaps";
+  const up = relays.filter((r) => done(r) || r.state === "syncing");
   const failed = relays.filter(
-    (r) => r.state === "backoff" || r.state === "dead" || (r.state !== "in-sync" && r.failures > 0),
+    (r) => r.state === "backoff" || r.state === "dead" || (!done(r) && r.failures > 0),
   );
   if (!up.length && failed.length) return "offline";
   if (relays.every((r) => r.state === "in-sync")) return "in sync";
-  if (up.length && failed.length && up.every((r) => r.state === "in-sync")) return "partial";
+  const gaps = relays.some((r) => r.state === "gaps");
+  if (up.length && (failed.length || gaps) && up.every(done)) return "partial";
   return "syncing";
 }
 

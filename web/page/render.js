@@ -83,7 +83,7 @@ export function relays(list) {
     row.dataset.state = r.state;
     cells[1].textContent = r.state;
     const bar = el("progress", { max: "1", "aria-label": `${r.url} ${r.state}` });
-    if (r.state === "in-sync") bar.value = 1;
+    if (r.state === "in-sync" || r.state === "gaps") bar.value = 1;
     else if (r.state === "backoff" || r.state === "dead" || r.state === "idle") bar.value = 0;
     cells[2].replaceChildren(bar);
     cells[3].textContent = r.method === "nip77" ? "NIP-77" : r.method === "req" ? "REQ" : "—";

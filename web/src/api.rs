@@ -30,7 +30,7 @@ export interface OpenOptions {
 export interface NostrEvent { id: string; pubkey: string; created_at: number; kind: number;
   tags: string[][]; content: string; sig: string; }
 export interface Changes { added: NostrEvent[]; removed: string[] }
-export type RelayState = "idle" | "connecting" | "syncing" | "in-sync" | "backoff" | "dead";
+export type RelayState = "idle" | "connecting" | "syncing" | "in-sync" | "gaps" | "backoff" | "dead";
 export interface RelayStatus {
   url: string; state: RelayState; method: "nip77" | "req" | null;
   received: number; stored: number; rejected: number; badFrames: number;

@@ -82,6 +82,8 @@ fn relay_status(
 ) -> RelayStatus {
     let settled_here = engine.is_settled();
     let state = match phase {
+        // Done, but something is left unsynced until the next fresh start.
+        Phase::Open if settled_here && s.has_gaps() => "gaps",
         Phase::Open if settled_here => "in-sync",
         other => state_name(other),
     };

@@ -145,6 +145,8 @@ test("the relays' summary: offline, syncing, in sync, partial", () => {
   assert.equal(connectivity([relay("in-sync"), relay("in-sync")]), "in sync");
   assert.equal(connectivity([relay("in-sync"), relay("syncing")]), "syncing");
   assert.equal(connectivity([relay("in-sync"), relay("backoff", 1)]), "partial");
+  assert.equal(connectivity([relay("in-sync"), relay("gaps")]), "partial");
+  assert.equal(connectivity([relay("gaps"), relay("syncing")]), "syncing");
 });
 
 test("formatting for people", () => {
