@@ -37,6 +37,29 @@ pub fn slice_used() -> bool {
     performance_now() - SLICE_START.with(Cell::get) > SLICE_MS
 }
 
+/// A stretch of requests placed on an IndexedDB transaction, which cannot yield to a
+/// timer (it would commit): past [`SLICE_MS`], the caller awaits its latest request
+/// instead — the answer is a task of its own, so the page gets a turn, and the
+/// transaction stays active in its callback.
+pub struct Stretch(f64);
+
+impl Stretch {
+    /// Starts a stretch now.
+    pub fn start() -> Self {
+        Self(performance_now())
+    }
+
+    /// Whether the stretch held the thread for its slice; if so, the next starts now.
+    pub fn used(&mut self) -> bool {
+        let now = performance_now();
+        let used = now - self.0 > SLICE_MS;
+        if used {
+            self.0 = now;
+        }
+        used
+    }
+}
+
 /// Yields to the event loop when the slice is used (a macrotask, so input and rendering
 /// get a turn); otherwise returns at once.
 pub async fn pace() {

@@ -1,5 +1,6 @@
 //! The IndexedDB store on its own, in headless Chromium: newest-first limits over
-//! several index ranges, removals only by the author, items, sync state and reopen; the
+//! several index ranges, removals only by the author, items, sync state and reopen; a
+//! batch and a filter spanning many slices of the page's thread; the
 //! upgrade from schema version 1, a blocked upgrade, and a connection closed for another
 //! tab's upgrade.
 
@@ -120,6 +121,54 @@ async fn limits_are_newest_first_across_ranges_and_removals_need_the_author() {
         0
     );
     again.close();
+    schema::delete(&db).await.expect("delete");
+}
+
+/// A batch too large for one slice of the page's thread (its puts are placed a slice at
+/// a time, each from the last one's answer) and a filter of many index ranges (walked
+/// in a few lanes of cursors) lose nothing: every event is written, the author's
+/// removals in the same batch apply, and items see every range.
+#[wasm_bindgen_test]
+async fn a_batch_and_a_filter_spanning_many_slices_lose_nothing() {
+    let db = name();
+    let store = IdbStore::open(&db).await.expect("open");
+    let repos: Vec<String> = (0..300).map(|r| format!("r{r}")).collect();
+    let events: Vec<Event> = (0..3_000)
+        .map(|n| issue(n, n % 2, 1_700_000_000 + n, &repos[n as usize % 300]))
+        .collect();
+    let removals: Vec<Removal> = events[..20]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Removal {
+            id: e.id,
+            // Every other one names the wrong author: it stays.
+            author: if i % 2 == 0 {
+                e.pubkey
+            } else {
+                keys(7).public_key()
+            },
+        })
+        .collect();
+    let saved = store
+        .save_events(events.clone(), removals)
+        .await
+        .expect("save");
+    assert_eq!(saved.removed.len(), 10, "the authors' removals apply");
+    assert_eq!(store.count().await.expect("count"), 2_990);
+    let a = SingleLetterTag::from_char('a').expect("a letter");
+    let items = store
+        .items(&Filter::new().custom_tags(a, repos.iter().map(String::as_str)))
+        .await
+        .expect("items");
+    let mut want: Vec<_> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i >= 20 || i % 2 == 1)
+        .map(|(_, e)| (e.created_at, e.id))
+        .collect();
+    want.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.cmp(&y.1)));
+    assert_eq!(items, want, "every range, newest first");
+    store.close();
     schema::delete(&db).await.expect("delete");
 }
 

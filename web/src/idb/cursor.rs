@@ -3,6 +3,7 @@
 //! still active) and nothing else is awaited between steps.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
@@ -18,66 +19,139 @@ use wasm_bindgen::prelude::*;
 use super::error::StoreError;
 use super::rows;
 
-/// (created_at, id hex) of every entry in `range` of `index`, from the keys alone: a
-/// key cursor, no row read.
+/// (created_at, id hex) of every entry in `ranges` of `index`, from the keys alone: key
+/// cursors, no row read. The ranges are walked one after another, each cursor opened
+/// from the last one's final callback: a caller walks many ranges in a few such lanes
+/// rather than opening thousands of cursors in one task.
 ///
 /// Driven with web-sys: every step runs inside the request's success handler. The
 /// crate's cursor (a new request future, handler and executor round trip per step) made
 /// items for a layer filter of ~13 000 entries 1.7-2.8x slower (see the commit).
 pub async fn key_walk(
     index: &Index<'_>,
-    range: KeyRange<JsValue>,
-) -> Result<Vec<(u64, String)>, StoreError> {
-    let request = index
-        .as_sys()
-        .open_key_cursor_with_range(&range.try_to_js()?)
-        .map_err(|e| StoreError::from_js(&e))?;
-    let (finish, finished) = oneshot::channel::<Result<Vec<(u64, String)>, StoreError>>();
-    let finish = Rc::new(RefCell::new(Some(finish)));
-    let send = |finish: &Rc<RefCell<Option<_>>>, result| {
-        if let Some(tx) = finish.borrow_mut().take() {
-            let _ = oneshot::Sender::send(tx, result);
-        }
+    ranges: Vec<KeyRange<JsValue>>,
+) -> Result<KeyItems, StoreError> {
+    let mut ranges = ranges
+        .into_iter()
+        .map(|r| r.try_to_js())
+        .collect::<Result<VecDeque<JsValue>, _>>()?;
+    let Some(first) = ranges.pop_front() else {
+        return Ok(Vec::new());
     };
-    let mut items = Vec::new();
-    let (req, done) = (request.clone(), finish.clone());
-    let on_success = Closure::<dyn FnMut()>::new(move || {
-        let cursor = req.result().unwrap_or(JsValue::NULL);
-        if cursor.is_null() || cursor.is_undefined() {
-            return send(&done, Ok(std::mem::take(&mut items)));
-        }
-        let cursor: web_sys::IdbCursor = cursor.unchecked_into();
-        let key = cursor.key().unwrap_or(JsValue::NULL);
-        let created_at = if js_sys::Array::is_array(&key) {
-            js_sys::Array::from(&key).get(1).as_f64()
-        } else {
-            key.as_f64()
-        };
-        let id = cursor.primary_key().ok().and_then(|k| k.as_string());
-        if let (Some(created_at), Some(id)) = (created_at, id) {
-            items.push((created_at as u64, id));
-        }
-        if let Err(e) = cursor.continue_() {
-            send(&done, Err(StoreError::from_js(&e)));
+    let index = index.as_sys().clone();
+    let (finish, finished) = oneshot::channel();
+    let walk = Rc::new(RefCell::new(Walk {
+        ranges,
+        items: Vec::new(),
+        finish: Some(finish),
+        request: None,
+        handlers: None,
+    }));
+    let on_success = Closure::<dyn FnMut()>::new({
+        let (walk, index) = (walk.clone(), index.clone());
+        move || step(&walk, &index)
+    });
+    let on_error = Closure::<dyn FnMut()>::new({
+        let walk = walk.clone();
+        move || {
+            let mut w = walk.borrow_mut();
+            let error = w
+                .request
+                .as_ref()
+                .and_then(|r| r.error().ok().flatten())
+                .map_or(JsValue::NULL, JsValue::from);
+            w.end(Err(StoreError::from_js(&error)));
         }
     });
-    let req = request.clone();
-    let on_error = Closure::<dyn FnMut()>::new(move || {
-        let error = req
-            .error()
-            .ok()
-            .flatten()
-            .map_or(JsValue::NULL, JsValue::from);
-        send(&finish, Err(StoreError::from_js(&error)));
-    });
-    request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
-    request.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    walk.borrow_mut().handlers = Some((
+        on_success.as_ref().clone().unchecked_into(),
+        on_error.as_ref().clone().unchecked_into(),
+    ));
+    open(&walk, &index, &first);
     let result = finished
         .await
         .unwrap_or_else(|_| Err(StoreError::Other("cursor dropped".into())));
-    request.set_onsuccess(None);
-    request.set_onerror(None);
+    let mut w = walk.borrow_mut();
+    if let Some(request) = w.request.take() {
+        request.set_onsuccess(None);
+        request.set_onerror(None);
+    }
+    w.handlers = None;
     result
+}
+
+/// (created_at, id hex) per index entry.
+type KeyItems = Vec<(u64, String)>;
+
+/// One lane of key cursors.
+struct Walk {
+    ranges: VecDeque<JsValue>,
+    items: KeyItems,
+    finish: Option<oneshot::Sender<Result<KeyItems, StoreError>>>,
+    /// The open cursor's request.
+    request: Option<web_sys::IdbRequest>,
+    /// The success and error handlers every request of the lane gets.
+    handlers: Option<(js_sys::Function, js_sys::Function)>,
+}
+
+impl Walk {
+    fn end(&mut self, result: Result<KeyItems, StoreError>) {
+        if let Some(tx) = self.finish.take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// Opens a key cursor over `range` with the lane's handlers.
+fn open(walk: &Rc<RefCell<Walk>>, index: &web_sys::IdbIndex, range: &JsValue) {
+    let mut w = walk.borrow_mut();
+    match index.open_key_cursor_with_range(range) {
+        Ok(request) => {
+            if let Some((on_success, on_error)) = &w.handlers {
+                request.set_onsuccess(Some(on_success));
+                request.set_onerror(Some(on_error));
+            }
+            w.request = Some(request);
+        }
+        Err(e) => w.end(Err(StoreError::from_js(&e))),
+    }
+}
+
+/// One cursor answer: an entry (continue), or the end of a range (the next, or done).
+fn step(walk: &Rc<RefCell<Walk>>, index: &web_sys::IdbIndex) {
+    let cursor = walk
+        .borrow()
+        .request
+        .as_ref()
+        .and_then(|r| r.result().ok())
+        .unwrap_or(JsValue::NULL);
+    if cursor.is_null() || cursor.is_undefined() {
+        let next = walk.borrow_mut().ranges.pop_front();
+        match next {
+            Some(range) => open(walk, index, &range),
+            None => {
+                let mut w = walk.borrow_mut();
+                let items = std::mem::take(&mut w.items);
+                w.end(Ok(items));
+            }
+        }
+        return;
+    }
+    let cursor: web_sys::IdbCursor = cursor.unchecked_into();
+    let key = cursor.key().unwrap_or(JsValue::NULL);
+    let created_at = if js_sys::Array::is_array(&key) {
+        js_sys::Array::from(&key).get(1).as_f64()
+    } else {
+        key.as_f64()
+    };
+    let id = cursor.primary_key().ok().and_then(|k| k.as_string());
+    let mut w = walk.borrow_mut();
+    if let (Some(created_at), Some(id)) = (created_at, id) {
+        w.items.push((created_at as u64, id));
+    }
+    if let Err(e) = cursor.continue_() {
+        w.end(Err(StoreError::from_js(&e)));
+    }
 }
 
 /// Up to `limit` rows in `range` of `index` that match `filter`, newest first: a cursor

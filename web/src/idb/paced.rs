@@ -1,0 +1,118 @@
+//! One write transaction placed without holding the page's thread. A transaction cannot
+//! wait for a timer (it commits once no request is pending), and a Rust continuation
+//! after an awaited request runs too late to place more on it; so past a slice, the
+//! rest is placed from the success callback of the last request. That answer is a task
+//! of its own (the page gets a turn before it), and the transaction is active inside
+//! it. Driven with web-sys, like the key cursors.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use wasm_bindgen::prelude::*;
+use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
+
+use super::error::StoreError;
+use crate::clock::Stretch;
+
+/// One request of a write transaction.
+pub enum Write {
+    /// Put this row.
+    Put(JsValue),
+    /// Delete the row with this key.
+    Delete(JsValue),
+}
+
+/// Places `writes` on one read-write transaction on `store`, a slice at a time, and
+/// resolves once it committed — or with its error (a quota refusal, a failed
+/// request) if it aborted.
+pub async fn write_all(
+    db: &IdbDatabase,
+    store: &str,
+    writes: Vec<Write>,
+) -> Result<(), StoreError> {
+    let tx = db
+        .transaction_with_str_and_mode(store, IdbTransactionMode::Readwrite)
+        .map_err(|e| StoreError::from_js(&e))?;
+    let objects = tx
+        .object_store(store)
+        .map_err(|e| StoreError::from_js(&e))?;
+    let (done, finished) = oneshot::channel();
+    let state = Rc::new(RefCell::new(State {
+        writes: writes.into_iter(),
+        done: Some(done),
+        callbacks: Vec::new(),
+    }));
+    let on_complete = {
+        let state = Rc::clone(&state);
+        Closure::<dyn FnMut()>::new(move || state.borrow_mut().finish(Ok(())))
+    };
+    let on_abort = {
+        let (state, tx) = (Rc::clone(&state), tx.clone());
+        Closure::<dyn FnMut()>::new(move || {
+            let error = tx.error().map_or_else(
+                || StoreError::Other("the write transaction was aborted".into()),
+                |cause| StoreError::from_js(&cause.into()),
+            );
+            state.borrow_mut().finish(Err(error));
+        })
+    };
+    tx.set_oncomplete(Some(on_complete.as_ref().unchecked_ref()));
+    tx.set_onabort(Some(on_abort.as_ref().unchecked_ref()));
+    place(&state, &tx, &objects);
+    let result = finished
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Other("transaction dropped".into())));
+    tx.set_oncomplete(None);
+    tx.set_onabort(None);
+    // The callbacks hold the state: break the cycle (none of them is running now).
+    state.borrow_mut().callbacks.clear();
+    result
+}
+
+struct State {
+    writes: std::vec::IntoIter<Write>,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    /// The success callbacks set so far (each runs once; kept until the end).
+    callbacks: Vec<Closure<dyn FnMut()>>,
+}
+
+impl State {
+    fn finish(&mut self, result: Result<(), StoreError>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(result);
+        }
+    }
+}
+
+/// Places writes for one slice; if some remain, the last one's answer places the next.
+fn place(state: &Rc<RefCell<State>>, tx: &IdbTransaction, objects: &IdbObjectStore) {
+    let mut stretch = Stretch::start();
+    loop {
+        let next = state.borrow_mut().writes.next();
+        let Some(write) = next else {
+            // Everything placed: the transaction commits once they are answered.
+            return;
+        };
+        let placed: Result<IdbRequest, JsValue> = match write {
+            Write::Put(row) => objects.put(&row),
+            Write::Delete(key) => objects.delete(&key),
+        };
+        let request = match placed {
+            Ok(request) => request,
+            Err(e) => {
+                // Nothing of the batch is written: the abort callback reports it.
+                let _ = tx.abort();
+                return state.borrow_mut().finish(Err(StoreError::from_js(&e)));
+            }
+        };
+        if state.borrow().writes.len() == 0 || !stretch.used() {
+            continue;
+        }
+        let (next, tx, objects) = (Rc::clone(state), tx.clone(), objects.clone());
+        let on_success = Closure::<dyn FnMut()>::new(move || place(&next, &tx, &objects));
+        request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
+        state.borrow_mut().callbacks.push(on_success);
+        return;
+    }
+}
