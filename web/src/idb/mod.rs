@@ -39,7 +39,8 @@ use crate::clock::pace;
 use cursor::{key_walk, newest};
 use error::commit;
 use grasp_sync_store::records;
-use paced::{write_all, Write};
+use paced::Request;
+use web_sys::IdbTransactionMode;
 
 /// A record's bytes (JSON) as the string IndexedDB keeps.
 fn text(bytes: &[u8]) -> String {
@@ -273,40 +274,35 @@ impl IdbStore {
         }
         // What is held already, and what the removals name, read first: a write
         // transaction is never held across an await (it commits as soon as no request is
-        // pending on it).
-        let tx = self.tx(&[schema::EVENTS], TransactionMode::Readonly)?;
-        let store = tx.object_store(schema::EVENTS)?;
-        let held_keys = events
+        // pending on it). A request per event, placed a slice at a time.
+        let db = self.inner.conn.db.as_sys();
+        let reads = events
             .iter()
-            .map(|e| store.get_key::<String, _>(e.id.to_hex()).primitive())
-            .collect::<Result<Vec<_>, _>>()?;
-        let removal_rows = remove
-            .iter()
-            .map(|r| store.get::<JsValue, _, _>(r.id.to_hex()).primitive())
-            .collect::<Result<Vec<_>, _>>()?;
-        let (held_keys, removal_rows) =
-            futures::future::join(join_all(held_keys), join_all(removal_rows)).await;
-        drop(tx);
+            .map(|e| Request::GetKey(e.id.to_hex().into()))
+            .chain(remove.iter().map(|r| Request::Get(r.id.to_hex().into())))
+            .collect();
+        let answers = paced::run(db, schema::EVENTS, IdbTransactionMode::Readonly, reads).await?;
+        let (held_keys, removal_rows) = answers.split_at(events.len());
+        let held = |v: &JsValue| !(v.is_undefined() || v.is_null());
         let mut existed = Vec::new();
         let mut new = Vec::new();
         for (event, key) in events.iter().zip(held_keys) {
-            if key?.is_none() {
-                new.push(event);
-            } else {
+            if held(key) {
                 existed.push(event.id);
+            } else {
+                new.push(event);
             }
         }
         let mut removed = Vec::new();
         let mut deletes = Vec::new();
         for (removal, row) in remove.iter().zip(removal_rows) {
-            let row = row?;
             if deletes.contains(&removal.id) {
                 continue;
             }
-            if let Some(row) = row {
-                if rows::author_of(&row) == Some(removal.author.to_hex()) {
+            if held(row) {
+                if rows::author_of(row) == Some(removal.author.to_hex()) {
                     deletes.push(removal.id);
-                    removed.push(rows::event_of(&row)?);
+                    removed.push(rows::event_of(row)?);
                 }
                 continue;
             }
@@ -329,10 +325,10 @@ impl IdbStore {
         // A batch of puts placed in one go held the page's thread for 100 ms and more.
         let writes = built
             .into_iter()
-            .map(Write::Put)
-            .chain(deletes.iter().map(|id| Write::Delete(id.to_hex().into())))
+            .map(Request::Put)
+            .chain(deletes.iter().map(|id| Request::Delete(id.to_hex().into())))
             .collect();
-        write_all(self.inner.conn.db.as_sys(), schema::EVENTS, writes).await?;
+        paced::run(db, schema::EVENTS, IdbTransactionMode::Readwrite, writes).await?;
         let on_saved = self.inner.on_saved.borrow().clone();
         if let Some(on_saved) = on_saved {
             let added: Vec<Event> = new

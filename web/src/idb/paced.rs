@@ -1,9 +1,9 @@
-//! One write transaction placed without holding the page's thread. A transaction cannot
-//! wait for a timer (it commits once no request is pending), and a Rust continuation
-//! after an awaited request runs too late to place more on it; so past a slice, the
-//! rest is placed from the success callback of the last request. That answer is a task
-//! of its own (the page gets a turn before it), and the transaction is active inside
-//! it. Driven with web-sys, like the key cursors.
+//! One transaction's requests placed without holding the page's thread. A transaction
+//! cannot wait for a timer (it commits once no request is pending), and a Rust
+//! continuation after an awaited request runs too late to place more on it; so past a
+//! slice, the rest is placed from the success callback of the last request. That answer
+//! is a task of its own (the page gets a turn before it), and the transaction is active
+//! inside it. Driven with web-sys, like the key cursors.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -15,43 +15,57 @@ use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransa
 use super::error::StoreError;
 use crate::clock::Stretch;
 
-/// One request of a write transaction.
-pub enum Write {
+/// One request on an object store.
+pub enum Request {
     /// Put this row.
     Put(JsValue),
     /// Delete the row with this key.
     Delete(JsValue),
+    /// Read the key of the row with this key: whether it is held.
+    GetKey(JsValue),
+    /// Read the row with this key.
+    Get(JsValue),
 }
 
-/// Places `writes` on one read-write transaction on `store`, a slice at a time, and
-/// resolves once it committed — or with its error (a quota refusal, a failed
-/// request) if it aborted.
-pub async fn write_all(
+/// Places `requests` on one transaction on `store`, a slice at a time, and resolves once
+/// it completed with their answers (`undefined` where nothing is held) — or with its
+/// error (a quota refusal, a failed request) if it aborted.
+pub async fn run(
     db: &IdbDatabase,
     store: &str,
-    writes: Vec<Write>,
-) -> Result<(), StoreError> {
+    mode: IdbTransactionMode,
+    requests: Vec<Request>,
+) -> Result<Vec<JsValue>, StoreError> {
     let tx = db
-        .transaction_with_str_and_mode(store, IdbTransactionMode::Readwrite)
+        .transaction_with_str_and_mode(store, mode)
         .map_err(|e| StoreError::from_js(&e))?;
     let objects = tx
         .object_store(store)
         .map_err(|e| StoreError::from_js(&e))?;
     let (done, finished) = oneshot::channel();
     let state = Rc::new(RefCell::new(State {
-        writes: writes.into_iter(),
+        requests: requests.into_iter(),
+        placed: Vec::new(),
         done: Some(done),
         callbacks: Vec::new(),
     }));
     let on_complete = {
         let state = Rc::clone(&state);
-        Closure::<dyn FnMut()>::new(move || state.borrow_mut().finish(Ok(())))
+        Closure::<dyn FnMut()>::new(move || {
+            let mut s = state.borrow_mut();
+            let answers = s
+                .placed
+                .iter()
+                .map(|r| r.result().unwrap_or(JsValue::UNDEFINED))
+                .collect();
+            s.finish(Ok(answers));
+        })
     };
     let on_abort = {
         let (state, tx) = (Rc::clone(&state), tx.clone());
         Closure::<dyn FnMut()>::new(move || {
             let error = tx.error().map_or_else(
-                || StoreError::Other("the write transaction was aborted".into()),
+                || StoreError::Other("the transaction was aborted".into()),
                 |cause| StoreError::from_js(&cause.into()),
             );
             state.borrow_mut().finish(Err(error));
@@ -71,42 +85,46 @@ pub async fn write_all(
 }
 
 struct State {
-    writes: std::vec::IntoIter<Write>,
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    requests: std::vec::IntoIter<Request>,
+    placed: Vec<IdbRequest>,
+    done: Option<oneshot::Sender<Result<Vec<JsValue>, StoreError>>>,
     /// The success callbacks set so far (each runs once; kept until the end).
     callbacks: Vec<Closure<dyn FnMut()>>,
 }
 
 impl State {
-    fn finish(&mut self, result: Result<(), StoreError>) {
+    fn finish(&mut self, result: Result<Vec<JsValue>, StoreError>) {
         if let Some(done) = self.done.take() {
             let _ = done.send(result);
         }
     }
 }
 
-/// Places writes for one slice; if some remain, the last one's answer places the next.
+/// Places requests for one slice; if some remain, the last one's answer places the next.
 fn place(state: &Rc<RefCell<State>>, tx: &IdbTransaction, objects: &IdbObjectStore) {
     let mut stretch = Stretch::start();
     loop {
-        let next = state.borrow_mut().writes.next();
-        let Some(write) = next else {
-            // Everything placed: the transaction commits once they are answered.
+        let next = state.borrow_mut().requests.next();
+        let Some(request) = next else {
+            // Everything placed: the transaction completes once they are answered.
             return;
         };
-        let placed: Result<IdbRequest, JsValue> = match write {
-            Write::Put(row) => objects.put(&row),
-            Write::Delete(key) => objects.delete(&key),
+        let placed = match request {
+            Request::Put(row) => objects.put(&row),
+            Request::Delete(key) => objects.delete(&key),
+            Request::GetKey(key) => objects.get_key(&key),
+            Request::Get(key) => objects.get(&key),
         };
         let request = match placed {
             Ok(request) => request,
             Err(e) => {
-                // Nothing of the batch is written: the abort callback reports it.
+                // Nothing of the transaction is written.
                 let _ = tx.abort();
                 return state.borrow_mut().finish(Err(StoreError::from_js(&e)));
             }
         };
-        if state.borrow().writes.len() == 0 || !stretch.used() {
+        state.borrow_mut().placed.push(request.clone());
+        if state.borrow().requests.len() == 0 || !stretch.used() {
             continue;
         }
         let (next, tx, objects) = (Rc::clone(state), tx.clone(), objects.clone());
