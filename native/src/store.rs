@@ -102,7 +102,7 @@ use grasp_sync_store::keys::{parse_posting_key, posting_range};
 use grasp_sync_store::notes::{decode_expiration, encode_expiration, names_a_repo};
 use grasp_sync_store::plan::{self, Access, Plan};
 use grasp_sync_store::records::{
-    checkpoint_key, decode_checkpoint, decode_seen, encode_checkpoint, encode_seen,
+    checkpoint_key, decode_seen, encode_checkpoint, encode_seen, CheckpointDecoder,
 };
 use grasp_sync_store::Notes;
 use heed::types::Bytes;
@@ -1029,6 +1029,7 @@ fn open_state(dir: PathBuf) -> Result<StateDbs, StoreError> {
 fn load_state(inner: &Inner, now: Timestamp) -> Result<SavedState, StoreError> {
     let mut txn = inner.state.env.write_txn().map_err(StoreError::state)?;
     let mut state = SavedState::default();
+    let mut decoder = CheckpointDecoder::default();
     for row in inner
         .state
         .checkpoints
@@ -1036,7 +1037,7 @@ fn load_state(inner: &Inner, now: Timestamp) -> Result<SavedState, StoreError> {
         .map_err(StoreError::state)?
     {
         let (_, value) = row.map_err(StoreError::state)?;
-        match decode_checkpoint(value) {
+        match decoder.decode(value) {
             Ok(c) => state.checkpoints.push(c),
             Err(e) => tracing::warn!("skipping a stored checkpoint: {e}"),
         }

@@ -13,6 +13,7 @@
 //! Records of another `v`, or that do not decode, are an `Err` for the caller to skip
 //! (with a warning) and leave in place.
 
+use std::collections::HashMap;
 use std::str::FromStr as _;
 
 use bitcoin_hashes::sha256;
@@ -48,13 +49,35 @@ pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
 
 /// The checkpoint a record holds.
 pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
-    let record: CheckpointRecord = decode(bytes)?;
-    Ok(Checkpoint {
-        relay: RelayUrl::parse(&record.relay)
-            .map_err(|e| format!("relay {:?}: {e}", record.relay))?,
-        scope: parse_scope(&record.scope)?,
-        at: Timestamp::from(record.at),
-    })
+    CheckpointDecoder::default().decode(bytes)
+}
+
+/// Decodes many checkpoint records, parsing each relay's URL once (thousands of
+/// records name a few relays, and parsing a URL dominated reading them at start-up).
+#[derive(Debug, Default)]
+pub struct CheckpointDecoder {
+    relays: HashMap<String, RelayUrl>,
+}
+
+impl CheckpointDecoder {
+    /// The checkpoint a record holds.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Checkpoint, String> {
+        let record: CheckpointRecord = decode(bytes)?;
+        let relay = match self.relays.get(&record.relay) {
+            Some(relay) => relay.clone(),
+            None => {
+                let relay = RelayUrl::parse(&record.relay)
+                    .map_err(|e| format!("relay {:?}: {e}", record.relay))?;
+                self.relays.insert(record.relay, relay.clone());
+                relay
+            }
+        };
+        Ok(Checkpoint {
+            relay,
+            scope: parse_scope(&record.scope)?,
+            at: Timestamp::from(record.at),
+        })
+    }
 }
 
 /// The record of a remembered id (its key is `entry.id`).
@@ -195,6 +218,26 @@ fn decode<'a, T: Deserialize<'a> + Versioned>(bytes: &'a [u8]) -> Result<T, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_decoder_keeps_each_records_own_relay() {
+        let relays = ["wss://a.example.com", "wss://b.example.com/path"];
+        let checkpoints: Vec<Checkpoint> = (0..6)
+            .map(|n| Checkpoint {
+                relay: RelayUrl::parse(relays[n % 2]).expect("relay url"),
+                scope: Scope::Discovery,
+                at: Timestamp::from(n as u64),
+            })
+            .collect();
+        let mut decoder = CheckpointDecoder::default();
+        for checkpoint in &checkpoints {
+            let bytes = encode_checkpoint(checkpoint);
+            assert_eq!(decoder.decode(&bytes).as_ref(), Ok(checkpoint));
+        }
+        assert!(decoder
+            .decode(br#"{"v":1,"relay":"nope","scope":"discovery","at":5}"#)
+            .is_err());
+    }
 
     #[test]
     fn the_layout_is_the_documented_one() {

@@ -388,11 +388,9 @@ impl IdbStore {
         drop((checkpoints, seen));
         drop(tx);
         let mut state = SavedState::default();
+        let mut decoder = records::CheckpointDecoder::default();
         for value in cps {
-            match value?
-                .as_string()
-                .map(|t| records::decode_checkpoint(t.as_bytes()))
-            {
+            match value?.as_string().map(|t| decoder.decode(t.as_bytes())) {
                 Some(Ok(c)) => state.checkpoints.push(c),
                 other => tracing::warn!(?other, "an unreadable checkpoint, ignored"),
             }
