@@ -218,7 +218,7 @@ impl SyncEngine {
             self.send(
                 id,
                 &ClientFrame::Req {
-                    subscription: sub,
+                    subscription: sub.into(),
                     filters: vec![filter],
                 },
             );

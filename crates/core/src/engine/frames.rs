@@ -5,6 +5,7 @@ use nostr::prelude::{Event, MatchEventOptions};
 
 use super::job::JobState;
 use super::relay::{self, Sub};
+use super::sub_id::SubId;
 use super::{Output, Phase, SyncEngine};
 use crate::accept::Reject;
 use crate::items::RelayId;
@@ -41,8 +42,8 @@ impl SyncEngine {
         self.next_id
     }
 
-    pub(super) fn new_sub(&mut self) -> String {
-        format!("gs{:x}", self.new_id())
+    pub(super) fn new_sub(&mut self) -> SubId {
+        SubId::new(self.new_id())
     }
 
     pub(super) fn close_sub(&mut self, id: RelayId, sub: &str) {
@@ -181,9 +182,9 @@ impl SyncEngine {
                 // The relay answered: replaced subscriptions sent all they will.
                 let now = self.now;
                 if let Some(relay) = self.relays.get_mut(&id) {
-                    relay
-                        .closing_live
-                        .retain(|_, c| c.successor != sub && c.until > now);
+                    relay.closing_live.retain(|_, c| {
+                        c.successor.as_ref().is_none_or(|s| s != sub) && c.until > now
+                    });
                 }
             }
             Sub::Fetch(_) => self.end_fetch(id, sub, true),
@@ -207,7 +208,7 @@ impl SyncEngine {
         }
         match kind {
             Sub::Live(_) => {
-                if relay.live_tail.as_deref() == Some(sub) {
+                if relay.live_tail.as_ref().is_some_and(|t| t == sub) {
                     relay.live_tail = None;
                 }
                 relay.live_dirty = true;

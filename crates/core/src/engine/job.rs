@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use nostr::prelude::{EventId, Filter, Timestamp};
 
+use super::sub_id::SubId;
 use super::time::Time;
 use crate::items::WorkKey;
 use crate::neg::NegInitiator;
@@ -123,7 +124,7 @@ pub(crate) enum JobState {
 
 impl JobState {
     /// The subscription id the job has open at the relay, if any.
-    pub fn subscription(&self) -> Option<&str> {
+    pub fn subscription(&self) -> Option<&SubId> {
         match self {
             Self::Paging(p) if !p.parked => Some(&p.sub),
             Self::Paging(_) => None,
@@ -135,7 +136,7 @@ impl JobState {
 
 /// A NIP-77 session in progress.
 pub(crate) struct NegRun {
-    pub sub: String,
+    pub sub: SubId,
     pub initiator: NegInitiator,
     pub deadline: Time,
     /// Whether the relay answered at all (before that, a NOTICE or silence means
@@ -161,7 +162,7 @@ pub(crate) enum PageOutcome {
 /// the walk or moves `until` strictly back. A second holding a full page is skipped
 /// (`StuckSecond`) for a one-second walk of its own, which has a single page.
 pub(crate) struct Pager {
-    pub sub: String,
+    pub sub: SubId,
     pub deadline: Time,
     /// Between pages, waiting for the ingest queue to have room for the next one (no
     /// subscription open, no deadline).
@@ -185,7 +186,7 @@ pub(crate) struct Pager {
 }
 
 impl Pager {
-    pub fn new(sub: String, deadline: Time, limit: usize) -> Self {
+    pub fn new(sub: SubId, deadline: Time, limit: usize) -> Self {
         Self {
             sub,
             deadline,
@@ -210,7 +211,7 @@ impl Pager {
 
     /// A walk of one second (the filter has `since = until`) at a relay whose pages
     /// hold `cap` results: a page that full overflowed.
-    pub fn one_second(sub: String, deadline: Time, limit: usize, cap: usize) -> Self {
+    pub fn one_second(sub: SubId, deadline: Time, limit: usize, cap: usize) -> Self {
         Self {
             one_second: Some(cap.max(1)),
             ..Self::new(sub, deadline, limit)
@@ -321,7 +322,7 @@ mod tests {
     }
 
     fn walk(events: &[(u32, u64)], limit: usize) -> (HashSet<u32>, Vec<Timestamp>, usize) {
-        let mut pager = Pager::new("s".into(), Time::default(), limit);
+        let mut pager = Pager::new(SubId::new(1), Time::default(), limit);
         let mut got = HashSet::new();
         let mut stuck = Vec::new();
         for pages in 1..10_000 {
@@ -373,7 +374,7 @@ mod tests {
         // one second: the stuck second is still recognised
         let mut events: Vec<(u32, u64)> = (0..250).map(|n| (n, 900)).collect();
         events.extend((250..600).map(|n| (n, 1_000 + u64::from(n))));
-        let mut pager = Pager::new("s".into(), Time::default(), 500);
+        let mut pager = Pager::new(SubId::new(1), Time::default(), 500);
         let mut stuck = Vec::new();
         for _ in 0..100 {
             for (n, t) in page(&events, pager.until, 100) {
@@ -392,7 +393,7 @@ mod tests {
     fn a_one_second_walk_is_one_page_that_holds_everything_or_overflows() {
         let events: Vec<(u32, u64)> = (0..30).map(|n| (n, 500)).collect();
         for (cap, overflows) in [(20, true), (30, true), (31, false)] {
-            let mut pager = Pager::one_second("s".into(), Time::default(), 500, cap);
+            let mut pager = Pager::one_second(SubId::new(1), Time::default(), 500, cap);
             for (n, t) in page(&events, None, cap.min(30)) {
                 pager.on_event(id(n), Timestamp::from(t), Time::default());
             }
@@ -404,7 +405,7 @@ mod tests {
             assert_eq!(pager.on_eose(), want, "cap {cap}");
         }
         // an empty second is done
-        let mut pager = Pager::one_second("s".into(), Time::default(), 500, 20);
+        let mut pager = Pager::one_second(SubId::new(1), Time::default(), 500, 20);
         assert_eq!(pager.on_eose(), PageOutcome::Done);
     }
 
@@ -450,7 +451,7 @@ mod tests {
     fn a_relay_that_lowers_the_limit_silently_is_still_paged_fully() {
         let events: Vec<(u32, u64)> = (0..300).map(|n| (n, 10_000 - u64::from(n))).collect();
         // we ask for 500, the relay returns 100 a page
-        let mut pager = Pager::new("s".into(), Time::default(), 500);
+        let mut pager = Pager::new(SubId::new(1), Time::default(), 500);
         let mut got = HashSet::new();
         loop {
             for (n, t) in page(&events, pager.until, 100) {

@@ -415,9 +415,9 @@ impl SyncEngine {
             return;
         };
         let silent_neg = matches!(&job.state, JobState::Neg(n) if !n.answered);
-        let sub = job.state.subscription().map(str::to_owned);
+        let sub = job.state.subscription().cloned();
         if let Some(sub) = sub {
-            self.close_sub(id, &sub);
+            self.close_sub(id, sub.as_str());
         }
         if silent_neg {
             if let Some(relay) = self.relays.get_mut(&id) {
@@ -439,7 +439,7 @@ impl SyncEngine {
         let Some(job) = relay.jobs.get_mut(&job_id) else {
             return;
         };
-        let open_sub = job.state.subscription().map(str::to_owned);
+        let open_sub = job.state.subscription().cloned();
         if job.probe && relay.nip77 == relay::Nip77::Probing {
             relay.nip77 = relay::Nip77::Unknown;
         }
@@ -461,7 +461,7 @@ impl SyncEngine {
                 .get(&id)
                 .is_some_and(|r| r.subs.contains_key(&sub))
             {
-                self.close_sub(id, &sub);
+                self.close_sub(id, sub.as_str());
             }
         }
     }

@@ -5,6 +5,7 @@
 use nostr::prelude::Filter;
 
 use super::relay::{self, Sub};
+use super::sub_id::SubId;
 use super::SyncEngine;
 use crate::filters::{
     announcement_chunks, discovery_filter, pack_reqs, repo_tag_chunks, root_tag_chunks, Form,
@@ -73,7 +74,7 @@ impl SyncEngine {
                 let mut reqs = pack_reqs(self.live_filters(&items, discovery, &limits), &limits);
                 if let (1, Some(filters)) = (reqs.len(), reqs.pop()) {
                     let sub = self.send_live(id, filters, Some(items), discovery);
-                    self.retire_live(id, &old, &sub);
+                    self.retire_live(id, &old, Some(&sub));
                     self.live_sent(id, Some(sub));
                     return;
                 }
@@ -97,7 +98,7 @@ impl SyncEngine {
             reqs = vec![vec![Filter::new().kinds(kinds::ALL).limit(0)]];
         }
         for sub in &live_subs {
-            self.retire_live(id, sub, "");
+            self.retire_live(id, sub, None);
         }
         let single = reqs.len() == 1 && !catch_all;
         let mut last = None;
@@ -111,8 +112,8 @@ impl SyncEngine {
             let until = now + self.config.timing.eose_timeout;
             if let Some(relay) = self.relays.get_mut(&id) {
                 for (_, closing) in relay.closing_live.iter_mut() {
-                    if closing.successor.is_empty() {
-                        closing.successor = successor.clone();
+                    if closing.successor.is_none() {
+                        closing.successor = Some(successor.clone());
                         closing.until = until;
                     }
                 }
@@ -125,33 +126,33 @@ impl SyncEngine {
     }
 
     /// Closes a live subscription that `successor` replaces; events on it still count
-    /// until the successor's EOSE (see [`relay::Closing`]); an empty `successor` is set
+    /// until the successor's EOSE (see [`relay::Closing`]); a missing `successor` is set
     /// by the caller once the replacement is sent.
-    fn retire_live(&mut self, id: RelayId, old: &str, successor: &str) {
+    fn retire_live(&mut self, id: RelayId, old: &SubId, successor: Option<&SubId>) {
         let until = self.now + self.config.timing.eose_timeout;
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
         };
         if let Some(Sub::Live(live)) = relay.subs.remove(old) {
             relay.closing_live.insert(
-                old.to_owned(),
+                old.clone(),
                 relay::Closing {
                     filters: live.filters,
-                    successor: successor.to_owned(),
+                    successor: successor.cloned(),
                     until,
                 },
             );
             self.send(
                 id,
                 &ClientFrame::Close {
-                    subscription: old.to_owned(),
+                    subscription: old.to_string(),
                 },
             );
         }
     }
 
     /// Live subscriptions were sent: `tail` is the one to merge new items into.
-    fn live_sent(&mut self, id: RelayId, tail: Option<String>) {
+    fn live_sent(&mut self, id: RelayId, tail: Option<SubId>) {
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.live_new.clear();
             relay.live_sent_at = Some(self.now);
@@ -185,7 +186,7 @@ impl SyncEngine {
         filters: Vec<Filter>,
         items: Option<Vec<ItemId>>,
         discovery: bool,
-    ) -> String {
+    ) -> SubId {
         let sub = self.new_sub();
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.subs.insert(
@@ -200,7 +201,7 @@ impl SyncEngine {
         self.send(
             id,
             &ClientFrame::Req {
-                subscription: sub.clone(),
+                subscription: sub.to_string(),
                 filters,
             },
         );

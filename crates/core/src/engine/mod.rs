@@ -54,6 +54,7 @@ mod publish;
 mod reconcile;
 mod relay;
 mod relays;
+mod sub_id;
 #[cfg(test)]
 mod tests;
 mod time;

@@ -116,7 +116,7 @@ impl SyncEngine {
         self.send(
             id,
             &ClientFrame::Req {
-                subscription: new_sub,
+                subscription: new_sub.to_string(),
                 filters: vec![filter],
             },
         );

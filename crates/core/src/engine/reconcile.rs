@@ -87,7 +87,7 @@ impl SyncEngine {
                 self.send(
                     id,
                     &ClientFrame::NegOpen {
-                        subscription: sub,
+                        subscription: sub.to_string(),
                         filter: Box::new(filter),
                         message: first,
                     },
@@ -232,7 +232,7 @@ impl SyncEngine {
                 .jobs
                 .get(&job_id)
                 .and_then(|j| j.state.subscription())
-                .map(str::to_owned)
+                .cloned()
             {
                 relay.subs.remove(&sub);
             }

@@ -8,6 +8,7 @@ use nostr::prelude::{EventId, Filter};
 
 use super::config::Timing;
 use super::job::{Job, JobId, JobState, NegRun};
+use super::sub_id::SubId;
 use super::time::{Jitter, Time};
 use crate::items::{ItemId, WorkKey};
 use crate::limits::RelayLimits;
@@ -139,8 +140,8 @@ pub(crate) struct Live {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Closing {
     pub filters: Vec<Filter>,
-    /// The subscription whose EOSE ends the grace.
-    pub successor: String,
+    /// The subscription whose EOSE ends the grace (none until the replacement is sent).
+    pub successor: Option<SubId>,
     /// Dropped after this at the latest.
     pub until: Time,
 }
@@ -205,7 +206,7 @@ pub(crate) struct RelayState {
     /// When the next full reconciliation is due.
     pub full_reconcile_at: Option<Time>,
     /// Open subscriptions.
-    pub subs: HashMap<String, Sub>,
+    pub subs: HashMap<SubId, Sub>,
     /// Live subscriptions must be rebuilt from all targets (session start).
     pub live_dirty: bool,
     /// Items that became targets since live subscriptions were last sent.
@@ -214,9 +215,9 @@ pub(crate) struct RelayState {
     pub live_sent_at: Option<Time>,
     /// The live subscription new items are merged into (re-issued under a new id), so
     /// an event matching an old and a new item is not sent on two subscriptions.
-    pub live_tail: Option<String>,
+    pub live_tail: Option<SubId>,
     /// Live subscriptions replaced but still accepted (see [`Closing`]).
-    pub closing_live: HashMap<String, Closing>,
+    pub closing_live: HashMap<SubId, Closing>,
     /// New keys not yet planned into jobs: they are coalesced until the job queue
     /// drains, so a burst of discoveries becomes a few large filters.
     pub unscheduled: BTreeSet<WorkKey>,
@@ -396,7 +397,7 @@ impl RelayState {
     }
 
     /// Live subscription ids.
-    pub fn live_subs(&self) -> Vec<String> {
+    pub fn live_subs(&self) -> Vec<SubId> {
         self.subs
             .iter()
             .filter(|(_, s)| matches!(s, Sub::Live(_)))

@@ -4,6 +4,7 @@
 use super::job::{JobId, JobState};
 use super::jobs::Session;
 use super::relay::{self, Sub};
+use super::sub_id::SubId;
 use super::{Output, Phase, SyncEngine};
 use crate::items::RelayId;
 
@@ -111,7 +112,7 @@ impl SyncEngine {
             }
             self.try_complete(id, job_id);
         }
-        let fetches: Vec<String> = self
+        let fetches: Vec<SubId> = self
             .relays
             .get(&id)
             .map(|r| {
@@ -125,7 +126,7 @@ impl SyncEngine {
             })
             .unwrap_or_default();
         for sub in fetches {
-            self.end_fetch(id, &sub, false);
+            self.end_fetch(id, sub.as_str(), false);
         }
     }
 }
