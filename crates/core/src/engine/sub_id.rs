@@ -5,7 +5,7 @@ use std::borrow::Borrow;
 use std::fmt;
 
 /// A subscription id the engine made (`gs` and a hex counter).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct SubId(String);
 
 impl SubId {

@@ -64,7 +64,7 @@ impl SyncEngine {
             self.relays.mark_all();
             self.schedule_session(id, Session::Full);
         }
-        let timing = self.config.timing.clone();
+        let timing = &self.config.timing;
         let expired: Vec<JobId> = self
             .relays
             .get(&id)
@@ -72,10 +72,8 @@ impl SyncEngine {
                 r.jobs
                     .values()
                     .filter(|j| match &j.state {
-                        JobState::Paging(p) => {
-                            !p.parked && now >= r.overdue_at(p.deadline, &timing)
-                        }
-                        JobState::Neg(n) => now >= r.neg_overdue_at(j, n, &timing),
+                        JobState::Paging(p) => !p.parked && now >= r.overdue_at(p.deadline, timing),
+                        JobState::Neg(n) => now >= r.neg_overdue_at(j, n, timing),
                         _ => false,
                     })
                     .map(|j| j.id)
@@ -112,6 +110,7 @@ impl SyncEngine {
             }
             self.try_complete(id, job_id);
         }
+        let timing = &self.config.timing;
         let fetches: Vec<SubId> = self
             .relays
             .get(&id)
@@ -119,7 +118,7 @@ impl SyncEngine {
                 r.subs
                     .iter()
                     .filter(|(_, s)| {
-                        matches!(s, Sub::Fetch(f) if now >= r.overdue_at(f.deadline, &timing))
+                        matches!(s, Sub::Fetch(f) if now >= r.overdue_at(f.deadline, timing))
                     })
                     .map(|(sub, _)| sub.clone())
                     .collect()
