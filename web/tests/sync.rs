@@ -315,13 +315,16 @@ async fn closed_mid_sync_and_reopened_it_ends_with_exactly_the_acceptable_union(
     call(again.close()).await.expect("close");
 }
 
-/// Ids in `changes[field]` (an array of events).
+/// Ids of a change notification: `added` holds events, `removed` their ids.
 fn change_ids(changes: &wasm_bindgen::JsValue, field: &str) -> Vec<String> {
     js_sys::Reflect::get(changes, &field.into())
         .map(|a| js_sys::Array::from(&a).iter().collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|e| js_sys::Reflect::get(&e, &"id".into()).ok()?.as_string())
+        .filter_map(|e| match field {
+            "removed" => e.as_string(),
+            _ => js_sys::Reflect::get(&e, &"id".into()).ok()?.as_string(),
+        })
         .collect()
 }
 
