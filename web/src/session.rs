@@ -50,6 +50,9 @@ impl Session {
         // A page reload shortly after a sync catches up instead of reading every
         // filter's local set from IndexedDB.
         config.timing.restart_catch_up_window = config.timing.quick_reconnect_window;
+        // New roots found by a catch-up wait for this before their history is asked
+        // (a page has few repositories: a short tick costs little).
+        config.timing.live_update_interval = std::time::Duration::from_millis(200);
         let mut driver = Driver::new(
             SyncEngine::new(config),
             BrowserNetwork::default(),
