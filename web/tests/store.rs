@@ -1,7 +1,7 @@
 //! The IndexedDB store on its own, in headless Chromium: newest-first limits over
 //! several index ranges, removals only by the author, items, sync state and reopen; a
 //! batch and a filter spanning many slices of the page's thread; the
-//! upgrade from schema version 1, a blocked upgrade, and a connection closed for another
+//! upgrade from schema version 1 (its roots noted), a blocked upgrade, and a connection closed for another
 //! tab's upgrade.
 
 #![cfg(target_arch = "wasm32")]
@@ -290,7 +290,20 @@ async fn a_version_1_database_is_upgraded_in_place_and_a_blocked_upgrade_is_an_e
         ],
         "expired",
     );
-    let old = version_1(&db, &[&live, &expired]).await;
+    // A repository's root issue and a patch replying in a series (not a root).
+    let coord = format!("30617:{}:demo", keys(2).public_key().to_hex());
+    let root = issue(2, 2, 1_700_000_002, &coord);
+    let reply = sign(
+        &keys(2),
+        1617,
+        1_700_000_003,
+        vec![
+            vec!["a".into(), coord.clone()],
+            vec!["e".into(), root.id.to_hex(), String::new(), "reply".into()],
+        ],
+        "a patch in a series",
+    );
+    let old = version_1(&db, &[&live, &expired, &root, &reply]).await;
 
     // The version-1 connection does not let go: the upgrade is blocked, and said so.
     let blocked = IdbStore::open(&db).await.err().expect("blocked");
@@ -300,7 +313,18 @@ async fn a_version_1_database_is_upgraded_in_place_and_a_blocked_upgrade_is_an_e
     // rows are kept, and the expiration index leaves the expired one out of items.
     old.close();
     let store = IdbStore::open(&db).await.expect("open after the upgrade");
-    assert_eq!(store.count().await.expect("count"), 2);
+    assert_eq!(store.count().await.expect("count"), 4);
+    // The upgrade noted the stored roots: the repository's root is read from the root
+    // index, the reply is not.
+    let repo = grasp_sync_core::RepoRef::parse(&coord).expect("a coordinate");
+    let roots: Vec<_> = store
+        .root_events(&[repo])
+        .await
+        .expect("roots")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(roots, vec![root.id]);
     let a = SingleLetterTag::from_char('a').expect("a letter");
     let filter = Filter::new().custom_tags(a, ["r"]);
     assert_eq!(
@@ -319,7 +343,7 @@ async fn a_version_1_database_is_upgraded_in_place_and_a_blocked_upgrade_is_an_e
     // Another tab upgrading further: this connection closes for it (the upgrade is not
     // blocked), and later calls fail as "closed".
     let newer = Database::open(db.as_str())
-        .with_version(3u32)
+        .with_version(schema::VERSION + 1)
         .await
         .expect("a newer version opens");
     let closed = store.count().await.expect_err("closed");

@@ -24,6 +24,7 @@ use std::rc::Rc;
 use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt;
 use grasp_sync_core::accept::Removal;
+use grasp_sync_core::RepoRef;
 use grasp_sync_driver::{Saved, SavedState, Store, StoreError as PortError};
 use indexed_db_futures::internals::SystemRepr;
 use indexed_db_futures::prelude::*;
@@ -203,6 +204,52 @@ impl IdbStore {
         }
         items.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         Ok(items)
+    }
+
+    /// The stored, unexpired root events that name one of `coords` (pull requests,
+    /// issues, patches starting a series), read from the `root` index: only roots are
+    /// read, not every event that tags the repositories.
+    pub async fn root_events(&self, coords: &[RepoRef]) -> Result<Vec<Event>, StoreError> {
+        if coords.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.tx(&[schema::EVENTS], TransactionMode::Readonly)?;
+        let events = tx.object_store(schema::EVENTS)?;
+        let index = events.index(schema::BY_ROOT)?;
+        let requests = coords
+            .iter()
+            .map(|c| {
+                index
+                    .get_all::<JsValue>()
+                    .with_query::<JsValue, _>(KeyRange::Only(JsValue::from_str(&c.to_string())))
+                    .primitive()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = Vec::new();
+        for result in join_all(requests).await {
+            for row in result? {
+                rows.push(row?);
+            }
+        }
+        drop(index);
+        drop(events);
+        drop(tx);
+        let now = Timestamp::now().as_secs();
+        let mut seen = HashSet::new();
+        let mut roots = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if i % SLICE_ROWS == SLICE_ROWS - 1 {
+                pace().await;
+            }
+            if rows::expired(row, now) {
+                continue;
+            }
+            let event = rows::event_of(row)?;
+            if seen.insert(event.id) {
+                roots.push(event);
+            }
+        }
+        Ok(roots)
     }
 
     /// The rows the plan for `filter` reads (a superset of the matches; with a limit,
@@ -501,6 +548,14 @@ impl Store for IdbStore {
     ) -> LocalBoxFuture<'static, Result<Vec<(Timestamp, EventId)>, PortError>> {
         let store = self.clone();
         async move { store.items(&filter).await.map_err(PortError::from) }.boxed_local()
+    }
+
+    fn root_events(
+        &self,
+        coords: Vec<RepoRef>,
+    ) -> LocalBoxFuture<'static, Result<Vec<Event>, PortError>> {
+        let store = self.clone();
+        async move { store.root_events(&coords).await.map_err(PortError::from) }.boxed_local()
     }
 
     fn save(

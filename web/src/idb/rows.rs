@@ -1,5 +1,6 @@
 //! An event as an IndexedDB row: its JSON plus the fields the indexes read.
 
+use grasp_sync_core::nip34;
 use nostr::prelude::Event;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
@@ -23,6 +24,9 @@ struct Row<'a> {
     /// NIP-40 expiration, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     exp: Option<u64>,
+    /// A root's repositories (`30617:<pubkey>:<d>`), for the `root` index (version 3).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rc: Vec<String>,
 }
 
 /// The index key of tag `letter` with `value`.
@@ -58,8 +62,34 @@ pub fn row(event: &Event) -> Result<JsValue, StoreError> {
         json: &json,
         tk,
         exp: event.tags.expiration().map(|t| t.as_secs()),
+        rc: root_coords(event),
     };
     serde_wasm_bindgen::to_value(&row).map_err(|e| StoreError::Other(format!("encoding: {e}")))
+}
+
+/// The repositories a root event names (`nip34::is_root`; its `a`, `A` and `q` tags as
+/// the core reads them); nothing for any other event.
+pub fn root_coords(event: &Event) -> Vec<String> {
+    if !nip34::is_root(event) {
+        return Vec::new();
+    }
+    nip34::repo_refs(event)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Adds the `rc` field to a row written before version 3 (a root's repositories), in
+/// place; whether the row changed.
+pub fn note_root(row: &JsValue) -> Result<bool, StoreError> {
+    let coords = root_coords(&event_of(row)?);
+    if coords.is_empty() {
+        return Ok(false);
+    }
+    let list: js_sys::Array = coords.iter().map(|c| JsValue::from_str(c)).collect();
+    js_sys::Reflect::set(row, &"rc".into(), &list)
+        .map_err(|_| StoreError::Other("a row that cannot be written".into()))?;
+    Ok(true)
 }
 
 fn field(row: &JsValue, name: &str) -> Option<JsValue> {

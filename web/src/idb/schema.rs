@@ -11,6 +11,11 @@
 //! Version 2 adds the index `exp` on `events` (only rows with a NIP-40 expiration are
 //! in it), so negentropy items are listed from index keys alone and the expired ids
 //! left out without reading a row.
+//!
+//! Version 3 adds the multi-entry index `root` over `rc`, the repositories a root event
+//! (pull request, issue, patch starting a series) names: a restart reads the tracked
+//! repositories' roots, not every event that tags them. The upgrade notes the rows
+//! already stored.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,11 +25,13 @@ use indexed_db_futures::database::Database;
 use indexed_db_futures::internals::SystemRepr;
 use indexed_db_futures::prelude::*;
 use indexed_db_futures::KeyPath;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 use super::error::StoreError;
 
 /// The schema version this module writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Object stores.
 pub const EVENTS: &str = "events";
 /// See [`EVENTS`].
@@ -43,6 +50,8 @@ pub const BY_AUTHOR: &str = "author";
 pub const BY_TAG: &str = "tag";
 /// See [`BY_TIME`] (version 2).
 pub const BY_EXPIRATION: &str = "exp";
+/// See [`BY_TIME`] (version 3).
+pub const BY_ROOT: &str = "root";
 
 /// An open database. It closes when another tab asks to upgrade it (later calls fail
 /// with "closed"); that watch ends when this is dropped.
@@ -144,9 +153,57 @@ fn upgrade(
     if old < 2 {
         // web-sys: an existing store is reached through the version-change transaction
         // (see `open`).
-        let tx = tx.ok_or_else(|| js_sys::Error::new("no version-change transaction"))?;
+        let tx = tx
+            .as_ref()
+            .ok_or_else(|| js_sys::Error::new("no version-change transaction"))?;
         tx.object_store(EVENTS)?
             .create_index_with_str(BY_EXPIRATION, "exp")?;
     }
+    if old < 3 {
+        let tx = tx
+            .as_ref()
+            .ok_or_else(|| js_sys::Error::new("no version-change transaction"))?;
+        let events = tx.object_store(EVENTS)?;
+        let multi = web_sys::IdbIndexParameters::new();
+        multi.set_multi_entry(true);
+        events.create_index_with_str_and_optional_parameters(BY_ROOT, "rc", &multi)?;
+        if old >= 1 {
+            note_stored_roots(&events)?;
+        }
+    }
+    Ok(())
+}
+
+/// Walks every stored row in the version-change transaction and writes the `rc` field
+/// of the roots among them (each row is a callback of its own, so the page keeps its
+/// turns; the database opens once the walk is done). A row that cannot be read is left
+/// as it is.
+fn note_stored_roots(events: &web_sys::IdbObjectStore) -> Result<(), JsValue> {
+    let request = events.open_cursor()?;
+    let walking = request.clone();
+    // Called once per row and once at the end; it lives as long as the page (one small
+    // closure per upgrade).
+    let on_row = Closure::<dyn FnMut()>::new(move || {
+        let Ok(result) = walking.result() else {
+            return;
+        };
+        let Ok(cursor) = result.dyn_into::<web_sys::IdbCursorWithValue>() else {
+            return; // the end of the store
+        };
+        if let Ok(row) = cursor.value() {
+            match super::rows::note_root(&row) {
+                Ok(true) => {
+                    if let Err(e) = cursor.update(&row) {
+                        tracing::warn!(error = ?e, "a root row could not be noted");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "an unreadable row left as it is"),
+            }
+        }
+        let _ = cursor.continue_();
+    });
+    request.set_onsuccess(Some(on_row.as_ref().unchecked_ref()));
+    on_row.forget();
     Ok(())
 }
