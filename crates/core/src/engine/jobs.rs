@@ -281,21 +281,24 @@ impl SyncEngine {
             // A job that waits for another relay's keys is woken when they are free.
             let mut req_only = None;
             let mut blocked = Vec::new();
+            // A blocked job waits on the first key found held (freeing it wakes this
+            // relay to look again), not on all of its keys: one entry per job per look.
             let found = relay
                 .jobs
                 .values()
                 .filter(ready)
                 .find(|j| {
-                    let free = j.is_window()
-                        || (!self.leased_elsewhere(id, &j.keys)
-                            && !self.defers_to(
-                                req_only.get_or_insert_with(|| self.req_only_peers(id)),
-                                &j.keys,
-                            ));
-                    if !free {
-                        blocked.extend(j.keys.iter().copied());
+                    if j.is_window() {
+                        return true;
                     }
-                    free
+                    let held = self.leased_elsewhere(id, &j.keys).or_else(|| {
+                        self.defers_to(
+                            req_only.get_or_insert_with(|| self.req_only_peers(id)),
+                            &j.keys,
+                        )
+                    });
+                    blocked.extend(held);
+                    held.is_none()
                 })
                 .map(|j| j.id);
             for key in blocked {
@@ -357,20 +360,23 @@ impl SyncEngine {
             .collect()
     }
 
-    /// Whether one of these relays has a job (queued or running) for one of the keys.
-    fn defers_to(&self, peers: &[RelayId], keys: &[WorkKey]) -> bool {
-        !peers.is_empty()
-            && keys.iter().any(|key| {
-                peers
-                    .iter()
-                    .any(|peer| self.key_jobs.contains_key(&(*peer, *key)))
-            })
+    /// The first of these keys one of these relays has a job (queued or running) for.
+    fn defers_to(&self, peers: &[RelayId], keys: &[WorkKey]) -> Option<WorkKey> {
+        if peers.is_empty() {
+            return None;
+        }
+        keys.iter().copied().find(|key| {
+            peers
+                .iter()
+                .any(|peer| self.key_jobs.contains_key(&(*peer, *key)))
+        })
     }
 
-    /// Whether another relay's running jobs hold one of these keys.
-    fn leased_elsewhere(&self, id: RelayId, keys: &[WorkKey]) -> bool {
+    /// The first of these keys another relay's running jobs hold.
+    fn leased_elsewhere(&self, id: RelayId, keys: &[WorkKey]) -> Option<WorkKey> {
         keys.iter()
-            .any(|key| self.leases.get(key).is_some_and(|(relay, _)| *relay != id))
+            .copied()
+            .find(|key| self.leases.get(key).is_some_and(|(relay, _)| *relay != id))
     }
 
     /// A key's lease or a relay's job for it ended: relays whose jobs waited for it
