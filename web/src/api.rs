@@ -14,6 +14,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::error::WebError;
 use crate::idb::IdbStore;
+use crate::outbox::Outbox;
 use crate::session::{Plan, Session};
 use crate::status::{to_js, Board};
 use crate::tabs::{self, WriterLock};
@@ -504,17 +505,18 @@ impl Inner {
         *self.lock.borrow_mut() = Some(lock);
         self.writer.set(true);
         let subs = self.subs.clone();
-        let channel = self.channel.clone();
+        let outbox = self.channel.clone().map(|c| Rc::new(Outbox::new(c)));
+        let changes = outbox.clone();
         self.store
             .set_on_saved(Some(Rc::new(move |added: &[Event], removed: &[Event]| {
                 subs.deliver(added, removed);
-                if let Some(channel) = &channel {
-                    let _ = channel.post_message(&changes_message(added, removed));
+                if let Some(outbox) = &changes {
+                    outbox.changes(added, removed);
                 }
             })));
-        if let Some(channel) = self.channel.clone() {
+        if let Some(outbox) = outbox {
             self.board.set_outlet(Some(Box::new(move |relays, done| {
-                let _ = channel.post_message(&status_message(relays, done));
+                outbox.post(status_message(relays, done));
             })));
         }
         self.restart().await
@@ -688,21 +690,6 @@ fn status_message(
     if let Some(done) = done.and_then(|d| serde_json::to_string(d).ok()) {
         let _ = js_sys::Reflect::set(&message, &"done".into(), &done.into());
     }
-    message.into()
-}
-
-/// `{added: [json…], removed: [json…]}` for other tabs.
-fn changes_message(added: &[Event], removed: &[Event]) -> JsValue {
-    let message = js_sys::Object::new();
-    let list = |events: &[Event]| {
-        let a = js_sys::Array::new();
-        for e in events {
-            a.push(&e.as_json().into());
-        }
-        a
-    };
-    let _ = js_sys::Reflect::set(&message, &"added".into(), &list(added));
-    let _ = js_sys::Reflect::set(&message, &"removed".into(), &list(removed));
     message.into()
 }
 

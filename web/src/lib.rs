@@ -9,6 +9,7 @@ pub mod clock;
 pub mod error;
 pub mod idb;
 pub mod net;
+mod outbox;
 mod publish;
 mod session;
 mod status;

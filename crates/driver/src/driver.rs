@@ -344,6 +344,10 @@ where
                         just_timed_out = true;
                     }
                 }
+                // A burst is many inputs: the page gets its turn between them.
+                if let Some(pause) = self.clock.pace() {
+                    pause.await;
+                }
             }
             if let Some(exit) = stop {
                 break exit;

@@ -218,7 +218,7 @@ pub trait Clock {
     /// Completes after `duration`.
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()>;
 
-    /// Called after every step of the loop: a future to await before the next step when
+    /// Called after every input the loop handles: a future to await before the next when
     /// the loop has held the thread long enough (a browser's main thread must not be
     /// held over 50 ms). By default, never.
     fn pace(&self) -> Option<LocalBoxFuture<'static, ()>> {

@@ -11,7 +11,6 @@ use indexed_db_futures::cursor::CursorDirection;
 use indexed_db_futures::index::Index;
 use indexed_db_futures::internals::SystemRepr;
 use indexed_db_futures::prelude::*;
-use indexed_db_futures::primitive::TryToJs;
 use indexed_db_futures::KeyRange;
 use nostr::prelude::{Filter, MatchEventOptions, Timestamp};
 use wasm_bindgen::prelude::*;
@@ -19,7 +18,8 @@ use wasm_bindgen::prelude::*;
 use super::error::StoreError;
 use super::rows;
 
-/// (created_at, id hex) of every entry in `ranges` of `index`, from the keys alone: key
+/// (created_at, id hex) of every entry in `ranges` (`IDBKeyRange`s) of `index`, from
+/// the keys alone: key
 /// cursors, no row read. The ranges are walked one after another, each cursor opened
 /// from the last one's final callback: a caller walks many ranges in a few such lanes
 /// rather than opening thousands of cursors in one task.
@@ -27,14 +27,8 @@ use super::rows;
 /// Driven with web-sys: every step runs inside the request's success handler. The
 /// crate's cursor (a new request future, handler and executor round trip per step) made
 /// items for a layer filter of ~13 000 entries 1.7-2.8x slower (see the commit).
-pub async fn key_walk(
-    index: &Index<'_>,
-    ranges: Vec<KeyRange<JsValue>>,
-) -> Result<KeyItems, StoreError> {
-    let mut ranges = ranges
-        .into_iter()
-        .map(|r| r.try_to_js())
-        .collect::<Result<VecDeque<JsValue>, _>>()?;
+pub async fn key_walk(index: &Index<'_>, ranges: Vec<JsValue>) -> Result<KeyItems, StoreError> {
+    let mut ranges = VecDeque::from(ranges);
     let Some(first) = ranges.pop_front() else {
         return Ok(Vec::new());
     };

@@ -28,6 +28,7 @@ use grasp_sync_core::RepoRef;
 use grasp_sync_driver::{Saved, SavedState, Store, StoreError as PortError};
 use indexed_db_futures::internals::SystemRepr;
 use indexed_db_futures::prelude::*;
+use indexed_db_futures::primitive::TryToJs;
 use indexed_db_futures::transaction::{Transaction, TransactionMode};
 use indexed_db_futures::KeyRange;
 use nostr::prelude::{Event, EventId, Filter, MatchEventOptions, Timestamp};
@@ -167,6 +168,18 @@ impl IdbStore {
         else {
             return Ok(Vec::new());
         };
+        // Thousands of IDBKeyRanges are built a slice at a time, before the transaction
+        // (which cannot wait for a timer).
+        let mut ranges = Vec::new();
+        for (i, range) in key_ranges(prefixes.as_deref(), since, until)
+            .into_iter()
+            .enumerate()
+        {
+            if i % SLICE_ROWS == SLICE_ROWS - 1 {
+                pace().await;
+            }
+            ranges.push(range.try_to_js()?);
+        }
         let tx = self.tx(&[schema::EVENTS], TransactionMode::Readonly)?;
         let events = tx.object_store(schema::EVENTS)?;
         let index = events.index(index)?;
@@ -179,7 +192,6 @@ impl IdbStore {
         // A tag filter naming thousands of roots is thousands of ranges: walked in a
         // few lanes, a cursor at a time each (opening them all at once was one long
         // task on the page's thread).
-        let ranges = key_ranges(prefixes.as_deref(), since, until);
         let lanes = ranges.len().clamp(1, CURSOR_LANES);
         let mut per_lane: Vec<Vec<_>> = (0..lanes).map(|_| Vec::new()).collect();
         for (i, range) in ranges.into_iter().enumerate() {
