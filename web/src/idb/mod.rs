@@ -119,20 +119,8 @@ impl IdbStore {
     /// ascending), at most `filter.limit`; expired events (NIP-40) left out.
     pub async fn query_events(&self, filter: &Filter) -> Result<Vec<Event>, StoreError> {
         let rows = self.candidates(filter).await?;
-        let now = Timestamp::now();
-        let mut events = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if i % SLICE_ROWS == SLICE_ROWS - 1 {
-                pace().await;
-            }
-            if rows::expired(row, now.as_secs()) {
-                continue;
-            }
-            let event = rows::event_of(row)?;
-            if filter.match_event(&event, MatchEventOptions::new()) {
-                events.push(event);
-            }
-        }
+        let mut events =
+            unexpired_events(&rows, |e| filter.match_event(e, MatchEventOptions::new())).await?;
         events.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
@@ -246,22 +234,8 @@ impl IdbStore {
         drop(index);
         drop(events);
         drop(tx);
-        let now = Timestamp::now().as_secs();
         let mut seen = HashSet::new();
-        let mut roots = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if i % SLICE_ROWS == SLICE_ROWS - 1 {
-                pace().await;
-            }
-            if rows::expired(row, now) {
-                continue;
-            }
-            let event = rows::event_of(row)?;
-            if seen.insert(event.id) {
-                roots.push(event);
-            }
-        }
-        Ok(roots)
+        unexpired_events(&rows, |e| seen.insert(e.id)).await
     }
 
     /// The rows the plan for `filter` reads (a superset of the matches; with a limit,
@@ -510,6 +484,29 @@ impl IdbStore {
         let store = tx.object_store(schema::EVENTS)?;
         Ok(u64::from(store.count().primitive()?.await?))
     }
+}
+
+/// The events of `rows` that have not expired (NIP-40) and that `keep` keeps, parsed a
+/// slice at a time.
+async fn unexpired_events(
+    rows: &[JsValue],
+    mut keep: impl FnMut(&Event) -> bool,
+) -> Result<Vec<Event>, StoreError> {
+    let now = Timestamp::now().as_secs();
+    let mut events = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        if i % SLICE_ROWS == SLICE_ROWS - 1 {
+            pace().await;
+        }
+        if rows::expired(row, now) {
+            continue;
+        }
+        let event = rows::event_of(row)?;
+        if keep(&event) {
+            events.push(event);
+        }
+    }
+    Ok(events)
 }
 
 /// The key ranges `[prefix, since]..=[prefix, until]` (or `since..=until` without
