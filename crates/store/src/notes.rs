@@ -63,8 +63,50 @@ pub fn decode_expiration(bytes: &[u8]) -> Option<Timestamp> {
         .map(|b| Timestamp::from(u64::from_be_bytes(b)))
 }
 
+/// The repositories a root event names in its `a`, `A` or `q` tags (the core's
+/// reading); nothing for an event that is not a root: what a backend that indexes its
+/// roots by repository notes.
+pub fn root_repos(event: &Event) -> Vec<RepoRef> {
+    if nip34::is_root(event) {
+        nip34::repo_refs(event)
+    } else {
+        Vec::new()
+    }
+}
+
 /// Whether `event` names one of `repos` in an `a`, `A` or `q` tag (the core's reading,
 /// as its index has it): what `Store::root_events` keeps of the noted roots.
 pub fn names_a_repo(event: &Event, repos: &HashSet<&RepoRef>) -> bool {
     nip34::repo_refs(event).iter().any(|r| repos.contains(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grasp_sync_testkit::corpus::{keys, sign};
+
+    #[test]
+    fn a_root_is_noted_under_its_repositories_and_a_reply_under_none() {
+        let coord = format!("30617:{}:demo", keys(1).public_key().to_hex());
+        let issue = sign(
+            &keys(1),
+            1621,
+            10,
+            vec![vec!["a".into(), coord.clone()]],
+            "",
+        );
+        let reply = sign(
+            &keys(1),
+            1617,
+            11,
+            vec![
+                vec!["a".into(), coord.clone()],
+                vec!["e".into(), issue.id.to_hex(), String::new(), "reply".into()],
+            ],
+            "",
+        );
+        let repo = RepoRef::parse(&coord).expect("a coordinate");
+        assert_eq!(root_repos(&issue), vec![repo]);
+        assert!(root_repos(&reply).is_empty());
+    }
 }

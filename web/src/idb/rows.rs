@@ -1,6 +1,6 @@
 //! An event as an IndexedDB row: its JSON plus the fields the indexes read.
 
-use grasp_sync_core::nip34;
+use grasp_sync_store::notes;
 use nostr::prelude::Event;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
@@ -61,19 +61,16 @@ pub fn row(event: &Event) -> Result<JsValue, StoreError> {
         ca,
         json: &json,
         tk,
-        exp: event.tags.expiration().map(|t| t.as_secs()),
+        exp: notes::expiration(event).map(|t| t.as_secs()),
         rc: root_coords(event),
     };
     serde_wasm_bindgen::to_value(&row).map_err(|e| StoreError::Other(format!("encoding: {e}")))
 }
 
-/// The repositories a root event names (`nip34::is_root`; its `a`, `A` and `q` tags as
-/// the core reads them); nothing for any other event.
-pub fn root_coords(event: &Event) -> Vec<String> {
-    if !nip34::is_root(event) {
-        return Vec::new();
-    }
-    nip34::repo_refs(event)
+/// The `rc` field: a root's repositories as `30617:<pubkey>:<d>` (see
+/// [`notes::root_repos`]).
+fn root_coords(event: &Event) -> Vec<String> {
+    notes::root_repos(event)
         .iter()
         .map(ToString::to_string)
         .collect()
