@@ -14,7 +14,7 @@ use indexed_db_futures::database::Database;
 use indexed_db_futures::prelude::*;
 use indexed_db_futures::transaction::TransactionMode;
 use indexed_db_futures::KeyPath;
-use nostr::prelude::{Event, Filter, Kind, SingleLetterTag};
+use nostr::prelude::{Event, EventId, Filter, Kind, SingleLetterTag};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -27,6 +27,11 @@ fn issue(n: u64, author: u64, created_at: u64, repo: &str) -> Event {
         vec![vec!["a".into(), repo.into()]],
         &format!("issue {n}"),
     )
+}
+
+/// The ids of `events`, in order.
+fn ids(events: &[Event]) -> Vec<EventId> {
+    events.iter().map(|e| e.id).collect()
 }
 
 fn name() -> String {
@@ -53,26 +58,14 @@ async fn limits_are_newest_first_across_ranges_and_removals_need_the_author() {
         .expect("save");
     let a = SingleLetterTag::from_char('a').expect("a letter");
     let filter = Filter::new().custom_tags(a, ["r1", "r2"]).limit(3);
-    let got: Vec<_> = store
-        .query_events(&filter)
-        .await
-        .expect("query")
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let got: Vec<_> = ids(&store.query_events(&filter).await.expect("query"));
     let want: Vec<_> = [5, 4, 3].iter().map(|&i| events[i].id).collect();
     assert_eq!(got, want, "the newest three over both tag values");
     let kinds = Filter::new()
         .kind(Kind::from(1621))
         .author(keys(1).public_key())
         .limit(2);
-    let got: Vec<_> = store
-        .query_events(&kinds)
-        .await
-        .expect("query")
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let got: Vec<_> = ids(&store.query_events(&kinds).await.expect("query"));
     assert_eq!(got, vec![events[5].id, events[3].id]);
     let items = store
         .items(&Filter::new().custom_tags(a, ["r1"]))
@@ -104,10 +97,7 @@ async fn limits_are_newest_first_across_ranges_and_removals_need_the_author() {
         .await
         .expect("save")
         .removed;
-    assert_eq!(
-        removed.iter().map(|e| e.id).collect::<Vec<_>>(),
-        vec![events[0].id]
-    );
+    assert_eq!(ids(&removed), vec![events[0].id]);
     store.close();
 
     let again = IdbStore::open(&db).await.expect("reopen");
@@ -208,13 +198,7 @@ async fn expired_events_are_in_neither_queries_nor_items() {
         items,
         vec![(later.created_at, later.id), (live.created_at, live.id)]
     );
-    let ids: Vec<_> = store
-        .query_events(&filter)
-        .await
-        .expect("query")
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<_> = ids(&store.query_events(&filter).await.expect("query"));
     assert_eq!(ids, vec![later.id, live.id]);
     store.close();
     schema::delete(&db).await.expect("delete");
@@ -317,13 +301,7 @@ async fn a_version_1_database_is_upgraded_in_place_and_a_blocked_upgrade_is_an_e
     // The upgrade noted the stored roots: the repository's root is read from the root
     // index, the reply is not.
     let repo = grasp_sync_core::RepoRef::parse(&coord).expect("a coordinate");
-    let roots: Vec<_> = store
-        .root_events(&[repo])
-        .await
-        .expect("roots")
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let roots: Vec<_> = ids(&store.root_events(&[repo]).await.expect("roots"));
     assert_eq!(roots, vec![root.id]);
     let a = SingleLetterTag::from_char('a').expect("a letter");
     let filter = Filter::new().custom_tags(a, ["r"]);
@@ -331,13 +309,7 @@ async fn a_version_1_database_is_upgraded_in_place_and_a_blocked_upgrade_is_an_e
         store.items(&filter).await.expect("items"),
         vec![(live.created_at, live.id)]
     );
-    let ids: Vec<_> = store
-        .query_events(&filter)
-        .await
-        .expect("query")
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<_> = ids(&store.query_events(&filter).await.expect("query"));
     assert_eq!(ids, vec![live.id]);
 
     // Another tab upgrading further: this connection closes for it (the upgrade is not
