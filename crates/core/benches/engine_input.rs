@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use grasp_sync_core::engine::{BatchId, EngineConfig, Input, Output, Phase, SyncEngine, Time};
-use grasp_sync_core::RelayUrl;
+use grasp_sync_core::{RelayId, RelayUrl};
 use nostr::prelude::{Event, EventId, Keys, Kind, PublicKey, SecretKey, Signature, Tag, Timestamp};
 use serde_json::Value;
 
@@ -41,7 +41,7 @@ const START: u64 = 1_700_000_000;
 struct World {
     engine: SyncEngine,
     now: Time,
-    relay: RelayUrl,
+    relay: RelayId,
     /// A live subscription of `relay` and the repository coordinate it asks `#a` for.
     sub: String,
     coord: String,
@@ -122,15 +122,19 @@ impl World {
         let now = Time::from_secs(START);
         let mut inputs = VecDeque::from([Input::LocalEvents { events }]);
         // Per relay, its live subscriptions and their filters.
-        let mut live: HashMap<RelayUrl, Vec<(String, Value)>> = HashMap::new();
+        let mut live: HashMap<RelayId, Vec<(String, Value)>> = HashMap::new();
+        let mut handles: HashMap<RelayUrl, RelayId> = HashMap::new();
         let mut out = Vec::new();
         while let Some(input) = inputs.pop_front() {
             engine.handle_input(now, input);
             drain(&mut engine, &mut out);
             for output in out.drain(..) {
                 match output {
-                    Output::Connect { relay } => inputs.push_back(Input::Connected { relay }),
-                    Output::FetchInfo { relay } => inputs.push_back(Input::Info {
+                    Output::Connect { relay, url } => {
+                        handles.insert(url, relay);
+                        inputs.push_back(Input::Connected { relay });
+                    }
+                    Output::FetchInfo { relay, .. } => inputs.push_back(Input::InfoFetched {
                         relay,
                         document: None,
                     }),
@@ -140,7 +144,7 @@ impl World {
                             Timestamp::from(START - 3600),
                             EventId::from_byte_array([0u8; 32]),
                         );
-                        inputs.push_back(Input::LocalItems {
+                        inputs.push_back(Input::LocalItemsLoaded {
                             request,
                             items: vec![item],
                         });
@@ -155,7 +159,7 @@ impl World {
                                 let filters = &frame[2..];
                                 let is_live = filters.iter().all(|f| f["limit"] == 0);
                                 if is_live {
-                                    let subs = live.entry(relay.clone()).or_default();
+                                    let subs = live.entry(relay).or_default();
                                     subs.push((sub.to_owned(), Value::Array(filters.to_vec())));
                                     inputs.push_back(Input::Frame {
                                         relay,
@@ -177,8 +181,9 @@ impl World {
         }
         let open = engine.relays().filter(|r| r.1 == Phase::Open).count();
         assert_eq!(open, relays, "every relay is open");
-        let relay = RelayUrl::parse(&urls[0]).expect("a public relay URL");
-        let (queued, running, _, _) = engine.relay_jobs(&relay);
+        let url = RelayUrl::parse(&urls[0]).expect("a public relay URL");
+        let (queued, running, _, _) = engine.relay_jobs(&url);
+        let relay = handles[&url];
         assert!(running > 0 && queued > 0, "relay 0 holds jobs");
         let (sub, coord) = live[&relay]
             .iter()
@@ -221,7 +226,7 @@ impl World {
         self.engine.handle_input(
             self.now,
             Input::Frame {
-                relay: self.relay.clone(),
+                relay: self.relay,
                 text,
             },
         );

@@ -5,11 +5,16 @@
 use std::time::Duration;
 
 use grasp_sync_core::engine::{EngineConfig, Input, Output, Phase, SyncEngine, Time};
-use grasp_sync_core::RelayUrl;
+use grasp_sync_core::{RelayId, RelayUrl};
 use serde_json::Value;
 
 fn relay() -> RelayUrl {
     RelayUrl::parse("ws://127.0.0.1:7777").expect("url")
+}
+
+/// The handle of [`relay`].
+fn handle(engine: &SyncEngine) -> RelayId {
+    engine.relay_id(&relay()).expect("a known relay")
 }
 
 fn engine() -> SyncEngine {
@@ -31,7 +36,7 @@ fn drain(engine: &mut SyncEngine, now: Time) -> (Vec<(Phase, Option<String>)>, V
                 phase,
                 error,
             } => {
-                assert_eq!(r, relay());
+                assert_eq!(engine.relay_url(r), Some(&relay()));
                 statuses.push((phase, error));
             }
             Output::Send { text, .. } => sent.push(text),
@@ -40,7 +45,7 @@ fn drain(engine: &mut SyncEngine, now: Time) -> (Vec<(Phase, Option<String>)>, V
         }
         for request in loads.drain(..) {
             let items = Vec::new();
-            engine.handle_input(now, Input::LocalItems { request, items });
+            engine.handle_input(now, Input::LocalItemsLoaded { request, items });
         }
     }
     (statuses, sent)
@@ -64,7 +69,7 @@ fn failures_report_backoff_then_dead_with_the_reason() {
             engine.handle_input(
                 now,
                 Input::Disconnected {
-                    relay: relay(),
+                    relay: handle(&engine),
                     reason: format!("refused #{backoffs}"),
                 },
             );
@@ -110,7 +115,8 @@ fn failures_report_backoff_then_dead_with_the_reason() {
     // Retried after a day: it connects, syncs, and its error is forgotten.
     engine.handle_timeout(now);
     drain(&mut engine, now);
-    engine.handle_input(now, Input::Connected { relay: relay() });
+    let id = handle(&engine);
+    engine.handle_input(now, Input::Connected { relay: id });
     let (statuses, mut sent) = drain(&mut engine, now);
     assert!(
         matches!(statuses[..], [(Phase::Open, None)]),
@@ -126,7 +132,7 @@ fn failures_report_backoff_then_dead_with_the_reason() {
                 engine.handle_input(
                     now,
                     Input::Frame {
-                        relay: relay(),
+                        relay: id,
                         text: answer,
                     },
                 );

@@ -20,7 +20,7 @@ use grasp_sync_core::engine::{
 };
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::seen::SeenEntry;
-use grasp_sync_core::RelayUrl;
+use grasp_sync_core::{RelayId, RelayUrl};
 use nostr::prelude::{Event, EventId, Timestamp};
 
 use crate::ports::{Clock, Connection, Incoming, Network, SavedState, Store, Verifier};
@@ -107,14 +107,16 @@ pub struct DriverStats {
 
 /// A socket the loop owns: its generation tells its frames from a replaced one's.
 struct Socket {
+    /// The relay's address, for logs.
+    url: RelayUrl,
     generation: u64,
     connection: Option<Connection>,
 }
 
 /// A finished asynchronous operation.
 enum Done {
-    Connected(RelayUrl, u64, Result<Connection, String>),
-    Info(RelayUrl, Option<String>),
+    Connected(RelayId, u64, Result<Connection, String>),
+    Info(RelayId, Option<String>),
     Items(RequestId, Result<Vec<(Timestamp, EventId)>, String>),
     /// One verifier call for several engine batches (id and length of each, in order).
     Verified(Vec<(BatchId, usize)>, Vec<bool>),
@@ -125,14 +127,14 @@ enum Done {
 
 /// Something that happened while the loop waited.
 enum Happened {
-    Frame(RelayUrl, u64, Incoming),
+    Frame(RelayId, u64, Incoming),
     Done(Done),
     Command(Option<Command>),
     Timeout,
 }
 
 type Task = LocalBoxFuture<'static, Done>;
-type Frames = LocalBoxStream<'static, (RelayUrl, u64, Incoming)>;
+type Frames = LocalBoxStream<'static, (RelayId, u64, Incoming)>;
 
 /// Runs a [`SyncEngine`] over a front end's ports.
 pub struct Driver<N, S, V, C> {
@@ -141,7 +143,7 @@ pub struct Driver<N, S, V, C> {
     store: S,
     verifier: V,
     clock: C,
-    sockets: HashMap<RelayUrl, Socket>,
+    sockets: HashMap<RelayId, Socket>,
     next_generation: u64,
     tasks: FuturesUnordered<Task>,
     frames: SelectAll<Frames>,
@@ -298,8 +300,8 @@ where
             let mut stop = None;
             for event in happened {
                 match event {
-                    Happened::Frame(url, generation, incoming) => {
-                        self.on_incoming(url, generation, incoming)
+                    Happened::Frame(relay, generation, incoming) => {
+                        self.on_incoming(relay, generation, incoming)
                     }
                     Happened::Done(done) => self.on_done(done),
                     Happened::Command(Some(Command::LocalEvents(events))) => {
@@ -383,8 +385,8 @@ where
             }
             for _ in 0..BURST {
                 match Pin::new(&mut *frames).poll_next(cx) {
-                    Poll::Ready(Some((url, generation, incoming))) => {
-                        out.push(Happened::Frame(url, generation, incoming));
+                    Poll::Ready(Some((relay, generation, incoming))) => {
+                        out.push(Happened::Frame(relay, generation, incoming));
                     }
                     _ => break,
                 }
@@ -416,24 +418,23 @@ where
         .await
     }
 
-    fn on_incoming(&mut self, url: RelayUrl, generation: u64, incoming: Incoming) {
+    fn on_incoming(&mut self, relay: RelayId, generation: u64, incoming: Incoming) {
         let current = self
             .sockets
-            .get(&url)
+            .get(&relay)
             .is_some_and(|s| s.generation == generation && s.connection.is_some());
         if !current {
             return;
         }
         let now = self.clock.now();
         match incoming {
-            Incoming::Text(text) => self
-                .engine
-                .handle_input(now, Input::Frame { relay: url, text }),
+            Incoming::Text(text) => self.engine.handle_input(now, Input::Frame { relay, text }),
             Incoming::Closed(reason) => {
-                tracing::debug!(relay = %url, %reason, "closed");
-                self.sockets.remove(&url);
+                if let Some(socket) = self.sockets.remove(&relay) {
+                    tracing::debug!(relay = %socket.url, %reason, "closed");
+                }
                 self.engine
-                    .handle_input(now, Input::Disconnected { relay: url, reason });
+                    .handle_input(now, Input::Disconnected { relay, reason });
             }
         }
     }
@@ -441,10 +442,10 @@ where
     fn on_done(&mut self, done: Done) {
         let now = self.clock.now();
         match done {
-            Done::Connected(url, generation, result) => {
+            Done::Connected(relay, generation, result) => {
                 let wanted = self
                     .sockets
-                    .get(&url)
+                    .get(&relay)
                     .is_some_and(|s| s.generation == generation && s.connection.is_none());
                 match result {
                     Ok(mut connection) if wanted => {
@@ -452,40 +453,36 @@ where
                             &mut connection.incoming,
                             stream::empty().boxed_local(),
                         );
-                        let tag = url.clone();
+
                         let closed =
                             stream::once(async { Incoming::Closed("stream ended".into()) });
                         self.frames.push(
                             incoming
                                 .chain(closed)
-                                .map(move |i| (tag.clone(), generation, i))
+                                .map(move |i| (relay, generation, i))
                                 .boxed_local(),
                         );
-                        if let Some(socket) = self.sockets.get_mut(&url) {
+                        if let Some(socket) = self.sockets.get_mut(&relay) {
                             socket.connection = Some(connection);
+                            tracing::debug!(relay = %socket.url, "connected");
                         }
-                        tracing::debug!(relay = %url, "connected");
-                        self.engine
-                            .handle_input(now, Input::Connected { relay: url });
+                        self.engine.handle_input(now, Input::Connected { relay });
                     }
                     Ok(mut stale) => (stale.close)(),
                     Err(reason) if wanted => {
                         self.stats.connect_failures += 1;
-                        tracing::info!(relay = %url, %reason, "connection failed");
-                        self.sockets.remove(&url);
+                        if let Some(socket) = self.sockets.remove(&relay) {
+                            tracing::info!(relay = %socket.url, %reason, "connection failed");
+                        }
                         self.engine
-                            .handle_input(now, Input::Disconnected { relay: url, reason });
+                            .handle_input(now, Input::Disconnected { relay, reason });
                     }
                     Err(_) => {}
                 }
             }
-            Done::Info(url, document) => self.engine.handle_input(
-                now,
-                Input::Info {
-                    relay: url,
-                    document,
-                },
-            ),
+            Done::Info(relay, document) => self
+                .engine
+                .handle_input(now, Input::InfoFetched { relay, document }),
             Done::Items(request, result) => {
                 let items = result.unwrap_or_else(|e| {
                     // An unreadable local set reads as empty: the job pages instead.
@@ -494,7 +491,7 @@ where
                     Vec::new()
                 });
                 self.engine
-                    .handle_input(now, Input::LocalItems { request, items });
+                    .handle_input(now, Input::LocalItemsLoaded { request, items });
             }
             Done::Verified(batches, valid) => {
                 let mut flags = valid.into_iter();
@@ -594,9 +591,14 @@ where
         );
     }
 
+    /// A relay's address for logs.
+    fn relay_name(&self, relay: RelayId) -> &str {
+        self.engine.relay_url(relay).map_or("?", RelayUrl::as_str)
+    }
+
     fn execute(&mut self, output: Output) {
         match output {
-            Output::Connect { relay } => {
+            Output::Connect { relay, url } => {
                 if let Some(mut old) = self.sockets.remove(&relay) {
                     if let Some(c) = old.connection.as_mut() {
                         (c.close)();
@@ -605,29 +607,31 @@ where
                 let generation = self.next_generation;
                 self.next_generation += 1;
                 self.stats.connects += 1;
+                let connecting = self.network.connect(&url);
                 self.sockets.insert(
-                    relay.clone(),
+                    relay,
                     Socket {
+                        url,
                         generation,
                         connection: None,
                     },
                 );
-                let connecting = self.network.connect(&relay);
                 self.tasks.push(
                     connecting
                         .map(move |r| Done::Connected(relay, generation, r))
                         .boxed_local(),
                 );
             }
-            Output::FetchInfo { relay } => {
-                let fetching = self.network.fetch_info(&relay);
+            Output::FetchInfo { relay, url } => {
+                let fetching = self.network.fetch_info(&url);
                 self.tasks
                     .push(fetching.map(move |d| Done::Info(relay, d)).boxed_local());
             }
             Output::Send { relay, text } => {
                 if tracing::enabled!(tracing::Level::TRACE) {
                     let head: String = text.chars().take(60).collect();
-                    tracing::trace!(relay = %relay, bytes = text.len(), %head, "send");
+                    let url = self.relay_name(relay);
+                    tracing::trace!(relay = url, bytes = text.len(), %head, "send");
                 }
                 let sent = self
                     .sockets
@@ -691,9 +695,10 @@ where
                 error,
             } => match phase {
                 Phase::Backoff { .. } | Phase::Dead { .. } => {
-                    tracing::info!(relay = %relay, ?phase, ?error, "relay failing");
+                    let url = self.relay_name(relay);
+                    tracing::info!(relay = url, ?phase, ?error, "relay failing");
                 }
-                _ => tracing::debug!(relay = %relay, ?phase, "relay phase"),
+                _ => tracing::debug!(relay = self.relay_name(relay), ?phase, "relay phase"),
             },
         }
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::common::skip_known;
 use grasp_sync_core::engine::{EngineConfig, Input, Output, SyncEngine, Time};
-use grasp_sync_core::RelayUrl;
+use grasp_sync_core::{RelayId, RelayUrl};
 
 /// 2023-11-14T22:13:20Z: events in the seeds are a little older.
 const T0: Time = Time::from_secs(1_700_000_000);
@@ -31,10 +31,10 @@ const MAX_ROUNDS: usize = 1_000;
 
 struct Driver {
     engine: SyncEngine,
-    relay: RelayUrl,
+    relay: RelayId,
     now: Time,
     /// Relays the engine asked to connect to, not yet connected.
-    connecting: Vec<RelayUrl>,
+    connecting: Vec<RelayId>,
 }
 
 impl Driver {
@@ -49,7 +49,7 @@ impl Driver {
                 assert!(queued < MAX_QUEUED, "more than {MAX_QUEUED} outputs queued");
                 match output {
                     Output::LoadLocalItems { request, .. } => {
-                        answers.push(Input::LocalItems {
+                        answers.push(Input::LocalItemsLoaded {
                             request,
                             items: Vec::new(),
                         });
@@ -62,7 +62,7 @@ impl Driver {
                         batch,
                         result: Ok(Vec::new()),
                     }),
-                    Output::Connect { relay } if !self.connecting.contains(&relay) => {
+                    Output::Connect { relay, .. } if !self.connecting.contains(&relay) => {
                         self.connecting.push(relay);
                     }
                     _ => {}
@@ -121,17 +121,18 @@ pub fn check(data: &[u8]) {
         bootstrap_relays: vec![relay.clone()],
         ..Default::default()
     });
+    let Some(id) = engine.relay_id(&relay) else {
+        panic!("bootstrap relay unknown to the engine");
+    };
     let mut driver = Driver {
         engine,
-        relay: relay.clone(),
+        relay: id,
         now: T0,
         connecting: Vec::new(),
     };
     driver.timeout();
-    driver.connecting.retain(|r| *r != relay);
-    driver.input(Input::Connected {
-        relay: relay.clone(),
-    });
+    driver.connecting.retain(|r| *r != id);
+    driver.input(Input::Connected { relay: id });
 
     for chunk in data.split(|b| *b == b'\n') {
         match chunk {
@@ -141,7 +142,7 @@ pub fn check(data: &[u8]) {
                 driver.pass(Duration::from_secs(60 << doublings));
             }
             [b'!', ..] => driver.input(Input::Disconnected {
-                relay: driver.relay.clone(),
+                relay: driver.relay,
                 reason: String::from("fuzz"),
             }),
             [b'+', ..] => {
@@ -150,7 +151,7 @@ pub fn check(data: &[u8]) {
                 }
             }
             frame => driver.input(Input::Frame {
-                relay: driver.relay.clone(),
+                relay: driver.relay,
                 text: String::from_utf8_lossy(frame).into_owned(),
             }),
         }

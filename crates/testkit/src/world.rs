@@ -247,13 +247,10 @@ impl World {
                 host.connected = false;
                 host.relay.disconnect();
                 let at = self.now;
-                self.schedule(
-                    at,
-                    Delivery::Input(Input::Disconnected {
-                        relay: url.clone(),
-                        reason: "cut".into(),
-                    }),
-                );
+                if let Some(relay) = self.engine.relay_id(url) {
+                    let reason = "cut".into();
+                    self.schedule(at, Delivery::Input(Input::Disconnected { relay, reason }));
+                }
             }
         }
     }
@@ -409,8 +406,10 @@ impl World {
                 } else if let Some(id) = event_id_of(&text) {
                     *self.deliveries.entry((relay.clone(), id)).or_insert(0) += 1;
                 }
-                self.engine
-                    .handle_input(self.now, Input::Frame { relay, text });
+                if let Some(relay) = self.engine.relay_id(&relay) {
+                    self.engine
+                        .handle_input(self.now, Input::Frame { relay, text });
+                }
             }
             Delivery::ToRelay(url, generation, text) => {
                 if !self.is_current(&url, generation) {
@@ -462,10 +461,10 @@ impl World {
             let now = self.now;
             let later = now + self.latency;
             match output {
-                Output::Connect { relay } => {
-                    let up = self.hosts.get(&relay).is_some_and(|h| h.up);
+                Output::Connect { relay, url } => {
+                    let up = self.hosts.get(&url).is_some_and(|h| h.up);
                     let input = if up {
-                        if let Some(host) = self.hosts.get_mut(&relay) {
+                        if let Some(host) = self.hosts.get_mut(&url) {
                             host.connected = true;
                             host.generation += 1;
                             host.relay.disconnect();
@@ -479,15 +478,21 @@ impl World {
                     };
                     self.schedule(later, Delivery::Input(input));
                 }
-                Output::FetchInfo { relay } => {
+                Output::FetchInfo { relay, url } => {
                     let document = self
                         .hosts
-                        .get(&relay)
+                        .get(&url)
                         .filter(|h| h.up)
                         .and_then(|h| h.relay.nip11_document());
-                    self.schedule(later, Delivery::Input(Input::Info { relay, document }));
+                    self.schedule(
+                        later,
+                        Delivery::Input(Input::InfoFetched { relay, document }),
+                    );
                 }
                 Output::Send { relay, text } => {
+                    let Some(relay) = self.engine.relay_url(relay).cloned() else {
+                        continue;
+                    };
                     if self.accounting {
                         if let Ok(ClientFrame::Req {
                             subscription,
@@ -501,7 +506,8 @@ impl World {
                     self.schedule(later, Delivery::ToRelay(relay, generation, text));
                 }
                 Output::Close { relay } => {
-                    if let Some(host) = self.hosts.get_mut(&relay) {
+                    let url = self.engine.relay_url(relay);
+                    if let Some(host) = url.and_then(|url| self.hosts.get_mut(url)) {
                         host.connected = false;
                         host.relay.disconnect();
                     }
@@ -513,7 +519,10 @@ impl World {
                         .into_iter()
                         .map(|e| (e.created_at, e.id))
                         .collect();
-                    self.schedule(now, Delivery::Input(Input::LocalItems { request, items }));
+                    self.schedule(
+                        now,
+                        Delivery::Input(Input::LocalItemsLoaded { request, items }),
+                    );
                 }
                 Output::Verify { batch, events } => {
                     let valid = events.iter().map(verify_cached).collect();

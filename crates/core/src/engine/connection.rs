@@ -4,24 +4,11 @@
 use nostr::prelude::{EventId, Timestamp};
 
 use super::jobs::Session;
-use super::relay::{self, RelayState};
+use super::relay;
 use super::{Output, Phase, SyncEngine};
 use crate::items::RelayId;
-use crate::relay_url::RelayUrl;
 
 impl SyncEngine {
-    pub(super) fn relay_mut(&mut self, url: &RelayUrl) -> Option<&mut RelayState> {
-        let id = self.index.names().relay_id(url)?;
-        self.relays.get_mut(&id)
-    }
-
-    pub(super) fn relay_id(&self, url: &RelayUrl) -> Option<RelayId> {
-        self.index
-            .names()
-            .relay_id(url)
-            .filter(|id| self.relays.contains_key(id))
-    }
-
     pub(super) fn set_phase(&mut self, id: RelayId, phase: Phase) {
         self.set_phase_because(id, phase, None);
     }
@@ -32,7 +19,7 @@ impl SyncEngine {
             if relay.phase != phase {
                 relay.phase = phase;
                 self.outputs.push_back(Output::Status {
-                    relay: relay.url.clone(),
+                    relay: id,
                     phase,
                     error,
                 });
@@ -44,10 +31,7 @@ impl SyncEngine {
         self.index.targets().item_count(id) > 0 || self.relays.get(&id).is_some_and(|r| r.bootstrap)
     }
 
-    pub(super) fn on_connected(&mut self, url: &RelayUrl) {
-        let Some(id) = self.relay_id(url) else {
-            return;
-        };
+    pub(super) fn on_connected(&mut self, id: RelayId) {
         let now = self.now;
         let timing = self.config.timing.clone();
         let restart_from = self.restart_from(id);
@@ -117,10 +101,7 @@ impl SyncEngine {
         })
     }
 
-    pub(super) fn on_disconnected(&mut self, url: &RelayUrl, reason: String) {
-        let Some(id) = self.relay_id(url) else {
-            return;
-        };
+    pub(super) fn on_disconnected(&mut self, id: RelayId, reason: String) {
         let now = self.now;
         let was_open = self.relays.get(&id).is_some_and(|r| r.phase == Phase::Open);
         self.end_session(id);

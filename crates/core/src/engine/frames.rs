@@ -9,7 +9,6 @@ use super::sub_id::SubId;
 use super::{Output, Phase, SyncEngine};
 use crate::accept::Reject;
 use crate::items::RelayId;
-use crate::relay_url::RelayUrl;
 use crate::wire::{
     is_too_many_records, notice_class, parse_relay_frame, reason_class, ClientFrame, NoticeClass,
     ReasonClass, RelayFrame,
@@ -31,10 +30,7 @@ impl SyncEngine {
         ) {
             relay.stats.round_trips += 1;
         }
-        self.outputs.push_back(Output::Send {
-            relay: relay.url.clone(),
-            text,
-        });
+        self.outputs.push_back(Output::Send { relay: id, text });
     }
 
     pub(super) fn new_id(&mut self) -> u64 {
@@ -72,12 +68,9 @@ impl SyncEngine {
         }
     }
 
-    pub(super) fn on_frame(&mut self, url: &RelayUrl, text: &str) {
-        let Some(id) = self.relay_id(url) else {
-            self.stats.unknown_relay_frames += 1;
-            return;
-        };
+    pub(super) fn on_frame(&mut self, id: RelayId, text: &str) {
         let Some(relay) = self.relays.get_mut(&id) else {
+            self.stats.unknown_relay_frames += 1;
             return;
         };
         relay.stats.bytes_in += text.len() as u64;

@@ -7,7 +7,7 @@ use nostr::prelude::{Event, EventId, Filter, Timestamp};
 
 use super::{Phase, PublishId, PublishOutcome};
 use crate::accept::Removal;
-use crate::items::{Item, Layer};
+use crate::items::{Item, Layer, RelayId};
 use crate::relay_url::RelayUrl;
 use crate::seen::SeenEntry;
 
@@ -47,32 +47,33 @@ pub enum Scope {
 pub enum Input {
     /// The WebSocket to `relay` is open.
     Connected {
-        /// The relay.
-        relay: RelayUrl,
+        /// The relay (the handle its [`Output::Connect`] named).
+        relay: RelayId,
     },
     /// The WebSocket to `relay` closed or could not open.
     Disconnected {
         /// The relay.
-        relay: RelayUrl,
+        relay: RelayId,
         /// Why, for logs.
         reason: String,
     },
     /// A text frame from `relay`.
     Frame {
         /// The relay.
-        relay: RelayUrl,
+        relay: RelayId,
         /// The frame.
         text: String,
     },
-    /// The relay's NIP-11 document, or `None` if it has none.
-    Info {
+    /// The relay's NIP-11 document (answers [`Output::FetchInfo`]), or `None` if it has
+    /// none.
+    InfoFetched {
         /// The relay.
-        relay: RelayUrl,
+        relay: RelayId,
         /// The document's text.
         document: Option<String>,
     },
     /// The store's items matching a [`Output::LoadLocalItems`] filter.
-    LocalItems {
+    LocalItemsLoaded {
         /// The request answered.
         request: RequestId,
         /// (created_at, id) of every stored event matching the filter.
@@ -127,29 +128,34 @@ pub enum Input {
 /// What the engine asks the driver to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// Open a WebSocket to the relay.
+    /// Open a WebSocket to the relay; answer with [`Input::Connected`] or
+    /// [`Input::Disconnected`], and name it by `relay` in every input about it.
     Connect {
-        /// The relay.
-        relay: RelayUrl,
+        /// The relay's handle.
+        relay: RelayId,
+        /// Its address.
+        url: RelayUrl,
     },
-    /// Fetch the relay's NIP-11 document and answer with [`Input::Info`].
+    /// Fetch the relay's NIP-11 document and answer with [`Input::InfoFetched`].
     FetchInfo {
-        /// The relay.
-        relay: RelayUrl,
+        /// The relay's handle.
+        relay: RelayId,
+        /// Its address.
+        url: RelayUrl,
     },
     /// Send a text frame.
     Send {
         /// The relay.
-        relay: RelayUrl,
+        relay: RelayId,
         /// The frame.
         text: String,
     },
     /// Close the WebSocket.
     Close {
         /// The relay.
-        relay: RelayUrl,
+        relay: RelayId,
     },
-    /// Answer with [`Input::LocalItems`]: (created_at, id) of stored events matching.
+    /// Answer with [`Input::LocalItemsLoaded`]: (created_at, id) of stored events matching.
     LoadLocalItems {
         /// The request.
         request: RequestId,
@@ -181,7 +187,7 @@ pub enum Output {
     /// A relay changed phase.
     Status {
         /// The relay.
-        relay: RelayUrl,
+        relay: RelayId,
         /// Its new phase.
         phase: Phase,
         /// Why it failed, when it enters Backoff or Dead: the transport's reason for the

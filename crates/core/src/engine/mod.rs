@@ -207,6 +207,19 @@ impl SyncEngine {
             .map(|r| (&r.url, r.phase, r.method, &r.stats))
     }
 
+    /// The handle [`Input`]s and [`Output`]s name a known relay by.
+    pub fn relay_id(&self, url: &RelayUrl) -> Option<RelayId> {
+        self.index
+            .names()
+            .relay_id(url)
+            .filter(|id| self.relays.contains_key(id))
+    }
+
+    /// The address of the relay a handle in an [`Input`] or [`Output`] names.
+    pub fn relay_url(&self, relay: RelayId) -> Option<&RelayUrl> {
+        self.relays.get(&relay).map(|r| &r.url)
+    }
+
     /// Why the relay's last connection failed, until it is in sync again.
     pub fn relay_error(&self, url: &RelayUrl) -> Option<&str> {
         let id = self.relay_id(url)?;
@@ -298,15 +311,15 @@ impl SyncEngine {
     pub fn handle_input(&mut self, now: Time, input: Input) {
         self.now = now;
         match input {
-            Input::Connected { relay } => self.on_connected(&relay),
-            Input::Disconnected { relay, reason } => self.on_disconnected(&relay, reason),
-            Input::Frame { relay, text } => self.on_frame(&relay, &text),
-            Input::Info { relay, document } => {
-                if let Some(state) = self.relay_mut(&relay) {
+            Input::Connected { relay } => self.on_connected(relay),
+            Input::Disconnected { relay, reason } => self.on_disconnected(relay, reason),
+            Input::Frame { relay, text } => self.on_frame(relay, &text),
+            Input::InfoFetched { relay, document } => {
+                if let Some(state) = self.relays.get_mut(&relay) {
                     state.set_info(document.as_deref());
                 }
             }
-            Input::LocalItems { request, items } => self.on_local_items(request, items),
+            Input::LocalItemsLoaded { request, items } => self.on_local_items(request, items),
             Input::Verified { batch, valid } => self.on_verified(batch, &valid),
             Input::Stored { batch, result } => self.on_stored(batch, result),
             Input::LocalEvents { events } => self.on_local_events(&events),
@@ -398,15 +411,16 @@ impl SyncEngine {
                 if let Some(relay) = self.relays.get_mut(&id) {
                     relay.new_session();
                 }
-                self.outputs
-                    .push_back(Output::FetchInfo { relay: url.clone() });
-                self.outputs.push_back(Output::Connect { relay: url });
+                self.outputs.push_back(Output::FetchInfo {
+                    relay: id,
+                    url: url.clone(),
+                });
+                self.outputs.push_back(Output::Connect { relay: id, url });
                 self.set_phase(id, Phase::Connecting { deadline });
             }
             Phase::Open if !wanted => {
-                let url = relay.url.clone();
                 self.end_session(id);
-                self.outputs.push_back(Output::Close { relay: url });
+                self.outputs.push_back(Output::Close { relay: id });
                 if let Some(r) = self.relays.get_mut(&id) {
                     r.disconnected_at = Some(now);
                 }

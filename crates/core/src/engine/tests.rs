@@ -7,14 +7,18 @@ fn relay() -> RelayUrl {
     RelayUrl::parse("ws://127.0.0.1:7777").expect("url")
 }
 
+/// The handle of [`relay`].
+fn handle(engine: &SyncEngine) -> RelayId {
+    engine.relay_id(&relay()).expect("relay")
+}
+
 fn limits(engine: &SyncEngine) -> RelayLimits {
-    let id = engine.relay_id(&relay()).expect("relay");
-    engine.relays[&id].limits
+    engine.relays[&handle(engine)].limits
 }
 
 fn frame(engine: &mut SyncEngine, now: Time, text: &str) {
     let input = Input::Frame {
-        relay: relay(),
+        relay: handle(engine),
         text: text.to_owned(),
     };
     engine.handle_input(now, input);
@@ -28,7 +32,8 @@ fn connected_engine() -> (SyncEngine, Time) {
     });
     let now = Time::from_secs(1_700_000_000);
     engine.handle_timeout(now);
-    engine.handle_input(now, Input::Connected { relay: relay() });
+    let relay = handle(&engine);
+    engine.handle_input(now, Input::Connected { relay });
     (engine, now)
 }
 
@@ -49,13 +54,13 @@ fn nip11_after_learned_caps_keeps_them() {
     );
     let learned = limits(&engine).max_subscriptions;
     assert_eq!(learned, open.saturating_sub(1).max(1));
-    let id = engine.relay_id(&relay()).expect("relay");
+    let id = handle(&engine);
     if let Some(r) = engine.relays.get_mut(&id) {
         r.learn_result_cap(120);
     }
 
-    let info = |document: &str| Input::Info {
-        relay: relay(),
+    let info = |document: &str| Input::InfoFetched {
+        relay: id,
         document: Some(document.to_owned()),
     };
     engine.handle_input(now, info(DOCUMENT));
@@ -72,7 +77,7 @@ fn nip11_after_learned_caps_keeps_them() {
     engine.handle_input(
         now,
         Input::Disconnected {
-            relay: relay(),
+            relay: id,
             reason: "closed".to_owned(),
         },
     );
@@ -102,7 +107,7 @@ fn a_catch_up_window_starts_while_the_probe_runs() {
     );
     engine.handle_input(
         now,
-        Input::LocalItems {
+        Input::LocalItemsLoaded {
             request,
             items: vec![item],
         },

@@ -16,11 +16,8 @@ impl SyncEngine {
         };
         match relay.phase {
             Phase::Connecting { deadline } if now >= deadline => {
-                self.outputs.push_back(Output::Close {
-                    relay: relay.url.clone(),
-                });
-                let url = relay.url.clone();
-                self.on_disconnected(&url, "connect timeout".to_owned());
+                self.outputs.push_back(Output::Close { relay: id });
+                self.on_disconnected(id, "connect timeout".to_owned());
                 return;
             }
             Phase::Backoff { until } | Phase::Dead { until } if now >= until => {
