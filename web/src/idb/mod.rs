@@ -295,7 +295,8 @@ impl IdbStore {
         Ok(rows)
     }
 
-    /// Puts `events`, removes what `remove` names (when held and written by that author),
+    /// Adds `events` (those held already are left as they are), removes what `remove` names
+    /// (when held and written by that author),
     /// in one transaction; returns the removed events.
     pub async fn save_events(
         &self,
@@ -305,30 +306,24 @@ impl IdbStore {
         if events.is_empty() && remove.is_empty() {
             return Ok(Saved::default());
         }
-        // What is held already, and what the removals name, read first: a write
-        // transaction is never held across an await (it commits as soon as no request is
-        // pending on it). A request per event, placed a slice at a time.
+        // What the removals name is read first (a write transaction is never held
+        // across an await: it commits as soon as no request is pending on it), and the
+        // rows are built, a slice at a time; then one transaction adds the rows (an add
+        // whose key is held writes nothing: that event existed) and deletes.
         let db = self.inner.conn.db.as_sys();
-        let reads = events
-            .iter()
-            .map(|e| Request::GetKey(e.id.to_hex().into()))
-            .chain(remove.iter().map(|r| Request::Get(r.id.to_hex().into())))
-            .collect();
-        let answers = paced::run(db, schema::EVENTS, IdbTransactionMode::Readonly, reads).await?;
-        let (held_keys, removal_rows) = answers.split_at(events.len());
+        let removal_rows = if remove.is_empty() {
+            Vec::new()
+        } else {
+            let reads = remove
+                .iter()
+                .map(|r| Request::Get(r.id.to_hex().into()))
+                .collect();
+            paced::run(db, schema::EVENTS, IdbTransactionMode::Readonly, reads).await?
+        };
         let held = |v: &JsValue| !(v.is_undefined() || v.is_null());
-        let mut existed = Vec::new();
-        let mut new = Vec::new();
-        for (event, key) in events.iter().zip(held_keys) {
-            if held(key) {
-                existed.push(event.id);
-            } else {
-                new.push(event);
-            }
-        }
         let mut removed = Vec::new();
         let mut deletes = Vec::new();
-        for (removal, row) in remove.iter().zip(removal_rows) {
+        for (removal, row) in remove.iter().zip(&removal_rows) {
             if deletes.contains(&removal.id) {
                 continue;
             }
@@ -340,28 +335,37 @@ impl IdbStore {
                 continue;
             }
             // An event this same call puts, named by its author: it ends removed.
-            if let Some(event) = new
+            if let Some(event) = events
                 .iter()
                 .find(|e| e.id == removal.id && e.pubkey == removal.author)
             {
                 deletes.push(removal.id);
-                removed.push((*event).clone());
+                removed.push(event.clone());
             }
         }
-        let mut built = Vec::with_capacity(new.len());
-        for (i, event) in new.iter().enumerate() {
+        let mut built = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
             if i % SLICE_ROWS == SLICE_ROWS - 1 {
                 pace().await;
             }
             built.push(rows::row(event)?);
         }
-        // A batch of puts placed in one go held the page's thread for 100 ms and more.
+        // A batch of writes placed in one go held the page's thread for 100 ms and more.
         let writes = built
             .into_iter()
-            .map(Request::Put)
+            .map(Request::Add)
             .chain(deletes.iter().map(|id| Request::Delete(id.to_hex().into())))
             .collect();
-        paced::run(db, schema::EVENTS, IdbTransactionMode::Readwrite, writes).await?;
+        let answers = paced::run(db, schema::EVENTS, IdbTransactionMode::Readwrite, writes).await?;
+        let mut existed = Vec::new();
+        let mut new = Vec::new();
+        for (event, added) in events.iter().zip(&answers) {
+            if held(added) {
+                new.push(event);
+            } else {
+                existed.push(event.id);
+            }
+        }
         let on_saved = self.inner.on_saved.borrow().clone();
         if let Some(on_saved) = on_saved {
             let added: Vec<Event> = new

@@ -17,19 +17,19 @@ use crate::clock::Stretch;
 
 /// One request on an object store.
 pub enum Request {
-    /// Put this row.
-    Put(JsValue),
+    /// Add this row unless its key is held: a held key is not an error (the transaction
+    /// goes on), and its answer is `undefined`.
+    Add(JsValue),
     /// Delete the row with this key.
     Delete(JsValue),
-    /// Read the key of the row with this key: whether it is held.
-    GetKey(JsValue),
     /// Read the row with this key.
     Get(JsValue),
 }
 
 /// Places `requests` on one transaction on `store`, a slice at a time, and resolves once
-/// it completed with their answers (`undefined` where nothing is held) — or with its
-/// error (a quota refusal, a failed request) if it aborted.
+/// it completed with their answers (`undefined` where nothing is held, or where an add
+/// found its key held) — or with its error (a quota refusal, a failed request) if it
+/// aborted.
 pub async fn run(
     db: &IdbDatabase,
     store: &str,
@@ -71,14 +71,29 @@ pub async fn run(
             state.borrow_mut().finish(Err(error));
         })
     };
+    // An add whose key is held fails its request with a ConstraintError, which aborts
+    // the transaction unless its default is prevented (the store's one such case: it
+    // has no unique index).
+    let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(|event: web_sys::Event| {
+        let held = event
+            .target()
+            .and_then(|t| t.dyn_into::<IdbRequest>().ok())
+            .and_then(|r| r.error().ok().flatten())
+            .is_some_and(|e| e.name() == "ConstraintError");
+        if held {
+            event.prevent_default();
+        }
+    });
     tx.set_oncomplete(Some(on_complete.as_ref().unchecked_ref()));
     tx.set_onabort(Some(on_abort.as_ref().unchecked_ref()));
+    tx.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     place(&state, &tx, &objects);
     let result = finished
         .await
         .unwrap_or_else(|_| Err(StoreError::Other("transaction dropped".into())));
     tx.set_oncomplete(None);
     tx.set_onabort(None);
+    tx.set_onerror(None);
     // The callbacks hold the state: break the cycle (none of them is running now).
     state.borrow_mut().callbacks.clear();
     result
@@ -110,9 +125,8 @@ fn place(state: &Rc<RefCell<State>>, tx: &IdbTransaction, objects: &IdbObjectSto
             return;
         };
         let placed = match request {
-            Request::Put(row) => objects.put(&row),
+            Request::Add(row) => objects.add(&row),
             Request::Delete(key) => objects.delete(&key),
-            Request::GetKey(key) => objects.get_key(&key),
             Request::Get(key) => objects.get(&key),
         };
         let request = match placed {
