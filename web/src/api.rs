@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use grasp_sync_core::matching::event_matches;
 use grasp_sync_core::RelayUrl;
 use grasp_sync_core::RepoRef;
 use grasp_sync_driver::Command;
@@ -736,14 +737,13 @@ impl Subscriptions {
             .iter()
             .map(|(_, f, cb)| (f.clone(), cb.clone()))
             .collect();
-        let opts = nostr::prelude::MatchEventOptions::new();
         for (filter, callback) in list {
             let plus = js_sys::Array::new();
-            for e in added.iter().filter(|e| filter.match_event(e, opts)) {
+            for e in added.iter().filter(|e| event_matches(&filter, e)) {
                 plus.push(&event_js(e));
             }
             let minus = js_sys::Array::new();
-            for e in removed.iter().filter(|e| filter.match_event(e, opts)) {
+            for e in removed.iter().filter(|e| event_matches(&filter, e)) {
                 minus.push(&e.id.to_hex().into());
             }
             if plus.length() == 0 && minus.length() == 0 {

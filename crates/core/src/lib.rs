@@ -20,6 +20,7 @@ pub mod filters;
 pub mod index;
 pub mod items;
 pub mod limits;
+pub mod matching;
 pub mod neg;
 pub mod nip34;
 pub mod relay_url;

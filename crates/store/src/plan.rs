@@ -13,8 +13,9 @@
 
 use std::cmp::Ordering;
 
+use grasp_sync_core::matching::event_matches;
 use nostr::prelude::SingleLetterTag;
-use nostr::prelude::{Event, EventId, Filter, Kind, MatchEventOptions, PublicKey, Timestamp};
+use nostr::prelude::{Event, EventId, Filter, Kind, PublicKey, Timestamp};
 
 use crate::notes::is_live;
 
@@ -148,7 +149,7 @@ impl Plan {
     /// Whether `event` belongs in the answer at `now`: it matches the filter (NIP-01)
     /// and has not expired (NIP-40).
     pub fn admits(&self, event: &Event, now: Timestamp) -> bool {
-        is_live(event, now) && self.filter.match_event(event, MatchEventOptions::new())
+        is_live(event, now) && event_matches(&self.filter, event)
     }
 
     /// Walks `postings` (newest first, as [`merge`] gives them), reads each event with

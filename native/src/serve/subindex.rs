@@ -28,7 +28,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use nostr::prelude::{Event, EventId, Filter, Kind, MatchEventOptions, PublicKey, SingleLetterTag};
+use grasp_sync_core::matching::event_matches;
+use nostr::prelude::{Event, EventId, Filter, Kind, PublicKey, SingleLetterTag};
 
 /// A client connection, as the index knows it.
 pub type ConnId = u64;
@@ -189,11 +190,7 @@ impl SubIndex {
             let Some(posted) = self.filters.get(&slot) else {
                 continue;
             };
-            if last == Some(posted.sub)
-                || !posted
-                    .filter
-                    .match_event(event, MatchEventOptions::default())
-            {
+            if last == Some(posted.sub) || !event_matches(&posted.filter, event) {
                 continue;
             }
             last = Some(posted.sub);
@@ -471,7 +468,7 @@ mod tests {
             .filter(|(_, filters)| {
                 filters
                     .iter()
-                    .any(|f| f.match_event(event, MatchEventOptions::default()))
+                    .any(|f| f.match_event(event, nostr::prelude::MatchEventOptions::default()))
             })
             .map(|(sub, _)| *sub)
             .collect()

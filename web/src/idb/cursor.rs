@@ -7,12 +7,13 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
+use grasp_sync_core::matching::event_matches;
 use indexed_db_futures::cursor::CursorDirection;
 use indexed_db_futures::index::Index;
 use indexed_db_futures::internals::SystemRepr;
 use indexed_db_futures::prelude::*;
 use indexed_db_futures::KeyRange;
-use nostr::prelude::{Filter, MatchEventOptions, Timestamp};
+use nostr::prelude::{Filter, Timestamp};
 use wasm_bindgen::prelude::*;
 
 use super::error::StoreError;
@@ -178,7 +179,7 @@ pub async fn newest(
             break;
         }
         let matches = !rows::expired(&row, now)
-            && rows::event_of(&row).is_ok_and(|e| filter.match_event(&e, MatchEventOptions::new()));
+            && rows::event_of(&row).is_ok_and(|e| event_matches(filter, &e));
         if matches {
             kept.push(row);
             if kept.len() >= limit && boundary.is_none() {

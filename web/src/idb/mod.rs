@@ -24,6 +24,7 @@ use std::rc::Rc;
 use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt;
 use grasp_sync_core::accept::Removal;
+use grasp_sync_core::matching::event_matches;
 use grasp_sync_core::RepoRef;
 use grasp_sync_driver::{Saved, SavedState, Store, StoreError as PortError};
 use indexed_db_futures::internals::SystemRepr;
@@ -31,7 +32,7 @@ use indexed_db_futures::prelude::*;
 use indexed_db_futures::primitive::TryToJs;
 use indexed_db_futures::transaction::{Transaction, TransactionMode};
 use indexed_db_futures::KeyRange;
-use nostr::prelude::{Event, EventId, Filter, MatchEventOptions, Timestamp};
+use nostr::prelude::{Event, EventId, Filter, Timestamp};
 use wasm_bindgen::prelude::*;
 
 pub use error::StoreError;
@@ -119,8 +120,7 @@ impl IdbStore {
     /// ascending), at most `filter.limit`; expired events (NIP-40) left out.
     pub async fn query_events(&self, filter: &Filter) -> Result<Vec<Event>, StoreError> {
         let rows = self.candidates(filter).await?;
-        let mut events =
-            unexpired_events(&rows, |e| filter.match_event(e, MatchEventOptions::new())).await?;
+        let mut events = unexpired_events(&rows, |e| event_matches(filter, e)).await?;
         events.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)

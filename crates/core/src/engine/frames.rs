@@ -1,7 +1,7 @@
 //! Frames to and from a relay: sending, subscription ids, and routing each parsed relay
 //! frame (EVENT, EOSE, CLOSED, NOTICE, NEG-MSG, NEG-ERR) to what handles it.
 
-use nostr::prelude::{Event, MatchEventOptions};
+use nostr::prelude::Event;
 
 use super::job::JobState;
 use super::relay::{self, Sub};
@@ -9,6 +9,7 @@ use super::sub_id::SubId;
 use super::{Output, Phase, SyncEngine};
 use crate::accept::Reject;
 use crate::items::RelayId;
+use crate::matching::event_matches;
 use crate::wire::{
     is_too_many_records, notice_class, parse_relay_frame, reason_class, ClientFrame, NoticeClass,
     ReasonClass, RelayFrame,
@@ -118,14 +119,13 @@ impl SyncEngine {
             return;
         };
         relay.stats.events_received += 1;
-        let opts = MatchEventOptions::new();
         let Some(kind) = relay.subs.get(sub) else {
             // A replaced live subscription, until the relay answered its successor.
             let Some(closing) = relay.closing_live.get(sub) else {
                 relay.stats.bad_frame("unknown-subscription");
                 return;
             };
-            if !closing.filters.iter().any(|f| f.match_event(&event, opts)) {
+            if !closing.filters.iter().any(|f| event_matches(f, &event)) {
                 relay.stats.reject(Reject::NotRequested.as_str());
                 return;
             }
@@ -133,18 +133,15 @@ impl SyncEngine {
             return;
         };
         let (requested, job) = match kind {
-            Sub::Live(live) => (
-                live.filters.iter().any(|f| f.match_event(&event, opts)),
-                None,
-            ),
+            Sub::Live(live) => (live.filters.iter().any(|f| event_matches(f, &event)), None),
             Sub::Job(job) => {
                 let matches = relay
                     .jobs
                     .get(job)
-                    .is_some_and(|j| j.filter.match_event(&event, opts));
+                    .is_some_and(|j| event_matches(&j.filter, &event));
                 (matches, Some(*job))
             }
-            Sub::Fetch(fetch) => (fetch.filter.match_event(&event, opts), None),
+            Sub::Fetch(fetch) => (event_matches(&fetch.filter, &event), None),
         };
         if !requested {
             relay.stats.reject(Reject::NotRequested.as_str());
