@@ -19,6 +19,7 @@ use std::fmt;
 use std::vec::IntoIter;
 
 use nostr::prelude::{Event, EventId, Filter};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Largest frame parsed by default (1 MiB); larger frames are refused before parsing.
@@ -403,7 +404,7 @@ pub fn malformed_event_id(text: &str, max_bytes: usize) -> Option<EventId> {
     if kind != "EVENT" {
         return None;
     }
-    let Value::Object(event) = fields.items.next()? else {
+    let Value::Object(event) = fields.next_value().ok()?? else {
         return None;
     };
     let Value::String(hex) = event.get("id")? else {
@@ -508,20 +509,27 @@ impl ClientFrame {
 }
 
 /// Checks the size cap, parses the JSON and splits off the message type.
-fn open(text: &str, max_bytes: usize) -> Result<(String, Fields), FrameError> {
+fn open(text: &str, max_bytes: usize) -> Result<(String, Fields<'_>), FrameError> {
     if text.len() > max_bytes {
         return Err(FrameError::TooLarge {
             len: text.len(),
             max: max_bytes,
         });
     }
-    let value: Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
-    let Value::Array(items) = value else {
-        return Err(FrameError::NotArray);
-    };
+    // The elements as slices of the text: each is parsed into what its field needs (an
+    // event straight from its JSON), not through a tree of the whole frame first.
+    let items: Vec<&RawValue> =
+        serde_json::from_str(text).map_err(|_| match serde_json::from_str::<Value>(text) {
+            Ok(_) => FrameError::NotArray,
+            Err(_) => FrameError::NotJson,
+        })?;
     let len = items.len();
-    let mut items = items.into_iter();
-    let kind = match items.next() {
+    let mut fields = Fields {
+        kind: "",
+        len,
+        items: items.into_iter(),
+    };
+    let kind = match fields.next_value()? {
         None => return Err(FrameError::EmptyArray),
         Some(Value::String(kind)) => kind,
         Some(other) => {
@@ -529,27 +537,20 @@ fn open(text: &str, max_bytes: usize) -> Result<(String, Fields), FrameError> {
             return Err(FrameError::UnknownType(truncate(&json, TYPE_CHARS)));
         }
     };
-    Ok((
-        kind,
-        Fields {
-            kind: "",
-            len,
-            items,
-        },
-    ))
+    Ok((kind, fields))
 }
 
 /// The elements of a frame after its type, consumed in order.
-struct Fields {
+struct Fields<'a> {
     /// The message type, once [`Fields::arity`] has checked the frame.
     kind: &'static str,
     /// Elements in the frame, the type included.
     len: usize,
     /// The elements not yet consumed.
-    items: IntoIter<Value>,
+    items: IntoIter<&'a RawValue>,
 }
 
-impl Fields {
+impl Fields<'_> {
     /// These fields as a `kind` frame of `min..=max` elements, the type included.
     fn arity(mut self, kind: &'static str, min: usize, max: usize) -> Result<Self, FrameError> {
         if self.len < min || self.len > max {
@@ -562,6 +563,12 @@ impl Fields {
         Ok(self)
     }
 
+    /// The next element, parsed. Its syntax was checked with the frame's; what can
+    /// still fail is nesting deeper than serde_json's limit, which reads as not JSON.
+    fn next_value(&mut self) -> Result<Option<Value>, FrameError> {
+        self.items.next().map(parse_element).transpose()
+    }
+
     /// A [`FrameError::BadField`] for `field` of this frame.
     fn bad(&self, field: &'static str) -> FrameError {
         FrameError::BadField {
@@ -572,7 +579,7 @@ impl Fields {
 
     /// The next element as a subscription id of 1 to 64 bytes.
     fn subscription(&mut self) -> Result<String, FrameError> {
-        match self.items.next() {
+        match self.next_value()? {
             Some(Value::String(id)) if (1..=MAX_SUBSCRIPTION_BYTES).contains(&id.len()) => Ok(id),
             _ => Err(FrameError::BadSubscription),
         }
@@ -580,7 +587,7 @@ impl Fields {
 
     /// The next element as a string.
     fn string(&mut self, field: &'static str) -> Result<String, FrameError> {
-        match self.items.next() {
+        match self.next_value()? {
             Some(Value::String(s)) => Ok(s),
             _ => Err(self.bad(field)),
         }
@@ -588,7 +595,7 @@ impl Fields {
 
     /// A string that relays may omit: missing reads as `""`.
     fn optional_string(&mut self, field: &'static str) -> Result<String, FrameError> {
-        match self.items.next() {
+        match self.next_value()? {
             None => Ok(String::new()),
             Some(Value::String(s)) => Ok(s),
             Some(_) => Err(self.bad(field)),
@@ -597,7 +604,7 @@ impl Fields {
 
     /// The next element as a bool.
     fn bool(&mut self, field: &'static str) -> Result<bool, FrameError> {
-        match self.items.next() {
+        match self.next_value()? {
             Some(Value::Bool(b)) => Ok(b),
             _ => Err(self.bad(field)),
         }
@@ -605,7 +612,7 @@ impl Fields {
 
     /// The next element as 64 hex digits of an event id.
     fn event_id(&mut self) -> Result<EventId, FrameError> {
-        let bytes = match self.items.next() {
+        let bytes = match self.next_value()? {
             Some(Value::String(hex)) => decode_hex(&hex).and_then(|b| <[u8; 32]>::try_from(b).ok()),
             _ => None,
         };
@@ -616,7 +623,7 @@ impl Fields {
 
     /// The next element as a NIP-45 `{"count": <n>}` object (other keys ignored).
     fn count(&mut self) -> Result<u64, FrameError> {
-        match self.items.next() {
+        match self.next_value()? {
             Some(Value::Object(map)) => map.get("count").and_then(Value::as_u64),
             _ => None,
         }
@@ -625,7 +632,7 @@ impl Fields {
 
     /// A hex payload: a string of an even number of hex digits.
     fn hex(&mut self, field: &'static str) -> Result<Vec<u8>, FrameError> {
-        match self.items.next() {
+        match self.next_value()? {
             Some(Value::String(hex)) => decode_hex(&hex).ok_or(FrameError::BadHex),
             _ => Err(self.bad(field)),
         }
@@ -633,21 +640,32 @@ impl Fields {
 
     /// The next element as an event, structure only.
     fn event(&mut self) -> Result<Box<Event>, FrameError> {
-        let value = self.items.next().unwrap_or(Value::Null);
-        serde_json::from_value::<Event>(value)
+        let json = self.items.next().map_or("null", |raw| raw.get());
+        serde_json::from_str::<Event>(json)
             .map(Box::new)
-            .map_err(|e| FrameError::BadEvent(truncate(&e.to_string(), DETAIL_CHARS)))
+            .map_err(|e| match e.classify() {
+                // Valid JSON but for its depth (see `next_value`).
+                serde_json::error::Category::Syntax => FrameError::NotJson,
+                _ => FrameError::BadEvent(truncate(&e.to_string(), DETAIL_CHARS)),
+            })
     }
 
     /// The next element as a filter.
     fn filter(&mut self) -> Result<Filter, FrameError> {
-        parse_filter(self.items.next().unwrap_or(Value::Null))
+        parse_filter(self.next_value()?.unwrap_or(Value::Null))
     }
 
     /// All remaining elements, as filters.
     fn filters(self) -> Result<Vec<Filter>, FrameError> {
-        self.items.map(parse_filter).collect()
+        self.items
+            .map(|raw| parse_filter(parse_element(raw)?))
+            .collect()
     }
+}
+
+/// One element of a frame as a JSON value (see [`Fields::next_value`]).
+fn parse_element(raw: &RawValue) -> Result<Value, FrameError> {
+    serde_json::from_str(raw.get()).map_err(|_| FrameError::NotJson)
 }
 
 /// A filter from its JSON.
