@@ -107,8 +107,6 @@ pub struct DriverStats {
 
 /// A socket the loop owns: its generation tells its frames from a replaced one's.
 struct Socket {
-    /// The relay's address, for logs.
-    url: RelayUrl,
     generation: u64,
     connection: Option<Connection>,
 }
@@ -430,9 +428,8 @@ where
         match incoming {
             Incoming::Text(text) => self.engine.handle_input(now, Input::Frame { relay, text }),
             Incoming::Closed(reason) => {
-                if let Some(socket) = self.sockets.remove(&relay) {
-                    tracing::debug!(relay = %socket.url, %reason, "closed");
-                }
+                self.sockets.remove(&relay);
+                tracing::debug!(relay = self.relay_name(relay), %reason, "closed");
                 self.engine
                     .handle_input(now, Input::Disconnected { relay, reason });
             }
@@ -453,7 +450,6 @@ where
                             &mut connection.incoming,
                             stream::empty().boxed_local(),
                         );
-
                         let closed =
                             stream::once(async { Incoming::Closed("stream ended".into()) });
                         self.frames.push(
@@ -464,16 +460,16 @@ where
                         );
                         if let Some(socket) = self.sockets.get_mut(&relay) {
                             socket.connection = Some(connection);
-                            tracing::debug!(relay = %socket.url, "connected");
                         }
+                        tracing::debug!(relay = self.relay_name(relay), "connected");
                         self.engine.handle_input(now, Input::Connected { relay });
                     }
                     Ok(mut stale) => (stale.close)(),
                     Err(reason) if wanted => {
                         self.stats.connect_failures += 1;
-                        if let Some(socket) = self.sockets.remove(&relay) {
-                            tracing::info!(relay = %socket.url, %reason, "connection failed");
-                        }
+                        self.sockets.remove(&relay);
+                        let url = self.relay_name(relay);
+                        tracing::info!(relay = url, %reason, "connection failed");
                         self.engine
                             .handle_input(now, Input::Disconnected { relay, reason });
                     }
@@ -611,7 +607,6 @@ where
                 self.sockets.insert(
                     relay,
                     Socket {
-                        url,
                         generation,
                         connection: None,
                     },
