@@ -4,7 +4,8 @@
 // cold sync into IndexedDB, its warm reopen until in sync and a 1 % catch-up, side by
 // side with a JavaScript peer (nostr-tools REQ, signatures verified, into nostr-idb;
 // bench/peer.js) doing the same job. Prints a markdown table (also results/bench.md):
-// wall time, bytes, round trips, the longest main-thread task, the .wasm gzipped.
+// wall time and its ratio to the peer's in the same run, bytes, round trips, the longest
+// main-thread task, the .wasm gzipped.
 //
 //   GRASP_E2E_FIXTURE=target/debug/web-e2e-fixture GRASP_E2E_PKG=web/pkg node web/e2e/bench.js
 // or `just bench-web` (builds what it needs).
@@ -66,10 +67,15 @@ const peer = (since) => page.evaluate(async ({ daemon, nostrRsRelay, repos, sinc
   return { ...r, roundTrips: r.reqs, longest: window.longest };
 }, { daemon, nostrRsRelay, repos, since });
 
-const rows = [];
+const results = [];
 const row = (what, who, r) => {
-  rows.push(`| ${what} | ${who} | ${(r.ms / 1000).toFixed(2)} | ${r.stored ?? "—"} | ${(r.bytesIn / 1e6).toFixed(2)} | ${r.bytesOut === undefined ? "—" : (r.bytesOut / 1e3).toFixed(1)} | ${r.roundTrips} | ${r.longest.toFixed(0)} |`);
+  results.push({ what, who, r });
   console.error(`${what} ${who}: ${JSON.stringify(r)}`);
+};
+/** A result's wall time over the peer's in the same kind of run, when the peer ran it. */
+const vsPeer = ({ what, who, r }) => {
+  const theirs = results.find((x) => x.what === what && x.who !== who && x.who !== "grasp-sync-web");
+  return who === "grasp-sync-web" && theirs ? `${(r.ms / theirs.r.ms).toFixed(2)}x` : "—";
 };
 try {
   const started = Math.floor(Date.now() / 1000);
@@ -91,9 +97,13 @@ const table = [
     `relays ${daemon} (grasp-sync serve) and ${nostrRsRelay} (nostr-rs-relay); .wasm ${wasm.length} B, ` +
     `${gzipSync(wasm, { level: 9 }).length} B gzipped.`,
   "",
-  "| run | client | wall s | stored | MB in | kB out | round trips | longest task ms |",
-  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-  ...rows,
+  "| run | client | wall s | vs peer | stored | MB in | kB out | round trips | longest task ms |",
+  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ...results.map((x) => {
+    const { what, who, r } = x;
+    const kbOut = r.bytesOut === undefined ? "—" : (r.bytesOut / 1e3).toFixed(1);
+    return `| ${what} | ${who} | ${(r.ms / 1000).toFixed(2)} | ${vsPeer(x)} | ${r.stored ?? "—"} | ${(r.bytesIn / 1e6).toFixed(2)} | ${kbOut} | ${r.roundTrips} | ${r.longest.toFixed(0)} |`;
+  }),
   "",
   "The peer's bytes are the JSON of the events it kept (no frame overhead, no duplicates); its round trips are REQs.",
 ].join("\n");
