@@ -151,24 +151,8 @@ impl SyncEngine {
     /// Drops a relay's jobs per key and its leases (its jobs are gone): relays whose jobs
     /// waited for those keys look again.
     fn forget_keys(&mut self, id: RelayId) {
-        let mut freed = Vec::new();
-        self.key_jobs.retain(|(relay, key), _| {
-            let keep = *relay != id;
-            if !keep {
-                freed.push(*key);
-            }
-            keep
-        });
-        self.leases.retain(|key, (relay, _)| {
-            let keep = *relay != id;
-            if !keep {
-                freed.push(*key);
-            }
-            keep
-        });
-        for key in freed {
-            self.wake_key_waiters(key);
-        }
+        let woken = self.keys.forget(id);
+        self.wake(woken);
     }
 
     /// Forgets the relay's last error once it is open with no work left (in sync).

@@ -39,11 +39,11 @@ impl SyncEngine {
 
     /// A key's lease counts its holder's leased (running) jobs holding the key.
     fn check_leases(&self, holding: &HashMap<(RelayId, WorkKey), (usize, usize)>) {
-        for (key, (relay, count)) in &self.leases {
-            let holding = holding.get(&(*relay, *key)).map_or(0, |h| h.1);
-            assert!(*count >= 1, "lease of {key:?} at {relay:?} counts no job");
+        for (key, relay, count) in self.keys.leases() {
+            let holding = holding.get(&(relay, key)).map_or(0, |h| h.1);
+            assert!(count >= 1, "lease of {key:?} at {relay:?} counts no job");
             assert_eq!(
-                *count as usize, holding,
+                count as usize, holding,
                 "lease of {key:?} at {relay:?} drifted from its leased jobs"
             );
         }
@@ -52,10 +52,10 @@ impl SyncEngine {
     /// A relay's count of jobs for a key is at least one and at most the jobs holding it
     /// (an abandoned job drops the entry, so a job left for the key does not confirm it).
     fn check_key_jobs(&self, holding: &HashMap<(RelayId, WorkKey), (usize, usize)>) {
-        for ((relay, key), (count, _)) in &self.key_jobs {
-            let holding = holding.get(&(*relay, *key)).map_or(0, |h| h.0);
+        for (relay, key, count) in self.keys.job_counts() {
+            let holding = holding.get(&(relay, key)).map_or(0, |h| h.0);
             assert!(
-                *count >= 1 && *count as usize <= holding,
+                count >= 1 && count as usize <= holding,
                 "jobs for {key:?} at {relay:?}: counted {count}, {holding} hold it"
             );
         }

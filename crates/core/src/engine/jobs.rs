@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use nostr::prelude::{Filter, Timestamp};
 
 use super::job::{Job, JobId, JobState, Narrow};
+use super::keys::Woken;
 use super::relay;
 use super::{Checkpoint, Output, Phase, Scope, SyncEngine};
 use crate::filters::{
@@ -202,11 +203,7 @@ impl SyncEngine {
     ) -> JobId {
         let job_id = self.new_id();
         let now = self.now;
-        for key in &keys {
-            let entry = self.key_jobs.entry((id, *key)).or_insert((0, now));
-            entry.0 += 1;
-            entry.1 = entry.1.min(now);
-        }
+        self.keys.add_job(id, &keys, now);
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.jobs.insert(
                 job_id,
@@ -302,7 +299,7 @@ impl SyncEngine {
                 })
                 .map(|j| j.id);
             for key in blocked {
-                self.key_waiters.entry(key).or_default().insert(id);
+                self.keys.wait(key, id);
             }
             let Some(job) = found else {
                 return;
@@ -325,12 +322,7 @@ impl SyncEngine {
                 }
                 _ => Vec::new(),
             };
-            for key in keys {
-                let holder = self.leases.entry(key).or_insert((id, 0));
-                if holder.0 == id {
-                    holder.1 += 1;
-                }
-            }
+            self.keys.lease(id, &keys);
             match start {
                 Start::Paging => self.start_paging(id, job),
                 Start::Probe => self.start_loading(id, job, true),
@@ -365,24 +357,19 @@ impl SyncEngine {
         if peers.is_empty() {
             return None;
         }
-        keys.iter().copied().find(|key| {
-            peers
-                .iter()
-                .any(|peer| self.key_jobs.contains_key(&(*peer, *key)))
-        })
+        keys.iter()
+            .copied()
+            .find(|key| peers.iter().any(|peer| self.keys.has_job(*peer, *key)))
     }
 
     /// The first of these keys another relay's running jobs hold.
     fn leased_elsewhere(&self, id: RelayId, keys: &[WorkKey]) -> Option<WorkKey> {
-        keys.iter()
-            .copied()
-            .find(|key| self.leases.get(key).is_some_and(|(relay, _)| *relay != id))
+        self.keys.leased_elsewhere(id, keys)
     }
 
-    /// A key's lease or a relay's job for it ended: relays whose jobs waited for it
-    /// look again.
-    pub(super) fn wake_key_waiters(&mut self, key: WorkKey) {
-        for relay in self.key_waiters.remove(&key).unwrap_or_default() {
+    /// Keys they waited for are free: these relays look again.
+    pub(super) fn wake(&mut self, woken: Woken) {
+        for relay in woken {
             self.relays.mark(relay);
         }
     }
@@ -400,17 +387,8 @@ impl SyncEngine {
                 j.keys.clone()
             })
             .unwrap_or_default();
-        for key in running {
-            if let Some(holder) = self.leases.get_mut(&key) {
-                if holder.0 == id {
-                    holder.1 = holder.1.saturating_sub(1);
-                    if holder.1 == 0 {
-                        self.leases.remove(&key);
-                        self.wake_key_waiters(key);
-                    }
-                }
-            }
-        }
+        let woken = self.keys.release(id, &running);
+        self.wake(woken);
     }
 
     pub(super) fn job_timed_out(&mut self, id: RelayId, job_id: JobId) {
@@ -493,8 +471,8 @@ impl SyncEngine {
             if self.work.is_pending(id, key) {
                 self.work.abandon(id, key);
             }
-            self.key_jobs.remove(&(id, key));
-            self.wake_key_waiters(key);
+            let woken = self.keys.abandon(id, key);
+            self.wake(woken);
         }
     }
 
@@ -563,16 +541,11 @@ impl SyncEngine {
             }));
         }
         for key in job.keys {
-            let Some(entry) = self.key_jobs.get_mut(&(id, key)) else {
+            let Some((since, woken)) = self.keys.complete(id, key) else {
                 continue;
             };
-            entry.0 = entry.0.saturating_sub(1);
-            if entry.0 > 0 {
-                continue;
-            }
-            let at = entry.1.timestamp();
-            self.key_jobs.remove(&(id, key));
-            self.wake_key_waiters(key);
+            self.wake(woken);
+            let at = since.timestamp();
             let known = self.work.confirm(id, key, at) || {
                 let known = self.work.is_known(id, key);
                 if known {

@@ -26,6 +26,7 @@
 //! - `frames`: sending frames, and routing each received frame;
 //! - `live`: live subscriptions;
 //! - `jobs`: planning, starting, leasing, requeueing and completing historic jobs;
+//! - `keys`: the work keys across relays (jobs per relay and key, leases, waiters);
 //! - `paging` and `reconcile`: a job's two methods, paginated REQ and NIP-77;
 //! - `fetch`: need-ids fetched by `ids` REQs, once across relays;
 //! - `ingest`: precheck, verification, acceptance and storage of received events;
@@ -47,6 +48,7 @@ mod ingest;
 mod invariants;
 mod job;
 mod jobs;
+mod keys;
 mod live;
 mod messages;
 mod paging;
@@ -74,13 +76,14 @@ pub use time::Time;
 use crate::accept::Acceptor;
 use crate::actions::WorkState;
 use crate::index::RepoIndex;
-use crate::items::{RelayId, WorkKey};
+use crate::items::RelayId;
 use crate::relay_url::RelayUrl;
 use crate::seen::{SeenEntry, SeenSet};
 use fetch::FetchOwner;
 use ingest::{Pipe, RecentIds};
 use job::{JobId, JobState};
 use jobs::Session;
+use keys::KeyTable;
 use relay::RelayState;
 use relays::Relays;
 use time::Jitter;
@@ -119,13 +122,8 @@ pub struct SyncEngine {
     orphans: publish::Orphans,
     in_pipeline: HashSet<EventId>,
     fetching: HashMap<EventId, FetchOwner>,
-    key_jobs: HashMap<(RelayId, WorkKey), (u32, Time)>,
-    /// The relay job running a key's historic sync: other relays' jobs for the key wait
-    /// for it, then reconcile against what it stored instead of downloading it again.
-    leases: HashMap<WorkKey, (RelayId, u32)>,
-    /// Relays with a queued job that waits for a key leased elsewhere (or left to a
-    /// relay without NIP-77): driven again when that key's lease or job ends.
-    key_waiters: HashMap<WorkKey, BTreeSet<RelayId>>,
+    /// Jobs per relay and key, the keys' leases, and the relays waiting for keys.
+    keys: KeyTable,
     /// Relays waiting for ingest room (a parked page, a held-back fetch, a catch-up
     /// waiting for the queue to drain): driven after every input.
     room_waiters: BTreeSet<RelayId>,
@@ -169,9 +167,7 @@ impl SyncEngine {
             orphans: publish::Orphans::new(),
             in_pipeline: HashSet::new(),
             fetching: HashMap::new(),
-            key_jobs: HashMap::new(),
-            leases: HashMap::new(),
-            key_waiters: HashMap::new(),
+            keys: KeyTable::default(),
             room_waiters: BTreeSet::new(),
             recent: RecentIds::default(),
             remembered: Vec::new(),
