@@ -54,7 +54,7 @@ impl SyncEngine {
         }
         // A copy already on its way to the store is waited for, not downloaded again;
         // should it prove forged (or fail to store), it is fetched from this relay.
-        if self.in_pipeline.contains(&eid) {
+        if self.pipeline.contains(&eid) {
             return;
         }
         if let Some(relay) = self.relays.get_mut(&id) {
@@ -260,7 +260,7 @@ impl SyncEngine {
         for eid in fetch.ids {
             let owned = self.fetching.get(&eid).is_some_and(|o| o.relay == id)
                 && !fetch.delivered.contains(&eid)
-                && !self.in_pipeline.contains(&eid);
+                && !self.pipeline.contains(&eid);
             if !owned {
                 continue;
             }

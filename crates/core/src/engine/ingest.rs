@@ -7,6 +7,7 @@ use std::collections::{HashSet, VecDeque};
 use nostr::prelude::{Event, EventId};
 
 use super::job::JobId;
+use super::pipeline::Pipe;
 use super::{BatchId, Output, SyncEngine};
 use crate::accept::{Reject, Verdict};
 use crate::actions::compute_actions;
@@ -14,13 +15,6 @@ use crate::index::IndexUpdate;
 use crate::items::RelayId;
 use crate::nip34::{self, kinds};
 use crate::targets::TargetChange;
-
-/// An event on its way from a relay to the store.
-pub(super) struct Pipe {
-    pub(super) relay: RelayId,
-    pub(super) job: Option<JobId>,
-    pub(super) event: Event,
-}
 
 /// Ids recently stored, bounded: a copy from another relay is not verified and written
 /// again.
@@ -79,10 +73,10 @@ impl SyncEngine {
             self.resolve_fetch(&event.id);
             return;
         }
-        if self.in_pipeline.contains(&event.id) {
+        if self.pipeline.contains(&event.id) {
             return;
         }
-        if self.in_pipeline.len() >= max_queue {
+        if self.pipeline.len() >= max_queue {
             relay.stats.dropped += 1;
             if self.fetching.contains_key(&event.id) {
                 relay.stats.dropped_fetched += 1;
@@ -97,8 +91,7 @@ impl SyncEngine {
         if let Some(job) = job.and_then(|j| relay.jobs.get_mut(&j)) {
             job.outstanding += 1;
         }
-        self.in_pipeline.insert(event.id);
-        self.to_verify.push(Pipe {
+        self.pipeline.queue(Pipe {
             relay: id,
             job,
             event,
@@ -113,22 +106,20 @@ impl SyncEngine {
         self.config
             .flow
             .max_ingest_queue
-            .saturating_sub(self.in_pipeline.len() + in_flight)
+            .saturating_sub(self.pipeline.len() + in_flight)
     }
 
     pub(super) fn flush_verify(&mut self) {
-        if self.to_verify.is_empty() {
+        if !self.pipeline.has_queued() {
             return;
         }
         let batch = self.new_id();
-        let pipes = std::mem::take(&mut self.to_verify);
-        let events = pipes.iter().map(|p| p.event.clone()).collect();
-        self.verifying.insert(batch, pipes);
+        let events = self.pipeline.verify(batch);
         self.outputs.push_back(Output::Verify { batch, events });
     }
 
     pub(super) fn on_verified(&mut self, batch: BatchId, valid: &[bool]) {
-        let Some(mut pipes) = self.verifying.remove(&batch) else {
+        let Some(mut pipes) = self.pipeline.verified(batch) else {
             return;
         };
         let now = self.now.timestamp();
@@ -180,7 +171,7 @@ impl SyncEngine {
                     if forged {
                         // A forged copy is not the event: fetch a real one by id (the
                         // job, if any, waits for it).
-                        self.in_pipeline.remove(&pipe.event.id);
+                        self.pipeline.leave(&pipe.event.id);
                         if self.fetching.contains_key(&pipe.event.id) {
                             self.refetch(pipe.event.id);
                         } else {
@@ -197,7 +188,7 @@ impl SyncEngine {
         }
         if !events.is_empty() {
             let batch = self.new_id();
-            self.storing.insert(batch, entries);
+            self.pipeline.store(batch, entries);
             self.outputs.push_back(Output::Store {
                 batch,
                 events,
@@ -225,7 +216,7 @@ impl SyncEngine {
     /// An event left the pipeline (stored or rejected). `settled` says whether a fetch
     /// for it is over (a bad signature is not the event we need: try again elsewhere).
     fn left_pipeline(&mut self, relay: RelayId, job: Option<JobId>, eid: &EventId, settled: bool) {
-        self.in_pipeline.remove(eid);
+        self.pipeline.leave(eid);
         if let Some(job) = job {
             self.settle(relay, job);
         }
@@ -239,7 +230,7 @@ impl SyncEngine {
             self.on_published_stored(published, result);
             return;
         }
-        let Some(entries) = self.storing.remove(&batch) else {
+        let Some(entries) = self.pipeline.stored(batch) else {
             return;
         };
         let ok = result.is_ok();

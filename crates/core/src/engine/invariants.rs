@@ -2,9 +2,7 @@
 //! what they count after every input, so a drift fails a test where it happens instead
 //! of stalling a relay later.
 
-use std::collections::{HashMap, HashSet};
-
-use nostr::prelude::EventId;
+use std::collections::HashMap;
 
 use super::job::JobId;
 use super::SyncEngine;
@@ -18,7 +16,7 @@ impl SyncEngine {
         let holding = self.holding();
         self.check_leases(&holding);
         self.check_key_jobs(&holding);
-        self.check_pipeline();
+        self.pipeline.check();
         self.check_outstanding();
     }
 
@@ -61,42 +59,14 @@ impl SyncEngine {
         }
     }
 
-    /// The ids in the pipeline are exactly those queued for verification, being
-    /// verified, and being stored, each once.
-    fn check_pipeline(&self) {
-        let ids: Vec<EventId> = self
-            .to_verify
-            .iter()
-            .chain(self.verifying.values().flatten())
-            .map(|p| p.event.id)
-            .chain(self.storing.values().flatten().map(|(_, _, eid)| *eid))
-            .collect();
-        let set: HashSet<EventId> = ids.iter().copied().collect();
-        assert_eq!(set.len(), ids.len(), "an id is twice in the pipeline");
-        assert_eq!(
-            set, self.in_pipeline,
-            "in_pipeline drifted from the pipeline"
-        );
-    }
-
     /// A job's outstanding count is what it is owed: its events in the pipeline and the
     /// fetches it owns or waits for — at most that once a stalled job was reset.
     fn check_outstanding(&self) {
         let mut owed: HashMap<(RelayId, JobId), usize> = HashMap::new();
-        let pipes = self
-            .to_verify
-            .iter()
-            .chain(self.verifying.values().flatten())
-            .map(|p| (p.relay, p.job));
-        let stores = self
-            .storing
-            .values()
-            .flatten()
-            .map(|(relay, job, _)| (*relay, *job));
         let fetches = self.fetching.values().flat_map(|f| {
             std::iter::once((f.relay, f.job)).chain(f.waiters.iter().map(|(r, j)| (*r, Some(*j))))
         });
-        for (relay, job) in pipes.chain(stores).chain(fetches) {
+        for (relay, job) in self.pipeline.owed().chain(fetches) {
             if let Some(job) = job {
                 *owed.entry((relay, job)).or_insert(0) += 1;
             }

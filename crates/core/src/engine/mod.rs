@@ -30,6 +30,8 @@
 //! - `paging` and `reconcile`: a job's two methods, paginated REQ and NIP-77;
 //! - `fetch`: need-ids fetched by `ids` REQs, once across relays;
 //! - `ingest`: precheck, verification, acceptance and storage of received events;
+//! - `pipeline`: the books of events between a relay and the store (queued, verifying,
+//!   storing, and their ids);
 //! - `work`: local events and checkpoints turned into pending work;
 //! - `timers`: deadlines passed at a relay;
 //! - `publish`: events clients of our relay publish;
@@ -52,6 +54,7 @@ mod keys;
 mod live;
 mod messages;
 mod paging;
+mod pipeline;
 mod publish;
 mod reconcile;
 mod relay;
@@ -63,7 +66,7 @@ mod time;
 mod timers;
 mod work;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use nostr::prelude::EventId;
 
@@ -80,10 +83,11 @@ use crate::items::RelayId;
 use crate::relay_url::RelayUrl;
 use crate::seen::{SeenEntry, SeenSet};
 use fetch::FetchOwner;
-use ingest::{Pipe, RecentIds};
+use ingest::RecentIds;
 use job::{JobId, JobState};
 use jobs::Session;
 use keys::KeyTable;
+use pipeline::Pipeline;
 use relay::RelayState;
 use relays::Relays;
 use time::Jitter;
@@ -113,14 +117,12 @@ pub struct SyncEngine {
     outputs: VecDeque<Output>,
     next_id: u64,
     loading: HashMap<RequestId, (RelayId, JobId)>,
-    to_verify: Vec<Pipe>,
-    verifying: HashMap<BatchId, Vec<Pipe>>,
-    storing: HashMap<BatchId, Vec<(RelayId, Option<JobId>, EventId)>>,
+    /// Events between a relay and the store.
+    pipeline: Pipeline,
     /// Store batches of events clients published.
     publishing: HashMap<BatchId, (PublishId, EventId)>,
     /// Published events waiting for what they reference.
     orphans: publish::Orphans,
-    in_pipeline: HashSet<EventId>,
     fetching: HashMap<EventId, FetchOwner>,
     /// Jobs per relay and key, the keys' leases, and the relays waiting for keys.
     keys: KeyTable,
@@ -160,12 +162,9 @@ impl SyncEngine {
             outputs: VecDeque::new(),
             next_id: 1,
             loading: HashMap::new(),
-            to_verify: Vec::new(),
-            verifying: HashMap::new(),
-            storing: HashMap::new(),
+            pipeline: Pipeline::default(),
             publishing: HashMap::new(),
             orphans: publish::Orphans::new(),
-            in_pipeline: HashSet::new(),
             fetching: HashMap::new(),
             keys: KeyTable::default(),
             room_waiters: BTreeSet::new(),
@@ -239,8 +238,7 @@ impl SyncEngine {
     /// Whether every relay with something to sync is open and has no work left, or is
     /// failing (Backoff/Dead): what a one-shot `sync` waits for.
     pub fn is_settled(&self) -> bool {
-        self.in_pipeline.is_empty()
-            && self.to_verify.is_empty()
+        self.pipeline.is_empty()
             && self.relays.iter().all(|(id, r)| match r.phase {
                 Phase::Open => {
                     r.jobs.is_empty()
@@ -424,7 +422,7 @@ impl SyncEngine {
             }
             Phase::Open => {
                 if let Some(first_drop) = relay.needs_catch_up {
-                    if self.in_pipeline.len() < self.config.flow.max_ingest_queue / 2 {
+                    if self.pipeline.len() < self.config.flow.max_ingest_queue / 2 {
                         if let Some(relay) = self.relays.get_mut(&id) {
                             relay.needs_catch_up = None;
                         }
