@@ -1,7 +1,7 @@
 //! A relay's connection: opening a session (quick reconnect, restart catch-up or fresh
 //! start), its end, failure and backoff, and the phase reported with each change.
 
-use nostr::prelude::{EventId, Timestamp};
+use nostr::prelude::Timestamp;
 
 use super::jobs::Session;
 use super::relay;
@@ -123,13 +123,7 @@ impl SyncEngine {
     /// Forgets a relay's subscriptions and jobs; its fetches pass to waiters.
     pub(super) fn end_session(&mut self, id: RelayId) {
         self.clear_session(id);
-        let owned: Vec<EventId> = self
-            .fetching
-            .iter()
-            .filter(|(_, f)| f.relay == id)
-            .map(|(eid, _)| *eid)
-            .collect();
-        for eid in owned {
+        for eid in self.fetches.owned_by(id) {
             self.hand_over_fetch(eid);
         }
     }

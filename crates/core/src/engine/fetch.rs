@@ -6,24 +6,14 @@ use std::collections::HashSet;
 
 use nostr::prelude::EventId;
 
+use super::fetch_table::{Claim, RelayJob, Retry};
 use super::ingest::ingest_takes;
 use super::job::JobId;
 use super::relay::{Fetch, Sub};
-use super::relays::Relays;
 use super::{Phase, SyncEngine};
 use crate::filters::ids_filters;
 use crate::items::RelayId;
 use crate::wire::ClientFrame;
-
-/// The relay fetching an id by `ids` (a NIP-77 need, or a copy that failed
-/// verification), the job waiting for it there, and other relays' jobs waiting too.
-pub(super) struct FetchOwner {
-    pub(super) relay: RelayId,
-    pub(super) job: Option<JobId>,
-    pub(super) waiters: Vec<(RelayId, JobId)>,
-    /// Already asked again once: the next failure gives up at this relay.
-    pub(super) retried: bool,
-}
 
 impl SyncEngine {
     /// Relay `id` has event `eid` and we want it (NIP-77 need, or its copy failed
@@ -33,28 +23,13 @@ impl SyncEngine {
         if self.seen.contains(&eid) || self.recent.contains(&eid) {
             return;
         }
-        if let Some(owner) = self.fetching.get_mut(&eid) {
-            if let (true, Some(job)) = (owner.relay != id, job) {
-                owner.waiters.push((id, job));
-                self.bump(id, job, 1);
-            }
-            return;
-        }
-        self.fetching.insert(
-            eid,
-            FetchOwner {
-                relay: id,
-                job,
-                waiters: Vec::new(),
-                retried: false,
-            },
-        );
-        if let Some(job) = job {
+        let claim = self.fetches.claim(eid, id, job);
+        if let (Claim::Owns | Claim::Waits, Some(job)) = (&claim, job) {
             self.bump(id, job, 1);
         }
         // A copy already on its way to the store is waited for, not downloaded again;
         // should it prove forged (or fail to store), it is fetched from this relay.
-        if self.pipeline.contains(&eid) {
+        if claim != Claim::Owns || self.pipeline.contains(&eid) {
             return;
         }
         if let Some(relay) = self.relays.get_mut(&id) {
@@ -64,50 +39,46 @@ impl SyncEngine {
 
     /// A fetched copy failed verification: ask its relay once more, then give up there.
     pub(super) fn refetch(&mut self, eid: EventId) {
-        let Some(owner) = self.fetching.get_mut(&eid) else {
+        let Some(retry) = self.fetches.retry(&eid) else {
             return;
         };
-        if owner.retried {
-            let (relay, job, waiting) = (owner.relay, owner.job, !owner.waiters.is_empty());
-            let now = self.now;
-            if let Some(r) = self.relays.get_mut(&relay) {
-                r.stats.forged_twice += 1;
-                // With nobody else to ask, the job cannot vouch for completeness; a live
-                // event without a job is caught up from now on.
-                match job.filter(|_| !waiting) {
-                    Some(j) => {
-                        if let Some(job) = r.jobs.get_mut(&j) {
-                            job.lossy = true;
-                        }
-                    }
-                    None if !waiting => {
-                        r.needs_catch_up.get_or_insert(now);
-                    }
-                    None => {}
+        match retry {
+            Retry::Again(relay) => {
+                if let Some(r) = self.relays.get_mut(&relay) {
+                    r.fetch_queue.push_back(eid);
                 }
             }
-            self.hand_over_or_resolve(eid);
-            return;
-        }
-        owner.retried = true;
-        let relay = owner.relay;
-        if let Some(r) = self.relays.get_mut(&relay) {
-            r.fetch_queue.push_back(eid);
+            Retry::Exhausted {
+                relay,
+                job,
+                waiting,
+            } => {
+                let now = self.now;
+                if let Some(r) = self.relays.get_mut(&relay) {
+                    r.stats.forged_twice += 1;
+                    // With nobody else to ask, the job cannot vouch for completeness; a
+                    // live event without a job is caught up from now on.
+                    match job.filter(|_| !waiting) {
+                        Some(j) => {
+                            if let Some(job) = r.jobs.get_mut(&j) {
+                                job.lossy = true;
+                            }
+                        }
+                        None if !waiting => {
+                            r.needs_catch_up.get_or_insert(now);
+                        }
+                        None => {}
+                    }
+                }
+                self.hand_over_or_resolve(eid);
+            }
         }
     }
 
     /// A fetched copy was dropped (ingest queue full): the fetch is over, and every job
     /// waiting for it lost it and runs again — the id must not stay "being fetched".
     pub(super) fn drop_fetch(&mut self, eid: &EventId) {
-        let Some(owner) = self.fetching.remove(eid) else {
-            return;
-        };
-        let jobs = owner
-            .job
-            .map(|j| (owner.relay, j))
-            .into_iter()
-            .chain(owner.waiters);
-        for (relay, job) in jobs {
+        for (relay, job) in self.fetches.resolve(eid) {
             if let Some(j) = self
                 .relays
                 .get_mut(&relay)
@@ -121,13 +92,7 @@ impl SyncEngine {
 
     /// An id's fetch is over (stored, rejected, or given up): its jobs stop waiting.
     pub(super) fn resolve_fetch(&mut self, eid: &EventId) {
-        let Some(owner) = self.fetching.remove(eid) else {
-            return;
-        };
-        if let Some(job) = owner.job {
-            self.settle(owner.relay, job);
-        }
-        for (relay, job) in owner.waiters {
+        for (relay, job) in self.fetches.resolve(eid) {
             self.settle(relay, job);
         }
     }
@@ -135,34 +100,16 @@ impl SyncEngine {
     /// The fetching relay is gone or gave up: a waiting relay whose job is still running
     /// fetches the id instead; with none, the fetch is over.
     pub(super) fn hand_over_fetch(&mut self, eid: EventId) {
-        let Some(owner) = self.fetching.remove(&eid) else {
-            return;
-        };
-        let alive = |relays: &Relays, (relay, job): &(RelayId, JobId)| {
+        let relays = &self.relays;
+        let alive = |(relay, job): &RelayJob| {
             relays
                 .get(relay)
                 .is_some_and(|r| r.phase == Phase::Open && r.jobs.contains_key(job))
         };
-        let mut waiters: Vec<(RelayId, JobId)> = owner
-            .waiters
-            .into_iter()
-            .filter(|w| alive(&self.relays, w))
-            .collect();
-        if waiters.is_empty() {
-            return;
-        }
-        let (relay, job) = waiters.remove(0);
-        self.fetching.insert(
-            eid,
-            FetchOwner {
-                relay,
-                job: Some(job),
-                waiters,
-                retried: false,
-            },
-        );
-        if let Some(r) = self.relays.get_mut(&relay) {
-            r.fetch_queue.push_back(eid);
+        if let Some(relay) = self.fetches.hand_over(eid, alive) {
+            if let Some(r) = self.relays.get_mut(&relay) {
+                r.fetch_queue.push_back(eid);
+            }
         }
     }
 
@@ -258,7 +205,7 @@ impl SyncEngine {
             }
         }
         for eid in fetch.ids {
-            let owned = self.fetching.get(&eid).is_some_and(|o| o.relay == id)
+            let owned = self.fetches.owner(&eid).is_some_and(|o| o.relay == id)
                 && !fetch.delivered.contains(&eid)
                 && !self.pipeline.contains(&eid);
             if !owned {
@@ -268,7 +215,7 @@ impl SyncEngine {
                 if let Some(relay) = self.relays.get_mut(&id) {
                     relay.fetch_queue.push_back(eid);
                 }
-            } else if self.fetching.get(&eid).is_some_and(|o| o.retried) {
+            } else if self.fetches.owner(&eid).is_some_and(|o| o.retried) {
                 if let Some(relay) = self.relays.get_mut(&id) {
                     relay.stats.undelivered_ids += 1;
                 }
@@ -282,13 +229,13 @@ impl SyncEngine {
     /// Given up at one relay: another waiting relay tries, or the id is settled.
     fn hand_over_or_resolve(&mut self, eid: EventId) {
         let has_waiters = self
-            .fetching
-            .get(&eid)
+            .fetches
+            .owner(&eid)
             .is_some_and(|o| !o.waiters.is_empty());
         if has_waiters {
             let owner = self
-                .fetching
-                .get(&eid)
+                .fetches
+                .owner(&eid)
                 .and_then(|o| o.job.map(|j| (o.relay, j)));
             self.hand_over_fetch(eid);
             if let Some((relay, job)) = owner {

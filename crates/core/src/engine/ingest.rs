@@ -78,7 +78,7 @@ impl SyncEngine {
         }
         if self.pipeline.len() >= max_queue {
             relay.stats.dropped += 1;
-            if self.fetching.contains_key(&event.id) {
+            if self.fetches.contains(&event.id) {
                 relay.stats.dropped_fetched += 1;
             }
             relay.needs_catch_up.get_or_insert(now);
@@ -172,7 +172,7 @@ impl SyncEngine {
                         // A forged copy is not the event: fetch a real one by id (the
                         // job, if any, waits for it).
                         self.pipeline.leave(&pipe.event.id);
-                        if self.fetching.contains_key(&pipe.event.id) {
+                        if self.fetches.contains(&pipe.event.id) {
                             self.refetch(pipe.event.id);
                         } else {
                             self.need(pipe.relay, pipe.job, pipe.event.id);

@@ -63,10 +63,7 @@ impl SyncEngine {
     /// fetches it owns or waits for — at most that once a stalled job was reset.
     fn check_outstanding(&self) {
         let mut owed: HashMap<(RelayId, JobId), usize> = HashMap::new();
-        let fetches = self.fetching.values().flat_map(|f| {
-            std::iter::once((f.relay, f.job)).chain(f.waiters.iter().map(|(r, j)| (*r, Some(*j))))
-        });
-        for (relay, job) in self.pipeline.owed().chain(fetches) {
+        for (relay, job) in self.pipeline.owed().chain(self.fetches.owed()) {
             if let Some(job) = job {
                 *owed.entry((relay, job)).or_insert(0) += 1;
             }

@@ -29,6 +29,7 @@
 //! - `keys`: the work keys across relays (jobs per relay and key, leases, waiters);
 //! - `paging` and `reconcile`: a job's two methods, paginated REQ and NIP-77;
 //! - `fetch`: need-ids fetched by `ids` REQs, once across relays;
+//! - `fetch_table`: who fetches which id, and which jobs wait for it;
 //! - `ingest`: precheck, verification, acceptance and storage of received events;
 //! - `pipeline`: the books of events between a relay and the store (queued, verifying,
 //!   storing, and their ids);
@@ -44,6 +45,7 @@
 mod config;
 mod connection;
 mod fetch;
+mod fetch_table;
 mod frames;
 mod ingest;
 #[cfg(debug_assertions)]
@@ -82,7 +84,7 @@ use crate::index::RepoIndex;
 use crate::items::RelayId;
 use crate::relay_url::RelayUrl;
 use crate::seen::{SeenEntry, SeenSet};
-use fetch::FetchOwner;
+use fetch_table::FetchTable;
 use ingest::RecentIds;
 use job::{JobId, JobState};
 use jobs::Session;
@@ -123,7 +125,8 @@ pub struct SyncEngine {
     publishing: HashMap<BatchId, (PublishId, EventId)>,
     /// Published events waiting for what they reference.
     orphans: publish::Orphans,
-    fetching: HashMap<EventId, FetchOwner>,
+    /// Who fetches which id by `ids`, and which jobs wait for it.
+    fetches: FetchTable,
     /// Jobs per relay and key, the keys' leases, and the relays waiting for keys.
     keys: KeyTable,
     /// Relays waiting for ingest room (a parked page, a held-back fetch, a catch-up
@@ -165,7 +168,7 @@ impl SyncEngine {
             pipeline: Pipeline::default(),
             publishing: HashMap::new(),
             orphans: publish::Orphans::new(),
-            fetching: HashMap::new(),
+            fetches: FetchTable::default(),
             keys: KeyTable::default(),
             room_waiters: BTreeSet::new(),
             recent: RecentIds::default(),
