@@ -288,11 +288,9 @@ impl SyncEngine {
                     if j.is_window() {
                         return true;
                     }
-                    let held = self.leased_elsewhere(id, &j.keys).or_else(|| {
-                        self.defers_to(
-                            req_only.get_or_insert_with(|| self.req_only_peers(id)),
-                            &j.keys,
-                        )
+                    let held = self.keys.leased_elsewhere(id, &j.keys).or_else(|| {
+                        let peers = req_only.get_or_insert_with(|| self.req_only_peers(id));
+                        self.keys.job_among(peers, &j.keys)
                     });
                     blocked.extend(held);
                     held.is_none()
@@ -350,21 +348,6 @@ impl SyncEngine {
             })
             .map(|(other, _)| *other)
             .collect()
-    }
-
-    /// The first of these keys one of these relays has a job (queued or running) for.
-    fn defers_to(&self, peers: &[RelayId], keys: &[WorkKey]) -> Option<WorkKey> {
-        if peers.is_empty() {
-            return None;
-        }
-        keys.iter()
-            .copied()
-            .find(|key| peers.iter().any(|peer| self.keys.has_job(*peer, *key)))
-    }
-
-    /// The first of these keys another relay's running jobs hold.
-    fn leased_elsewhere(&self, id: RelayId, keys: &[WorkKey]) -> Option<WorkKey> {
-        self.keys.leased_elsewhere(id, keys)
     }
 
     /// Keys they waited for are free: these relays look again.

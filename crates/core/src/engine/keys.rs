@@ -61,6 +61,16 @@ impl KeyTable {
         self.jobs.contains_key(&(relay, key))
     }
 
+    /// The first of `keys` one of `relays` has a job (queued or running) for.
+    pub(super) fn job_among(&self, relays: &[RelayId], keys: &[WorkKey]) -> Option<WorkKey> {
+        if relays.is_empty() {
+            return None;
+        }
+        keys.iter()
+            .copied()
+            .find(|key| relays.iter().any(|relay| self.has_job(*relay, *key)))
+    }
+
     /// A job at `relay` started: it leases `keys` (those another relay leases stay that
     /// relay's; the job was started knowing it).
     pub(super) fn lease(&mut self, relay: RelayId, keys: &[WorkKey]) {
@@ -175,6 +185,8 @@ mod tests {
         t.add_job(a, &[key(1)], Time::from_secs(5));
         t.wait(key(1), b);
         assert!(t.has_job(a, key(1)));
+        assert_eq!(t.job_among(&[b, a], &[key(2), key(1)]), Some(key(1)));
+        assert_eq!(t.job_among(&[b], &[key(1)]), None);
         assert_eq!(t.complete(a, key(1)), None, "a job still holds it");
         let (since, woken) = t.complete(a, key(1)).expect("the last job");
         assert_eq!(since, Time::from_secs(5));
