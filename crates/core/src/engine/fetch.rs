@@ -228,21 +228,17 @@ impl SyncEngine {
 
     /// Given up at one relay: another waiting relay tries, or the id is settled.
     fn hand_over_or_resolve(&mut self, eid: EventId) {
-        let has_waiters = self
-            .fetches
-            .owner(&eid)
-            .is_some_and(|o| !o.waiters.is_empty());
-        if has_waiters {
-            let owner = self
-                .fetches
-                .owner(&eid)
-                .and_then(|o| o.job.map(|j| (o.relay, j)));
-            self.hand_over_fetch(eid);
-            if let Some((relay, job)) = owner {
-                self.settle(relay, job);
-            }
-        } else {
+        let Some(owner) = self.fetches.owner(&eid) else {
+            return;
+        };
+        if owner.waiters.is_empty() {
             self.resolve_fetch(&eid);
+            return;
+        }
+        let given_up = owner.job.map(|job| (owner.relay, job));
+        self.hand_over_fetch(eid);
+        if let Some((relay, job)) = given_up {
+            self.settle(relay, job);
         }
     }
 }

@@ -57,7 +57,7 @@ impl KeyTable {
     }
 
     /// Whether `relay` has a job (queued or running) for `key`.
-    pub(super) fn has_job(&self, relay: RelayId, key: WorkKey) -> bool {
+    fn has_job(&self, relay: RelayId, key: WorkKey) -> bool {
         self.jobs.contains_key(&(relay, key))
     }
 
