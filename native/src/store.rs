@@ -633,6 +633,21 @@ impl LmdbStore {
         .await?
     }
 
+    /// [`Store::save`]: the events as [`save`](Self::save) puts and removes them, then
+    /// `state`. Events and sync state live in two LMDB environments, so these are two
+    /// commits, the state's after the events' (a checkpoint never lands before the
+    /// events it covers; a crash between them loses the checkpoint, not events).
+    pub async fn save_with_state(
+        &self,
+        events: Vec<Event>,
+        remove: Vec<Removal>,
+        state: SavedState,
+    ) -> Result<Saved, StoreError> {
+        let saved = self.save(events, remove).await?;
+        self.save_state(state).await?;
+        Ok(saved)
+    }
+
     /// Saves `checkpoint`, replacing the one of the same relay and scope.
     pub async fn save_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError> {
         self.save_state(SavedState {
@@ -752,9 +767,16 @@ impl Store for LmdbStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
+        state: SavedState,
     ) -> LocalBoxFuture<'static, Result<Saved, PortError>> {
         let store = self.clone();
-        async move { store.save(events, remove).await.map_err(PortError::from) }.boxed_local()
+        async move {
+            store
+                .save_with_state(events, remove, state)
+                .await
+                .map_err(PortError::from)
+        }
+        .boxed_local()
     }
 
     fn root_events(
@@ -1205,7 +1227,7 @@ mod tests {
         assert!(events.len() > 50, "corpus too small: {}", events.len());
 
         // Through the port, as the driver calls it.
-        let saved = Store::save(&store, events.clone(), Vec::new())
+        let saved = Store::save(&store, events.clone(), Vec::new(), SavedState::default())
             .await
             .expect("save");
         assert_eq!(saved, Saved::default(), "nothing held, nothing to remove");
@@ -1432,8 +1454,9 @@ mod tests {
             &self,
             events: Vec<Event>,
             remove: Vec<Removal>,
+            state: SavedState,
         ) -> LocalBoxFuture<'static, Result<Saved, PortError>> {
-            Store::save(&self.0, events, remove)
+            Store::save(&self.0, events, remove, state)
         }
         fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), PortError>> {
             Store::save_state(&self.0, state)
@@ -1654,7 +1677,8 @@ mod tests {
         }
         assert!(refused > 0);
         // Through the driver's port, a full map is a quota error.
-        let through_port = Store::save(&store, events.clone(), Vec::new()).await;
+        let through_port =
+            Store::save(&store, events.clone(), Vec::new(), SavedState::default()).await;
         assert!(
             matches!(through_port, Err(PortError::QuotaExceeded(_))),
             "{through_port:?}"

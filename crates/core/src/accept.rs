@@ -177,6 +177,25 @@ pub struct Acceptor {
     versions: HashMap<Address, Version>,
     deleted_ids: HashSet<(EventId, [u8; 32])>,
     deleted_addresses: HashMap<Address, Timestamp>,
+    /// What each `Store` verdict not yet [committed](Self::committed) changed, to be
+    /// [rolled back](Self::roll_back) if its write fails.
+    undo: HashMap<EventId, Vec<Undo>>,
+}
+
+/// One change a `Store` verdict made, and what was there before.
+#[derive(Debug, Clone)]
+enum Undo {
+    /// The version held at an address: what it was (`None`: none), and the id the
+    /// verdict left there (`None`: it removed it).
+    Version {
+        address: Address,
+        before: Option<Version>,
+        after: Option<EventId>,
+    },
+    /// An id recorded deleted that was not before.
+    DeletedId((EventId, [u8; 32])),
+    /// The deletion time of an address (`None`: none).
+    DeletedAddress(Address, Option<Timestamp>),
 }
 
 impl Acceptor {
@@ -216,8 +235,60 @@ impl Acceptor {
         Ok(())
     }
 
+    /// The store committed the events of these `Store` verdicts: they are final.
+    pub fn committed<'a>(&mut self, ids: impl IntoIterator<Item = &'a EventId>) {
+        for id in ids {
+            self.undo.remove(id);
+        }
+    }
+
+    /// The store failed to write the events of these `Store` verdicts: what each
+    /// recorded is undone (the last decided first), where nothing decided since changed
+    /// it again, so a copy fetched again is judged as the first was.
+    pub fn roll_back<'a>(&mut self, ids: impl IntoIterator<Item = &'a EventId>) {
+        let ids: Vec<&EventId> = ids.into_iter().collect();
+        for id in ids.into_iter().rev() {
+            let Some(changes) = self.undo.remove(id) else {
+                continue;
+            };
+            for change in changes.into_iter().rev() {
+                self.undo_one(change);
+            }
+        }
+    }
+
+    fn undo_one(&mut self, change: Undo) {
+        match change {
+            Undo::Version {
+                address,
+                before,
+                after,
+            } => {
+                // Only where nothing decided since changed it again.
+                if self.versions.get(&address).map(|v| v.id) == after {
+                    match before {
+                        Some(version) => self.versions.insert(address, version),
+                        None => self.versions.remove(&address),
+                    };
+                }
+            }
+            Undo::DeletedId(key) => {
+                self.deleted_ids.remove(&key);
+            }
+            Undo::DeletedAddress(address, previous) => match previous {
+                Some(at) => {
+                    self.deleted_addresses.insert(address, at);
+                }
+                None => {
+                    self.deleted_addresses.remove(&address);
+                }
+            },
+        }
+    }
+
     /// Decides about an event whose id and signature were verified. A `Store` verdict
-    /// also records the event (its version, its deletions) as if stored.
+    /// also records the event (its version, its deletions) as if stored; the caller
+    /// says once its write [committed](Self::committed) or [failed](Self::roll_back).
     pub fn decide(&mut self, event: &Event, index: &RepoIndex) -> Verdict {
         let author = event.pubkey.to_bytes();
         if self.deleted_ids.contains(&(event.id, author)) {
@@ -227,6 +298,7 @@ impl Acceptor {
             return Verdict::Reject(reject);
         }
         let mut remove = Vec::new();
+        let mut changes = Vec::new();
         if let Some(address) = address_of(event) {
             if self
                 .deleted_addresses
@@ -247,10 +319,18 @@ impl Acceptor {
                 }),
                 None => {}
             }
-            self.versions.insert(address, version);
+            let before = self.versions.insert(address.clone(), version);
+            changes.push(Undo::Version {
+                address,
+                before,
+                after: Some(event.id),
+            });
         }
         if event.kind == kinds::DELETION {
-            remove.extend(self.record_deletion(event));
+            remove.extend(self.record_deletion(event, &mut changes));
+        }
+        if !changes.is_empty() {
+            self.undo.insert(event.id, changes);
         }
         Verdict::Store { remove }
     }
@@ -279,7 +359,7 @@ impl Acceptor {
             }
         }
         if event.kind == kinds::DELETION {
-            self.record_deletion(event);
+            self.record_deletion(event, &mut Vec::new());
         }
     }
 
@@ -340,12 +420,14 @@ impl Acceptor {
     }
 
     /// Records a deletion's targets; returns the held versions it removes.
-    fn record_deletion(&mut self, event: &Event) -> Vec<Removal> {
+    fn record_deletion(&mut self, event: &Event, changes: &mut Vec<Undo>) -> Vec<Removal> {
         let author = event.pubkey.to_bytes();
         let mut remove = Vec::new();
         for value in nip34::first_values(event, "e") {
             if let Ok(id) = EventId::from_hex(value) {
-                self.deleted_ids.insert((id, author));
+                if self.deleted_ids.insert((id, author)) {
+                    changes.push(Undo::DeletedId((id, author)));
+                }
                 remove.push(Removal {
                     id,
                     author: event.pubkey,
@@ -362,9 +444,16 @@ impl Acceptor {
                         id: held.id,
                         author: event.pubkey,
                     });
-                    self.versions.remove(&address);
+                    let before = self.versions.remove(&address);
+                    changes.push(Undo::Version {
+                        address: address.clone(),
+                        before,
+                        after: None,
+                    });
                 }
             }
+            let before = self.deleted_addresses.get(&address).copied();
+            changes.push(Undo::DeletedAddress(address.clone(), before));
             let at = self
                 .deleted_addresses
                 .entry(address)
@@ -372,8 +461,20 @@ impl Acceptor {
             *at = (*at).max(event.created_at);
         }
         // A held version deleted by id is no longer held.
-        self.versions
-            .retain(|_, v| !remove.iter().any(|r| r.id == v.id));
+        let deleted: Vec<Address> = self
+            .versions
+            .iter()
+            .filter(|(_, v)| remove.iter().any(|r| r.id == v.id))
+            .map(|(address, _)| address.clone())
+            .collect();
+        for address in deleted {
+            let before = self.versions.remove(&address);
+            changes.push(Undo::Version {
+                address,
+                before,
+                after: None,
+            });
+        }
         remove.sort_unstable();
         remove.dedup();
         remove

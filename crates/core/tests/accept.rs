@@ -241,6 +241,73 @@ fn deletions_by_the_author_remove_and_stay_deleted() {
     assert_eq!(acceptor.decide(&v_new, &index), store());
 }
 
+/// A verdict whose write failed is undone: the next copy is judged as the first was (a
+/// newer version replaces the older one again, a deletion removes again); a verdict
+/// decided since is kept; a committed one stays.
+#[test]
+fn a_failed_write_rolls_its_verdicts_back() {
+    let (index, _) = tracked();
+    let mut acceptor = Acceptor::default();
+    let v1 = announcement(pubkey(1), "r", 10, &[RELAY], &[]);
+    let v2 = announcement(pubkey(1), "r", 20, &[RELAY], &[pubkey(2)]);
+    let replaces_v1 = Verdict::Store {
+        remove: vec![Removal {
+            id: v1.id,
+            author: pubkey(1),
+        }],
+    };
+    assert_eq!(acceptor.decide(&v1, &index), store());
+    acceptor.committed([&v1.id]);
+    assert_eq!(acceptor.decide(&v2, &index), replaces_v1);
+    acceptor.roll_back([&v2.id]);
+    assert_eq!(
+        acceptor.decide(&v1, &index),
+        Verdict::Reject(Reject::Duplicate)
+    );
+    assert_eq!(acceptor.decide(&v2, &index), replaces_v1);
+
+    // A later version decided meanwhile stays when an earlier write fails.
+    let v3 = announcement(pubkey(1), "r", 30, &[RELAY], &[]);
+    assert!(matches!(
+        acceptor.decide(&v3, &index),
+        Verdict::Store { .. }
+    ));
+    acceptor.roll_back([&v2.id]);
+    acceptor.committed([&v3.id]);
+    assert_eq!(
+        acceptor.decide(&v2, &index),
+        Verdict::Reject(Reject::Superseded)
+    );
+
+    // A deletion whose write failed deletes nothing: its target is accepted, and the
+    // deletion fetched again removes it again.
+    let target = issue(pubkey(4), 11, &[repo_ref(1, "r")]);
+    assert_eq!(acceptor.decide(&target, &index), store());
+    acceptor.committed([&target.id]);
+    let del = event(
+        pubkey(4),
+        5,
+        13,
+        vec![t(&["e", &target.id.to_hex()]), t(&["a", &repo_ref(1, "r")])],
+    );
+    let removes_target = Verdict::Store {
+        remove: vec![Removal {
+            id: target.id,
+            author: pubkey(4),
+        }],
+    };
+    assert_eq!(acceptor.decide(&del, &index), removes_target);
+    acceptor.roll_back([&del.id]);
+    assert!(!acceptor.is_deleted(&target));
+    assert_eq!(acceptor.decide(&target, &index), store());
+    assert_eq!(acceptor.decide(&del, &index), removes_target);
+    acceptor.committed([&del.id]);
+    assert_eq!(
+        acceptor.decide(&target, &index),
+        Verdict::Reject(Reject::Deleted)
+    );
+}
+
 #[test]
 fn restored_versions_and_deletions_are_remembered() {
     let index = RepoIndex::default();

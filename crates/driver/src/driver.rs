@@ -16,7 +16,8 @@ use futures::stream::{self, FuturesUnordered, LocalBoxStream, SelectAll};
 use futures::{FutureExt, Stream, StreamExt};
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::{
-    BatchId, Input, Output, Phase, PublishId, PublishOutcome, RequestId, SyncEngine, Time,
+    BatchId, Checkpoint, Input, Output, Phase, PublishId, PublishOutcome, RequestId, SyncEngine,
+    Time,
 };
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::seen::SeenEntry;
@@ -118,8 +119,9 @@ enum Done {
     Items(RequestId, Result<Vec<(Timestamp, EventId)>, String>),
     /// One verifier call for several engine batches (id and length of each, in order).
     Verified(Vec<(BatchId, usize)>, Vec<bool>),
-    /// One store write for several engine batches.
-    Stored(Vec<BatchId>, Result<Vec<Event>, String>),
+    /// One store write for several engine batches, and the remembered ids it carried
+    /// (queued again if it failed).
+    Stored(Vec<BatchId>, Result<Vec<Event>, String>, Vec<SeenEntry>),
     Persisted(Result<(), String>),
 }
 
@@ -132,6 +134,15 @@ enum Happened {
 }
 
 type Task = LocalBoxFuture<'static, Done>;
+
+/// A store batch waiting for the next write.
+struct ToSave {
+    batch: BatchId,
+    events: Vec<Event>,
+    remove: Vec<Removal>,
+    /// Checkpoints the batch carries (see [`Output::Store`]).
+    checkpoints: Vec<Checkpoint>,
+}
 type Frames = LocalBoxStream<'static, (RelayId, u64, Incoming)>;
 
 /// Runs a [`SyncEngine`] over a front end's ports.
@@ -152,7 +163,7 @@ pub struct Driver<N, S, V, C> {
     to_verify: Vec<(BatchId, Vec<Event>)>,
     /// Store batches waiting for the write in flight: they go together as the next one
     /// (group commit — a store pays per transaction, not per event).
-    to_save: Vec<(BatchId, Vec<Event>, Vec<Removal>)>,
+    to_save: Vec<ToSave>,
     /// Whether a write is in flight.
     saving: bool,
     /// Inputs produced while executing outputs (a failed send closes its socket).
@@ -497,12 +508,16 @@ where
                         .handle_input(now, Input::Verified { batch, valid });
                 }
             }
-            Done::Stored(batches, result) => {
+            Done::Stored(batches, result, mut remembered) => {
                 self.saving = false;
                 tracing::trace!(batches = batches.len(), "saved");
                 if let Err(e) = &result {
                     self.stats.store_failures += 1;
                     tracing::error!(error = %e, "saving events failed");
+                    // The ids it carried go on the state lane, ahead of later ones.
+                    remembered.append(&mut self.to_persist.remembered);
+                    self.to_persist.remembered = remembered;
+                    self.next_persist();
                 }
                 // Removed events are reported once, with the first batch.
                 let failed = result.as_ref().err().cloned();
@@ -565,6 +580,8 @@ where
     }
 
     /// Starts the next write, merging every store batch waiting, unless one is in flight.
+    /// It carries the batches' checkpoints and the remembered ids queued on the state
+    /// lane (a checkpoint never lands before the ids it relies on).
     fn next_save(&mut self) {
         if self.saving || self.to_save.is_empty() {
             return;
@@ -572,17 +589,26 @@ where
         let mut batches = Vec::new();
         let mut events = Vec::new();
         let mut remove = Vec::new();
-        for (batch, mut these, mut gone) in self.to_save.drain(..) {
-            batches.push(batch);
-            events.append(&mut these);
-            remove.append(&mut gone);
+        let mut state = SavedState {
+            checkpoints: Vec::new(),
+            remembered: std::mem::take(&mut self.to_persist.remembered),
+        };
+        for mut waiting in self.to_save.drain(..) {
+            batches.push(waiting.batch);
+            events.append(&mut waiting.events);
+            remove.append(&mut waiting.remove);
+            state.checkpoints.append(&mut waiting.checkpoints);
         }
         self.saving = true;
         tracing::trace!(batches = batches.len(), events = events.len(), "saving");
-        let saving = self.store.save(events, remove);
+        let remembered = state.remembered.clone();
+        let saving = self.store.save(events, remove, state);
         self.tasks.push(
             saving
-                .map(move |r| Done::Stored(batches, r.map(|s| s.removed).map_err(String::from)))
+                .map(move |r| {
+                    let result = r.map(|s| s.removed).map_err(String::from);
+                    Done::Stored(batches, result, remembered)
+                })
                 .boxed_local(),
         );
     }
@@ -669,7 +695,13 @@ where
                 batch,
                 events,
                 remove,
-            } => self.to_save.push((batch, events, remove)),
+                checkpoints,
+            } => self.to_save.push(ToSave {
+                batch,
+                events,
+                remove,
+                checkpoints,
+            }),
             Output::Checkpoint(checkpoint) => {
                 self.to_persist.checkpoints.push(checkpoint);
                 self.next_persist();

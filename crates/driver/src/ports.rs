@@ -186,13 +186,16 @@ pub trait Store {
 
     /// Puts every event of `events` (one already held stays as it is and is listed in
     /// [`Saved::existed`]), then deletes every held event a removal names whose author is
-    /// the removal's author (an id put by this call too ends removed), atomically as far
-    /// as the store allows; says what it removed. No replacement, no NIP-09, no policy:
-    /// the caller hands in only what to keep and names every version it replaces.
+    /// the removal's author (an id put by this call too ends removed), and saves `state`
+    /// as [`save_state`](Self::save_state) does — all in one atomic write (the
+    /// checkpoints cover these events: they land with them or not at all); says what it
+    /// removed. No replacement, no NIP-09, no policy: the caller hands in only what to
+    /// keep and names every version it replaces.
     fn save(
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
+        state: SavedState,
     ) -> LocalBoxFuture<'static, Result<Saved, StoreError>>;
 
     /// Saves sync state in one durable write: the checkpoints in order (each replacing

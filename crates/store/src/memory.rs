@@ -212,8 +212,11 @@ impl Store for MemoryStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
+        state: SavedState,
     ) -> LocalBoxFuture<'static, Result<Saved, StoreError>> {
-        ready(Ok(self.save_now(events, &remove))).boxed_local()
+        let saved = self.save_now(events, &remove);
+        self.save_state_now(&state);
+        ready(Ok(saved)).boxed_local()
     }
 
     fn save_state(&self, state: SavedState) -> LocalBoxFuture<'static, Result<(), StoreError>> {

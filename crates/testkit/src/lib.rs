@@ -12,4 +12,4 @@ pub use corpus::{Corpus, CorpusSpec};
 pub use index::EventIndex;
 pub use relay::{ReqStats, SimRelay, SimRelayConfig};
 pub use rng::Rng;
-pub use world::{Downloads, Faults, Via, World};
+pub use world::{Downloads, Durable, Faults, Via, World};

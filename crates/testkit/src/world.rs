@@ -109,6 +109,15 @@ enum Delivery {
     ToRelay(RelayUrl, u64, String),
 }
 
+/// What a store holds at one moment: what a restart after a crash then would find.
+#[derive(Debug, Clone)]
+pub struct Durable {
+    /// The stored events.
+    pub events: Vec<Event>,
+    /// The checkpoints landed, in order.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
 /// The simulated world.
 pub struct World {
     /// The simulated clock.
@@ -119,8 +128,17 @@ pub struct World {
     pub hosts: BTreeMap<RelayUrl, Host>,
     /// The store.
     pub store: EventIndex,
-    /// Checkpoints the engine asked to persist.
+    /// Checkpoints the engine asked to persist, in the order they landed.
     pub checkpoints: Vec<Checkpoint>,
+    /// How many of [`checkpoints`](Self::checkpoints) landed with a store write (the
+    /// events they cover) rather than after it.
+    pub carried: usize,
+    /// When set, what is durable after each write of events or checkpoints (the stored
+    /// events, the checkpoints landed so far): the states a crash could leave.
+    pub crash_points: Option<Vec<Durable>>,
+    /// Store writes carrying checkpoints still to fail (each writes nothing, neither
+    /// events nor checkpoints, and answers with an error).
+    pub failing_carriers: u32,
     /// Seen-not-stored entries the engine asked to persist.
     pub remembered: Vec<SeenEntry>,
     /// What became of each event published through [`Input::Publish`], in order.
@@ -162,6 +180,9 @@ impl World {
             hosts: BTreeMap::new(),
             store: EventIndex::default(),
             checkpoints: Vec::new(),
+            carried: 0,
+            failing_carriers: 0,
+            crash_points: None,
             remembered: Vec::new(),
             published: Vec::new(),
             faults: Faults::default(),
@@ -195,6 +216,15 @@ impl World {
             },
         );
         url
+    }
+
+    fn record_crash_point(&mut self) {
+        if let Some(points) = self.crash_points.as_mut() {
+            points.push(Durable {
+                events: self.store.iter().cloned().collect(),
+                checkpoints: self.checkpoints.clone(),
+            });
+        }
     }
 
     /// Hands the engine an input now.
@@ -532,7 +562,15 @@ impl World {
                     batch,
                     events,
                     remove,
+                    checkpoints,
                 } => {
+                    if self.failing_carriers > 0 && !checkpoints.is_empty() {
+                        // A failed write lands nothing: no event, no checkpoint.
+                        self.failing_carriers -= 1;
+                        let result = Err("simulated write failure".to_owned());
+                        self.schedule(now, Delivery::Input(Input::Stored { batch, result }));
+                        continue;
+                    }
                     // The store contract: puts, then removals (an id put and removed in
                     // one call ends removed).
                     for e in events {
@@ -545,6 +583,10 @@ impl World {
                             removed.extend(self.store.remove(&r.id));
                         }
                     }
+                    // They land with the events they cover.
+                    self.carried += checkpoints.len();
+                    self.checkpoints.extend(checkpoints);
+                    self.record_crash_point();
                     self.schedule(
                         now,
                         Delivery::Input(Input::Stored {
@@ -553,7 +595,10 @@ impl World {
                         }),
                     );
                 }
-                Output::Checkpoint(cp) => self.checkpoints.push(cp),
+                Output::Checkpoint(cp) => {
+                    self.checkpoints.push(cp);
+                    self.record_crash_point();
+                }
                 Output::Remember(entries) => self.remembered.extend(entries),
                 Output::Published { token, outcome } => self.published.push((token, outcome)),
                 Output::Status { .. } => {}

@@ -1017,6 +1017,127 @@ fn restart_with_remembered_ids_downloads_nothing() {
     assert_eq!(remembering, 0, "with remembered ids nothing is downloaded");
 }
 
+/// A first sync of [`small`], then a restart two hours later from what it stored and
+/// checkpointed, at a relay that gained two of each of [`new_events`] meanwhile (a job
+/// waits for several of them): the restart reconciles (NIP-77) and fetches them.
+struct Restart {
+    corpus: Corpus,
+    /// The first sync's checkpoints.
+    checkpoints: Vec<Checkpoint>,
+    /// What the first sync stored.
+    events: Vec<Event>,
+    gained: Vec<Event>,
+}
+
+impl Restart {
+    fn new() -> Self {
+        let corpus = small();
+        let (mut first, _) = world(&corpus, SimRelayConfig::default());
+        first.run_for(HOUR);
+        let at = first.now.timestamp().as_secs() + 5;
+        let mut gained = new_events(&corpus, at);
+        gained.extend(new_events(&corpus, at + 10));
+        Self {
+            checkpoints: first.checkpoints.clone(),
+            events: first.store.iter().cloned().collect(),
+            corpus,
+            gained,
+        }
+    }
+
+    /// A world `later` after the first sync's start whose relay (with or without NIP-77)
+    /// holds the corpus and what it gained.
+    fn world(&self, nip77: bool, later: Duration) -> (World, RelayUrl) {
+        let relay = SimRelayConfig {
+            nip77,
+            ..SimRelayConfig::default()
+        };
+        let (mut world, url) = world_later(&self.corpus, relay, later, |_| {});
+        if let Some(host) = world.hosts.get_mut(&url) {
+            for e in &self.gained {
+                host.relay.insert(e.clone());
+            }
+        }
+        (world, url)
+    }
+
+    /// The restart, not yet run.
+    fn second(&self) -> (World, RelayUrl) {
+        let (mut world, url) = self.world(true, 2 * HOUR);
+        restore(&mut world, &self.events, self.checkpoints.clone());
+        (world, url)
+    }
+}
+
+/// A crash at any moment of a sync loses nothing its checkpoints claim. In a [`Restart`]
+/// the checkpoints of the jobs that fetched land in the very write that stores the last
+/// of what they fetched. What is durable after each write (the events, and the
+/// checkpoints landed so far) is then a sound start for a third run against the relay
+/// without NIP-77, which pages only from its checkpoints: a checkpoint that landed
+/// before its events would lose them for good.
+#[test]
+fn a_crash_at_any_moment_of_a_sync_loses_nothing() {
+    let restart = Restart::new();
+    let (mut second, url) = restart.second();
+    let expected = relay_set(&second, &url);
+    second.crash_points = Some(Vec::new());
+    second.run_for(HOUR);
+    assert_converged(&second, &url, &expected);
+    let crashes = second.crash_points.take().unwrap_or_default();
+    let (carried, all) = (second.carried, second.checkpoints.len());
+    eprintln!(
+        "{carried} of {all} checkpoints landed with their events; {} crash points",
+        crashes.len()
+    );
+    assert!(
+        carried > 0,
+        "no checkpoint landed with its events ({all} after)"
+    );
+
+    for crash in crashes {
+        let (mut third, url3) = restart.world(false, 4 * HOUR);
+        let checkpoints = restart.checkpoints.iter().chain(&crash.checkpoints);
+        restore(&mut third, &crash.events, checkpoints.cloned().collect());
+        third.run_for(HOUR);
+        assert_converged(&third, &url3, &expected);
+    }
+}
+
+/// A store write that fails lands neither its events nor the checkpoints it carried:
+/// the jobs it would have completed run again, and their checkpoints land when they do
+/// — the same ones as in a run without failures, and a restart from them downloads
+/// nothing again.
+#[test]
+fn a_failed_write_lands_nothing_and_its_checkpoints_come_later() {
+    let restart = Restart::new();
+    let scopes = |world: &World| -> BTreeSet<String> {
+        let scope = |c: &Checkpoint| format!("{} {:?}", c.relay, c.scope);
+        world.checkpoints.iter().map(scope).collect()
+    };
+    let (mut clean, _) = restart.second();
+    clean.run_for(HOUR);
+    let (mut second, url) = restart.second();
+    second.failing_carriers = 1;
+    second.run_for(HOUR);
+    assert_eq!(second.failing_carriers, 0, "a write failed");
+    assert_eq!(stats(&second, &url).abandoned_jobs, 0);
+    let expected = relay_set(&second, &url);
+    assert_converged(&second, &url, &expected);
+    assert_eq!(
+        scopes(&second),
+        scopes(&clean),
+        "the checkpoints of a run without failures"
+    );
+
+    let (mut third, url3) = restart.world(true, 4 * HOUR);
+    let events: Vec<Event> = second.store.iter().cloned().collect();
+    let checkpoints = restart.checkpoints.iter().chain(&second.checkpoints);
+    restore(&mut third, &events, checkpoints.cloned().collect());
+    third.run_for(HOUR);
+    assert_converged(&third, &url3, &expected);
+    assert!(third.writes.is_empty(), "events written again");
+}
+
 /// A restart against a relay without NIP-77 pages only from the checkpoints (minus
 /// the margin), not from the beginning: a restart is not a re-download.
 #[test]

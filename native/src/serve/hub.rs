@@ -58,6 +58,7 @@ impl Store for BroadcastStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
+        state: SavedState,
     ) -> LocalBoxFuture<'static, Result<Saved, StoreError>> {
         let store = self.store.clone();
         let fanout = Arc::clone(&self.fanout);
@@ -66,7 +67,10 @@ impl Store for BroadcastStore {
             // this save runs must still get what it commits (its query may have read
             // the store before the commit).
             let handed_in = events.clone();
-            let saved = store.save(events, remove).await.map_err(StoreError::from)?;
+            let saved = store
+                .save_with_state(events, remove, state)
+                .await
+                .map_err(StoreError::from)?;
             // What is new: neither held before nor removed.
             let old: HashSet<EventId> = saved
                 .removed

@@ -295,15 +295,29 @@ impl IdbStore {
         Ok(rows)
     }
 
-    /// Adds `events` (those held already are left as they are), removes what `remove` names
-    /// (when held and written by that author),
-    /// in one transaction; returns the removed events.
+    /// Adds `events` (those held already are left as they are) and removes what `remove`
+    /// names (when held and written by that author), in one transaction; returns the
+    /// removed events.
     pub async fn save_events(
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
     ) -> Result<Saved, StoreError> {
+        self.save_with_state(events, remove, SavedState::default())
+            .await
+    }
+
+    /// [`save_events`](Self::save_events), and `state` (checkpoints and remembered ids,
+    /// as [`save_sync_state`](Self::save_sync_state) writes them) in the same
+    /// transaction: the checkpoints land with the events they cover, or not at all.
+    pub async fn save_with_state(
+        &self,
+        events: Vec<Event>,
+        remove: Vec<Removal>,
+        state: SavedState,
+    ) -> Result<Saved, StoreError> {
         if events.is_empty() && remove.is_empty() {
+            self.save_sync_state(state).await?;
             return Ok(Saved::default());
         }
         // What the removals name is read first (a write transaction is never held
@@ -318,7 +332,7 @@ impl IdbStore {
                 .iter()
                 .map(|r| Request::Get(r.id.to_hex().into()))
                 .collect();
-            paced::run(db, schema::EVENTS, IdbTransactionMode::Readonly, reads).await?
+            paced::run(db, &[schema::EVENTS], IdbTransactionMode::Readonly, reads).await?
         };
         let held = |v: &JsValue| !(v.is_undefined() || v.is_null());
         let mut removed = Vec::new();
@@ -351,12 +365,15 @@ impl IdbStore {
             built.push(rows::row(event)?);
         }
         // A batch of writes placed in one go held the page's thread for 100 ms and more.
+        // The sync state it carries is written in the same transaction.
         let writes = built
             .into_iter()
             .map(Request::Add)
             .chain(deletes.iter().map(|id| Request::Delete(id.to_hex().into())))
+            .chain(state_writes(&state))
             .collect();
-        let answers = paced::run(db, schema::EVENTS, IdbTransactionMode::Readwrite, writes).await?;
+        let stores = [schema::EVENTS, schema::CHECKPOINTS, schema::SEEN];
+        let answers = paced::run(db, &stores, IdbTransactionMode::Readwrite, writes).await?;
         let mut existed = Vec::new();
         let mut new = Vec::new();
         for (event, added) in events.iter().zip(&answers) {
@@ -380,31 +397,14 @@ impl IdbStore {
 
     /// Saves checkpoints and remembered ids in one transaction.
     pub async fn save_sync_state(&self, state: SavedState) -> Result<(), StoreError> {
-        let tx = self.tx(
-            &[schema::CHECKPOINTS, schema::SEEN],
-            TransactionMode::Readwrite,
-        )?;
-        let checkpoints = tx.object_store(schema::CHECKPOINTS)?;
-        for c in &state.checkpoints {
-            drop(
-                checkpoints
-                    .put(text(&records::encode_checkpoint(c)))
-                    .with_key(hex(&records::checkpoint_key(c)))
-                    .without_key_type()
-                    .primitive()?,
-            );
+        if state.is_empty() {
+            return Ok(());
         }
-        let seen = tx.object_store(schema::SEEN)?;
-        for e in &state.remembered {
-            drop(
-                seen.put(text(&records::encode_seen(e)))
-                    .with_key(e.id.to_hex())
-                    .without_key_type()
-                    .primitive()?,
-            );
-        }
-        drop((checkpoints, seen));
-        commit(tx).await
+        let db = self.inner.conn.db.as_sys();
+        let stores = [schema::CHECKPOINTS, schema::SEEN];
+        let writes = state_writes(&state).collect();
+        paced::run(db, &stores, IdbTransactionMode::Readwrite, writes).await?;
+        Ok(())
     }
 
     /// Checkpoints and remembered ids (expired entries are dropped, and deleted).
@@ -549,6 +549,22 @@ fn range_is_exact(filter: &Filter) -> bool {
     fields <= 1
 }
 
+/// The puts that write `state`: each checkpoint replaces the one of its relay and scope,
+/// each remembered id its earlier entry.
+fn state_writes(state: &SavedState) -> impl Iterator<Item = Request> + '_ {
+    let checkpoints = state.checkpoints.iter().map(|c| Request::Put {
+        store: schema::CHECKPOINTS,
+        key: hex(&records::checkpoint_key(c)).into(),
+        value: text(&records::encode_checkpoint(c)).into(),
+    });
+    let remembered = state.remembered.iter().map(|e| Request::Put {
+        store: schema::SEEN,
+        key: e.id.to_hex().into(),
+        value: text(&records::encode_seen(e)).into(),
+    });
+    checkpoints.chain(remembered)
+}
+
 impl Store for IdbStore {
     fn query(&self, filter: Filter) -> LocalBoxFuture<'static, Result<Vec<Event>, PortError>> {
         let store = self.clone();
@@ -575,13 +591,17 @@ impl Store for IdbStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
+        state: SavedState,
     ) -> LocalBoxFuture<'static, Result<Saved, PortError>> {
         let store = self.clone();
         async move {
-            store.save_events(events, remove).await.map_err(|e| {
-                crate::error::console_warn(&format!("grasp-sync: saving events failed: {e}"));
-                PortError::from(e)
-            })
+            store
+                .save_with_state(events, remove, state)
+                .await
+                .map_err(|e| {
+                    crate::error::console_warn(&format!("grasp-sync: saving events failed: {e}"));
+                    PortError::from(e)
+                })
         }
         .boxed_local()
     }

@@ -15,7 +15,7 @@ use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransa
 use super::error::StoreError;
 use crate::clock::Stretch;
 
-/// One request on an object store.
+/// One request on the transaction's first object store, or (`Put`) on another.
 pub enum Request {
     /// Add this row unless its key is held: a held key is not an error (the transaction
     /// goes on), and its answer is `undefined`.
@@ -24,23 +24,36 @@ pub enum Request {
     Delete(JsValue),
     /// Read the row with this key.
     Get(JsValue),
+    /// Put `value` under `key` in the object store `store` (one of the transaction's).
+    Put {
+        store: &'static str,
+        key: JsValue,
+        value: JsValue,
+    },
 }
 
-/// Places `requests` on one transaction on `store`, a slice at a time, and resolves once
-/// it completed with their answers (`undefined` where nothing is held, or where an add
-/// found its key held) — or with its error (a quota refusal, a failed request) if it
-/// aborted.
+/// Places `requests` on one transaction over `stores` (the first is the one `Add`,
+/// `Delete` and `Get` address), a slice at a time, and resolves once it completed with
+/// their answers (`undefined` where nothing is held, or where an add found its key
+/// held) — or with its error (a quota refusal, a failed request) if it aborted.
 pub async fn run(
     db: &IdbDatabase,
-    store: &str,
+    stores: &[&str],
     mode: IdbTransactionMode,
     requests: Vec<Request>,
 ) -> Result<Vec<JsValue>, StoreError> {
+    let first = stores
+        .first()
+        .ok_or_else(|| StoreError::Other("a transaction over no object store".into()))?;
+    let names = js_sys::Array::new();
+    for store in stores {
+        names.push(&JsValue::from_str(store));
+    }
     let tx = db
-        .transaction_with_str_and_mode(store, mode)
+        .transaction_with_str_sequence_and_mode(&names, mode)
         .map_err(|e| StoreError::from_js(&e))?;
     let objects = tx
-        .object_store(store)
+        .object_store(first)
         .map_err(|e| StoreError::from_js(&e))?;
     let (done, finished) = oneshot::channel();
     let state = Rc::new(RefCell::new(State {
@@ -128,6 +141,9 @@ fn place(state: &Rc<RefCell<State>>, tx: &IdbTransaction, objects: &IdbObjectSto
             Request::Add(row) => objects.add(&row),
             Request::Delete(key) => objects.delete(&key),
             Request::Get(key) => objects.get(&key),
+            Request::Put { store, key, value } => tx
+                .object_store(store)
+                .and_then(|other| other.put_with_key(&value, &key)),
         };
         let request = match placed {
             Ok(request) => request,

@@ -154,9 +154,20 @@ impl FetchTable {
     /// each job is owed).
     #[cfg(debug_assertions)]
     pub(super) fn owed(&self) -> impl Iterator<Item = (RelayId, Option<JobId>)> + '_ {
-        self.owners.values().flat_map(|f| {
-            std::iter::once((f.relay, f.job)).chain(f.waiters.iter().map(|(r, j)| (*r, Some(*j))))
-        })
+        self.owners.values().flat_map(Self::owed_by)
+    }
+
+    /// The jobs a copy of `id` settles once stored: the owner's and the waiters'.
+    pub(super) fn jobs_for(&self, id: &EventId) -> impl Iterator<Item = RelayJob> + '_ {
+        self.owners
+            .get(id)
+            .into_iter()
+            .flat_map(Self::owed_by)
+            .filter_map(|(relay, job)| job.map(|job| (relay, job)))
+    }
+
+    fn owed_by(f: &FetchOwner) -> impl Iterator<Item = (RelayId, Option<JobId>)> + '_ {
+        std::iter::once((f.relay, f.job)).chain(f.waiters.iter().map(|(r, j)| (*r, Some(*j))))
     }
 }
 

@@ -188,11 +188,13 @@ impl SyncEngine {
         }
         if !events.is_empty() {
             let batch = self.new_id();
+            let checkpoints = self.carried_checkpoints(&entries);
             self.pipeline.store(batch, entries);
             self.outputs.push_back(Output::Store {
                 batch,
                 events,
                 remove,
+                checkpoints,
             });
         }
         if index_changed {
@@ -234,6 +236,14 @@ impl SyncEngine {
             return;
         };
         let ok = result.is_ok();
+        let ids = entries.iter().map(|(_, _, eid)| eid);
+        if ok {
+            self.acceptor.committed(ids);
+        } else {
+            // What the verdicts recorded is undone: copies fetched again are judged anew
+            // (a newer version is not a duplicate of one never stored).
+            self.acceptor.roll_back(ids);
+        }
         for removed in result.unwrap_or_default() {
             let entry = self.seen.remember(&removed, self.now.timestamp());
             self.remembered.push(entry);

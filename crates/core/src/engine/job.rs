@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use nostr::prelude::{EventId, Filter, Timestamp};
 
+use super::messages::Checkpoint;
 use super::sub_id::SubId;
 use super::time::Time;
 use crate::items::WorkKey;
@@ -45,6 +46,9 @@ pub(crate) struct Job {
     pub leased: bool,
     /// Planned by a quick session: everything from its `since` on.
     pub catch_up: bool,
+    /// Checkpoints a store batch carries for this run (see
+    /// `SyncEngine::carried_checkpoints`): not emitted again when it completes.
+    pub carried: Vec<Checkpoint>,
 }
 
 impl Job {

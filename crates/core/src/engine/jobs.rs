@@ -1,6 +1,6 @@
 //! Historic jobs: planning them per session (see [`Session`]), starting them within a
-//! relay's slots and the keys leased across relays, requeueing, abandoning, and
-//! completing them — which confirms their keys and emits checkpoints.
+//! relay's slots and the keys leased across relays, requeueing and abandoning them
+//! (completing them is `complete`).
 
 use std::collections::HashMap;
 
@@ -9,7 +9,7 @@ use nostr::prelude::{Filter, Timestamp};
 use super::job::{Job, JobId, JobState, Narrow};
 use super::keys::Woken;
 use super::relay;
-use super::{Checkpoint, Output, Phase, Scope, SyncEngine};
+use super::{Phase, SyncEngine};
 use crate::filters::{
     announcement_chunks, discovery_filter, repo_tag_chunks, root_tag_chunks, DiscoveryScope, Form,
 };
@@ -224,6 +224,7 @@ impl SyncEngine {
                     narrow: None,
                     leased: false,
                     catch_up: false,
+                    carried: Vec::new(),
                 },
             );
         }
@@ -359,7 +360,7 @@ impl SyncEngine {
 
     /// A job stopped running: when no other job of its relay holds them, its keys are
     /// free for other relays.
-    fn release(&mut self, id: RelayId, job_id: JobId) {
+    pub(super) fn release(&mut self, id: RelayId, job_id: JobId) {
         let running = self
             .relays
             .get_mut(&id)
@@ -420,6 +421,8 @@ impl SyncEngine {
         }
         job.state = JobState::Queued;
         job.lossy = false;
+        // What a batch carried for the last run may not have been written.
+        job.carried.clear();
         job.started_at = self.now;
         // Tell the relay too, if it still holds the subscription.
         if let Some(sub) = open_sub {
@@ -457,122 +460,5 @@ impl SyncEngine {
             let woken = self.keys.abandon(id, key);
             self.wake(woken);
         }
-    }
-
-    /// The job will receive nothing more; it completes once its events are stored.
-    pub(super) fn job_received_all(&mut self, id: RelayId, job_id: JobId) {
-        let Some(relay) = self.relays.get_mut(&id) else {
-            return;
-        };
-        let Some(job) = relay.jobs.get_mut(&job_id) else {
-            return;
-        };
-        if matches!(job.state, JobState::Paging(_)) {
-            // A relay that speaks NIP-77 still pages what we hold nothing of: it stays
-            // a NIP-77 relay.
-            if relay.nip77 != relay::Nip77::Supported {
-                relay.method = relay::Method::Req;
-            }
-            relay.stats.jobs_req += 1;
-        }
-        job.state = JobState::Draining;
-        job.drain_deadline = Some(self.now + self.config.timing.eose_timeout);
-        self.try_complete(id, job_id);
-    }
-
-    pub(super) fn try_complete(&mut self, id: RelayId, job_id: JobId) {
-        let Some(relay) = self.relays.get_mut(&id) else {
-            return;
-        };
-        let done = relay
-            .jobs
-            .get(&job_id)
-            .is_some_and(|j| matches!(j.state, JobState::Draining) && j.outstanding == 0);
-        if !done {
-            return;
-        }
-        let lossy = relay.jobs.get(&job_id).is_some_and(|j| j.lossy);
-        if lossy {
-            // Something was lost (dropped, or only forged copies came): run again after
-            // a delay that doubles each time, up to an hour.
-            let base = self.config.timing.backoff_base;
-            let now = self.now;
-            if let Some(job) = relay.jobs.get_mut(&job_id) {
-                job.lossy_runs = job.lossy_runs.saturating_add(1);
-                let delay = base
-                    .saturating_mul(1u32 << job.lossy_runs.min(16))
-                    .min(std::time::Duration::from_secs(3600));
-                job.not_before = Some(now + delay);
-            }
-            self.requeue(id, job_id, false);
-            return;
-        }
-        self.release(id, job_id);
-        let Some(relay) = self.relays.get_mut(&id) else {
-            return;
-        };
-        let Some(job) = relay.jobs.remove(&job_id) else {
-            return;
-        };
-        let url = relay.url.clone();
-        if job.keys.is_empty() && relay.bootstrap {
-            relay.discovered_at = Some(job.started_at);
-            self.outputs.push_back(Output::Checkpoint(Checkpoint {
-                relay: url.clone(),
-                scope: Scope::Discovery,
-                at: job.started_at.timestamp(),
-            }));
-        }
-        for key in job.keys {
-            let Some((since, woken)) = self.keys.complete(id, key) else {
-                continue;
-            };
-            self.wake(woken);
-            let at = since.timestamp();
-            let known = self.work.confirm(id, key, at) || {
-                let known = self.work.is_known(id, key);
-                if known {
-                    self.work.restore(id, key, at);
-                }
-                known
-            };
-            if known {
-                let item = self.index.names().item(key.item);
-                self.outputs.push_back(Output::Checkpoint(Checkpoint {
-                    relay: url.clone(),
-                    scope: Scope::Item {
-                        layer: key.layer,
-                        item,
-                    },
-                    at,
-                }));
-            }
-        }
-    }
-
-    pub(super) fn bump(&mut self, id: RelayId, job_id: JobId, by: usize) {
-        if let Some(job) = self
-            .relays
-            .get_mut(&id)
-            .and_then(|r| r.jobs.get_mut(&job_id))
-        {
-            job.outstanding += by;
-        }
-    }
-
-    pub(super) fn settle(&mut self, id: RelayId, job_id: JobId) {
-        let patience = self.config.timing.eose_timeout;
-        let now = self.now;
-        if let Some(job) = self
-            .relays
-            .get_mut(&id)
-            .and_then(|r| r.jobs.get_mut(&job_id))
-        {
-            job.outstanding = job.outstanding.saturating_sub(1);
-            if job.drain_deadline.is_some() {
-                job.drain_deadline = Some(now + patience);
-            }
-        }
-        self.try_complete(id, job_id);
     }
 }

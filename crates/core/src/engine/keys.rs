@@ -49,6 +49,13 @@ impl KeyTable {
         Some((since, self.wake(key)))
     }
 
+    /// When `relay` holds one job for `key`: the start its completion would confirm.
+    pub(super) fn sole_job_since(&self, relay: RelayId, key: WorkKey) -> Option<Time> {
+        self.jobs
+            .get(&(relay, key))
+            .and_then(|(count, since)| (*count == 1).then_some(*since))
+    }
+
     /// A job holding `key` at `relay` was abandoned: the relay's count for the key goes
     /// (a job left for it must not confirm it); the relays woken.
     pub(super) fn abandon(&mut self, relay: RelayId, key: WorkKey) -> Woken {

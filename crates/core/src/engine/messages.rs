@@ -169,7 +169,8 @@ pub enum Output {
         /// The events.
         events: Vec<Event>,
     },
-    /// Store these events and remove those; answer with [`Input::Stored`].
+    /// Store these events, remove those and persist these checkpoints, in one atomic
+    /// write; answer with [`Input::Stored`].
     Store {
         /// The batch.
         batch: BatchId,
@@ -177,8 +178,12 @@ pub enum Output {
         events: Vec<Event>,
         /// Events to remove (if the store holds them and the author matches).
         remove: Vec<Removal>,
+        /// Checkpoints that hold once this batch is stored (the jobs its events
+        /// complete): written with it, or not at all if it fails. Persisted ids seen
+        /// and not stored ([`Output::Remember`]) emitted before it should land no later.
+        checkpoints: Vec<Checkpoint>,
     },
-    /// Persist this checkpoint.
+    /// Persist this checkpoint (one whose events are already stored).
     Checkpoint(Checkpoint),
     /// Persist these ids seen and not stored (rejected, superseded, deleted) until they
     /// expire; restore them with [`Input::Remembered`], so a restarted reconciliation

@@ -25,7 +25,9 @@
 //! - `connection`: a relay's session opening and ending, its phase and failures;
 //! - `frames`: sending frames, and routing each received frame;
 //! - `live`: live subscriptions;
-//! - `jobs`: planning, starting, leasing, requeueing and completing historic jobs;
+//! - `jobs`: planning, starting, leasing, requeueing and abandoning historic jobs;
+//! - `complete`: completing them — confirming their keys, and their checkpoints
+//!   (carried by the store write that completes them where that is known);
 //! - `keys`: the work keys across relays (jobs per relay and key, leases, waiters);
 //! - `paging` and `reconcile`: a job's two methods, paginated REQ and NIP-77;
 //! - `fetch`: need-ids fetched by `ids` REQs, once across relays;
@@ -42,6 +44,7 @@
 //! - `relay`, `job`, `config`, `time`: the per-relay and per-job state, configuration
 //!   and time.
 
+mod complete;
 mod config;
 mod connection;
 mod fetch;

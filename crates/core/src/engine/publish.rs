@@ -104,6 +104,7 @@ impl SyncEngine {
             batch,
             events: vec![event],
             remove,
+            checkpoints: Vec::new(),
         });
         if update.applied > 0 {
             self.retry_orphans();
@@ -165,6 +166,11 @@ impl SyncEngine {
         (token, id): (PublishId, EventId),
         result: Result<Vec<Event>, String>,
     ) {
+        if result.is_ok() {
+            self.acceptor.committed([&id]);
+        } else {
+            self.acceptor.roll_back([&id]);
+        }
         let outcome = match result {
             Ok(removed) => {
                 let now = self.now.timestamp();

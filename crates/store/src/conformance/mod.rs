@@ -49,7 +49,8 @@ pub enum Case {
     Deletions,
     /// NIP-40: expired events are neither queried, listed, nor returned as roots.
     Expiration,
-    /// Checkpoints and remembered ids round-trip, replace, and expire.
+    /// Checkpoints and remembered ids, written alone and by a save with its events,
+    /// round-trip, replace, and expire.
     State,
     /// Saving the same events again changes nothing and reports them as existing.
     Resave,

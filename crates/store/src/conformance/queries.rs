@@ -5,7 +5,7 @@ use grasp_sync_core::filters::{discovery_filter, ids_filters, layer_filters};
 use grasp_sync_core::filters::{DiscoveryScope, Form, LayerItems};
 use grasp_sync_core::nip34::{self, kinds};
 use grasp_sync_core::{Layer, RelayLimits};
-use grasp_sync_driver::Store;
+use grasp_sync_driver::{SavedState, Store};
 use nostr::prelude::{Event, EventId, Filter, Kind, SingleLetterTag, Timestamp};
 
 use super::data::{acceptable, corpus, event, ids, keys, now, sign, tag, T0};
@@ -62,7 +62,9 @@ pub async fn filters<B: Backend>(backend: &B) -> Result<(), String> {
         let tags = vec![tag(&["t", "w"]), tag(&["a", &r2])];
         saved.push(sign(&dana, 1621, T0 + 100 + i, tags, &format!("issue {i}")));
     }
-    let stored = store.save(saved.clone(), Vec::new()).await?;
+    let stored = store
+        .save(saved.clone(), Vec::new(), SavedState::default())
+        .await?;
     same(stored.existed.len(), 0, "a fresh store held nothing")?;
     same(stored.removed.len(), 0, "nothing to remove")?;
 
@@ -176,7 +178,9 @@ pub async fn layer_items<B: Backend>(backend: &B) -> Result<(), String> {
             &format!("late {n}"),
         ));
     }
-    store.save(saved.clone(), Vec::new()).await?;
+    store
+        .save(saved.clone(), Vec::new(), SavedState::default())
+        .await?;
 
     let limits = RelayLimits::default();
     let historic = Form::Historic { since: None };

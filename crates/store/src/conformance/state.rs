@@ -35,7 +35,8 @@ fn relay(url: &str) -> Result<RelayUrl, String> {
     RelayUrl::parse(url).map_err(|e| format!("{url}: {e}"))
 }
 
-/// Checkpoints and remembered ids: replaced, expired, and the same after a reopen.
+/// Checkpoints and remembered ids, saved alone and with events: replaced, expired, and
+/// the same after a reopen.
 pub async fn state<B: Backend>(backend: &B) -> Result<(), String> {
     let corpus = corpus(15, 2, 6);
     let (a, b) = (relay("wss://a.example.com")?, relay("wss://b.example.com")?);
@@ -110,12 +111,23 @@ pub async fn state<B: Backend>(backend: &B) -> Result<(), String> {
                 remembered: keep.iter().chain(&forget).cloned().collect(),
             })
             .await?;
+        // State a save carries lands with its events.
+        let covered = corpus.events[6..9].to_vec();
         store
-            .save_state(SavedState {
-                checkpoints: together,
-                remembered: vec![SeenEntry::of(&renewed, earlier)],
-            })
+            .save(
+                covered.clone(),
+                Vec::new(),
+                SavedState {
+                    checkpoints: together,
+                    remembered: vec![SeenEntry::of(&renewed, earlier)],
+                },
+            )
             .await?;
+        same(
+            id_set(&store.query(Filter::new().ids(ids(&covered))).await?),
+            id_set(&covered),
+            "the events of a save that carried state",
+        )?;
         store
             .save_state(SavedState {
                 checkpoints: Vec::new(),
@@ -207,7 +219,9 @@ pub async fn reopen<B: Backend>(backend: &B) -> Result<(), String> {
             0,
             "a fresh store holds nothing",
         )?;
-        store.save(saved.clone(), Vec::new()).await?;
+        store
+            .save(saved.clone(), Vec::new(), SavedState::default())
+            .await?;
         store.save_state(state).await?;
         start_up(&store, &coords).await?
     };

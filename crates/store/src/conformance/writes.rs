@@ -6,7 +6,7 @@ use grasp_sync_core::accept::{AcceptConfig, Acceptor, Removal, Verdict};
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::nip34::{self, kinds};
 use grasp_sync_core::{IndexConfig, RepoIndex, RepoRef};
-use grasp_sync_driver::{tracked_events, Saved, Store};
+use grasp_sync_driver::{tracked_events, Saved, SavedState, Store};
 use nostr::prelude::{Event, EventId, Filter, Keys, Kind};
 
 use super::data::{
@@ -62,7 +62,10 @@ impl Core {
     /// Decides about `events` and saves the verdicts in one call.
     async fn save(&mut self, store: &impl Store, events: &[Event]) -> Result<Saved, String> {
         let (put, remove) = self.decide(events);
-        store.save(put, remove).await.map_err(String::from)
+        store
+            .save(put, remove, SavedState::default())
+            .await
+            .map_err(String::from)
     }
 }
 
@@ -223,18 +226,37 @@ pub async fn deletions<B: Backend>(backend: &B) -> Result<(), String> {
         author: by.public_key(),
     };
     store
-        .save(vec![e1.clone(), e2.clone(), e3.clone()], Vec::new())
+        .save(
+            vec![e1.clone(), e2.clone(), e3.clone()],
+            Vec::new(),
+            SavedState::default(),
+        )
         .await?;
-    let saved = store.save(Vec::new(), vec![removal(&e1, &bob)]).await?;
+    let saved = store
+        .save(Vec::new(), vec![removal(&e1, &bob)], SavedState::default())
+        .await?;
     same(saved.removed, Vec::new(), "a removal by someone else")?;
-    let saved = store.save(Vec::new(), vec![removal(&e1, &alice)]).await?;
+    let saved = store
+        .save(
+            Vec::new(),
+            vec![removal(&e1, &alice)],
+            SavedState::default(),
+        )
+        .await?;
     same(ids(&saved.removed), vec![e1.id], "a removal by the author")?;
-    let saved = store.save(Vec::new(), vec![removal(&e1, &alice)]).await?;
+    let saved = store
+        .save(
+            Vec::new(),
+            vec![removal(&e1, &alice)],
+            SavedState::default(),
+        )
+        .await?;
     same(saved.removed, Vec::new(), "removing what is gone")?;
     let saved = store
         .save(
             vec![e4.clone()],
             vec![removal(&e4, &alice), removal(&e3, &bob)],
+            SavedState::default(),
         )
         .await?;
     same(
@@ -306,7 +328,9 @@ pub async fn expiration<B: Backend>(backend: &B) -> Result<(), String> {
     let saved = vec![expired.clone(), later.clone(), plain.clone()];
     {
         let store = backend.open(Case::Expiration.name()).await?;
-        store.save(saved.clone(), Vec::new()).await?;
+        store
+            .save(saved.clone(), Vec::new(), SavedState::default())
+            .await?;
         check_expiration(&store, &saved, &expired, &repo).await?;
     }
     let store = backend.open(Case::Expiration.name()).await?;
@@ -362,11 +386,15 @@ pub async fn resave<B: Backend>(backend: &B) -> Result<(), String> {
     let events = acceptable(&corpus);
     ensure(events.len() > 20, || format!("{} events", events.len()))?;
     let (first, rest) = events.split_at(events.len() / 2);
-    let saved = store.save(first.to_vec(), Vec::new()).await?;
+    let saved = store
+        .save(first.to_vec(), Vec::new(), SavedState::default())
+        .await?;
     same(saved, Saved::default(), "a first save")?;
     let all = store.query(Filter::new()).await?;
     let items = store.items(Filter::new()).await?;
-    let saved = store.save(first.to_vec(), Vec::new()).await?;
+    let saved = store
+        .save(first.to_vec(), Vec::new(), SavedState::default())
+        .await?;
     same(
         id_set(&saved.removed),
         BTreeSet::new(),
@@ -390,7 +418,7 @@ pub async fn resave<B: Backend>(backend: &B) -> Result<(), String> {
     // Half old, half new: only the old ones existed.
     let mut mixed = rest.to_vec();
     mixed.extend_from_slice(&first[..3]);
-    let saved = store.save(mixed, Vec::new()).await?;
+    let saved = store.save(mixed, Vec::new(), SavedState::default()).await?;
     same(
         saved.existed.iter().copied().collect::<BTreeSet<_>>(),
         id_set(&first[..3]),

@@ -29,7 +29,7 @@ impl Verifier for CheckingVerifier {
 pub(crate) struct Writes {
     /// Events handed to `save`.
     pub(crate) events: u64,
-    /// `save_state` calls, and the checkpoints they carried.
+    /// `save_state` calls, and the checkpoints they and saves carried.
     pub(crate) state_writes: u64,
     pub(crate) checkpoints: u64,
 }
@@ -67,13 +67,18 @@ impl Store for CountingStore {
         &self,
         events: Vec<Event>,
         remove: Vec<Removal>,
+        state: SavedState,
     ) -> LocalBoxFuture<'static, Result<Saved, StoreError>> {
-        self.writes.borrow_mut().events += events.len() as u64;
+        {
+            let mut writes = self.writes.borrow_mut();
+            writes.events += events.len() as u64;
+            writes.checkpoints += state.checkpoints.len() as u64;
+        }
         let inner = self.inner.clone();
         let wait = self.clock.sleep(self.delay);
         async move {
             wait.await;
-            inner.save(events, remove).await
+            inner.save(events, remove, state).await
         }
         .boxed_local()
     }
