@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use grasp_sync_core::accept::AcceptConfig;
-use grasp_sync_core::engine::{EngineConfig, Method, Phase, RelayStats, SyncEngine, Time};
+use grasp_sync_core::engine::{
+    EngineConfig, EngineStats, Method, Phase, RelayStats, SyncEngine, Time,
+};
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::{RelayUrl, RepoRef};
 use grasp_sync_driver::{Command, Control, Driver, DriverStats, Exit, Store};
@@ -97,6 +99,8 @@ pub struct SyncReport {
     pub stored: u64,
     /// Driver counters.
     pub driver: DriverStats,
+    /// Engine-wide counters.
+    pub engine: EngineStats,
     /// Whether every relay ended in sync or failed (rather than the timeout).
     pub settled: bool,
 }
@@ -150,6 +154,8 @@ impl SyncReport {
             "settled": self.settled,
             "store_failures": self.driver.store_failures,
             "loaded_events": self.driver.loaded_events,
+            "checkpoints_with_events": self.engine.checkpoints_with_events,
+            "checkpoints_after_events": self.engine.checkpoints_after_events,
         })
     }
 
@@ -403,6 +409,7 @@ pub async fn sync_into<S: Store>(
         repos: engine.index().repo_count(),
         stored: engine.stats().stored,
         driver: driver.stats().clone(),
+        engine: engine.stats().clone(),
         settled,
     })
 }

@@ -529,6 +529,17 @@ where
                     self.engine
                         .handle_input(now, Input::Stored { batch, result });
                 }
+                if let Some(e) = failed {
+                    // The batches handed out while it was written may carry checkpoints
+                    // that count on its events: they fail too, unwritten.
+                    let behind = std::mem::take(&mut self.to_save);
+                    for waiting in behind {
+                        let result = Err(format!("an earlier write failed: {e}"));
+                        let batch = waiting.batch;
+                        self.engine
+                            .handle_input(now, Input::Stored { batch, result });
+                    }
+                }
                 self.next_save();
             }
             Done::Persisted(result) => {

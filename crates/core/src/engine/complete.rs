@@ -3,11 +3,13 @@
 //! completes it where that can be known when the write is handed out (see
 //! [`SyncEngine::carried_checkpoints`]), otherwise right after.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use nostr::prelude::{EventId, Timestamp};
 
+use super::fetch_table::FetchTable;
 use super::job::{JobId, JobState};
+use super::pipeline::Storing;
 use super::relay;
 use super::{Checkpoint, Output, Scope, SyncEngine};
 use crate::items::{RelayId, WorkKey};
@@ -99,16 +101,20 @@ impl SyncEngine {
         }
         for checkpoint in checkpoints {
             if !written(&checkpoint) {
+                self.stats.checkpoints_after_events += 1;
                 self.outputs.push_back(Output::Checkpoint(checkpoint));
             }
         }
     }
 
-    /// The checkpoints a store batch of `entries` carries: those of each job whose last
-    /// outstanding events are in it, as its completion would write them if nothing else
-    /// changed — so they commit in the same write as the events they cover. The job
-    /// remembers them and does not emit them again when it completes; a failed batch
-    /// writes nothing, and the job, lossy, runs again.
+    /// The checkpoints a store batch of `entries` carries: those of each job that will
+    /// receive nothing more and whose outstanding events are all in it or in the store
+    /// batches handed out before it, as its completion would write them if nothing else
+    /// changed — so they commit in the same write as the last events they cover. (Store
+    /// batches are written in the order they are handed out, and a driver fails the
+    /// batches waiting behind a write that failed: a batch never commits without the
+    /// ones before it.) The job remembers them and does not emit them again when it
+    /// completes; a failed batch writes nothing, and the job, lossy, runs again.
     pub(super) fn carried_checkpoints(
         &mut self,
         entries: &[(RelayId, Option<JobId>, EventId)],
@@ -116,10 +122,28 @@ impl SyncEngine {
         // What storing the batch settles, per job: its own events, and the fetches it
         // waits for.
         let mut in_batch: BTreeMap<(RelayId, JobId), usize> = BTreeMap::new();
-        for (relay, job, eid) in entries {
-            let fetched = self.fetches.jobs_for(eid);
-            for relay_job in job.map(|job| (*relay, job)).into_iter().chain(fetched) {
+        for entry in entries {
+            for relay_job in settled_by(&self.fetches, entry) {
                 *in_batch.entry(relay_job).or_insert(0) += 1;
+            }
+        }
+        let draining = |relay_job: &(RelayId, JobId)| {
+            let job = self
+                .relays
+                .get(&relay_job.0)
+                .and_then(|r| r.jobs.get(&relay_job.1));
+            job.is_some_and(|j| matches!(j.state, JobState::Draining) && !j.lossy)
+        };
+        in_batch.retain(|relay_job, _| draining(relay_job));
+        // And what the batches before it settle, for those jobs.
+        let mut before: HashMap<(RelayId, JobId), usize> = HashMap::new();
+        if !in_batch.is_empty() {
+            for entry in self.pipeline.storing() {
+                for relay_job in settled_by(&self.fetches, entry) {
+                    if in_batch.contains_key(&relay_job) {
+                        *before.entry(relay_job).or_insert(0) += 1;
+                    }
+                }
             }
         }
         let mut carried = Vec::new();
@@ -130,9 +154,8 @@ impl SyncEngine {
             let Some(job) = relay.jobs.get(&job_id) else {
                 continue;
             };
-            let last =
-                matches!(job.state, JobState::Draining) && !job.lossy && job.outstanding == count;
-            if !last {
+            let earlier = before.get(&(id, job_id)).copied().unwrap_or(0);
+            if job.outstanding != count + earlier {
                 continue;
             }
             let mut these = Vec::new();
@@ -160,6 +183,7 @@ impl SyncEngine {
                 job.carried = these;
             }
         }
+        self.stats.checkpoints_with_events += carried.len() as u64;
         carried
     }
 
@@ -199,4 +223,14 @@ impl SyncEngine {
         }
         self.try_complete(id, job_id);
     }
+}
+
+/// The jobs storing `entry` settles: the one it came for, and those waiting for its id
+/// to be fetched.
+fn settled_by<'a>(
+    fetches: &'a FetchTable,
+    (relay, job, eid): &'a Storing,
+) -> impl Iterator<Item = (RelayId, JobId)> + 'a {
+    let fetched = fetches.jobs_for(eid);
+    job.map(|job| (*relay, job)).into_iter().chain(fetched)
 }

@@ -178,8 +178,10 @@ pub enum Output {
         events: Vec<Event>,
         /// Events to remove (if the store holds them and the author matches).
         remove: Vec<Removal>,
-        /// Checkpoints that hold once this batch is stored (the jobs its events
-        /// complete): written with it, or not at all if it fails. Persisted ids seen
+        /// Checkpoints that hold once this batch and those handed out before it are
+        /// stored (the jobs whose last events they hold): written with it, or not at
+        /// all if it fails. Batches are written in the order they are handed out, and
+        /// when one fails, those handed out before its answer fail unwritten. Ids seen
         /// and not stored ([`Output::Remember`]) emitted before it should land no later.
         checkpoints: Vec<Checkpoint>,
     },

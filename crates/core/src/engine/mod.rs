@@ -108,6 +108,10 @@ pub struct EngineStats {
     pub unknown_relay_frames: u64,
     /// Events clients published.
     pub published: PublishStats,
+    /// Checkpoints handed out with the store write of the last events they cover.
+    pub checkpoints_with_events: u64,
+    /// Checkpoints handed out on their own, their events already stored.
+    pub checkpoints_after_events: u64,
 }
 
 /// The sync engine.

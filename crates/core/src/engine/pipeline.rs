@@ -83,6 +83,11 @@ impl Pipeline {
         self.storing.remove(&batch)
     }
 
+    /// The entries of every store batch handed out and not answered yet.
+    pub(super) fn storing(&self) -> impl Iterator<Item = &Storing> + '_ {
+        self.storing.values().flatten()
+    }
+
     /// `id` left: stored, rejected, or dropped.
     pub(super) fn leave(&mut self, id: &EventId) {
         self.ids.remove(id);

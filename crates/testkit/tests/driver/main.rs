@@ -35,7 +35,7 @@ mod run;
 
 use clock::{virtual_timestamp, ManualClock};
 use network::SimNetwork;
-use run::{run, Outcome};
+use run::{run, run_failing_save, Outcome};
 
 fn start_time() -> Time {
     let d = CorpusSpec::default();
@@ -240,6 +240,33 @@ fn a_connection_cut_mid_sync_still_converges() {
         assert_in_sync(&outcome);
         assert_holds(&store, &corpus.acceptable, &outcome);
     }
+}
+
+/// A write that fails mid-sync (with writes slow enough that batches queue behind it,
+/// which fail with it, unwritten): the sync still converges, the failure is counted,
+/// and a restart from the checkpoints downloads nothing again.
+#[test]
+fn a_failed_write_mid_sync_still_converges() {
+    let seed = 9;
+    let corpus = corpus(seed);
+    let clock = ManualClock::new(start_time());
+    let (network, config) = setup(&corpus, seed, &clock, SLOW.latency);
+    let store = MemoryStores::with_clock(virtual_timestamp).open("driver");
+    let first = run_failing_save(&config, &network, &store, &clock, SLOW.store_delay, Some(3));
+    eprintln!(
+        "took {:?}, {:?}, {:?}",
+        first.took, first.writes, first.driver
+    );
+    assert!(first.writes.saves > 3, "{:?}", first.writes);
+    assert_eq!(first.driver.store_failures, 1, "{:?}", first.driver);
+    assert!(first.in_sync, "{first:#?}");
+    assert_holds(&store, &corpus.acceptable, &first);
+
+    clock.advance_to(clock.now() + 2 * HOUR);
+    let second = run(&config, &network, &store, &clock, SLOW.store_delay);
+    assert_in_sync(&second);
+    assert_holds(&store, &corpus.acceptable, &second);
+    assert_eq!(second.writes.events, 0, "events written again");
 }
 
 /// The same seed under the same conditions runs the same way: the same virtual time, the

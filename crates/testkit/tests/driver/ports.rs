@@ -32,6 +32,9 @@ pub(crate) struct Writes {
     /// `save_state` calls, and the checkpoints they and saves carried.
     pub(crate) state_writes: u64,
     pub(crate) checkpoints: u64,
+    /// Saves of events so far, and the one (by that count) that fails, writing nothing.
+    pub(crate) saves: u64,
+    pub(crate) failing_save: Option<u64>,
 }
 
 /// A [`MemoryStore`] behind the store port, counting writes; each write completes
@@ -69,15 +72,23 @@ impl Store for CountingStore {
         remove: Vec<Removal>,
         state: SavedState,
     ) -> LocalBoxFuture<'static, Result<Saved, StoreError>> {
-        {
+        let fails = {
             let mut writes = self.writes.borrow_mut();
-            writes.events += events.len() as u64;
-            writes.checkpoints += state.checkpoints.len() as u64;
-        }
+            writes.saves += 1;
+            let fails = writes.failing_save == Some(writes.saves);
+            if !fails {
+                writes.events += events.len() as u64;
+                writes.checkpoints += state.checkpoints.len() as u64;
+            }
+            fails
+        };
         let inner = self.inner.clone();
         let wait = self.clock.sleep(self.delay);
         async move {
             wait.await;
+            if fails {
+                return Err(StoreError::from("simulated write failure".to_owned()));
+            }
             inner.save(events, remove, state).await
         }
         .boxed_local()

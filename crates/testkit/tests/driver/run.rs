@@ -54,9 +54,24 @@ pub(crate) fn run(
     clock: &ManualClock,
     store_delay: Duration,
 ) -> Outcome {
+    run_failing_save(config, network, store, clock, store_delay, None)
+}
+
+/// [`run`], with the `failing_save`-th save failing (see [`Writes`]).
+pub(crate) fn run_failing_save(
+    config: &EngineConfig,
+    network: &SimNetwork,
+    store: &MemoryStore,
+    clock: &ManualClock,
+    store_delay: Duration,
+    failing_save: Option<u64>,
+) -> Outcome {
     let started = clock.now();
     let sent_before = network.events_sent();
-    let writes = Rc::new(RefCell::new(Writes::default()));
+    let writes = Rc::new(RefCell::new(Writes {
+        failing_save,
+        ..Writes::default()
+    }));
     let port = CountingStore {
         inner: store.clone(),
         writes: Rc::clone(&writes),
