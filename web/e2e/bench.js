@@ -56,7 +56,8 @@ const ours = (name) => page.evaluate(async ({ name, daemon, repos }) => {
   await new Promise((r) => setTimeout(r, 100));
   const sum = (k) => relays.reduce((n, r) => n + r[k], 0);
   return { ms, complete: summary.complete, stored: summary.stored, bytesIn: sum("bytesIn"), bytesOut: sum("bytesOut"),
-    roundTrips: sum("roundTrips"), methods: relays.map((r) => r.method).join("/"), longest: window.longest };
+    roundTrips: sum("roundTrips"), methods: relays.map((r) => r.method).join("/"), longest: window.longest,
+    checkpointsWithEvents: summary.checkpointsWithEvents, checkpointsAfterEvents: summary.checkpointsAfterEvents };
 }, { name, daemon, repos });
 
 /** One run of the JavaScript peer. */

@@ -44,6 +44,7 @@ export interface SyncSummary {
   complete: boolean;
   relays: Array<RelayStatus & { result: "in-sync" | "failed" | "incomplete" }>;
   repos: number; stored: number; storeFailures: number;
+  checkpointsWithEvents: number; checkpointsAfterEvents: number;
 }
 export interface PublishResult { stored: boolean; accepted: string[];
   refused: Array<{ relay: string; reason: string }> }
@@ -478,6 +479,8 @@ impl Inner {
             repos: self.tracked.borrow().repos.len(),
             stored: 0,
             store_failures: 0,
+            checkpoints_with_events: 0,
+            checkpoints_after_events: 0,
         }
     }
 

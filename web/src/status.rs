@@ -61,6 +61,10 @@ pub struct SyncSummary {
     pub stored: u64,
     /// Store writes that failed (each is a gap until the events are fetched again).
     pub store_failures: u64,
+    /// Checkpoints written in the IndexedDB transaction of the last events they cover.
+    pub checkpoints_with_events: u64,
+    /// Checkpoints written in a transaction of their own, after their events.
+    pub checkpoints_after_events: u64,
 }
 
 fn state_name(phase: Phase) -> &'static str {
@@ -155,6 +159,8 @@ pub fn summary(engine: &SyncEngine) -> SyncSummary {
         repos: engine.index().repo_count(),
         stored: engine.stats().stored,
         store_failures: engine.stats().store_failures,
+        checkpoints_with_events: engine.stats().checkpoints_with_events,
+        checkpoints_after_events: engine.stats().checkpoints_after_events,
     }
 }
 

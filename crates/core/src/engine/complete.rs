@@ -15,6 +15,10 @@ use super::{Checkpoint, Output, Scope, SyncEngine};
 use crate::items::{RelayId, WorkKey};
 use crate::relay_url::RelayUrl;
 
+/// Most entries of store batches in flight walked to see whether a checkpoint can ride
+/// in the next batch (each costs a hash lookup or two).
+const MAX_STORING_WALK: usize = 1024;
+
 impl SyncEngine {
     /// The job will receive nothing more; it completes once its events are stored.
     pub(super) fn job_received_all(&mut self, id: RelayId, job_id: JobId) {
@@ -135,9 +139,17 @@ impl SyncEngine {
             job.is_some_and(|j| matches!(j.state, JobState::Draining) && !j.lossy)
         };
         in_batch.retain(|relay_job, _| draining(relay_job));
-        // And what the batches before it settle, for those jobs.
+        // And what the batches before it settle, for those jobs, when some of them are
+        // owed more than this batch — unless that would be a long walk (a checkpoint
+        // then follows its events instead: a bounded step matters more).
+        let owed_more = |(relay, job): &(RelayId, JobId), count: &usize| {
+            let job = self.relays.get(relay).and_then(|r| r.jobs.get(job));
+            job.is_some_and(|j| j.outstanding > *count)
+        };
+        let walk = in_batch.iter().any(|(k, v)| owed_more(k, v))
+            && self.pipeline.storing_len() <= MAX_STORING_WALK;
         let mut before: HashMap<(RelayId, JobId), usize> = HashMap::new();
-        if !in_batch.is_empty() {
+        if walk {
             for entry in self.pipeline.storing() {
                 for relay_job in settled_by(&self.fetches, entry) {
                     if in_batch.contains_key(&relay_job) {

@@ -88,6 +88,11 @@ impl Pipeline {
         self.storing.values().flatten()
     }
 
+    /// How many entries the store batches in flight hold.
+    pub(super) fn storing_len(&self) -> usize {
+        self.storing.values().map(Vec::len).sum()
+    }
+
     /// `id` left: stored, rejected, or dropped.
     pub(super) fn leave(&mut self, id: &EventId) {
         self.ids.remove(id);
