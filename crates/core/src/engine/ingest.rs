@@ -252,6 +252,7 @@ impl SyncEngine {
             self.stats.stored += entries.len() as u64;
         } else {
             self.stats.store_failures += 1;
+            self.relays.forget_carried();
         }
         for (relay, job, eid) in entries {
             if ok {

@@ -73,6 +73,17 @@ impl Relays {
         self.map.iter()
     }
 
+    /// A store write failed: no job may count on checkpoints a batch carried (its own,
+    /// or one behind it that failed with it); those of batches still in flight are
+    /// emitted again when their jobs complete (a checkpoint written twice is harmless).
+    pub(super) fn forget_carried(&mut self) {
+        for relay in self.map.values_mut() {
+            for job in relay.jobs.values_mut() {
+                job.carried.clear();
+            }
+        }
+    }
+
     /// Marks a relay to be driven (something it waited for changed).
     pub(super) fn mark(&mut self, id: RelayId) {
         if self.map.contains_key(&id) {
