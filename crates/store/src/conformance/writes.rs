@@ -232,25 +232,12 @@ pub async fn deletions<B: Backend>(backend: &B) -> Result<(), String> {
             SavedState::default(),
         )
         .await?;
-    let saved = store
-        .save(Vec::new(), vec![removal(&e1, &bob)], SavedState::default())
-        .await?;
+    let removing = |removals| store.save(Vec::new(), removals, SavedState::default());
+    let saved = removing(vec![removal(&e1, &bob)]).await?;
     same(saved.removed, Vec::new(), "a removal by someone else")?;
-    let saved = store
-        .save(
-            Vec::new(),
-            vec![removal(&e1, &alice)],
-            SavedState::default(),
-        )
-        .await?;
+    let saved = removing(vec![removal(&e1, &alice)]).await?;
     same(ids(&saved.removed), vec![e1.id], "a removal by the author")?;
-    let saved = store
-        .save(
-            Vec::new(),
-            vec![removal(&e1, &alice)],
-            SavedState::default(),
-        )
-        .await?;
+    let saved = removing(vec![removal(&e1, &alice)]).await?;
     same(saved.removed, Vec::new(), "removing what is gone")?;
     let saved = store
         .save(
