@@ -134,6 +134,7 @@ enum Happened {
 }
 
 type Task = LocalBoxFuture<'static, Done>;
+type Frames = LocalBoxStream<'static, (RelayId, u64, Incoming)>;
 
 /// A store batch waiting for the next write.
 struct ToSave {
@@ -143,7 +144,6 @@ struct ToSave {
     /// Checkpoints the batch carries (see [`Output::Store`]).
     checkpoints: Vec<Checkpoint>,
 }
-type Frames = LocalBoxStream<'static, (RelayId, u64, Incoming)>;
 
 /// Runs a [`SyncEngine`] over a front end's ports.
 pub struct Driver<N, S, V, C> {
