@@ -15,9 +15,10 @@ use super::{Checkpoint, Output, Scope, SyncEngine};
 use crate::items::{RelayId, WorkKey};
 use crate::relay_url::RelayUrl;
 
-/// Most entries of store batches in flight walked to see whether a checkpoint can ride
-/// in the next batch (each costs a hash lookup or two).
-const MAX_STORING_WALK: usize = 1024;
+/// Most entries of store batches in flight walked in one step of the loop to see whether
+/// checkpoints can ride in the batches it hands out (each costs a few lookups; one step
+/// may hand out dozens of batches).
+const STORING_WALK_PER_STEP: usize = 2048;
 
 impl SyncEngine {
     /// The job will receive nothing more; it completes once its events are stored.
@@ -146,15 +147,18 @@ impl SyncEngine {
             let job = self.relays.get(relay).and_then(|r| r.jobs.get(job));
             job.is_some_and(|j| j.outstanding > *count)
         };
-        let walk = in_batch.iter().any(|(k, v)| owed_more(k, v))
-            && self.pipeline.storing_len() <= MAX_STORING_WALK;
+        let walk = in_batch.iter().any(|(k, v)| owed_more(k, v));
         let mut before: HashMap<(RelayId, JobId), usize> = HashMap::new();
-        if walk {
-            for entry in self.pipeline.storing() {
-                for relay_job in settled_by(&self.fetches, entry) {
-                    if in_batch.contains_key(&relay_job) {
-                        *before.entry(relay_job).or_insert(0) += 1;
-                    }
+        let storing = walk
+            .then(|| {
+                self.pipeline
+                    .storing_within(self.now, STORING_WALK_PER_STEP)
+            })
+            .flatten();
+        for entry in storing.into_iter().flatten() {
+            for relay_job in settled_by(&self.fetches, entry) {
+                if in_batch.contains_key(&relay_job) {
+                    *before.entry(relay_job).or_insert(0) += 1;
                 }
             }
         }

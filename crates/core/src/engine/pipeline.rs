@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use nostr::prelude::{Event, EventId};
 
 use super::job::JobId;
+use super::time::Time;
 use super::BatchId;
 use crate::items::RelayId;
 
@@ -30,6 +31,8 @@ pub(super) struct Pipeline {
     queued: Vec<Pipe>,
     verifying: HashMap<BatchId, Vec<Pipe>>,
     storing: HashMap<BatchId, Vec<Storing>>,
+    /// When [`storing_within`](Self::storing_within) last walked, and how many entries.
+    walked: (Time, usize),
 }
 
 impl Pipeline {
@@ -83,14 +86,23 @@ impl Pipeline {
         self.storing.remove(&batch)
     }
 
-    /// The entries of every store batch handed out and not answered yet.
-    pub(super) fn storing(&self) -> impl Iterator<Item = &Storing> + '_ {
-        self.storing.values().flatten()
-    }
-
-    /// How many entries the store batches in flight hold.
-    pub(super) fn storing_len(&self) -> usize {
-        self.storing.values().map(Vec::len).sum()
+    /// The entries of every store batch handed out and not answered yet — unless
+    /// walking them would take what was walked at `now` (one step of the loop, which
+    /// may hand out many batches) past `budget` entries.
+    pub(super) fn storing_within(
+        &mut self,
+        now: Time,
+        budget: usize,
+    ) -> Option<impl Iterator<Item = &Storing> + '_> {
+        if self.walked.0 != now {
+            self.walked = (now, 0);
+        }
+        let len: usize = self.storing.values().map(Vec::len).sum();
+        if self.walked.1 + len > budget {
+            return None;
+        }
+        self.walked.1 += len;
+        Some(self.storing.values().flatten())
     }
 
     /// `id` left: stored, rejected, or dropped.
