@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use nostr::prelude::{EventId, Timestamp};
 
 use super::fetch_table::FetchTable;
-use super::job::{JobId, JobState};
+use super::job::{Job, JobId, JobState};
 use super::pipeline::Storing;
 use super::relay;
 use super::{Checkpoint, Output, Scope, SyncEngine};
@@ -81,11 +81,7 @@ impl SyncEngine {
         let mut checkpoints = Vec::new();
         if job.keys.is_empty() && relay.bootstrap {
             relay.discovered_at = Some(job.started_at);
-            checkpoints.push(Checkpoint {
-                relay: url.clone(),
-                scope: Scope::Discovery,
-                at: job.started_at.timestamp(),
-            });
+            checkpoints.push(discovery_checkpoint(&url, &job));
         }
         for key in &job.keys {
             let Some((since, woken)) = self.keys.complete(id, *key) else {
@@ -176,11 +172,7 @@ impl SyncEngine {
             }
             let mut these = Vec::new();
             if job.keys.is_empty() && relay.bootstrap {
-                these.push(Checkpoint {
-                    relay: relay.url.clone(),
-                    scope: Scope::Discovery,
-                    at: job.started_at.timestamp(),
-                });
+                these.push(discovery_checkpoint(&relay.url, job));
             }
             for key in &job.keys {
                 let Some(since) = self.keys.sole_job_since(id, *key) else {
@@ -238,6 +230,16 @@ impl SyncEngine {
             }
         }
         self.try_complete(id, job_id);
+    }
+}
+
+/// The checkpoint a discovery job (no keys, at a bootstrap relay) confirms: every
+/// announcement there from before it started.
+fn discovery_checkpoint(relay: &RelayUrl, job: &Job) -> Checkpoint {
+    Checkpoint {
+        relay: relay.clone(),
+        scope: Scope::Discovery,
+        at: job.started_at.timestamp(),
     }
 }
 
