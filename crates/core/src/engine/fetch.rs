@@ -172,22 +172,17 @@ impl SyncEngine {
         }
     }
 
-    /// An `ids` REQ ended (EOSE, CLOSED or timeout): close it and retry what it did not
-    /// deliver.
-    pub(super) fn end_fetch(&mut self, id: RelayId, sub: &str, at_eose: bool) {
-        let Some(Sub::Fetch(fetch)) = self.relays.get_mut(&id).and_then(|r| r.subs.remove(sub))
-        else {
-            return;
-        };
-        self.send(
-            id,
-            &ClientFrame::Close {
-                subscription: sub.to_owned(),
-            },
-        );
-        self.fetch_ended_with(id, *fetch, at_eose);
+    /// An `ids` REQ is overdue: close it and retry what it did not deliver.
+    pub(super) fn end_overdue_fetch(&mut self, id: RelayId, sub: &str) {
+        let fetch = self.relays.get_mut(&id).and_then(|r| r.end_fetch(sub));
+        self.flush_sends(id);
+        if let Some(fetch) = fetch {
+            self.fetch_ended_with(id, *fetch, false);
+        }
     }
 
+    /// An `ids` REQ ended (EOSE, CLOSED or overdue; its subscription is gone): retry
+    /// what it did not deliver.
     pub(super) fn fetch_ended_with(&mut self, id: RelayId, fetch: Fetch, at_eose: bool) {
         // Fewer events than ids at EOSE: the relay caps results silently below what we
         // assumed. Learn the cap; what it did not send is asked again, not given up.

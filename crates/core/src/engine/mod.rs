@@ -23,7 +23,11 @@
 //!
 //! - `messages`: [`Input`], [`Output`] and checkpoints;
 //! - `connection`: a relay's session opening and ending, its phase and failures;
-//! - `frames`: sending frames, and routing each received frame;
+//! - `relay`: a relay's session — its state (phase, limits, subscriptions, jobs, the
+//!   pager and NIP-77 runs), reading each frame it sends against its own books
+//!   (`relay/receive`) and finding its deadlines due (`relay/due`); each returns what it
+//!   leaves for the engine to decide, and queues the frames it sends;
+//! - `frames`: acting on what a relay's session read, and handing its frames out;
 //! - `live`: live subscriptions;
 //! - `jobs`: planning, starting, leasing, requeueing and abandoning historic jobs;
 //! - `complete`: completing them — confirming their keys, and their checkpoints
@@ -36,13 +40,12 @@
 //! - `pipeline`: the books of events between a relay and the store (queued, verifying,
 //!   storing, and their ids);
 //! - `work`: local events and checkpoints turned into pending work;
-//! - `timers`: deadlines passed at a relay;
+//! - `timers`: acting on the deadlines a relay's session found due;
 //! - `publish`: events clients of our relay publish;
 //! - `relays`: the relays known, which of them to drive, their in-flight counts and
 //!   deadlines;
 //! - `invariants` (debug builds): hand-kept counters recomputed after every input;
-//! - `relay`, `job`, `config`, `time`: the per-relay and per-job state, configuration
-//!   and time.
+//! - `job`, `config`, `time`: the per-job state, configuration and time.
 
 mod complete;
 mod config;

@@ -11,30 +11,15 @@ use crate::items::{RelayId, WorkKey};
 use crate::wire::ClientFrame;
 
 impl SyncEngine {
-    pub(super) fn page_ended(&mut self, id: RelayId, sub: &str, job_id: JobId) {
-        let outcome = {
-            let Some(job) = self
-                .relays
-                .get_mut(&id)
-                .and_then(|r| r.jobs.get_mut(&job_id))
-            else {
-                return;
-            };
-            let JobState::Paging(pager) = &mut job.state else {
-                return;
-            };
-            let outcome = pager.on_eose();
-            (outcome, pager.full(), pager.observed_cap())
-        };
-        let (outcome, full, observed_cap) = outcome;
-        self.close_sub(id, sub);
-        // A cap the relay evidently applies silently is its result limit from now on:
-        // later walks (and `ids` fetches) ask for no more, and recognise a full page.
-        if let Some(cap) = observed_cap {
-            if let Some(relay) = self.relays.get_mut(&id) {
-                relay.learn_result_cap(cap);
-            }
-        }
+    /// A page of a paging job ended (its session closed the subscription): narrow a
+    /// second that overflowed it, then ask for the next page or let the job drain.
+    pub(super) fn page_ended(
+        &mut self,
+        id: RelayId,
+        job_id: JobId,
+        outcome: PageOutcome,
+        full: usize,
+    ) {
         let narrow = self
             .relays
             .get(&id)

@@ -9,7 +9,7 @@ use super::relay::{self, Sub};
 use super::{Output, RequestId, SyncEngine};
 use crate::items::RelayId;
 use crate::neg::{self, NegInitiator};
-use crate::wire::{is_too_many_records, ClientFrame};
+use crate::wire::ClientFrame;
 
 impl SyncEngine {
     pub(super) fn start_loading(&mut self, id: RelayId, job_id: JobId, probe: bool) {
@@ -111,88 +111,6 @@ impl SyncEngine {
                     }
                 }
             }
-        }
-    }
-
-    pub(super) fn on_neg_msg(&mut self, id: RelayId, sub: &str, message: &[u8]) {
-        let now = self.now;
-        let idle = self.config.timing.neg_idle_timeout;
-        let Some(relay) = self.relays.get_mut(&id) else {
-            return;
-        };
-        let Some(Sub::Job(job_id)) = relay.subs.get(sub).cloned() else {
-            relay.stats.bad_frame("unknown-subscription");
-            return;
-        };
-        if relay.nip77 == relay::Nip77::Probing {
-            relay.nip77 = relay::Nip77::Supported;
-        }
-        let Some(job) = relay.jobs.get_mut(&job_id) else {
-            return;
-        };
-        job.probe = false;
-        let JobState::Neg(run) = &mut job.state else {
-            return;
-        };
-        run.answered = true;
-        run.deadline = now + idle;
-        let progress = match run.initiator.step(message) {
-            Ok(progress) => progress,
-            Err(_) => {
-                relay.stats.bad_frame("neg-decode");
-                relay.nip77 = relay::Nip77::Unsupported;
-                self.close_sub(id, sub);
-                self.fall_back_to_req(id, job_id);
-                return;
-            }
-        };
-        for need in progress.need {
-            self.need(id, Some(job_id), EventId::from_byte_array(need));
-        }
-        match progress.next {
-            Some(next) => self.send(
-                id,
-                &ClientFrame::NegMsg {
-                    subscription: sub.to_owned(),
-                    message: next,
-                },
-            ),
-            None => {
-                self.close_sub(id, sub);
-                if let Some(relay) = self.relays.get_mut(&id) {
-                    relay.method = relay::Method::Negentropy;
-                    relay.stats.jobs_negentropy += 1;
-                }
-                self.job_received_all(id, job_id);
-            }
-        }
-    }
-
-    pub(super) fn on_neg_err(&mut self, id: RelayId, sub: &str, message: &str) {
-        let Some(relay) = self.relays.get_mut(&id) else {
-            return;
-        };
-        let Some(Sub::Job(job_id)) = relay.subs.remove(sub) else {
-            return;
-        };
-        let answered = relay
-            .jobs
-            .get(&job_id)
-            .is_some_and(|j| matches!(&j.state, JobState::Neg(n) if n.answered));
-        if relay.nip77 == relay::Nip77::Probing {
-            // "Too many records" is NIP-77 working on an oversized filter.
-            relay.nip77 = if is_too_many_records(message) {
-                relay::Nip77::Supported
-            } else if answered {
-                relay::Nip77::Probing
-            } else {
-                relay::Nip77::Unsupported
-            };
-        }
-        if is_too_many_records(message) {
-            self.split_window(id, job_id);
-        } else {
-            self.fall_back_to_req(id, job_id);
         }
     }
 

@@ -6,13 +6,18 @@ use std::time::Duration;
 
 use nostr::prelude::{EventId, Filter};
 
-use super::config::Timing;
-use super::job::{Job, JobId, JobState, NegRun};
-use super::sub_id::SubId;
-use super::time::{Jitter, Time};
+use crate::engine::config::Timing;
+use crate::engine::job::{Job, JobId, JobState};
+use crate::engine::sub_id::SubId;
+use crate::engine::time::{Jitter, Time};
 use crate::items::{ItemId, WorkKey};
 use crate::limits::RelayLimits;
 use crate::relay_url::RelayUrl;
+
+mod due;
+mod receive;
+
+pub(crate) use receive::{JobNext, Received};
 
 /// Where a relay connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +212,8 @@ pub(crate) struct RelayState {
     pub full_reconcile_at: Option<Time>,
     /// Open subscriptions.
     pub subs: HashMap<SubId, Sub>,
+    /// Frames to send, in order, not yet handed to the engine's outputs.
+    pub outbox: Vec<String>,
     /// Live subscriptions must be rebuilt from all targets (session start).
     pub live_dirty: bool,
     /// Items that became targets since live subscriptions were last sent.
@@ -258,6 +265,7 @@ impl RelayState {
             quiet_until: None,
             full_reconcile_at: None,
             subs: HashMap::new(),
+            outbox: Vec::new(),
             live_dirty: true,
             live_new: BTreeSet::new(),
             live_sent_at: None,
@@ -343,59 +351,6 @@ impl RelayState {
             && self.subs.len() + loading < self.limits.max_subscriptions
     }
 
-    /// When an answer owed by this relay by `deadline` is overdue: later while the
-    /// relay is still sending (it went silent for less than `eose_timeout`), by at most
-    /// `busy_link_grace`.
-    pub fn overdue_at(&self, deadline: Time, timing: &Timing) -> Time {
-        self.last_frame_at.map_or(deadline, |last| {
-            let busy_until = last + timing.eose_timeout;
-            deadline.max(busy_until.min(deadline + timing.busy_link_grace))
-        })
-    }
-
-    /// When a NIP-77 run is overdue: a probe (is NIP-77 supported?) not answered yet at
-    /// its own short deadline, busy link or not — its silence is the answer.
-    pub fn neg_overdue_at(&self, job: &Job, run: &NegRun, timing: &Timing) -> Time {
-        if job.probe && !run.answered {
-            run.deadline
-        } else {
-            self.overdue_at(run.deadline, timing)
-        }
-    }
-
-    /// The earliest deadline of this relay. Every deadline is consumed by
-    /// `handle_timeout` once due, so a past one fires once.
-    pub fn next_deadline(&self, timing: &Timing) -> Option<Time> {
-        // A live update waits for the interval and for any quiet period.
-        let live = (!self.live_new.is_empty())
-            .then(|| self.live_sent_at.map(|t| t + timing.live_update_interval))
-            .flatten()
-            .map(|t| self.quiet_until.map_or(t, |q| t.max(q)));
-        let phase = match self.phase {
-            Phase::Connecting { deadline } => Some(deadline),
-            Phase::Backoff { until } | Phase::Dead { until } => Some(until),
-            Phase::Open | Phase::Idle => None,
-        };
-        let mut deadlines: Vec<Time> = phase.into_iter().collect();
-        if self.phase == Phase::Open {
-            deadlines.extend(self.jobs.values().filter_map(|j| match &j.state {
-                JobState::Paging(p) if !p.parked => Some(self.overdue_at(p.deadline, timing)),
-                JobState::Neg(n) => Some(self.neg_overdue_at(j, n, timing)),
-                JobState::Queued => j.not_before,
-                JobState::Draining => j.drain_deadline,
-                _ => None,
-            }));
-            deadlines.extend(self.subs.values().filter_map(|s| match s {
-                Sub::Fetch(f) => Some(self.overdue_at(f.deadline, timing)),
-                _ => None,
-            }));
-            deadlines.extend(live);
-            deadlines.extend(self.quiet_until);
-            deadlines.extend(self.full_reconcile_at);
-        }
-        deadlines.into_iter().min()
-    }
-
     /// Live subscription ids.
     pub fn live_subs(&self) -> Vec<SubId> {
         self.subs
@@ -408,41 +363,5 @@ impl RelayState {
     /// How long the relay was away, if it was connected before.
     pub fn gap(&self, now: Time) -> Option<Duration> {
         self.disconnected_at.map(|t| now.since(t))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_answer_is_overdue_later_while_the_relay_sends_but_never_past_the_grace() {
-        let timing = Timing::default();
-        let url = RelayUrl::parse("wss://relay.example.com").expect("url");
-        let mut relay = RelayState::new(url, false);
-        let deadline = Time::from_secs(1_000);
-        assert_eq!(
-            relay.overdue_at(deadline, &timing),
-            deadline,
-            "no frame yet"
-        );
-        relay.last_frame_at = Some(Time::from_secs(990));
-        assert_eq!(
-            relay.overdue_at(deadline, &timing),
-            Time::from_secs(990) + timing.eose_timeout,
-            "a frame just before the deadline: the relay is still sending"
-        );
-        relay.last_frame_at = Some(Time::from_secs(900));
-        assert_eq!(
-            relay.overdue_at(deadline, &timing),
-            deadline,
-            "silent for longer than eose_timeout at the deadline"
-        );
-        relay.last_frame_at = Some(deadline + Duration::from_secs(3_600));
-        assert_eq!(
-            relay.overdue_at(deadline, &timing),
-            deadline + timing.busy_link_grace,
-            "a relay that keeps sending other frames gains at most the grace"
-        );
     }
 }
