@@ -196,12 +196,12 @@ mod tests {
     fn one_owner_and_its_waiters() {
         let (a, b, c) = relays();
         let mut t = FetchTable::default();
-        assert_eq!(t.claim(id(1), a, Some(1)), Claim::Owns);
-        assert_eq!(t.claim(id(1), b, Some(2)), Claim::Waits);
-        assert_eq!(t.claim(id(1), a, Some(3)), Claim::Known);
+        assert_eq!(t.claim(id(1), a, Some(JobId(1))), Claim::Owns);
+        assert_eq!(t.claim(id(1), b, Some(JobId(2))), Claim::Waits);
+        assert_eq!(t.claim(id(1), a, Some(JobId(3))), Claim::Known);
         assert_eq!(t.claim(id(1), c, None), Claim::Known);
         assert_eq!(t.owned_by(a), vec![id(1)]);
-        assert_eq!(t.resolve(&id(1)), vec![(a, 1), (b, 2)]);
+        assert_eq!(t.resolve(&id(1)), vec![(a, JobId(1)), (b, JobId(2))]);
         assert!(!t.contains(&id(1)));
         assert!(t.resolve(&id(1)).is_empty(), "over once");
     }
@@ -212,13 +212,13 @@ mod tests {
     fn retried_once_then_handed_over() {
         let (a, b, c) = relays();
         let mut t = FetchTable::default();
-        t.claim(id(1), a, Some(1));
-        t.claim(id(1), b, Some(2));
-        t.claim(id(1), c, Some(3));
+        t.claim(id(1), a, Some(JobId(1)));
+        t.claim(id(1), b, Some(JobId(2)));
+        t.claim(id(1), c, Some(JobId(3)));
         assert_eq!(t.retry(&id(1)), Some(Retry::Again(a)));
         let exhausted = Retry::Exhausted {
             relay: a,
-            job: Some(1),
+            job: Some(JobId(1)),
             waiting: true,
         };
         assert_eq!(t.retry(&id(1)), Some(exhausted));

@@ -74,13 +74,13 @@ impl SyncEngine {
                 if relay.stats.stalled_jobs == 0 {
                     assert_eq!(
                         job.outstanding, owed,
-                        "job {} at {id:?}: outstanding drifted from what it is owed",
+                        "job {:?} at {id:?}: outstanding drifted from what it is owed",
                         job.id
                     );
                 } else {
                     assert!(
                         job.outstanding <= owed,
-                        "job {} at {id:?}: outstanding {} over the {owed} it is owed",
+                        "job {:?} at {id:?}: outstanding {} over the {owed} it is owed",
                         job.id,
                         job.outstanding
                     );

@@ -10,8 +10,10 @@ use super::time::Time;
 use crate::items::WorkKey;
 use crate::neg::NegInitiator;
 
-/// Identifies a job within the engine.
-pub(crate) type JobId = u64;
+/// Identifies a job within the engine: a type apart from subscription, request and
+/// batch ids, though all are drawn from one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct JobId(pub u64);
 
 /// One historic filter at one relay, and the keys it completes.
 pub(crate) struct Job {

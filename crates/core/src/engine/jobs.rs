@@ -201,7 +201,7 @@ impl SyncEngine {
         filter: Filter,
         paging_since: Option<Timestamp>,
     ) -> JobId {
-        let job_id = self.new_id();
+        let job_id = JobId(self.new_id());
         let now = self.now;
         self.keys.add_job(id, &keys, now);
         if let Some(relay) = self.relays.get_mut(&id) {
