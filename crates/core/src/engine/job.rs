@@ -54,6 +54,35 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// A queued job for `keys` by `filter`, started at `now`.
+    pub fn new(
+        id: JobId,
+        keys: Vec<WorkKey>,
+        filter: Filter,
+        now: Time,
+        paging_since: Option<Timestamp>,
+    ) -> Self {
+        Self {
+            id,
+            keys,
+            filter,
+            started_at: now,
+            attempts: 0,
+            state: JobState::Queued,
+            outstanding: 0,
+            drain_deadline: None,
+            lossy: false,
+            probe: false,
+            paging_since,
+            not_before: None,
+            lossy_runs: 0,
+            narrow: None,
+            leased: false,
+            catch_up: false,
+            carried: Vec::new(),
+        }
+    }
+
     /// A quick session's catch-up window (not a narrowed second): it holds few events,
     /// so it is paged with one REQ — NIP-77 would first read the window's local set
     /// from the store (one index range per filter value) and take two round trips —

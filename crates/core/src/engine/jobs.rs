@@ -205,28 +205,8 @@ impl SyncEngine {
         let now = self.now;
         self.keys.add_job(id, &keys, now);
         if let Some(relay) = self.relays.get_mut(&id) {
-            relay.jobs.insert(
-                job_id,
-                Job {
-                    id: job_id,
-                    keys,
-                    filter,
-                    started_at: now,
-                    attempts: 0,
-                    state: JobState::Queued,
-                    outstanding: 0,
-                    drain_deadline: None,
-                    lossy: false,
-                    probe: false,
-                    paging_since,
-                    not_before: None,
-                    lossy_runs: 0,
-                    narrow: None,
-                    leased: false,
-                    catch_up: false,
-                    carried: Vec::new(),
-                },
-            );
+            let job = Job::new(job_id, keys, filter, now, paging_since);
+            relay.jobs.insert(job_id, job);
         }
         job_id
     }

@@ -179,4 +179,54 @@ mod tests {
             "a relay that keeps sending other frames gains at most the grace"
         );
     }
+
+    /// What passed is reported once, and what concerns only the relay is done: an
+    /// overdue page, a stalled draining job (marked to run again), a delay over; a
+    /// relay still connecting reports only its own timeout.
+    #[test]
+    fn what_passed_is_reported_and_the_relays_own_part_done() {
+        use crate::engine::job::Pager;
+        use nostr::prelude::Filter;
+
+        let timing = Timing::default();
+        let mut jitter = Jitter::new(1);
+        let url = RelayUrl::parse("wss://relay.example.com").expect("url");
+        let mut relay = RelayState::new(url, false);
+        let now = Time::from_secs(1_000);
+        let add = |relay: &mut RelayState, n: u64, state: JobState| {
+            let mut job = Job::new(JobId(n), Vec::new(), Filter::new(), now, None);
+            job.state = state;
+            relay.jobs.insert(job.id, job);
+        };
+        let page = Pager::new(SubId::new(1), now - timing.eose_timeout, 10);
+        add(&mut relay, 1, JobState::Paging(page));
+        add(&mut relay, 2, JobState::Draining);
+        add(&mut relay, 3, JobState::Queued);
+        if let Some(job) = relay.jobs.get_mut(&JobId(2)) {
+            job.outstanding = 5;
+            job.drain_deadline = Some(now);
+        }
+        if let Some(job) = relay.jobs.get_mut(&JobId(3)) {
+            job.not_before = Some(now);
+        }
+        relay.phase = Phase::Connecting { deadline: now };
+        let due = relay.take_due(now, &timing, &mut jitter);
+        assert_eq!(
+            due,
+            Due {
+                connect_timed_out: true,
+                ..Due::default()
+            }
+        );
+        relay.phase = Phase::Open;
+        let due = relay.take_due(now, &timing, &mut jitter);
+        assert_eq!(due.overdue_jobs, vec![JobId(1)]);
+        assert_eq!(due.stalled_jobs, vec![JobId(2)]);
+        let stalled = &relay.jobs[&JobId(2)];
+        assert!(stalled.lossy && stalled.outstanding == 0 && stalled.drain_deadline.is_none());
+        assert_eq!(relay.stats.stalled_jobs, 1);
+        assert_eq!(relay.jobs[&JobId(3)].not_before, None, "its delay is over");
+        let again = relay.take_due(now, &timing, &mut jitter);
+        assert!(again.stalled_jobs.is_empty(), "reported once");
+    }
 }

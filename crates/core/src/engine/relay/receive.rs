@@ -410,3 +410,189 @@ impl RelayState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nostr::prelude::{Filter, Keys, Kind, SecretKey, Signature, Timestamp};
+
+    use super::*;
+    use crate::engine::job::{Job, NegRun, Pager};
+    use crate::engine::sub_id::SubId;
+    use crate::neg::NegInitiator;
+    use crate::relay_url::RelayUrl;
+
+    const NOW: Time = Time::from_secs(100);
+
+    fn open_relay() -> RelayState {
+        let url = RelayUrl::parse("wss://relay.example.com").expect("url");
+        let mut relay = RelayState::new(url, false);
+        relay.phase = Phase::Open;
+        relay
+    }
+
+    /// Job 1 for kind 1621, in `state`, on subscription `gs1`.
+    fn job(relay: &mut RelayState, state: impl FnOnce(SubId) -> JobState) -> JobId {
+        let (id, sub) = (JobId(1), SubId::new(1));
+        let filter = Filter::new().kind(Kind::from(1621));
+        let mut job = Job::new(id, Vec::new(), filter, NOW, None);
+        job.state = state(sub.clone());
+        relay.jobs.insert(id, job);
+        relay.subs.insert(sub, Sub::Job(id));
+        id
+    }
+
+    fn paging(relay: &mut RelayState) -> JobId {
+        job(relay, |sub| JobState::Paging(Pager::new(sub, NOW, 500)))
+    }
+
+    /// A NIP-77 probe job of an empty local set, not answered yet.
+    fn probing(relay: &mut RelayState) -> JobId {
+        relay.nip77 = Nip77::Probing;
+        let id = job(relay, |sub| {
+            let (initiator, _) = NegInitiator::new(Vec::new(), 0).expect("initiator");
+            JobState::Neg(NegRun {
+                sub,
+                initiator,
+                deadline: NOW,
+                answered: false,
+            })
+        });
+        if let Some(job) = relay.jobs.get_mut(&id) {
+            job.probe = true;
+        }
+        id
+    }
+
+    /// An EVENT frame on `sub` of an event of `kind` (id `n`; neither the id nor the
+    /// signature is looked at here).
+    fn event_frame(sub: &str, kind: u16, n: u8) -> String {
+        let keys = Keys::new(SecretKey::from_slice(&[3; 32]).expect("secret"));
+        let event = Event::new(
+            EventId::from_byte_array([n; 32]),
+            keys.public_key(),
+            Timestamp::from(1_700_000_000),
+            Kind::from(kind),
+            [],
+            "",
+            Signature::from_byte_array([7; 64]),
+        );
+        format!(r#"["EVENT","{sub}",{}]"#, event.as_json())
+    }
+
+    fn receive(relay: &mut RelayState, text: &str) -> Received {
+        relay.receive(NOW, &Timing::default(), text)
+    }
+
+    /// Only an event a subscription of ours asked for, new to its walk, reaches the
+    /// engine; the rest is counted by why.
+    #[test]
+    fn an_event_reaches_the_engine_only_when_asked_for_and_new() {
+        let mut relay = open_relay();
+        let job = paging(&mut relay);
+        assert!(matches!(
+            receive(&mut relay, &event_frame("gs9", 1621, 1)),
+            Received::Nothing
+        ));
+        assert_eq!(relay.stats.bad_frames.get("unknown-subscription"), Some(&1));
+        assert!(matches!(
+            receive(&mut relay, &event_frame("gs1", 1, 2)),
+            Received::Nothing
+        ));
+        let not_requested = Reject::NotRequested.as_str();
+        assert_eq!(relay.stats.events_rejected.get(not_requested), Some(&1));
+        let frame = event_frame("gs1", 1621, 3);
+        let received = receive(&mut relay, &frame);
+        assert!(matches!(received, Received::Event { job: Some(j), .. } if j == job));
+        assert!(
+            matches!(receive(&mut relay, &frame), Received::Nothing),
+            "seen by this walk already"
+        );
+        relay.phase = Phase::Connecting { deadline: NOW };
+        assert!(matches!(receive(&mut relay, &frame), Received::Nothing));
+        assert_eq!(relay.stats.bad_frames.get("not-open"), Some(&1));
+        assert_eq!(relay.stats.events_received, 4);
+    }
+
+    /// A page's EOSE closes its subscription (told to the relay) and says what next.
+    #[test]
+    fn a_page_ends_closed_with_what_comes_next() {
+        let mut relay = open_relay();
+        let job = paging(&mut relay);
+        receive(&mut relay, &event_frame("gs1", 1621, 1));
+        let received = receive(&mut relay, r#"["EOSE","gs1"]"#);
+        assert!(matches!(
+            received,
+            Received::PageEnded { job: j, outcome: PageOutcome::Next, full: 500 } if j == job
+        ));
+        assert!(relay.subs.is_empty());
+        assert_eq!(relay.outbox, vec![r#"["CLOSE","gs1"]"#.to_owned()]);
+        assert!(matches!(
+            receive(&mut relay, r#"["EOSE","gs1"]"#),
+            Received::Nothing
+        ));
+    }
+
+    /// What the relay says about NIP-77 decides the relay's verdict and the job's fate.
+    #[test]
+    fn nip77_answers_decide_the_verdict_and_the_job() {
+        let mut relay = open_relay();
+        let job = probing(&mut relay);
+        let received = receive(
+            &mut relay,
+            r#"["NEG-ERR","gs1","blocked: too many records"]"#,
+        );
+        assert!(
+            matches!(received, Received::Job { job: j, next: JobNext::SplitWindow } if j == job)
+        );
+        assert_eq!(
+            relay.nip77,
+            Nip77::Supported,
+            "too many records is NIP-77 working"
+        );
+
+        let mut relay = open_relay();
+        let job = probing(&mut relay);
+        let received = receive(
+            &mut relay,
+            r#"["NOTICE","ERROR: bad msg: negentropy disabled"]"#,
+        );
+        assert!(matches!(received, Received::Job { job: j, next: JobNext::Page } if j == job));
+        assert_eq!(relay.nip77, Nip77::Unsupported);
+
+        let mut relay = open_relay();
+        let job = probing(&mut relay);
+        let received = receive(&mut relay, r#"["NEG-MSG","gs1","ff00"]"#);
+        assert!(matches!(received, Received::Job { job: j, next: JobNext::Page } if j == job));
+        assert_eq!(relay.nip77, Nip77::Unsupported);
+        assert_eq!(relay.stats.bad_frames.get("neg-decode"), Some(&1));
+        assert_eq!(relay.outbox, vec![r#"["NEG-CLOSE","gs1"]"#.to_owned()]);
+    }
+
+    /// A job's subscription the relay closed: retried, quieter, or given up by reason.
+    #[test]
+    fn a_closed_job_is_retried_or_given_up_by_reason() {
+        let cases = [
+            (
+                "rate-limited: slow down",
+                JobNext::Requeue { failed: false },
+            ),
+            ("auth-required: who are you", JobNext::Abandon),
+            ("error: shutting down", JobNext::Requeue { failed: true }),
+        ];
+        for (message, want) in cases {
+            let mut relay = open_relay();
+            let job = paging(&mut relay);
+            let received = receive(&mut relay, &format!(r#"["CLOSED","gs1","{message}"]"#));
+            assert!(
+                matches!(received, Received::Job { job: j, next } if j == job && next == want),
+                "{message}: {received:?}"
+            );
+            let quiet = message.starts_with("rate-limited");
+            assert_eq!(relay.quiet_until.is_some(), quiet, "{message}");
+            assert!(
+                relay.subs.is_empty() && relay.outbox.is_empty(),
+                "{message}"
+            );
+        }
+    }
+}
