@@ -2,18 +2,13 @@
 //! relays' jobs wait for it), retried once, handed over when its relay goes, and what
 //! a relay's results cap cut off asked again.
 
-use std::collections::HashSet;
-
 use nostr::prelude::EventId;
 
 use super::fetch_table::{Claim, RelayJob, Retry};
-use super::ingest::ingest_takes;
 use super::job::JobId;
-use super::relay::{Fetch, Sub};
+use super::relay::Fetch;
 use super::{Phase, SyncEngine};
-use crate::filters::ids_filters;
 use crate::items::RelayId;
-use crate::wire::ClientFrame;
 
 impl SyncEngine {
     /// Relay `id` has event `eid` and we want it (NIP-77 need, or its copy failed
@@ -113,62 +108,29 @@ impl SyncEngine {
         }
     }
 
+    /// Sends the relay's queued ids as `ids` REQs while it has slots and the ingest
+    /// queue has room (like pages, fetches wait until it can take what they ask).
     pub(super) fn start_fetches(&mut self, id: RelayId) {
-        let now = self.now;
+        let (now, per_relay) = (self.now, self.config.flow.id_fetches_per_relay);
         let deadline = now + self.config.timing.eose_timeout;
-        loop {
-            let Some(relay) = self.relays.get(&id) else {
-                return;
-            };
-            let in_flight = relay
-                .subs
-                .values()
-                .filter(|s| matches!(s, Sub::Fetch(_)))
-                .count();
-            if relay.fetch_queue.is_empty()
-                || in_flight >= self.config.flow.id_fetches_per_relay
-                || !relay.may_subscribe(now)
-            {
-                return;
-            }
-            let room = self.ingest_room();
-            let Some(relay) = self.relays.get(&id) else {
-                return;
-            };
-            // Like pages, fetches wait until the ingest queue can take what they ask.
-            let wanted = relay.limits.max_results.min(relay.fetch_queue.len());
-            if !ingest_takes(room, wanted, self.config.flow.max_ingest_queue) {
+        while let Some(wanted) = self
+            .relays
+            .get(&id)
+            .and_then(|r| r.fetch_wanted(now, per_relay))
+        {
+            let room = self.room();
+            if !room.takes(wanted) {
                 self.room_waiters.insert(id);
-                return;
+                break;
             }
-            let Some(relay) = self.relays.get_mut(&id) else {
-                return;
-            };
-            let take = wanted.min(room);
-            let ids: Vec<EventId> = relay.fetch_queue.drain(..take).collect();
-            let Some(filter) = ids_filters(&ids, &relay.limits).into_iter().next() else {
-                return;
-            };
-            let sub = self.new_sub();
-            let Some(relay) = self.relays.get_mut(&id) else {
-                return;
-            };
-            relay.subs.insert(
-                sub.clone(),
-                Sub::Fetch(Box::new(Fetch {
-                    filter: filter.clone(),
-                    ids,
-                    deadline,
-                    delivered: HashSet::new(),
-                })),
-            );
-            self.send(
-                id,
-                &ClientFrame::Req {
-                    subscription: sub.into(),
-                    filters: vec![filter],
-                },
-            );
+            let asked = self
+                .relays
+                .get_mut(&id)
+                .map_or(0, |r| r.start_fetch(wanted.min(room.left), deadline));
+            self.flush_sends(id);
+            if asked == 0 {
+                break;
+            }
         }
     }
 

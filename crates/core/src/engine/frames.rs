@@ -4,7 +4,6 @@
 //! out as [`Output::Send`], in order.
 
 use super::relay::{JobNext, Received};
-use super::sub_id::SubId;
 use super::{Output, SyncEngine};
 use crate::items::RelayId;
 use crate::wire::ClientFrame;
@@ -19,6 +18,9 @@ impl SyncEngine {
 
     /// Hands the frames a relay's session queued out, in order.
     pub(super) fn flush_sends(&mut self, id: RelayId) {
+        if self.relays.get(&id).is_none_or(|r| r.outbox.is_empty()) {
+            return;
+        }
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
         };
@@ -30,10 +32,6 @@ impl SyncEngine {
     pub(super) fn new_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
-    }
-
-    pub(super) fn new_sub(&mut self) -> SubId {
-        SubId::new(self.new_id())
     }
 
     pub(super) fn close_sub(&mut self, id: RelayId, sub: &str) {

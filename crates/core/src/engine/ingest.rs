@@ -8,6 +8,7 @@ use nostr::prelude::{Event, EventId};
 
 use super::job::JobId;
 use super::pipeline::Pipe;
+use super::relay::Room;
 use super::{BatchId, Output, SyncEngine};
 use crate::accept::{Reject, Verdict};
 use crate::actions::compute_actions;
@@ -41,13 +42,6 @@ impl RecentIds {
     pub(super) fn contains(&self, id: &EventId) -> bool {
         self.set.contains(id)
     }
-}
-
-/// Whether the ingest queue, with `room` left of `max_queue`, can take a request for
-/// `wanted` events: room for all of them, or for a quarter of the queue when they are
-/// more (so one large request does not wait for the queue to empty).
-pub(super) fn ingest_takes(room: usize, wanted: usize, max_queue: usize) -> bool {
-    room >= wanted.min((max_queue / 4).max(1))
 }
 
 impl SyncEngine {
@@ -98,15 +92,16 @@ impl SyncEngine {
         });
     }
 
-    /// Events the ingest queue can still take, after what is in it and what the pages
-    /// and `ids` fetches in flight may yet bring.
-    pub(super) fn ingest_room(&mut self) -> usize {
+    /// Room the ingest queue has left, after what is in it and what the pages and `ids`
+    /// fetches in flight may yet bring.
+    pub(super) fn room(&mut self) -> Room {
         self.refresh_relays();
-        let in_flight = self.relays.in_flight();
-        self.config
-            .flow
-            .max_ingest_queue
-            .saturating_sub(self.pipeline.len() + in_flight)
+        let max_queue = self.config.flow.max_ingest_queue;
+        let used = self.pipeline.len() + self.relays.in_flight();
+        Room {
+            left: max_queue.saturating_sub(used),
+            max_queue,
+        }
     }
 
     pub(super) fn flush_verify(&mut self) {

@@ -74,8 +74,8 @@ impl SyncEngine {
                 let mut reqs = pack_reqs(self.live_filters(&items, discovery, &limits), &limits);
                 if let (1, Some(filters)) = (reqs.len(), reqs.pop()) {
                     let sub = self.send_live(id, filters, Some(items), discovery);
-                    self.retire_live(id, &old, Some(&sub));
-                    self.live_sent(id, Some(sub));
+                    self.retire_live(id, &old, sub.as_ref());
+                    self.live_sent(id, sub);
                     return;
                 }
             }
@@ -85,7 +85,7 @@ impl SyncEngine {
                 let mut last = None;
                 for filters in reqs {
                     let items = single.then(|| new.clone());
-                    last = Some(self.send_live(id, filters, items, false));
+                    last = self.send_live(id, filters, items, false);
                 }
                 self.live_sent(id, last.filter(|_| single));
                 return;
@@ -104,7 +104,7 @@ impl SyncEngine {
         let mut last = None;
         for filters in reqs {
             let covered = single.then(|| items.clone());
-            last = Some(self.send_live(id, filters, covered, bootstrap));
+            last = self.send_live(id, filters, covered, bootstrap);
         }
         // What the closed subscriptions sent before the relay saw the new ones still
         // counts: the last new REQ's EOSE ends the grace.
@@ -186,25 +186,14 @@ impl SyncEngine {
         filters: Vec<Filter>,
         items: Option<Vec<ItemId>>,
         discovery: bool,
-    ) -> SubId {
-        let sub = self.new_sub();
-        if let Some(relay) = self.relays.get_mut(&id) {
-            relay.subs.insert(
-                sub.clone(),
-                Sub::Live(Box::new(relay::Live {
-                    filters: filters.clone(),
-                    items,
-                    discovery,
-                })),
-            );
-        }
-        self.send(
-            id,
-            &ClientFrame::Req {
-                subscription: sub.to_string(),
-                filters,
-            },
-        );
+    ) -> Option<SubId> {
+        let live = relay::Live {
+            filters,
+            items,
+            discovery,
+        };
+        let sub = self.relays.get_mut(&id).map(|r| r.open_live(live));
+        self.flush_sends(id);
         sub
     }
 }

@@ -24,16 +24,18 @@
 //! - `messages`: [`Input`], [`Output`] and checkpoints;
 //! - `connection`: a relay's session opening and ending, its phase and failures;
 //! - `relay`: a relay's session — its state (phase, limits, subscriptions, jobs, the
-//!   pager and NIP-77 runs), reading each frame it sends against its own books
-//!   (`relay/receive`) and finding its deadlines due (`relay/due`); each returns what it
-//!   leaves for the engine to decide, and queues the frames it sends;
+//!   pager and NIP-77 runs, its subscription ids), reading each frame it sends against
+//!   its own books (`relay/receive`), finding its deadlines due (`relay/due`), and
+//!   walking a job by pages or NIP-77 and fetching ids (`relay/walk`); each returns what
+//!   it leaves for the engine to decide, and queues the frames it sends;
 //! - `frames`: acting on what a relay's session read, and handing its frames out;
 //! - `live`: live subscriptions;
 //! - `jobs`: planning, starting, leasing, requeueing and abandoning historic jobs;
 //! - `complete`: completing them — confirming their keys, and their checkpoints
 //!   (carried by the store write that completes them where that is known);
 //! - `keys`: the work keys across relays (jobs per relay and key, leases, waiters);
-//! - `paging` and `reconcile`: a job's two methods, paginated REQ and NIP-77;
+//! - `paging` and `reconcile`: what a job's two methods, paginated REQ and NIP-77,
+//!   leave to the engine (narrowed seconds, the local set, falling back, splitting);
 //! - `fetch`: need-ids fetched by `ids` REQs, once across relays;
 //! - `fetch_table`: who fetches which id, and which jobs wait for it;
 //! - `ingest`: precheck, verification, acceptance and storage of received events;

@@ -4,12 +4,10 @@
 
 use nostr::prelude::{EventId, Timestamp};
 
-use super::job::{JobId, JobState, NegRun};
-use super::relay::{self, Sub};
+use super::job::{JobId, JobState};
+use super::relay;
 use super::{Output, RequestId, SyncEngine};
 use crate::items::RelayId;
-use crate::neg::{self, NegInitiator};
-use crate::wire::ClientFrame;
 
 impl SyncEngine {
     pub(super) fn start_loading(&mut self, id: RelayId, job_id: JobId, probe: bool) {
@@ -56,61 +54,34 @@ impl SyncEngine {
             self.start_paging(id, job_id);
             return;
         }
-        let Some(relay) = self.relays.get(&id) else {
+        let Some(filter) = self
+            .relays
+            .get(&id)
+            .and_then(|r| r.jobs.get(&job_id))
+            .map(|j| j.filter.clone())
+        else {
             return;
         };
-        let Some(job) = relay.jobs.get(&job_id) else {
-            return;
-        };
-        let seen = self.seen.items_matching(&job.filter);
         let all = items
             .into_iter()
-            .chain(seen)
+            .chain(self.seen.items_matching(&filter))
             .map(|(t, eid)| (t.as_secs(), eid.to_bytes()));
-        let frame_limit = neg::frame_limit(&relay.limits);
-        let filter = job.filter.clone();
-        match NegInitiator::new(all, frame_limit) {
-            Ok((initiator, first)) => {
-                let sub = self.new_sub();
-                let deadline = self.now + self.config.timing.neg_first_frame_timeout;
-                if let Some(relay) = self.relays.get_mut(&id) {
-                    relay.subs.insert(sub.clone(), Sub::Job(job_id));
-                    if let Some(job) = relay.jobs.get_mut(&job_id) {
-                        job.state = JobState::Neg(NegRun {
-                            sub: sub.clone(),
-                            initiator,
-                            deadline,
-                            answered: false,
-                        });
-                    }
-                }
-                self.send(
-                    id,
-                    &ClientFrame::NegOpen {
-                        subscription: sub.to_string(),
-                        filter: Box::new(filter),
-                        message: first,
-                    },
-                );
-            }
-            Err(_) => {
-                self.release_probe(id, job_id);
-                self.start_paging(id, job_id);
-            }
+        let deadline = self.now + self.config.timing.neg_first_frame_timeout;
+        let opened = self
+            .relays
+            .get_mut(&id)
+            .is_some_and(|r| r.open_neg(job_id, all, deadline));
+        self.flush_sends(id);
+        if !opened {
+            self.release_probe(id, job_id);
+            self.start_paging(id, job_id);
         }
     }
 
     /// A probe that never spoke NIP-77 leaves the relay's NIP-77 state unknown.
     fn release_probe(&mut self, id: RelayId, job_id: JobId) {
         if let Some(relay) = self.relays.get_mut(&id) {
-            if let Some(job) = relay.jobs.get_mut(&job_id) {
-                if job.probe {
-                    job.probe = false;
-                    if relay.nip77 == relay::Nip77::Probing {
-                        relay.nip77 = relay::Nip77::Unknown;
-                    }
-                }
-            }
+            relay.release_probe(job_id);
         }
     }
 
@@ -146,24 +117,7 @@ impl SyncEngine {
     /// NIP-77 failed for this job: page it instead.
     pub(super) fn fall_back_to_req(&mut self, id: RelayId, job_id: JobId) {
         if let Some(relay) = self.relays.get_mut(&id) {
-            if let Some(sub) = relay
-                .jobs
-                .get(&job_id)
-                .and_then(|j| j.state.subscription())
-                .cloned()
-            {
-                relay.subs.remove(&sub);
-            }
-            // The NIP-77 verdict is the caller's: a probe that ends here without one
-            // leaves the next job to probe again.
-            if relay.jobs.get(&job_id).is_some_and(|j| j.probe)
-                && relay.nip77 == relay::Nip77::Probing
-            {
-                relay.nip77 = relay::Nip77::Unknown;
-            }
-            if let Some(job) = relay.jobs.get_mut(&job_id) {
-                job.probe = false;
-            }
+            relay.leave_neg(job_id);
         }
         self.start_paging(id, job_id);
     }

@@ -13,11 +13,14 @@ use crate::engine::time::{Jitter, Time};
 use crate::items::{ItemId, WorkKey};
 use crate::limits::RelayLimits;
 use crate::relay_url::RelayUrl;
+use crate::wire::ClientFrame;
 
 mod due;
 mod receive;
+mod walk;
 
 pub(crate) use receive::{JobNext, Received};
+pub(crate) use walk::{Paged, Room};
 
 /// Where a relay connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +217,8 @@ pub(crate) struct RelayState {
     pub subs: HashMap<SubId, Sub>,
     /// Frames to send, in order, not yet handed to the engine's outputs.
     pub outbox: Vec<String>,
+    /// The last subscription id made at this relay (they are never reused).
+    pub next_sub: u64,
     /// Live subscriptions must be rebuilt from all targets (session start).
     pub live_dirty: bool,
     /// Items that became targets since live subscriptions were last sent.
@@ -266,6 +271,7 @@ impl RelayState {
             full_reconcile_at: None,
             subs: HashMap::new(),
             outbox: Vec::new(),
+            next_sub: 0,
             live_dirty: true,
             live_new: BTreeSet::new(),
             live_sent_at: None,
@@ -349,6 +355,17 @@ impl RelayState {
         self.phase == Phase::Open
             && self.quiet_until.is_none_or(|t| now >= t)
             && self.subs.len() + loading < self.limits.max_subscriptions
+    }
+
+    /// Opens a live subscription; returns its id.
+    pub fn open_live(&mut self, live: Live) -> SubId {
+        let sub = self.new_sub();
+        self.send(&ClientFrame::Req {
+            subscription: sub.to_string(),
+            filters: live.filters.clone(),
+        });
+        self.subs.insert(sub.clone(), Sub::Live(Box::new(live)));
+        sub
     }
 
     /// Live subscription ids.
