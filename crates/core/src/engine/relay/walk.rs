@@ -228,3 +228,98 @@ impl RelayState {
         asked
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nostr::prelude::{Filter, Kind, Timestamp};
+
+    use super::*;
+    use crate::engine::job::{Job, Narrow};
+    use crate::engine::Phase;
+    use crate::relay_url::RelayUrl;
+
+    const NOW: Time = Time::from_secs(100);
+
+    fn open_relay_with(job: Job) -> RelayState {
+        let url = RelayUrl::parse("wss://relay.example.com").expect("url");
+        let mut relay = RelayState::new(url, false);
+        relay.phase = Phase::Open;
+        relay.jobs.insert(job.id, job);
+        relay
+    }
+
+    fn room(left: usize) -> Room {
+        Room {
+            left,
+            max_queue: 4_000,
+        }
+    }
+
+    /// A walk from a checkpoint asks from there; without room for a page it waits,
+    /// parked, and asks nothing until there is.
+    #[test]
+    fn a_page_waits_for_room_and_starts_from_the_checkpoint() {
+        let filter = Filter::new().kind(Kind::from(1621));
+        let since = Timestamp::from(1_700_000_000);
+        let mut relay = open_relay_with(Job::new(JobId(1), Vec::new(), filter, NOW, Some(since)));
+        let timing = Timing::default();
+        assert_eq!(
+            relay.start_paging(JobId(1), NOW, &timing, room(0)),
+            Paged::Parked
+        );
+        assert!(relay.outbox.is_empty() && relay.subs.is_empty());
+        assert_eq!(relay.parked(), vec![(JobId(1), 500)]);
+        assert_eq!(relay.jobs[&JobId(1)].filter.since, Some(since));
+        assert_eq!(
+            relay.send_page(JobId(1), NOW, &timing, room(500)),
+            Paged::Sent
+        );
+        assert!(relay.parked().is_empty());
+        assert_eq!(relay.subs.len(), 1);
+        let [req] = relay.outbox.as_slice() else {
+            panic!("one REQ: {:?}", relay.outbox);
+        };
+        let open = relay
+            .subs
+            .keys()
+            .next()
+            .map(SubId::as_str)
+            .unwrap_or_default();
+        assert!(req.starts_with(&format!(r#"["REQ","{open}""#)), "{req}");
+        assert!(
+            req.contains(r#""since":1700000000"#) && req.contains(r#""limit":500"#),
+            "{req}"
+        );
+    }
+
+    /// A second known to overflow a page is not asked for again.
+    #[test]
+    fn an_overflowing_second_is_not_asked_again() {
+        let mut job = Job::new(JobId(1), Vec::new(), Filter::new(), NOW, None);
+        job.narrow = Some(Narrow {
+            second: Timestamp::from(5),
+            cap: 500,
+            overflowed: true,
+        });
+        let mut relay = open_relay_with(job);
+        let paged = relay.start_paging(JobId(1), NOW, &Timing::default(), room(4_000));
+        assert_eq!(paged, Paged::Overflowed);
+        assert!(relay.outbox.is_empty() && relay.subs.is_empty());
+    }
+
+    /// `ids` fetches take at most what is asked from the queue, one subscription each,
+    /// up to the number allowed at once.
+    #[test]
+    fn ids_fetches_open_up_to_the_number_allowed() {
+        let mut relay = open_relay_with(Job::new(JobId(1), Vec::new(), Filter::new(), NOW, None));
+        relay.jobs.clear();
+        let ids = (1..=3).map(|n| EventId::from_byte_array([n; 32]));
+        relay.fetch_queue.extend(ids);
+        assert_eq!(relay.fetch_wanted(NOW, 1), Some(3));
+        assert_eq!(relay.start_fetch(2, NOW), 2);
+        assert_eq!(relay.fetch_queue.len(), 1);
+        assert_eq!(relay.fetch_wanted(NOW, 1), None, "one in flight already");
+        assert_eq!(relay.fetch_wanted(NOW, 2), Some(1));
+        assert_eq!(relay.outbox.len(), 1);
+    }
+}
