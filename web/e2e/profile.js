@@ -215,7 +215,7 @@ try {
   if (runs.includes("warm")) await profiled("warm", "bench-ours");
   if (runs.includes("catch-up")) {
     const n = Math.max(1, Math.round(fixture.expected.repo.events * repos.length / 100));
-    await fixture.command(`publish ${n}`);
+    await fixture.command(`publish-mix ${n}`);
     await profiled("catch-up", "bench-ours");
   }
   if (runs.includes("idb")) console.log(`\n## raw IndexedDB on the bench database: ${JSON.stringify(await idbProbe("bench-ours", repos[0]), null, 1)}`);

@@ -8,6 +8,10 @@
 //! one JSON line:
 //!
 //! - `publish [N]`: publishes N (default 1) new issues of that repository to both relays;
+//! - `publish-mix [N]`: publishes N events to both relays, mixed as a repository's new
+//!   activity is: of every ten, two new issues (of each repository in turn), five
+//!   comments and three statuses on issues, patches and pull requests already there
+//!   (comments carry no repository tag: only a client asking by root finds them);
 //! - `stop`: stops both relays (their ports and data are kept);
 //! - `start`: starts them again on the same ports;
 //! - `quit`, or the end of input: stops everything and exits.
@@ -87,35 +91,31 @@ async fn main() {
     });
     println!("{line}");
 
+    let roots: Vec<Event> = corpus.events.iter().filter(|e| is_root(e)).cloned().collect();
     let mut published = 0;
     let mut commands = commands();
     while let Some(command) = commands.recv().await {
         let mut words = command.split_whitespace();
         let answer = match words.next().unwrap_or_default() {
-            "publish" => {
+            command @ ("publish" | "publish-mix") => {
                 let n: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
-                let issues: Vec<Event> = (0..n)
+                let events: Vec<Event> = (0..n)
                     .map(|_| {
                         published += 1;
-                        let title = format!("a new issue from the browser test {published}");
-                        sign(
-                            &keys(900_000 + published),
-                            1621,
-                            now(),
-                            vec![
-                                vec!["a".into(), repo.clone()],
-                                vec!["subject".into(), title],
-                            ],
-                            "published while the page is open",
-                        )
+                        if command == "publish" {
+                            new_issue(published, &repo)
+                        } else {
+                            new_activity(published, &corpus.repos, &roots)
+                        }
                     })
                     .collect();
-                let a = publish(&daemon.url(), &issues).await;
-                let b = publish(&nrr.url(), &issues).await;
-                let last = issues.last().map(|e| (e.id.to_hex(), first(e, "subject")));
+                let a = publish(&daemon.url(), &events).await;
+                let b = publish(&nrr.url(), &events).await;
+                let issue = events.iter().rev().find(|e| e.kind.as_u16() == 1621);
+                let last = issue.map(|e| (e.id.to_hex(), first(e, "subject")));
                 json!({
                     "published": last.map(|(id, title)| json!({ "id": id, "title": title })),
-                    "count": issues.len(),
+                    "count": events.len(),
                     "accepted": [a.map(|r| r.accepted).unwrap_or(0), b.map(|r| r.accepted).unwrap_or(0)],
                 })
             }
@@ -150,6 +150,43 @@ fn commands() -> tokio::sync::mpsc::UnboundedReceiver<String> {
         }
     });
     rx
+}
+
+/// The `n`th new issue of repository `repo`, signed by a new author.
+fn new_issue(n: u64, repo: &str) -> Event {
+    let title = format!("a new issue from the browser test {n}");
+    sign(
+        &keys(900_000 + n),
+        1621,
+        now(),
+        vec![vec!["a".into(), repo.to_owned()], vec!["subject".into(), title]],
+        "published while the page is open",
+    )
+}
+
+/// The `n`th event of new activity (see `publish-mix`): a new issue of one of `repos`,
+/// or a comment or a status on one of `roots`.
+fn new_activity(n: u64, repos: &[impl ToString], roots: &[Event]) -> Event {
+    let root = &roots[(n as usize * 7_919) % roots.len()];
+    let (root_hex, kind) = (root.id.to_hex(), root.kind.as_u16().to_string());
+    let author = keys(900_000 + n);
+    match n % 10 {
+        0 | 1 => new_issue(n, &repos[n as usize % repos.len()].to_string()),
+        2..=6 => {
+            let tags = [["E", &root_hex], ["K", &kind], ["e", &root_hex], ["k", &kind]];
+            let tags = tags.iter().map(|t| t.map(String::from).to_vec()).collect();
+            sign(&author, 1111, now(), tags, &format!("a new comment {n}"))
+        }
+        _ => {
+            let coord = first(root, "a").unwrap_or_default();
+            let tags = vec![
+                vec!["e".into(), root_hex, String::new(), "root".into()],
+                vec!["a".into(), coord],
+            ];
+            let status = STATUS_KINDS[n as usize % STATUS_KINDS.len()];
+            sign(&author, status, now(), tags, "")
+        }
+    }
 }
 
 fn now() -> u64 {

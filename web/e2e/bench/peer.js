@@ -2,9 +2,12 @@
 // this module — nostr-tools REQs (each event's signature verified by nostr-tools) into
 // nostr-idb — doing the same job: the repositories' announcements and every event
 // tagging them, then every event tagging their roots, from each relay, paginated with
-// `until` (a relay caps a filter's results). Bundled by esbuild for the page.
+// `until` (a relay caps a filter's results). A catch-up (`since`) asks the same filters
+// from `since` on; its roots are those of the new events, and with `cachedRoots` also
+// every root already in its database (comments tag their root, not the repository, so
+// a new comment on an old issue is found only that way). Bundled by esbuild for the page.
 import { Relay } from "nostr-tools/relay";
-import { addEvents, openDB } from "nostr-idb";
+import { addEvents, getEventsForFilters, openDB } from "nostr-idb";
 
 const PAGE = 500;
 const ROOTS = [1617, 1618, 1621];
@@ -34,11 +37,14 @@ async function fetchAll(relay, filter, sink, stats) {
   return seen;
 }
 
+const isRoot = (e) => ROOTS.includes(e.kind) && !e.tags.some((t) => t[0] === "e");
+
 /**
  * Syncs `repos` ("30617:<pubkey>:<d>") from `urls` into the nostr-idb database `name`;
- * `since` makes it a catch-up. Resolves with `{ ms, stored, reqs, bytesIn }`.
+ * `since` makes it a catch-up, `cachedRoots` one that also asks by the roots it holds.
+ * Resolves with `{ ms, stored, reqs, bytesIn }`.
  */
-export async function syncPeer({ name, urls, repos, since }) {
+export async function syncPeer({ name, urls, repos, since, cachedRoots }) {
   const t0 = performance.now();
   const db = await openDB(name);
   const stats = { reqs: 0, bytesIn: 0 };
@@ -49,11 +55,14 @@ export async function syncPeer({ name, urls, repos, since }) {
   };
   const time = since ? { since } : {};
   const refs = repos.map((r) => r.split(":"));
+  const cached = cachedRoots
+    ? (await getEventsForFilters(db, [{ kinds: ROOTS, "#a": repos }])).filter(isRoot).map((e) => e.id)
+    : [];
   await Promise.all(urls.map(async (url) => {
     const relay = await Relay.connect(url);
-    const roots = new Set();
+    const roots = new Set(cached);
     const collect = async (events) => {
-      for (const e of events) if (ROOTS.includes(e.kind) && !e.tags.some((t) => t[0] === "e")) roots.add(e.id);
+      for (const e of events) if (isRoot(e)) roots.add(e.id);
       await sink(events);
     };
     await Promise.all([
