@@ -91,7 +91,12 @@ async fn main() {
     });
     println!("{line}");
 
-    let roots: Vec<Event> = corpus.events.iter().filter(|e| is_root(e)).cloned().collect();
+    let roots: Vec<Event> = corpus
+        .events
+        .iter()
+        .filter(|e| is_root(e))
+        .cloned()
+        .collect();
     let mut published = 0;
     let mut commands = commands();
     while let Some(command) = commands.recv().await {
@@ -159,7 +164,10 @@ fn new_issue(n: u64, repo: &str) -> Event {
         &keys(900_000 + n),
         1621,
         now(),
-        vec![vec!["a".into(), repo.to_owned()], vec!["subject".into(), title]],
+        vec![
+            vec!["a".into(), repo.to_owned()],
+            vec!["subject".into(), title],
+        ],
         "published while the page is open",
     )
 }
@@ -173,7 +181,12 @@ fn new_activity(n: u64, repos: &[impl ToString], roots: &[Event]) -> Event {
     match n % 10 {
         0 | 1 => new_issue(n, &repos[n as usize % repos.len()].to_string()),
         2..=6 => {
-            let tags = [["E", &root_hex], ["K", &kind], ["e", &root_hex], ["k", &kind]];
+            let tags = [
+                ["E", &root_hex],
+                ["K", &kind],
+                ["e", &root_hex],
+                ["k", &kind],
+            ];
             let tags = tags.iter().map(|t| t.map(String::from).to_vec()).collect();
             sign(&author, 1111, now(), tags, &format!("a new comment {n}"))
         }
