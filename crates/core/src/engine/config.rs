@@ -44,9 +44,8 @@ pub struct Timing {
     pub dead_retry: Duration,
     /// How long to stay quiet towards a relay that said we are rate-limited.
     pub rate_limit_cooldown: Duration,
-    /// Newly discovered items join live subscriptions at most this often while the
-    /// relay has jobs or fetches (their historic jobs wait for it), so a burst of
-    /// discoveries is one update; at an idle relay they join at once.
+    /// Newly discovered items join live subscriptions at most this often (their
+    /// historic jobs wait for it), so a burst of discoveries is one update.
     pub live_update_interval: Duration,
     /// Full reconciliation happens at a random time between these after a fresh start.
     pub full_reconcile_min: Duration,

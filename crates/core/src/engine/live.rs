@@ -30,10 +30,7 @@ impl SyncEngine {
         if !relay.live_dirty && relay.live_new.is_empty() {
             return;
         }
-        // The interval gathers a burst of discoveries into one update; a relay with no
-        // job and no fetch left has nothing that would bring more, so it waits for none.
-        let idle = relay.jobs.is_empty() && relay.fetch_queue.is_empty();
-        if !relay.live_dirty && !idle && relay.live_sent_at.is_some_and(|t| now < t + interval) {
+        if !relay.live_dirty && relay.live_sent_at.is_some_and(|t| now < t + interval) {
             return;
         }
         if self.config.one_shot {

@@ -227,9 +227,7 @@ fn a_connection_cut_mid_sync_still_converges() {
         let corpus = corpus(seed);
         let clock = ManualClock::new(start_time());
         let (network, config) = setup(&corpus, seed, &clock, conditions.latency);
-        // Both relays hold every event; the one without NIP-77 sends them (the other
-        // reconciles against what it stored), so it is the one cut.
-        let url = RelayUrl::parse(REQ_ONLY).expect("relay url");
+        let url = RelayUrl::parse(NIP77).expect("relay url");
         network.0.borrow_mut().cut_after = Some((url, 40));
         let store = MemoryStores::with_clock(virtual_timestamp).open("driver");
         let outcome = run(&config, &network, &store, &clock, conditions.store_delay);
