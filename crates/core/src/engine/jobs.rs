@@ -250,8 +250,7 @@ impl SyncEngine {
             };
             // Only the probe may speak NIP-77 until the relay answered it: meanwhile only
             // a catch-up window may start (when no other startable job comes before it).
-            let probe_running = relay.jobs.values().any(|j| j.probe);
-            let probing = relay.nip77 == relay::Nip77::Probing && probe_running;
+            let probing = relay.probe_out();
             if probing && !relay.jobs.values().filter(ready).any(Job::is_window) {
                 return;
             }
@@ -290,7 +289,7 @@ impl SyncEngine {
             let start = match relay.nip77 {
                 _ if window => Start::Paging,
                 relay::Nip77::Unsupported => Start::Paging,
-                relay::Nip77::Probing if probe_running => return,
+                relay::Nip77::Probing if probing => return,
                 relay::Nip77::Probing | relay::Nip77::Unknown => Start::Probe,
                 relay::Nip77::Supported => Start::Negentropy,
             };
@@ -388,7 +387,10 @@ impl SyncEngine {
             return;
         };
         let open_sub = job.state.subscription().cloned();
-        if job.probe && relay.nip77 == relay::Nip77::Probing {
+        if job.probe
+            && relay.nip77 == relay::Nip77::Probing
+            && matches!(job.state, JobState::Neg(_))
+        {
             relay.nip77 = relay::Nip77::Unknown;
         }
         job.probe = false;

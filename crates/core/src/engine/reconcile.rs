@@ -18,10 +18,9 @@ impl SyncEngine {
         let Some(job) = relay.jobs.get_mut(&job_id) else {
             return;
         };
-        if probe {
-            relay.nip77 = relay::Nip77::Probing;
-            job.probe = true;
-        }
+        // A candidate for the relay's probe: the first of them whose NEG-OPEN goes out
+        // is it (see `RelayState::open_neg`); others load their local sets meanwhile.
+        job.probe = probe;
         job.state = JobState::Loading { request };
         self.loading.insert(request, (id, job_id));
         self.outputs.push_back(Output::LoadLocalItems {
@@ -50,6 +49,21 @@ impl SyncEngine {
             .and_then(|r| r.jobs.get(&job_id))
             .is_some_and(|j| j.narrow.is_some());
         if items.is_empty() && !narrow {
+            self.release_probe(id, job_id);
+            self.start_paging(id, job_id);
+            return;
+        }
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        if relay.probe_out() {
+            // Another job's NEG-OPEN is the probe: this one starts again once the relay
+            // has answered it.
+            self.release_probe(id, job_id);
+            self.requeue(id, job_id, false);
+            return;
+        }
+        if relay.nip77 == relay::Nip77::Unsupported {
             self.release_probe(id, job_id);
             self.start_paging(id, job_id);
             return;

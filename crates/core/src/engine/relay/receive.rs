@@ -294,7 +294,11 @@ impl RelayState {
         match notice_class(message) {
             NoticeClass::NegentropyUnsupported if self.nip77 == Nip77::Probing => {
                 self.nip77 = Nip77::Unsupported;
-                match self.jobs.values().find(|j| j.probe) {
+                let probe = self
+                    .jobs
+                    .values()
+                    .find(|j| j.probe && matches!(j.state, JobState::Neg(_)));
+                match probe {
                     Some(probe) => Received::Job {
                         job: probe.id,
                         next: JobNext::Page,

@@ -144,7 +144,13 @@ impl RelayState {
         };
         let sub = self.new_sub();
         self.subs.insert(sub.clone(), Sub::Job(job_id));
+        // Without a verdict on NIP-77 yet, this NEG-OPEN is the relay's probe.
+        let probe = matches!(self.nip77, Nip77::Unknown | Nip77::Probing);
+        if probe {
+            self.nip77 = Nip77::Probing;
+        }
         if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.probe = probe;
             job.state = JobState::Neg(NegRun {
                 sub: sub.clone(),
                 initiator,
@@ -160,17 +166,27 @@ impl RelayState {
         true
     }
 
-    /// A probe that never spoke NIP-77 leaves the relay's NIP-77 state unknown.
+    /// A job is no (candidate for the) probe any more; a probe whose NEG-OPEN went out
+    /// but never spoke NIP-77 leaves the relay's NIP-77 state unknown.
     pub fn release_probe(&mut self, job_id: JobId) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
         if job.probe {
             job.probe = false;
-            if self.nip77 == Nip77::Probing {
+            if self.nip77 == Nip77::Probing && matches!(job.state, JobState::Neg(_)) {
                 self.nip77 = Nip77::Unknown;
             }
         }
+    }
+
+    /// Whether the relay's NIP-77 probe is out: a NEG-OPEN not answered with a verdict.
+    pub fn probe_out(&self) -> bool {
+        self.nip77 == Nip77::Probing
+            && self
+                .jobs
+                .values()
+                .any(|j| j.probe && matches!(j.state, JobState::Neg(_)))
     }
 
     /// NIP-77 is over for this job, without a verdict on the relay from it: its
