@@ -137,3 +137,46 @@ fn a_catch_up_window_starts_while_the_probe_runs() {
         "the other job waits"
     );
 }
+
+/// Without a verdict on NIP-77, jobs load their local sets side by side: one with
+/// nothing stored pages at once, the first NEG-OPEN is the probe, and a job with a
+/// local set that finds the probe out waits for its answer.
+#[test]
+fn jobs_without_a_verdict_load_side_by_side_and_the_first_neg_open_probes() {
+    let (mut engine, now) = connected_engine();
+    let id = handle(&engine);
+    let filter = engine.relays[&id]
+        .jobs
+        .values()
+        .next()
+        .expect("the discovery job")
+        .filter
+        .clone();
+    engine.add_job(id, Vec::new(), filter.clone(), None);
+    engine.add_job(id, Vec::new(), filter, None);
+    engine.start_jobs(id);
+    let mut loading: Vec<(RequestId, JobId)> = engine
+        .loading
+        .iter()
+        .map(|(request, (_, job))| (*request, *job))
+        .collect();
+    loading.sort_unstable_by_key(|(_, job)| *job);
+    let [(first, probe), (second, empty), (third, waits)] = loading[..] else {
+        panic!("three jobs load side by side: {loading:?}");
+    };
+    assert_eq!(engine.relays[&id].nip77, Nip77::Unknown, "no probe out yet");
+    let item = (
+        nostr::prelude::Timestamp::from(1_600_000_000),
+        EventId::from_byte_array([0u8; 32]),
+    );
+    let answer = |request, items| Input::LocalItemsLoaded { request, items };
+    engine.handle_input(now, answer(second, Vec::new()));
+    engine.handle_input(now, answer(first, vec![item]));
+    engine.handle_input(now, answer(third, vec![item]));
+    let relay = &engine.relays[&id];
+    assert!(matches!(relay.jobs[&empty].state, JobState::Paging(_)));
+    assert!(matches!(relay.jobs[&probe].state, JobState::Neg(_)) && relay.jobs[&probe].probe);
+    assert_eq!(relay.nip77, Nip77::Probing);
+    assert!(matches!(relay.jobs[&waits].state, JobState::Queued));
+    assert!(!relay.jobs[&waits].probe);
+}
