@@ -18,12 +18,7 @@ impl SyncEngine {
         outcome: PageOutcome,
         full: usize,
     ) {
-        let narrow = self
-            .relays
-            .get(&id)
-            .and_then(|r| r.jobs.get(&job_id))
-            .and_then(|j| j.narrow.map(|n| (n, j.keys.clone(), j.filter.clone())));
-        match (outcome, narrow) {
+        match (outcome, self.narrowed(id, job_id)) {
             (PageOutcome::StuckSecond(_), Some((narrow, keys, filter))) => {
                 // The one second overflowed this (half of a) filter too: halve again.
                 self.halve_narrow(id, keys, &filter, narrow);
@@ -114,14 +109,18 @@ impl SyncEngine {
                 self.room_waiters.insert(id);
             }
             Paged::Overflowed => {
-                let job = self.relays.get(&id).and_then(|r| r.jobs.get(&job_id));
-                let narrow =
-                    job.and_then(|j| j.narrow.map(|n| (n, j.keys.clone(), j.filter.clone())));
-                if let Some((narrow, keys, filter)) = narrow {
+                if let Some((narrow, keys, filter)) = self.narrowed(id, job_id) {
                     self.halve_narrow(id, keys, &filter, narrow);
                 }
                 self.job_received_all(id, job_id);
             }
         }
+    }
+
+    /// A job narrowing one second: its narrowing, keys and filter.
+    fn narrowed(&self, id: RelayId, job_id: JobId) -> Option<(Narrow, Vec<WorkKey>, Filter)> {
+        let job = self.relays.get(&id)?.jobs.get(&job_id)?;
+        job.narrow
+            .map(|n| (n, job.keys.clone(), job.filter.clone()))
     }
 }
