@@ -49,8 +49,7 @@ impl SyncEngine {
             .and_then(|r| r.jobs.get(&job_id))
             .is_some_and(|j| j.narrow.is_some());
         if items.is_empty() && !narrow {
-            self.release_probe(id, job_id);
-            self.start_paging(id, job_id);
+            self.fall_back_to_req(id, job_id);
             return;
         }
         let Some(relay) = self.relays.get(&id) else {
@@ -59,13 +58,11 @@ impl SyncEngine {
         if relay.probe_out() {
             // Another job's NEG-OPEN is the probe: this one starts again once the relay
             // has answered it.
-            self.release_probe(id, job_id);
             self.requeue(id, job_id, false);
             return;
         }
         if relay.nip77 == relay::Nip77::Unsupported {
-            self.release_probe(id, job_id);
-            self.start_paging(id, job_id);
+            self.fall_back_to_req(id, job_id);
             return;
         }
         let Some(filter) = self
@@ -87,15 +84,7 @@ impl SyncEngine {
             .is_some_and(|r| r.open_neg(job_id, all, deadline));
         self.flush_sends(id);
         if !opened {
-            self.release_probe(id, job_id);
-            self.start_paging(id, job_id);
-        }
-    }
-
-    /// A probe that never spoke NIP-77 leaves the relay's NIP-77 state unknown.
-    fn release_probe(&mut self, id: RelayId, job_id: JobId) {
-        if let Some(relay) = self.relays.get_mut(&id) {
-            relay.release_probe(job_id);
+            self.fall_back_to_req(id, job_id);
         }
     }
 
@@ -128,7 +117,8 @@ impl SyncEngine {
         self.add_job(id, keys, newer, paging_since);
     }
 
-    /// NIP-77 failed for this job: page it instead.
+    /// NIP-77 failed for this job, or would only download ids (nothing stored): page
+    /// it instead.
     pub(super) fn fall_back_to_req(&mut self, id: RelayId, job_id: JobId) {
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.leave_neg(job_id);
