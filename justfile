@@ -84,6 +84,6 @@ test-e2e:
 # on loopback by grasp-sync serve and nostr-rs-relay; a markdown table.
 bench-web per_repo="5000":
     ./scripts/pack-web.sh >/dev/null
-    cargo build -p grasp-sync-tests --bin web-e2e-fixture --bin grasp-sync-under-test
+    cargo build --release -p grasp-sync-tests --bin web-e2e-fixture --bin grasp-sync-under-test
     cd web/e2e && npm ci --no-audit --no-fund --loglevel=error
-    GRASP_BENCH_EVENTS_PER_REPO={{per_repo}} GRASP_E2E_FIXTURE="${CARGO_TARGET_DIR:-target}/debug/web-e2e-fixture" node web/e2e/bench.js
+    GRASP_BENCH_EVENTS_PER_REPO={{per_repo}} GRASP_E2E_FIXTURE="${CARGO_TARGET_DIR:-target}/release/web-e2e-fixture" node web/e2e/bench.js

@@ -7,8 +7,10 @@
 // wall time and its ratio to the peer's in the same run, bytes, round trips, the longest
 // main-thread task, the .wasm gzipped.
 //
-//   GRASP_E2E_FIXTURE=target/debug/web-e2e-fixture GRASP_E2E_PKG=web/pkg node web/e2e/bench.js
-// or `just bench-web` (builds what it needs).
+//   cargo build --release -p grasp-sync-tests --bin web-e2e-fixture --bin grasp-sync-under-test
+//   GRASP_E2E_FIXTURE=target/release/web-e2e-fixture GRASP_E2E_PKG=web/pkg node web/e2e/bench.js
+// or `just bench-web` (builds what it needs). The release build runs the daemon as its
+// users do (a debug build's daemon answers the same, only slower).
 
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";

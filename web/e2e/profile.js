@@ -6,7 +6,8 @@
 // functions with the most self time. Raw data goes to results/profile-<run>.json and
 // .cpuprofile (open those in Chromium's DevTools).
 //
-//   GRASP_E2E_FIXTURE=/work/fixture-bin/web-e2e-fixture GRASP_E2E_PKG=web/pkg node web/e2e/profile.js
+//   GRASP_E2E_FIXTURE=target/release/web-e2e-fixture GRASP_E2E_PKG=web/pkg node web/e2e/profile.js
+// (the fixture built as for bench.js).
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
