@@ -305,29 +305,27 @@ pub fn ids_filters(ids: &[EventId], limits: &RelayLimits) -> Vec<Filter> {
         .collect()
 }
 
-/// Packs filters into REQs (each a list of filters) in order, filling each REQ up to the
-/// relay's filter count and message size. Filters from this module always fit alone.
+/// Packs filters into REQs (each a list of filters), each filter into the first REQ
+/// that still has room under the relay's filter count and message size (first fit: a
+/// small filter after large ones joins an earlier REQ instead of opening one, so the
+/// subscriptions the set takes stay few). Filters from this module always fit alone.
 pub fn pack_reqs(filters: Vec<Filter>, limits: &RelayLimits) -> Vec<Vec<Filter>> {
     let max_filters = limits.max_filters.max(1);
-    let empty = req_bytes(0);
-    let mut reqs: Vec<Vec<Filter>> = Vec::new();
-    let mut current: Vec<Filter> = Vec::new();
-    let mut bytes = empty;
+    let mut reqs: Vec<(Vec<Filter>, usize)> = Vec::new();
     for filter in filters {
         let len = filter.as_json().len() + 1;
-        if !current.is_empty()
-            && (current.len() >= max_filters || bytes + len > limits.max_message_bytes)
-        {
-            reqs.push(std::mem::take(&mut current));
-            bytes = empty;
+        let room = reqs.iter().position(|(req, bytes)| {
+            req.len() < max_filters && bytes + len <= limits.max_message_bytes
+        });
+        match room {
+            Some(i) => {
+                reqs[i].0.push(filter);
+                reqs[i].1 += len;
+            }
+            None => reqs.push((vec![filter], req_bytes(0) + len)),
         }
-        bytes += len;
-        current.push(filter);
     }
-    if !current.is_empty() {
-        reqs.push(current);
-    }
-    reqs
+    reqs.into_iter().map(|(req, _)| req).collect()
 }
 
 /// The exact size of `["REQ","<id>",<filters>…]` with an id of

@@ -129,12 +129,18 @@ fn assert_respects(reqs: &[Vec<Filter>], limits: &RelayLimits) -> Result<(), Tes
 /// Packing is greedy in order: a REQ is closed only when the next filter would break the
 /// filter count or the message size, so no two neighbouring REQs could have been one.
 fn assert_tight(reqs: &[Vec<Filter>], limits: &RelayLimits) -> Result<(), TestCaseError> {
-    for pair in reqs.windows(2) {
-        let mut joined = pair[0].clone();
-        joined.push(pair[1][0].clone());
-        let fits = joined.len() <= limits.max_filters
-            && req_json(&joined).len() <= limits.max_message_bytes;
-        prop_assert!(!fits, "a REQ was closed early");
+    // First fit: no filter of a later REQ would have fitted into an earlier one.
+    // Joined, a REQ's text grows by a comma and the filter.
+    let sizes: Vec<usize> = reqs.iter().map(|r| req_json(r).len()).collect();
+    for (j, later) in reqs.iter().enumerate() {
+        for filter in later {
+            let len = filter.as_json().len() + 1;
+            for (earlier, size) in reqs[..j].iter().zip(&sizes) {
+                let fits =
+                    earlier.len() < limits.max_filters && size + len <= limits.max_message_bytes;
+                prop_assert!(!fits, "a filter opened a REQ while an earlier one had room");
+            }
+        }
     }
     Ok(())
 }
@@ -293,6 +299,37 @@ fn small_sets_fit_one_req_under_default_limits() {
     let reqs = pack_reqs(filters, &limits);
     assert_eq!(reqs.len(), 1);
     assert!(reqs.len() <= limits.max_subscriptions);
+}
+
+#[test]
+fn a_small_filter_after_a_large_one_joins_an_earlier_req() {
+    // A live set as a relay with default limits gets it: repository filters, then one
+    // full chunk of roots, then the last roots' small chunk. In order, that was three
+    // REQs (three subscriptions of a budget of ten); the small chunk fits beside the
+    // repository filters.
+    let limits = RelayLimits::default();
+    let coords: Vec<RepoRef> = (0..2).map(|k| RepoRef::new(pubkey(k), "repo")).collect();
+    let mut filters = repo_tag_filters(&coords, Form::Live, &limits);
+    let roots: Vec<EventId> = (0..1_050u32)
+        .map(|i| {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            EventId::from_byte_array(bytes)
+        })
+        .collect();
+    let e = SingleLetterTag::LOWERCASE_E;
+    let full = Filter::new()
+        .custom_tags(e, roots[..1_000].iter().map(|r| r.to_hex()))
+        .limit(0);
+    let small = Filter::new()
+        .custom_tags(e, roots[1_000..].iter().map(|r| r.to_hex()))
+        .limit(0);
+    filters.push(full.clone());
+    filters.push(small.clone());
+    let reqs = pack_reqs(filters, &limits);
+    assert_eq!(reqs.len(), 2, "the small chunk joins the first REQ");
+    assert!(reqs[0].contains(&small));
+    assert_eq!(reqs[1], vec![full]);
 }
 
 #[test]
