@@ -100,7 +100,7 @@ impl StoreError {
     pub fn remedy(&self) -> &'static str {
         match self {
             Self::QuotaExceeded(_) => {
-                "free space, allow persistent storage, or give the store a larger map"
+                "free space, or let the store grow: persistent storage in a browser, a larger map (--map-size-mib) natively"
             }
             Self::UpgradeBlocked(_) => "close the other tabs using this database, then reload",
             Self::Unavailable(_) => "retry; reopen the store if it persists",

@@ -1139,6 +1139,34 @@ fn a_failed_write_lands_nothing_and_its_checkpoints_come_later() {
     assert!(third.writes.is_empty(), "events written again");
 }
 
+/// A store write that fails is reported at the relays whose events it held, with the
+/// store's reason, until a write of their events succeeds (what the browser module
+/// shows when IndexedDB's quota is full).
+#[test]
+fn a_failed_write_is_reported_at_its_relays_until_one_succeeds() {
+    let restart = Restart::new();
+    let (mut world, url) = restart.second();
+    world.failing_carriers = 1;
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while world.failing_carriers > 0 && waited < HOUR {
+        world.run_for(step);
+        waited += step;
+    }
+    assert_eq!(world.failing_carriers, 0, "a write failed");
+    assert_eq!(
+        stats(&world, &url).store_error.as_deref(),
+        Some("simulated write failure")
+    );
+    world.run_for(HOUR);
+    assert_converged(&world, &url, &relay_set(&world, &url));
+    assert_eq!(
+        stats(&world, &url).store_error,
+        None,
+        "cleared by a later write"
+    );
+}
+
 /// A restart against a relay without NIP-77 pages only from the checkpoints (minus
 /// the margin), not from the beginning: a restart is not a re-download.
 #[test]
