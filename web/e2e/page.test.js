@@ -1,8 +1,8 @@
 // The demo page in headless Chromium against real relays on loopback (our daemon with
 // NIP-77, nostr-rs-relay without): a repository synced and listed exactly as the corpus
 // says, a new issue shown live, everything shown again from IndexedDB with the relays
-// stopped, and the packed module working from a Vite build. Any uncaught page error
-// fails the run.
+// stopped, a full storage quota shown (and synced past once lifted), and the packed
+// module working from a Vite build. Any uncaught page error fails the run.
 //
 // Environment (scripts/test-e2e.sh sets it):
 //   GRASP_E2E_FIXTURE     the web-e2e-fixture binary (required)
@@ -206,6 +206,51 @@ describe("the demo page", { timeout: 600_000 }, () => {
     await page.waitForFunction((coord) => document.getElementById("repo").dataset.loaded === coord, other);
     await page.locator("#item-rows tr").first().waitFor({ timeout: SYNC_TIMEOUT });
     noPageErrors();
+  });
+
+  it("says it is not saving when the browser's quota is full, and syncs once it is not", async () => {
+    // A context of its own (its own storage), whose origin may store 300 kB: the
+    // announcement and a few events fit, the repository does not.
+    const own = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const full = await own.newPage();
+    const fullErrors = [];
+    full.on("pageerror", (e) => fullErrors.push(e));
+    const cdp = await own.newCDPSession(full);
+    const origin = new URL(server.url).origin;
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 300_000 });
+    const repo = encodeNaddr({ kind: 30617, pubkey: expected.pubkey, identifier: expected.d });
+    const params = new URLSearchParams({ db: "e2e-quota", private: "1", bootstrap: fixture.expected.daemon, repo });
+    await full.goto(`${server.url}/page/?${params}`);
+    const state = () => full.evaluate(() => ({
+      badge: document.getElementById("connectivity").dataset.state,
+      problems: [...document.querySelectorAll("#relay-rows tr td.problem")].map((c) => c.textContent),
+      items: document.querySelectorAll("#item-rows tr").length,
+    }));
+    try {
+      await full.waitForFunction(
+        () => document.getElementById("connectivity")?.dataset.state === "not saving",
+        null, { timeout: SYNC_TIMEOUT, polling: 100 },
+      );
+    } catch (e) {
+      throw new Error(`${e.message}\nshown: ${JSON.stringify(await state())}`);
+    }
+    const refused = await state();
+    assert.ok(refused.problems.some((p) => /not stored: store full: the browser refused to store more/.test(p)), JSON.stringify(refused));
+    assert.ok(refused.items < expected.items.length, "the repository did not fit");
+    // Space again (the override lifted): a reload syncs everything.
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin });
+    await full.reload();
+    try {
+      await full.waitForFunction(
+        (n) => document.getElementById("connectivity")?.dataset.state === "in sync" &&
+          document.querySelectorAll("#item-rows tr").length === n,
+        expected.items.length, { timeout: SYNC_TIMEOUT, polling: 100 },
+      );
+    } catch (e) {
+      throw new Error(`${e.message}\nshown: ${JSON.stringify(await state())}`);
+    }
+    assert.deepEqual(fullErrors.map((e) => e.stack ?? String(e)), [], "uncaught errors in the page");
+    await own.close();
   });
 
   it("the packed module works from a Vite build", { skip: !process.env.GRASP_E2E_EXAMPLE }, async () => {

@@ -296,11 +296,13 @@ export function mergeEvents(...lists) {
 /**
  * The page's one-word summary of the relays' statuses (RelayStatus objects):
  * "idle" (none), "offline" (none reachable and at least one failed), "syncing",
- * "in sync" (every relay in sync), or "partial" (the rest done, but some relays failed
- * or left gaps).
+ * "in sync" (every relay in sync), "partial" (the rest done, but some relays failed
+ * or left gaps), or "not saving" (the browser refuses to store what relays send: its
+ * quota is full).
  */
 export function connectivity(relays) {
   if (!relays.length) return "idle";
+  if (relays.some((r) => r.storeError)) return "not saving";
   const done = (r) => r.state === "in-sync" || r.state === "gaps";
   const up = relays.filter((r) => done(r) || r.state === "syncing");
   const failed = relays.filter(

@@ -37,6 +37,7 @@ const CONNECTIVITY_TEXT = {
   "in sync": "in sync",
   partial: "in sync with some relays",
   offline: "offline — showing what this browser stored",
+  "not saving": "not saving — the browser refuses to store more",
 };
 
 /** The badge in the header: "in sync", "syncing…", "offline — …". */
@@ -97,6 +98,7 @@ export function relays(list) {
     if (r.undeliveredIds) problems.push(`gap: ${r.undeliveredIds} event(s) announced, never sent`);
     if (r.badFrames) problems.push(`${r.badFrames} bad frame(s)`);
     if (r.lastError) problems.push(r.lastError);
+    if (r.storeError) problems.push(`not stored: ${r.storeError}`);
     cells[7].textContent = problems.join("; ") || "—";
     cells[7].classList.toggle("problem", problems.length > 0);
   }

@@ -38,7 +38,8 @@ export interface RelayStatus {
   received: number; stored: number; rejected: number; badFrames: number;
   bytesIn: number; bytesOut: number; roundTrips: number; failures: number;
   incompleteWindows: number; undeliveredIds: number; abandonedJobs: number;
-  lastError: string | null;
+  lastError: string | null;   // why the last connection failed
+  storeError: string | null;  // why IndexedDB refused the last write of its events
 }
 export interface SyncSummary {
   complete: boolean;

@@ -39,6 +39,9 @@ pub struct RelayStatus {
     /// Historic jobs given up on after repeated failures.
     pub abandoned_jobs: u64,
     pub last_error: Option<String>,
+    /// Why IndexedDB refused the last write of this relay's events (e.g. its quota),
+    /// until a write of them succeeds.
+    pub store_error: Option<String>,
 }
 
 /// A relay in the summary.
@@ -113,6 +116,7 @@ fn relay_status(
         // Why the last connection failed; the engine forgets it once the relay is in
         // sync again.
         last_error: engine.relay_error(url).map(str::to_owned),
+        store_error: s.store_error.clone(),
     }
 }
 

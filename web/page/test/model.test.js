@@ -135,9 +135,9 @@ test("filters that read a repository from the store, root ids in chunks", () => 
   assert.equal(filters.filter((f) => f["#e"]).length, 3);
 });
 
-const relay = (state, failures = 0) => ({ url: "ws://x", state, method: null, failures });
+const relay = (state, failures = 0, storeError = null) => ({ url: "ws://x", state, method: null, failures, storeError });
 
-test("the relays' summary: offline, syncing, in sync, partial", () => {
+test("the relays' summary: offline, syncing, in sync, partial, not saving", () => {
   assert.equal(connectivity([]), "idle");
   assert.equal(connectivity([relay("connecting")]), "syncing");
   assert.equal(connectivity([relay("backoff", 1), relay("dead", 9)]), "offline");
@@ -147,6 +147,9 @@ test("the relays' summary: offline, syncing, in sync, partial", () => {
   assert.equal(connectivity([relay("in-sync"), relay("backoff", 1)]), "partial");
   assert.equal(connectivity([relay("in-sync"), relay("gaps")]), "partial");
   assert.equal(connectivity([relay("gaps"), relay("syncing")]), "syncing");
+  const full = "quota-exceeded: the browser refused to store more";
+  assert.equal(connectivity([relay("syncing", 0, full), relay("in-sync")]), "not saving");
+  assert.equal(connectivity([relay("backoff", 1), relay("syncing", 0, full)]), "not saving");
 });
 
 test("formatting for people", () => {

@@ -50,9 +50,13 @@ impl StoreError {
             None => (String::new(), crate::net::js_text(value)),
         };
         match name.as_str() {
-            "QuotaExceededError" => Self::Quota(format!(
-                "the browser refused to store more ({message}); free space or allow persistent storage"
-            )),
+            // What to do about it is the driver's remedy (see its `StoreError`).
+            "QuotaExceededError" if message.is_empty() => {
+                Self::Quota("the browser refused to store more".into())
+            }
+            "QuotaExceededError" => {
+                Self::Quota(format!("the browser refused to store more ({message})"))
+            }
             "InvalidStateError" => Self::Closed(format!("database closed ({message})")),
             "" => Self::Other(message),
             _ => Self::Other(format!("{name}: {message}")),
