@@ -144,6 +144,7 @@ impl SyncReport {
                     "dropped": r.stats.dropped,
                     "undelivered_ids": r.stats.undelivered_ids,
                     "forged_twice": r.stats.forged_twice,
+                    "store_error": r.stats.store_error,
                 })
             })
             .collect();
@@ -190,6 +191,11 @@ impl SyncReport {
                 r.stats.bytes_out,
                 r.stats.round_trips
             );
+        }
+        for r in &self.relays {
+            if let Some(error) = &r.stats.store_error {
+                let _ = writeln!(out, "{}: events not stored: {error}", r.url.as_str());
+            }
         }
         let _ = writeln!(
             out,
@@ -474,8 +480,13 @@ impl Progress {
                 bar
             });
             let rejected: u64 = stats.events_rejected.values().sum();
+            let refused = stats
+                .store_error
+                .as_ref()
+                .map(|e| format!(" — not stored: {e}"))
+                .unwrap_or_default();
             bar.set_message(format!(
-                "{:<8} {:<7} {} received, {} stored, {} rejected, {} KiB in",
+                "{:<8} {:<7} {} received, {} stored, {} rejected, {} KiB in{refused}",
                 state_name(phase, stats),
                 method_name(method),
                 stats.events_received,
@@ -494,5 +505,39 @@ impl Progress {
             }
             let _ = multi.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_write_is_named_in_the_summary() {
+        let url = RelayUrl::parse("wss://relay.example.com").expect("a relay URL");
+        let stats = RelayStats {
+            store_error: Some("store full: MDB_MAP_FULL".into()),
+            ..RelayStats::default()
+        };
+        let report = SyncReport {
+            relays: vec![RelayReport {
+                url,
+                phase: Phase::Open,
+                method: Method::Req,
+                stats,
+            }],
+            repos: 1,
+            stored: 0,
+            driver: DriverStats::default(),
+            engine: EngineStats::default(),
+            settled: false,
+        };
+        assert!(report
+            .table()
+            .contains("wss://relay.example.com: events not stored: store full: MDB_MAP_FULL"));
+        assert_eq!(
+            report.json()["relays"][0]["store_error"],
+            "store full: MDB_MAP_FULL"
+        );
     }
 }
