@@ -144,7 +144,6 @@ impl SyncReport {
                     "dropped": r.stats.dropped,
                     "undelivered_ids": r.stats.undelivered_ids,
                     "forged_twice": r.stats.forged_twice,
-                    "store_error": r.stats.store_error,
                 })
             })
             .collect();
@@ -154,6 +153,7 @@ impl SyncReport {
             "stored": self.stored,
             "settled": self.settled,
             "store_failures": self.driver.store_failures,
+            "store_error": self.engine.store_error,
             "loaded_events": self.driver.loaded_events,
             "checkpoints_with_events": self.engine.checkpoints_with_events,
             "checkpoints_after_events": self.engine.checkpoints_after_events,
@@ -192,10 +192,8 @@ impl SyncReport {
                 r.stats.round_trips
             );
         }
-        for r in &self.relays {
-            if let Some(error) = &r.stats.store_error {
-                let _ = writeln!(out, "{}: events not stored: {error}", r.url.as_str());
-            }
+        if let Some(error) = &self.engine.store_error {
+            let _ = writeln!(out, "events not stored: {error}");
         }
         let _ = writeln!(
             out,
@@ -480,7 +478,8 @@ impl Progress {
                 bar
             });
             let rejected: u64 = stats.events_rejected.values().sum();
-            let refused = stats
+            let refused = engine
+                .stats()
                 .store_error
                 .as_ref()
                 .map(|e| format!(" — not stored: {e}"))
@@ -515,29 +514,25 @@ mod tests {
     #[test]
     fn a_refused_write_is_named_in_the_summary() {
         let url = RelayUrl::parse("wss://relay.example.com").expect("a relay URL");
-        let stats = RelayStats {
-            store_error: Some("store full: MDB_MAP_FULL".into()),
-            ..RelayStats::default()
-        };
         let report = SyncReport {
             relays: vec![RelayReport {
                 url,
                 phase: Phase::Open,
                 method: Method::Req,
-                stats,
+                stats: RelayStats::default(),
             }],
             repos: 1,
             stored: 0,
             driver: DriverStats::default(),
-            engine: EngineStats::default(),
+            engine: EngineStats {
+                store_error: Some("store full: MDB_MAP_FULL".into()),
+                ..EngineStats::default()
+            },
             settled: false,
         };
         assert!(report
             .table()
-            .contains("wss://relay.example.com: events not stored: store full: MDB_MAP_FULL"));
-        assert_eq!(
-            report.json()["relays"][0]["store_error"],
-            "store full: MDB_MAP_FULL"
-        );
+            .contains("\nevents not stored: store full: MDB_MAP_FULL\n"));
+        assert_eq!(report.json()["store_error"], "store full: MDB_MAP_FULL");
     }
 }

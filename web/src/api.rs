@@ -39,7 +39,7 @@ export interface RelayStatus {
   bytesIn: number; bytesOut: number; roundTrips: number; failures: number;
   incompleteWindows: number; undeliveredIds: number; abandonedJobs: number;
   lastError: string | null;   // why the last connection failed
-  storeError: string | null;  // why IndexedDB refused the last write of its events
+  storeError: string | null;  // why IndexedDB refused the last write (until one succeeds)
 }
 export interface SyncSummary {
   complete: boolean;

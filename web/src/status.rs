@@ -39,8 +39,8 @@ pub struct RelayStatus {
     /// Historic jobs given up on after repeated failures.
     pub abandoned_jobs: u64,
     pub last_error: Option<String>,
-    /// Why IndexedDB refused the last write of this relay's events (e.g. its quota),
-    /// until a write of them succeeds.
+    /// Why IndexedDB refused the last write (e.g. its quota), until a write succeeds:
+    /// this relay's events are not being stored (the same for every relay).
     pub store_error: Option<String>,
 }
 
@@ -116,7 +116,7 @@ fn relay_status(
         // Why the last connection failed; the engine forgets it once the relay is in
         // sync again.
         last_error: engine.relay_error(url).map(str::to_owned),
-        store_error: s.store_error.clone(),
+        store_error: engine.stats().store_error.clone(),
     }
 }
 

@@ -126,8 +126,8 @@ fn assert_respects(reqs: &[Vec<Filter>], limits: &RelayLimits) -> Result<(), Tes
     Ok(())
 }
 
-/// Packing is greedy in order: a REQ is closed only when the next filter would break the
-/// filter count or the message size, so no two neighbouring REQs could have been one.
+/// Packing is first fit: a filter opens a REQ only when it would break the filter count
+/// or the message size of every earlier one.
 fn assert_tight(reqs: &[Vec<Filter>], limits: &RelayLimits) -> Result<(), TestCaseError> {
     // First fit: no filter of a later REQ would have fitted into an earlier one.
     // Joined, a REQ's text grows by a comma and the filter.

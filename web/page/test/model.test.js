@@ -147,7 +147,7 @@ test("the relays' summary: offline, syncing, in sync, partial, not saving", () =
   assert.equal(connectivity([relay("in-sync"), relay("backoff", 1)]), "partial");
   assert.equal(connectivity([relay("in-sync"), relay("gaps")]), "partial");
   assert.equal(connectivity([relay("gaps"), relay("syncing")]), "syncing");
-  const full = "quota-exceeded: the browser refused to store more";
+  const full = "store full: the browser refused to store more (free space, …)";
   assert.equal(connectivity([relay("syncing", 0, full), relay("in-sync")]), "not saving");
   assert.equal(connectivity([relay("backoff", 1), relay("syncing", 0, full)]), "not saving");
 });

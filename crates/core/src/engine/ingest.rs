@@ -231,7 +231,7 @@ impl SyncEngine {
             return;
         };
         let ok = result.is_ok();
-        let error = result.as_ref().err().cloned();
+        self.stats.store_error = result.as_ref().err().cloned();
         let ids = entries.iter().map(|(_, _, eid)| eid);
         if ok {
             self.acceptor.committed(ids);
@@ -255,9 +255,6 @@ impl SyncEngine {
                 self.recent.insert(eid);
             }
             if let Some(r) = self.relays.get_mut(&relay) {
-                if r.stats.store_error != error {
-                    r.stats.store_error.clone_from(&error);
-                }
                 if ok {
                     r.stats.events_accepted += 1;
                 } else if let Some(j) = job.and_then(|j| r.jobs.get_mut(&j)) {

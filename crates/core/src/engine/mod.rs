@@ -109,6 +109,10 @@ pub struct EngineStats {
     pub stored: u64,
     /// Store batches that failed.
     pub store_failures: u64,
+    /// Why the store refused the last write (a full disk, the browser's quota), until a
+    /// write succeeds: no relay gets in sync meanwhile, and what was refused is fetched
+    /// again later.
+    pub store_error: Option<String>,
     /// Frames from relays the engine does not know.
     pub unknown_relay_frames: u64,
     /// Events clients published.

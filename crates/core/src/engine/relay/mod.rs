@@ -110,10 +110,6 @@ pub struct RelayStats {
     /// Historic jobs given up on after failing `job_attempts` times (or refused for
     /// good): their filters stay unconfirmed here until the next fresh start.
     pub abandoned_jobs: u64,
-    /// Why the store refused the last write of this relay's events (a full disk, the
-    /// browser's quota), until a write of them succeeds: the relay cannot get in sync
-    /// meanwhile, and its jobs run again later.
-    pub store_error: Option<String>,
 }
 
 impl RelayStats {
