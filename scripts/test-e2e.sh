@@ -75,6 +75,12 @@ export GRASP_E2E_FIXTURE="$target_dir/debug/web-e2e-fixture"
 # The page loads the module as the tarball installed it, so the packed files are tested.
 export GRASP_E2E_PKG="$root/web/examples/vite/node_modules/grasp-sync-web"
 export GRASP_E2E_EXAMPLE="$root/web/examples/vite/dist"
+# The daemon serves the same page and package too (`grasp-sync serve --web-dir`).
+web_dir="$root/target/e2e-web-dir"
+rm -rf "$web_dir" && mkdir -p "$web_dir"
+ln -s "$root/web/page" "$web_dir/page"
+ln -s "$GRASP_E2E_PKG" "$web_dir/pkg"
+export GRASP_E2E_WEB_DIR="$web_dir"
 if [ -n "${GRASP_E2E_SCREENSHOT:-}" ]; then
   GRASP_E2E_SCREENSHOT=$(realpath -m "$GRASP_E2E_SCREENSHOT")
   export GRASP_E2E_SCREENSHOT

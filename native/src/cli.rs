@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// Take the client address from X-Forwarded-For (behind a reverse proxy).
     #[arg(long, env = "GRASP_SYNC_TRUST_FORWARDED_FOR", num_args = 0..=1, default_missing_value = "true")]
     pub trust_forwarded_for: Option<bool>,
+    /// Serve the demo page from this directory (holding page/ and pkg/, as web/ after
+    /// scripts/pack-web.sh): a browser opening this relay's address is sent to it.
+    #[arg(long, env = "GRASP_SYNC_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
     /// Connections at once in all.
     #[arg(long, env = "GRASP_SYNC_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -201,6 +205,7 @@ impl ServeArgs {
         set(&mut file.auth_required, self.auth_required);
         set(&mut file.allow_private_relays, self.allow_private_relays);
         set(&mut file.trust_forwarded_for, self.trust_forwarded_for);
+        set(&mut file.web_dir, self.web_dir);
         let limits = &mut file.limits;
         set(&mut limits.max_connections, self.max_connections);
         set(&mut limits.connections_per_ip, self.connections_per_ip);

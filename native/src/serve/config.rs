@@ -44,6 +44,9 @@ pub struct FileConfig {
     pub allow_private_relays: Option<bool>,
     /// Take the client address from `X-Forwarded-For` (behind a reverse proxy).
     pub trust_forwarded_for: Option<bool>,
+    /// Serve the demo page from this directory (holding `page/` and `pkg/`), with `/`
+    /// in a browser redirected to it.
+    pub web_dir: Option<PathBuf>,
     /// NIP-11 fields.
     pub info: InfoConfig,
     /// Limits on clients.
@@ -209,6 +212,8 @@ pub struct Settings {
     pub allow_private_relays: bool,
     /// Take the client address from `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
+    /// The demo page's directory, when served.
+    pub web_dir: Option<PathBuf>,
     /// NIP-11 fields.
     pub info: InfoConfig,
     /// Limits on clients.
@@ -405,6 +410,7 @@ impl FileConfig {
             announcements,
             allow_private_relays: self.allow_private_relays.unwrap_or(false),
             trust_forwarded_for: self.trust_forwarded_for.unwrap_or(false),
+            web_dir: self.web_dir,
             info: self.info,
             limits,
             backoff_base,

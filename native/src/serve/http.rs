@@ -1,7 +1,8 @@
 //! One port for HTTP and WebSocket (hyper): the relay's WebSocket and NIP-11 document
-//! on `/`, `/health`, `/metrics` (Prometheus), and the daemon's own API for the
-//! command line (`/api/status`, `/api/sync`), answered only to requests that present
-//! the token in the data directory (see [`crate::api_token`]).
+//! on `/`, `/health`, `/metrics` (Prometheus), the daemon's own API for the command
+//! line (`/api/status`, `/api/sync`), answered only to requests that present the token
+//! in the data directory (see [`crate::api_token`]), and with `--web-dir` the demo page
+//! (see [`files`]).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::conn::{self, Shared};
+use super::files;
 use super::limits::{IpRegistry, Refusal};
 use super::metrics::{self, names, SyncSnapshot};
 
@@ -70,6 +72,17 @@ pub struct Http {
     pub trust_forwarded_for: bool,
     /// The operator API's token.
     pub api_token: String,
+    /// The demo page's files, when served (`--web-dir`).
+    pub web: Option<WebFiles>,
+}
+
+/// The demo page served by the relay: `/page/` and `/pkg/` from `dir`, and `/` in a
+/// browser redirected to `location` (the page, with this relay to sync from).
+pub struct WebFiles {
+    /// Holds `page/` and `pkg/`.
+    pub dir: std::path::PathBuf,
+    /// Where `/` redirects.
+    pub location: String,
 }
 
 type Body = Full<Bytes>;
@@ -126,6 +139,13 @@ async fn route(http: &Arc<Http>, req: Request<Incoming>, peer: SocketAddr) -> Re
         (Method::OPTIONS, _) => {
             with_cors(respond(StatusCode::NO_CONTENT, "text/plain", String::new()))
         }
+        (Method::GET | Method::HEAD, "/") if http.web.is_some() => {
+            files::redirect(http.web.as_ref().map_or("/", |w| w.location.as_str()))
+        }
+        (Method::GET | Method::HEAD, path) if files::is_served(path) => match &http.web {
+            Some(web) => files::serve(&web.dir, path).await,
+            None => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        },
         (Method::GET | Method::HEAD, "/") => respond(
             StatusCode::OK,
             "text/plain; charset=utf-8",

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod fanout;
+pub mod files;
 pub mod http;
 pub mod hub;
 pub mod limits;
@@ -155,6 +156,17 @@ pub async fn run(mut settings: Settings) -> Result<(), String> {
         api,
         trust_forwarded_for: settings.trust_forwarded_for,
         api_token,
+        web: settings.web_dir.clone().map(|dir| http::WebFiles {
+            dir,
+            location: files::page_location(
+                settings
+                    .public_urls
+                    .iter()
+                    .next()
+                    .map_or("", |u| u.as_str()),
+                settings.allow_private_relays,
+            ),
+        }),
     });
     let accepting = tokio::spawn(http::accept_loop(listener, http, shutdown.clone()));
     tokio::task::spawn_local(serve_api(

@@ -16,7 +16,9 @@
 //! - `start`: starts them again on the same ports;
 //! - `quit`, or the end of input: stops everything and exits.
 //!
-//! `GRASP_E2E_EVENTS` sets the events per repository (default 1 000).
+//! `GRASP_E2E_EVENTS` sets the events per repository (default 1 000);
+//! `GRASP_E2E_WEB_DIR` (a directory holding `page/` and `pkg/`) has the daemon serve the
+//! demo page (`--web-dir`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -43,7 +45,13 @@ async fn main() {
         "--events-per-minute-per-ip",
         "100000000",
     ];
-    let mut daemon = Daemon::start(&data.path().join("daemon"), &rates).await;
+    // With GRASP_E2E_WEB_DIR (page/ and pkg/), the daemon serves the demo page too.
+    let web_dir = std::env::var("GRASP_E2E_WEB_DIR").ok();
+    let mut args: Vec<&str> = rates.to_vec();
+    if let Some(dir) = &web_dir {
+        args.extend(["--web-dir", dir.as_str()]);
+    }
+    let mut daemon = Daemon::start(&data.path().join("daemon"), &args).await;
     let mut nrr = NostrRsRelay::start().await;
     let relays = [daemon.url(), nrr.url()];
     let corpus = corpus(34, REPOS, per_repo, &relays);
@@ -83,6 +91,7 @@ async fn main() {
     let repo = corpus.repos[0].to_string();
     let line = json!({
         "daemon": daemon.url(),
+        "daemonHttp": daemon.http_url(),
         "nostrRsRelay": nrr.url(),
         "preloaded": {
             "daemon": to_daemon.as_ref().map(|r| r.accepted).unwrap_or(0),
