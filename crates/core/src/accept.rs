@@ -346,8 +346,10 @@ impl Acceptor {
             })
     }
 
-    /// Records an event loaded from the store at start-up, without judging it.
-    pub fn restore(&mut self, event: &Event) {
+    /// Records an event loaded from the store at start-up, without judging it; for a
+    /// deletion, the removals it makes (to apply again: a store need not have written
+    /// them in the transaction that stored the deletion).
+    pub fn restore(&mut self, event: &Event) -> Vec<Removal> {
         if let Some(address) = address_of(event) {
             let version = Version::of(event);
             let newer = self
@@ -359,8 +361,9 @@ impl Acceptor {
             }
         }
         if event.kind == kinds::DELETION {
-            self.record_deletion(event, &mut Vec::new());
+            return self.record_deletion(event, &mut Vec::new());
         }
+        Vec::new()
     }
 
     /// Whether the event belongs in a store of tracked repositories.

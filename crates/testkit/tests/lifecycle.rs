@@ -1139,6 +1139,53 @@ fn a_failed_write_lands_nothing_and_its_checkpoints_come_later() {
     assert!(third.writes.is_empty(), "events written again");
 }
 
+/// A crash can leave a deletion stored and the event it deletes still held (a store
+/// need not write both in one transaction): the restart applies stored deletions again,
+/// so the deleted event goes.
+#[test]
+fn a_deleted_event_left_by_a_crash_is_removed_at_the_restart() {
+    let restart = Restart::new();
+    let deleted: Vec<(Event, Event)> = restart
+        .events
+        .iter()
+        .filter(|d| d.kind.as_u16() == 5)
+        .flat_map(|d| {
+            restart
+                .corpus
+                .events
+                .iter()
+                .filter(move |e| {
+                    e.pubkey == d.pubkey
+                        && d.tags.iter().any(|t| {
+                            let t = t.as_slice();
+                            t.first().map(String::as_str) == Some("e")
+                                && t.get(1) == Some(&e.id.to_hex())
+                        })
+                })
+                .map(move |e| (d.clone(), e.clone()))
+        })
+        .collect();
+    let (deletion, victim) = deleted
+        .first()
+        .cloned()
+        .expect("the corpus deletes an event by id");
+    let held: BTreeSet<EventId> = restart.events.iter().map(|e| e.id).collect();
+    assert!(
+        !held.contains(&victim.id) && held.contains(&deletion.id),
+        "the first sync applied it"
+    );
+
+    let (mut world, url) = restart.world(true, 4 * HOUR);
+    let mut events = restart.events.clone();
+    events.push(victim.clone());
+    restore(&mut world, &events, restart.checkpoints.clone());
+    world.run_for(HOUR);
+    let after = stored(&world);
+    assert!(!after.contains(&victim.id), "the deleted event is gone");
+    assert!(after.contains(&deletion.id));
+    assert_converged(&world, &url, &relay_set(&world, &url));
+}
+
 /// A store write that fails is reported with the store's reason until a write succeeds
 /// (what the browser module shows when IndexedDB's quota is full).
 #[test]

@@ -4,16 +4,30 @@
 use nostr::prelude::Event;
 
 use super::relay::RelayState;
-use super::{Checkpoint, Phase, Scope, SyncEngine, Time};
+use super::{Checkpoint, Output, Phase, Scope, SyncEngine, Time};
 use crate::actions::{compute_actions, compute_all_actions, Actions};
 use crate::items::WorkKey;
 
 impl SyncEngine {
     pub(super) fn on_local_events(&mut self, events: &[Event]) {
+        let mut remove = Vec::new();
         for event in events {
-            self.acceptor.restore(event);
+            remove.extend(self.acceptor.restore(event));
             self.seen.forget(&event.id);
             self.recent.insert(event.id);
+        }
+        // A stored deletion's removals are written again (removing what is not held is
+        // nothing): a crash between a store's write of the deletion and of its removals
+        // would otherwise leave the deleted event held for good, the deletion known.
+        if !remove.is_empty() {
+            let batch = self.new_id();
+            self.pipeline.store(batch, Vec::new());
+            self.outputs.push_back(Output::Store {
+                batch,
+                events: Vec::new(),
+                remove,
+                checkpoints: Vec::new(),
+            });
         }
         let update = self.index.apply(events);
         if !update.changes.is_empty() {
