@@ -77,8 +77,8 @@ describe("the demo page", { timeout: 600_000 }, () => {
     assert.deepEqual(errors.map((e) => e.stack ?? String(e)), [], "uncaught errors in the page");
   }
 
-  /** What the page shows now, for assertions and failure messages. */
-  const shown = () => page.evaluate(() => ({
+  /** What `on` (by default the page under test) shows now, for assertions and messages. */
+  const shown = (on = page) => on.evaluate(() => ({
     badge: document.getElementById("connectivity").dataset.state,
     badgeText: document.getElementById("connectivity").textContent,
     relays: [...document.querySelectorAll("#relay-rows tr")].map((r) => r.innerText.replace(/\s+/g, " ")),
@@ -92,17 +92,17 @@ describe("the demo page", { timeout: 600_000 }, () => {
     messages: document.getElementById("messages").innerText,
   }));
 
-  /** Waits until the badge says `state` and `rows` items are listed. */
-  async function waitFor(state, rows, timeout = SYNC_TIMEOUT) {
+  /** Waits until `on`'s badge says `state` and `rows` items are listed. */
+  async function waitFor(state, rows, timeout = SYNC_TIMEOUT, on = page) {
     try {
-      await page.waitForFunction(
+      await on.waitForFunction(
         ([s, n]) => document.getElementById("connectivity")?.dataset.state === s &&
           document.querySelectorAll("#item-rows tr").length === n,
         [state, rows],
         { timeout, polling: 100 },
       );
     } catch (e) {
-      const now = await shown();
+      const now = await shown(on);
       throw new Error(`waiting for "${state}" with ${rows} items: ${e.message}\n` +
         `shown: ${JSON.stringify({ ...now, items: now.items.length }, null, 1)}`);
     }
@@ -223,15 +223,7 @@ describe("the demo page", { timeout: 600_000 }, () => {
         .waitFor({ state: "attached", timeout: 30_000 });
       await served.getByLabel("Announced on the bootstrap relays").selectOption(expected.coord);
       await served.getByRole("button", { name: "Track selected" }).click();
-      try {
-        await served.waitForFunction(
-          (n) => document.getElementById("connectivity")?.dataset.state === "in sync" &&
-            document.querySelectorAll("#item-rows tr").length === n,
-          expected.items.length, { timeout: SYNC_TIMEOUT, polling: 100 },
-        );
-      } catch (e) {
-        throw new Error(`${e.message}\nshown: ${await served.locator("body").innerText()}`);
-      }
+      await waitFor("in sync", expected.items.length, SYNC_TIMEOUT, served);
       assert.deepEqual(servedErrors.map((e) => e.stack ?? String(e)), [], "uncaught errors in the page");
       await own.close();
     });
@@ -270,15 +262,7 @@ describe("the demo page", { timeout: 600_000 }, () => {
     await full.evaluate(() => { window.stillTheSamePage = true; });
     await cdp.send("Storage.overrideQuotaForOrigin", { origin });
     const lifted = Date.now();
-    try {
-      await full.waitForFunction(
-        (n) => document.getElementById("connectivity")?.dataset.state === "in sync" &&
-          document.querySelectorAll("#item-rows tr").length === n,
-        expected.items.length, { timeout: SYNC_TIMEOUT, polling: 100 },
-      );
-    } catch (e) {
-      throw new Error(`${e.message}\nshown: ${JSON.stringify(await state())}`);
-    }
+    await waitFor("in sync", expected.items.length, SYNC_TIMEOUT, full);
     timings.quotaLiftedToInSyncMs = Date.now() - lifted;
     assert.equal(await full.evaluate(() => window.stillTheSamePage), true, "no reload happened");
     assert.deepEqual(fullErrors.map((e) => e.stack ?? String(e)), [], "uncaught errors in the page");
