@@ -91,7 +91,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::future::{join, join_all, LocalBoxFuture};
+use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt as _;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::Checkpoint;
@@ -436,19 +436,23 @@ impl LmdbStore {
 
         self.note_saved(&events).await?;
 
-        // Queue every put and then every removal in one poll, so the ingester can take
-        // them in one write transaction, in that order.
+        // The removals land first, committed, then the puts: nostr-lmdb's ingester
+        // commits what it has drained so far, so queued together they could land in two
+        // transactions in either order, and a crash between could leave a deleted event
+        // held beside its deletion for good. This way a crash between leaves the
+        // deletion unwritten (fetched again). An event named by a removal is not put:
+        // put and removed in one call, it ends removed.
         let removal_filters: Vec<Filter> = remove
             .iter()
             .map(|r| Filter::new().id(r.id).author(r.author))
             .collect();
-        let saves = join_all(events.iter().map(|e| db.save_event(e)));
-        let deletes = join_all(removal_filters.into_iter().map(|f| db.delete(f)));
-        let (statuses, deleted) = join(saves, deletes).await;
+        let deleted = join_all(removal_filters.into_iter().map(|f| db.delete(f))).await;
+        let puts: Vec<&Event> = events.iter().filter(|e| !named(e)).collect();
+        let statuses = join_all(puts.iter().map(|e| db.save_event(e))).await;
         let mut first_error = None;
         let mut existed = Vec::new();
         let mut refused = Vec::new();
-        for (event, status) in events.iter().zip(statuses) {
+        for (event, status) in puts.into_iter().zip(statuses) {
             match status {
                 Ok(SaveEventStatus::Success) => {}
                 Ok(SaveEventStatus::Rejected(RejectedReason::Duplicate)) => existed.push(event.id),

@@ -17,8 +17,9 @@ impl SyncEngine {
             self.recent.insert(event.id);
         }
         // A stored deletion's removals are written again (removing what is not held is
-        // nothing): a crash between a store's write of the deletion and of its removals
-        // would otherwise leave the deleted event held for good, the deletion known.
+        // nothing): a store written by a build whose saves could land a deletion without
+        // its removals (a crash between two transactions) still holds the deleted event,
+        // and nothing else would remove it once the deletion is known.
         if !remove.is_empty() {
             let batch = self.new_id();
             self.pipeline.store(batch, Vec::new());
