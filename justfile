@@ -81,9 +81,10 @@ test-e2e:
 
 # Browser benchmark (a recipe, not a test): grasp-sync-web against a JavaScript peer
 # (nostr-tools REQ into nostr-idb) in headless Chromium, 2 x `per_repo` events served
-# on loopback by grasp-sync serve and nostr-rs-relay; a markdown table.
-bench-web per_repo="5000":
+# on loopback by grasp-sync serve (`relays=both`: and nostr-rs-relay, each holding about
+# 60 %); a markdown table.
+bench-web per_repo="5000" relays="daemon":
     ./scripts/pack-web.sh >/dev/null
     cargo build --release -p grasp-sync-tests --bin web-e2e-fixture --bin grasp-sync-under-test
     cd web/e2e && npm ci --no-audit --no-fund --loglevel=error
-    GRASP_BENCH_EVENTS_PER_REPO={{per_repo}} GRASP_E2E_FIXTURE="${CARGO_TARGET_DIR:-target}/release/web-e2e-fixture" node web/e2e/bench.js
+    GRASP_BENCH_RELAYS={{relays}} GRASP_BENCH_EVENTS_PER_REPO={{per_repo}} GRASP_E2E_FIXTURE="${CARGO_TARGET_DIR:-target}/release/web-e2e-fixture" node web/e2e/bench.js

@@ -1,6 +1,8 @@
 // The browser benchmark (a recipe, not a test): in one headless Chromium, against the
-// same data served by our daemon and nostr-rs-relay on loopback (web-e2e-fixture, two
-// repositories of GRASP_BENCH_EVENTS_PER_REPO events each, default 5 000), this module's
+// same data served by our daemon on loopback (web-e2e-fixture, two repositories of
+// GRASP_BENCH_EVENTS_PER_REPO events each, default 5 000; with GRASP_BENCH_RELAYS=both
+// the announcements list nostr-rs-relay beside it, each relay holding about 60 % of the
+// events, so a client pages that relay with REQ too), this module's
 // cold sync into IndexedDB, its warm reopen until in sync and a 1 % catch-up, side by
 // side with a JavaScript peer (nostr-tools REQ, signatures verified, into nostr-idb;
 // bench/peer.js) doing the same job. Prints a markdown table (also results/bench.md):
@@ -28,8 +30,10 @@ mkdirSync(out, { recursive: true });
 await build({ entryPoints: [join(here, "bench", "peer.js")], bundle: true, format: "esm", outfile: join(out, "peer.bundle.js"), logLevel: "warning" });
 
 const perRepo = process.env.GRASP_BENCH_EVENTS_PER_REPO ?? "5000";
-const fixture = await Fixture.start(process.env.GRASP_E2E_FIXTURE, { GRASP_E2E_EVENTS: perRepo });
+const relaysAsked = process.env.GRASP_BENCH_RELAYS ?? "daemon";
+const fixture = await Fixture.start(process.env.GRASP_E2E_FIXTURE, { GRASP_E2E_EVENTS: perRepo, GRASP_E2E_RELAYS: relaysAsked });
 const { daemon, nostrRsRelay } = fixture.expected;
+const urls = [daemon, nostrRsRelay].filter(Boolean);
 const repos = [fixture.expected.repo.coord, ...fixture.expected.otherRepos];
 const server = await serve({ "/bench/": join(here, "bench"), "/out/": out, "/pkg/": pkg });
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox", "--headless=new"] });
@@ -63,12 +67,12 @@ const ours = (name) => page.evaluate(async ({ name, daemon, repos }) => {
 }, { name, daemon, repos });
 
 /** One run of the JavaScript peer (see bench/peer.js for `since` and `cachedRoots`). */
-const peer = (since, cachedRoots) => page.evaluate(async ({ daemon, nostrRsRelay, repos, since, cachedRoots }) => {
+const peer = (since, cachedRoots) => page.evaluate(async ({ urls, repos, since, cachedRoots }) => {
   const { syncPeer } = await import("/out/peer.bundle.js");
   window.longest = 0;
-  const r = await syncPeer({ name: "bench-peer", urls: [daemon, nostrRsRelay], repos, since, cachedRoots });
+  const r = await syncPeer({ name: "bench-peer", urls, repos, since, cachedRoots });
   return { ...r, roundTrips: r.reqs, longest: window.longest };
-}, { daemon, nostrRsRelay, repos, since, cachedRoots });
+}, { urls, repos, since, cachedRoots });
 
 const results = [];
 const row = (what, who, r) => {
@@ -101,7 +105,7 @@ try {
 const wasm = readFileSync(join(pkg, "grasp_sync_web_bg.wasm"));
 const table = [
   `Browser benchmark: ${repos.length} repositories, ${fixture.expected.repo.events * repos.length} events, ` +
-    `relays ${daemon} (grasp-sync serve) and ${nostrRsRelay} (nostr-rs-relay); .wasm ${wasm.length} B, ` +
+    `relays ${daemon} (grasp-sync serve)${nostrRsRelay ? ` and ${nostrRsRelay} (nostr-rs-relay)` : ""}; .wasm ${wasm.length} B, ` +
     `${gzipSync(wasm, { level: 9 }).length} B gzipped.`,
   "",
   "| run | client | wall s | vs peer | stored | MB in | kB out | round trips | longest task ms |",

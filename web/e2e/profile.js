@@ -7,7 +7,7 @@
 // .cpuprofile (open those in Chromium's DevTools).
 //
 //   GRASP_E2E_FIXTURE=target/release/web-e2e-fixture GRASP_E2E_PKG=web/pkg node web/e2e/profile.js
-// (the fixture built as for bench.js).
+// (the fixture built as for bench.js; GRASP_BENCH_RELAYS=both as there).
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -24,10 +24,10 @@ const perRepo = process.env.GRASP_BENCH_EVENTS_PER_REPO ?? "5000";
 const runs = (process.env.GRASP_PROFILE_RUNS ?? "warm,catch-up").split(",");
 const frameLines = Number(process.env.GRASP_PROFILE_FRAMES ?? "200");
 
-const fixture = await Fixture.start(process.env.GRASP_E2E_FIXTURE, { GRASP_E2E_EVENTS: perRepo });
+const fixture = await Fixture.start(process.env.GRASP_E2E_FIXTURE, { GRASP_E2E_EVENTS: perRepo, GRASP_E2E_RELAYS: process.env.GRASP_BENCH_RELAYS ?? "daemon" });
 const { daemon, nostrRsRelay } = fixture.expected;
 const repos = [fixture.expected.repo.coord, ...fixture.expected.otherRepos];
-const relayName = (url) => (url.includes(new URL(daemon).port) ? "D" : url.includes(new URL(nostrRsRelay).port) ? "R" : url);
+const relayName = (url) => (url.includes(new URL(daemon).port) ? "D" : nostrRsRelay && url.includes(new URL(nostrRsRelay).port) ? "R" : url);
 const server = await serve({ "/bench/": join(here, "bench"), "/pkg/": pkg });
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox", "--headless=new"] });
 const page = await browser.newPage();

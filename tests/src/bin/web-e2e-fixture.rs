@@ -1,6 +1,6 @@
 //! The relays of the browser end-to-end tests (web/e2e), on loopback: `grasp-sync serve`
 //! (NIP-77) and `nostr-rs-relay` (no NIP-77), each preloaded with an overlapping part of
-//! a generated NIP-34 corpus whose announcements list both.
+//! a generated NIP-34 corpus whose announcements list both (or the daemon alone, below).
 //!
 //! Prints one JSON line: the relays' URLs and, for the first repository, what a correct
 //! client shows (every issue, patch and pull request with its title, status and comment
@@ -17,6 +17,8 @@
 //! - `quit`, or the end of input: stops everything and exits.
 //!
 //! `GRASP_E2E_EVENTS` sets the events per repository (default 1 000);
+//! `GRASP_E2E_RELAYS=daemon` runs the daemon alone, holding every event, with
+//! announcements that list only it (`nostrRsRelay` is then null);
 //! `GRASP_E2E_WEB_DIR` (a directory holding `page/` and `pkg/`) has the daemon serve the
 //! demo page (`--web-dir`).
 
@@ -51,22 +53,34 @@ async fn main() {
     if let Some(dir) = &web_dir {
         args.extend(["--web-dir", dir.as_str()]);
     }
+    let daemon_alone = std::env::var("GRASP_E2E_RELAYS").is_ok_and(|v| v == "daemon");
     let mut daemon = Daemon::start(&data.path().join("daemon"), &args).await;
-    let mut nrr = NostrRsRelay::start().await;
-    let relays = [daemon.url(), nrr.url()];
+    let mut nrr = match daemon_alone {
+        true => None,
+        false => Some(NostrRsRelay::start().await),
+    };
+    let relays: Vec<String> = std::iter::once(daemon.url())
+        .chain(nrr.as_ref().map(NostrRsRelay::url))
+        .collect();
     let corpus = corpus(34, REPOS, per_repo, &relays);
-    // Each relay gets about 60 % of the events, so only both together hold the whole
-    // set; roots go to both (like announcements), since the daemon refuses a reply to a
-    // root it does not hold.
-    let mut parts = split(&corpus.events, 2, 60, 34);
-    for part in &mut parts {
-        let held: HashSet<_> = part.iter().map(|e| e.id).collect();
-        let roots = corpus.events.iter().filter(|e| is_root(e));
-        let missing: Vec<Event> = roots.filter(|e| !held.contains(&e.id)).cloned().collect();
-        part.extend(missing);
-    }
-    let to_daemon = publish(&daemon.url(), &staged(&parts[0])).await;
-    let to_nrr = nrr.publish(&parts[1]).await;
+    let (to_daemon, to_nrr) = match &nrr {
+        None => (publish(&daemon.url(), &staged(&corpus.events)).await, None),
+        Some(nrr) => {
+            // Each relay gets about 60 % of the events, so only both together hold the
+            // whole set; roots go to both (like announcements), since the daemon refuses
+            // a reply to a root it does not hold.
+            let mut parts = split(&corpus.events, 2, 60, 34);
+            for part in &mut parts {
+                let held: HashSet<_> = part.iter().map(|e| e.id).collect();
+                let roots = corpus.events.iter().filter(|e| is_root(e));
+                let missing: Vec<Event> =
+                    roots.filter(|e| !held.contains(&e.id)).cloned().collect();
+                part.extend(missing);
+            }
+            let to_daemon = publish(&daemon.url(), &staged(&parts[0])).await;
+            (to_daemon, Some(nrr.publish(&parts[1]).await))
+        }
+    };
 
     if let Ok(report) = &to_daemon {
         // Older announcement versions are refused as replaced, and an event the corpus
@@ -92,10 +106,10 @@ async fn main() {
     let line = json!({
         "daemon": daemon.url(),
         "daemonHttp": daemon.http_url(),
-        "nostrRsRelay": nrr.url(),
+        "nostrRsRelay": nrr.as_ref().map(NostrRsRelay::url),
         "preloaded": {
             "daemon": to_daemon.as_ref().map(|r| r.accepted).unwrap_or(0),
-            "nostrRsRelay": to_nrr.accepted,
+            "nostrRsRelay": to_nrr.map(|r| r.accepted),
         },
         "repo": expectation(&corpus, 0),
         "otherRepos": corpus.repos[1..].iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -126,23 +140,30 @@ async fn main() {
                     })
                     .collect();
                 let a = publish(&daemon.url(), &events).await;
-                let b = publish(&nrr.url(), &events).await;
+                let b = match &nrr {
+                    Some(nrr) => publish(&nrr.url(), &events).await.map(|r| r.accepted),
+                    None => Ok(0),
+                };
                 let issue = events.iter().rev().find(|e| e.kind.as_u16() == 1621);
                 let last = issue.map(|e| (e.id.to_hex(), first(e, "subject")));
                 json!({
                     "published": last.map(|(id, title)| json!({ "id": id, "title": title })),
                     "count": events.len(),
-                    "accepted": [a.map(|r| r.accepted).unwrap_or(0), b.map(|r| r.accepted).unwrap_or(0)],
+                    "accepted": [a.map(|r| r.accepted).unwrap_or(0), b.unwrap_or(0)],
                 })
             }
             "stop" => {
                 daemon.stop().await;
-                nrr.stop().await;
+                if let Some(nrr) = &mut nrr {
+                    nrr.stop().await;
+                }
                 json!({ "stopped": true })
             }
             "start" => {
                 daemon.restart().await;
-                nrr.resume().await;
+                if let Some(nrr) = &mut nrr {
+                    nrr.resume().await;
+                }
                 json!({ "started": true })
             }
             "quit" => break,
@@ -151,7 +172,9 @@ async fn main() {
         println!("{answer}");
     }
     daemon.stop().await;
-    nrr.stop().await;
+    if let Some(nrr) = &mut nrr {
+        nrr.stop().await;
+    }
 }
 
 /// The lines of standard input, read on a thread of their own; closed at its end.
