@@ -44,7 +44,7 @@ const at = (p) => p.timestamp * 1000;
 cdp.on("Network.webSocketCreated", (p) => { sockets.set(p.requestId, relayName(p.url)); log.push({ t: null, kind: "ws-create", relay: relayName(p.url) }); });
 cdp.on("Network.webSocketWillSendHandshakeRequest", (p) => log.push({ t: at(p), kind: "ws-handshake", relay: sockets.get(p.requestId) }));
 cdp.on("Network.webSocketHandshakeResponseReceived", (p) => log.push({ t: at(p), kind: "ws-open", relay: sockets.get(p.requestId) }));
-cdp.on("Network.webSocketFrameSent", (p) => log.push({ t: at(p), kind: ">", relay: sockets.get(p.requestId), len: p.response.payloadData.length, head: p.response.payloadData.slice(0, 90) }));
+cdp.on("Network.webSocketFrameSent", (p) => log.push({ t: at(p), kind: ">", relay: sockets.get(p.requestId), len: p.response.payloadData.length, head: p.response.payloadData.slice(0, 90), ...(process.env.GRASP_PROFILE_FULL_SENT ? { full: p.response.payloadData } : {}) }));
 cdp.on("Network.webSocketFrameReceived", (p) => log.push({ t: at(p), kind: "<", relay: sockets.get(p.requestId), len: p.response.payloadData.length, head: p.response.payloadData.slice(0, 90) }));
 cdp.on("Network.webSocketClosed", (p) => log.push({ t: at(p), kind: "ws-closed", relay: sockets.get(p.requestId) }));
 cdp.on("Network.requestWillBeSent", (p) => { if (!p.request.url.includes("/pkg/") && !p.request.url.includes("/bench/")) log.push({ t: at(p), kind: "http>", head: p.request.url }); });

@@ -147,6 +147,8 @@ pub struct World {
     pub faults: Faults,
     /// One-way latency.
     pub latency: Duration,
+    /// How long a batch takes to verify (the browser's workers, say); zero by default.
+    pub verify_latency: Duration,
     /// How many times each event id was delivered to the engine, per relay.
     pub deliveries: HashMap<(RelayUrl, EventId), u32>,
     /// Every delivery of each event, per relay, with the kind of subscription that
@@ -187,6 +189,7 @@ impl World {
             published: Vec::new(),
             faults: Faults::default(),
             latency: Duration::from_millis(20),
+            verify_latency: Duration::ZERO,
             deliveries: HashMap::new(),
             vias: HashMap::new(),
             accounting: true,
@@ -556,7 +559,8 @@ impl World {
                 }
                 Output::Verify { batch, events } => {
                     let valid = events.iter().map(verify_cached).collect();
-                    self.schedule(now, Delivery::Input(Input::Verified { batch, valid }));
+                    let answered = now + self.verify_latency;
+                    self.schedule(answered, Delivery::Input(Input::Verified { batch, valid }));
                 }
                 Output::Store {
                     batch,

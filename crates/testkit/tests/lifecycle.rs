@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use grasp_sync_core::accept::{AnnouncementPolicy, Reject};
 use grasp_sync_core::engine::{
-    Checkpoint, EngineConfig, Input, Method, Phase, PublishOutcome, RelayStats, Scope, Time,
+    Checkpoint, EngineConfig, Input, Method, Phase, PublishOutcome, RelayStats, Scope, Time, Timing,
 };
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::seen::SeenEntry;
@@ -922,6 +922,83 @@ fn restart_within_the_window_catches_up_from_the_checkpoints() {
     eprintln!("deliveries: first run {a}, after a quick restart {b}");
     assert!(b * 20 <= a, "restart downloaded {b} events (first run {a})");
     assert!(second.writes.is_empty(), "events written again");
+}
+
+/// New roots found by one catch-up join the live subscriptions in one update, even when
+/// the store answers their writes one by one after the live interval has passed: while
+/// events are still on their way, the update waits for them (at most one interval).
+#[test]
+fn new_roots_of_one_catch_up_join_the_live_subscriptions_together() {
+    let corpus = small();
+    let (mut first, url) = world(&corpus, SimRelayConfig::default());
+    first.run_for(HOUR);
+    assert_converged(&first, &url, &corpus.acceptable);
+    let checkpoints = first.checkpoints.clone();
+    let events: Vec<Event> = first.store.iter().cloned().collect();
+
+    let coord = corpus.repos[0].to_string();
+    let at = (start_time() + 5 * MINUTE).timestamp().as_secs();
+    let issues: Vec<Event> = (0..5u64)
+        .map(|n| {
+            let tags = vec![
+                vec!["a".to_owned(), coord.clone()],
+                vec!["subject".to_owned(), format!("new issue {n}")],
+            ];
+            sign(&keys(500 + n), 1621, at + n, tags, "a new issue")
+        })
+        .collect();
+    let held: Vec<Event> = corpus.events.iter().chain(&issues).cloned().collect();
+    let url2 = RelayUrl::parse(URL).expect("relay url");
+    let config = EngineConfig {
+        bootstrap_relays: vec![url2.clone()],
+        seed: 8,
+        ..EngineConfig::default()
+    };
+    let mut second = World::new(
+        EngineConfig {
+            timing: Timing {
+                restart_catch_up_window: config.timing.quick_reconnect_window,
+                live_update_interval: Duration::from_millis(200),
+                ..config.timing.clone()
+            },
+            ..config
+        },
+        start_time() + 10 * MINUTE,
+        8,
+    );
+    let url2 = second.add_relay(URL, SimRelayConfig::default(), &held);
+    // The new issues arrive one by one, each verified long after the session's first
+    // live REQ.
+    second.faults.frame_gap_ms = 20;
+    second.verify_latency = Duration::from_millis(300);
+    restore(&mut second, &events, checkpoints);
+    second.run_for(HOUR);
+    let mut expected = corpus.acceptable.clone();
+    expected.extend(issues.iter().map(|e| e.id));
+    assert_converged(&second, &url2, &expected);
+
+    let new: BTreeSet<String> = issues.iter().map(|e| e.id.to_hex()).collect();
+    let named: Vec<BTreeSet<String>> = log(&second, &url2)
+        .iter()
+        .filter_map(|f| parse(f))
+        .filter(|s| s.kind == "REQ")
+        .flat_map(|s| s.filters)
+        .filter(is_live)
+        .map(|f| {
+            let values = f.get("#e").and_then(Value::as_array).cloned();
+            let values = values.unwrap_or_default().into_iter();
+            values
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .filter(|v| new.contains(v))
+                .collect::<BTreeSet<String>>()
+        })
+        .filter(|n| !n.is_empty())
+        .collect();
+    assert_eq!(
+        named.first(),
+        Some(&new),
+        "the first live update naming new roots names them all: {named:?}"
+    );
 }
 
 /// Discovery narrowed to named repositories (the browser, a one-shot `sync`): a

@@ -220,6 +220,9 @@ impl SyncEngine {
         if settled {
             self.resolve_fetch(eid);
         }
+        if self.pipeline.is_empty() {
+            self.release_held_live();
+        }
     }
 
     pub(super) fn on_stored(&mut self, batch: BatchId, result: Result<Vec<Event>, String>) {

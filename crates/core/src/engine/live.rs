@@ -33,6 +33,19 @@ impl SyncEngine {
         if !relay.live_dirty && relay.live_sent_at.is_some_and(|t| now < t + interval) {
             return;
         }
+        // Events still on their way may name more new items (new roots stored in two
+        // writes): they join the same update, held for at most one interval after the
+        // first new item.
+        let hold = relay.live_new_since.map(|t| t + interval);
+        if !relay.live_dirty && !self.pipeline.is_empty() && hold.is_some_and(|h| now < h) {
+            if relay.live_held_until.is_none() {
+                if let Some(relay) = self.relays.get_mut(&id) {
+                    relay.live_held_until = hold;
+                }
+                self.relays.touch(id);
+            }
+            return;
+        }
         if self.config.one_shot {
             // No live REQ, but new items are taken up on the same schedule, so a burst
             // of discoveries becomes a few large historic jobs, not many small ones.
@@ -155,8 +168,23 @@ impl SyncEngine {
     fn live_sent(&mut self, id: RelayId, tail: Option<SubId>) {
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.live_new.clear();
+            relay.live_new_since = None;
+            relay.live_held_until = None;
             relay.live_sent_at = Some(self.now);
             relay.live_tail = tail;
+        }
+    }
+
+    /// Nothing is on its way to the store any more: held live updates go out.
+    pub(super) fn release_held_live(&mut self) {
+        let held: Vec<RelayId> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| r.live_held_until.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in held {
+            self.relays.mark(id);
         }
     }
 

@@ -82,6 +82,9 @@ impl SyncEngine {
                 continue;
             }
             relay.unscheduled.extend(ra.add.iter().copied());
+            if relay.live_new.is_empty() && !ra.add.is_empty() {
+                relay.live_new_since = Some(self.now);
+            }
             relay.live_new.extend(ra.add.iter().map(|k| k.item));
         }
     }

@@ -50,9 +50,12 @@ impl RelayState {
     /// The earliest deadline of this relay. Every deadline is consumed by
     /// `handle_timeout` once due, so a past one fires once.
     pub fn next_deadline(&self, timing: &Timing) -> Option<Time> {
-        // A live update waits for the interval and for any quiet period.
+        // A live update waits for the interval (or its hold) and for any quiet period.
         let live = (!self.live_new.is_empty())
-            .then(|| self.live_sent_at.map(|t| t + timing.live_update_interval))
+            .then(|| {
+                self.live_held_until
+                    .or(self.live_sent_at.map(|t| t + timing.live_update_interval))
+            })
             .flatten()
             .map(|t| self.quiet_until.map_or(t, |q| t.max(q)));
         let phase = match self.phase {

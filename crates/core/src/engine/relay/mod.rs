@@ -225,6 +225,11 @@ pub(crate) struct RelayState {
     pub live_new: BTreeSet<ItemId>,
     /// When live subscriptions were last sent.
     pub live_sent_at: Option<Time>,
+    /// When the first of `live_new` became a target.
+    pub live_new_since: Option<Time>,
+    /// A live update held back while events on their way may name more new items: it
+    /// goes out once they are stored, or at this time.
+    pub live_held_until: Option<Time>,
     /// The live subscription new items are merged into (re-issued under a new id), so
     /// an event matching an old and a new item is not sent on two subscriptions.
     pub live_tail: Option<SubId>,
@@ -275,6 +280,8 @@ impl RelayState {
             live_dirty: true,
             live_new: BTreeSet::new(),
             live_sent_at: None,
+            live_new_since: None,
+            live_held_until: None,
             live_tail: None,
             closing_live: HashMap::new(),
             unscheduled: BTreeSet::new(),
