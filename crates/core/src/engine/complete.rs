@@ -3,7 +3,7 @@
 //! completes it where that can be known when the write is handed out (see
 //! [`SyncEngine::carried_checkpoints`]), otherwise right after.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use nostr::prelude::{EventId, Timestamp};
 
@@ -77,7 +77,9 @@ impl SyncEngine {
             return;
         };
         let url = relay.url.clone();
-        let written = |c: &Checkpoint| job.carried.contains(c);
+        // A job over many keys carried as many checkpoints: a set, not a scan per key.
+        let carried: HashSet<&Checkpoint> = job.carried.iter().collect();
+        let written = |c: &Checkpoint| carried.contains(c);
         let mut checkpoints = Vec::new();
         if job.keys.is_empty() && relay.bootstrap {
             relay.discovered_at = Some(job.started_at);

@@ -18,7 +18,7 @@ pub type RequestId = u64;
 pub type BatchId = u64;
 
 /// A sync checkpoint: what at `relay` was fully synced up to `at`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Checkpoint {
     /// The relay.
     pub relay: RelayUrl,
@@ -29,7 +29,7 @@ pub struct Checkpoint {
 }
 
 /// What a checkpoint covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// One item in one filter layer.
     Item {
