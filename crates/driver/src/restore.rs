@@ -65,12 +65,16 @@ pub async fn tracked_roots<S: Store>(
     store: &S,
     coords: Vec<RepoRef>,
 ) -> Result<Vec<Event>, String> {
+    // Both reads at once: a future starts when first polled.
     let deletions = store.query(Filter::new().kind(kinds::DELETION));
-    let mut events = if coords.is_empty() {
-        Vec::new()
-    } else {
-        store.root_events(coords).await?
+    let roots = async {
+        match coords.is_empty() {
+            true => Ok(Vec::new()),
+            false => store.root_events(coords).await,
+        }
     };
-    events.extend(deletions.await?);
+    let (roots, deletions) = futures::join!(roots, deletions);
+    let mut events = roots?;
+    events.extend(deletions?);
     Ok(events)
 }
