@@ -228,7 +228,7 @@ pub(crate) struct RelayState {
     /// When the first of `live_new` became a target.
     pub live_new_since: Option<Time>,
     /// A live update held back while events on their way may name more new items: it
-    /// goes out once they are stored, or at this time.
+    /// goes out once none is on its way, or at this time.
     pub live_held_until: Option<Time>,
     /// The live subscription new items are merged into (re-issued under a new id), so
     /// an event matching an old and a new item is not sent on two subscriptions.
