@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use grasp_sync_core::accept::{AnnouncementPolicy, Reject};
 use grasp_sync_core::engine::{
-    Checkpoint, EngineConfig, Input, Method, Phase, PublishOutcome, RelayStats, Scope, Time, Timing,
+    Checkpoint, EngineConfig, Input, Method, Phase, PublishOutcome, RelayStats, Scope, Time,
 };
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::seen::SeenEntry;
@@ -88,6 +88,17 @@ fn world_later(
 
 fn world(corpus: &Corpus, relay: SimRelayConfig) -> (World, RelayUrl) {
     world_with(corpus, relay, 7, |_| {})
+}
+
+/// A first run of `corpus` at one relay (see [`world`]) until it converged: the world,
+/// the checkpoints it landed and the events it stored (what a restart starts from).
+fn synced_once(corpus: &Corpus, relay: SimRelayConfig) -> (World, Vec<Checkpoint>, Vec<Event>) {
+    let (mut first, url) = world(corpus, relay);
+    first.run_for(HOUR);
+    assert_converged(&first, &url, &corpus.acceptable);
+    let checkpoints = first.checkpoints.clone();
+    let events = first.store.iter().cloned().collect();
+    (first, checkpoints, events)
 }
 
 /// Starts `world` as a restart would: its store holds `events`, which the engine is
@@ -855,11 +866,7 @@ fn backoff_grows_then_dead_after_a_day_then_retried_a_day_later() {
 #[test]
 fn restart_from_checkpoints_does_not_download_again() {
     let corpus = small();
-    let (mut first, url) = world(&corpus, SimRelayConfig::default());
-    first.run_for(HOUR);
-    assert_converged(&first, &url, &corpus.acceptable);
-    let checkpoints = first.checkpoints.clone();
-    let events: Vec<Event> = first.store.iter().cloned().collect();
+    let (first, checkpoints, events) = synced_once(&corpus, SimRelayConfig::default());
     assert!(!checkpoints.is_empty());
 
     // Restarted two hours later: the checkpoints are older than the quick-reconnect
@@ -885,11 +892,7 @@ fn restart_from_checkpoints_does_not_download_again() {
 #[test]
 fn restart_within_the_window_catches_up_from_the_checkpoints() {
     let corpus = small();
-    let (mut first, url) = world(&corpus, SimRelayConfig::default());
-    first.run_for(HOUR);
-    assert_converged(&first, &url, &corpus.acceptable);
-    let checkpoints = first.checkpoints.clone();
-    let events: Vec<Event> = first.store.iter().cloned().collect();
+    let (first, checkpoints, events) = synced_once(&corpus, SimRelayConfig::default());
     let oldest = checkpoints
         .iter()
         .map(|c| c.at.as_secs())
@@ -931,11 +934,7 @@ fn restart_within_the_window_catches_up_from_the_checkpoints() {
 #[test]
 fn new_roots_of_one_catch_up_join_the_live_subscriptions_together() {
     let corpus = small();
-    let (mut first, url) = world(&corpus, SimRelayConfig::default());
-    first.run_for(HOUR);
-    assert_converged(&first, &url, &corpus.acceptable);
-    let checkpoints = first.checkpoints.clone();
-    let events: Vec<Event> = first.store.iter().cloned().collect();
+    let (_, checkpoints, events) = synced_once(&corpus, SimRelayConfig::default());
 
     let coord = corpus.repos[0].to_string();
     let at = (start_time() + 5 * MINUTE).timestamp().as_secs();
@@ -948,26 +947,13 @@ fn new_roots_of_one_catch_up_join_the_live_subscriptions_together() {
             sign(&keys(500 + n), 1621, at + n, tags, "a new issue")
         })
         .collect();
-    let held: Vec<Event> = corpus.events.iter().chain(&issues).cloned().collect();
-    let url2 = RelayUrl::parse(URL).expect("relay url");
-    let config = EngineConfig {
-        bootstrap_relays: vec![url2.clone()],
-        seed: 8,
-        ..EngineConfig::default()
-    };
-    let mut second = World::new(
-        EngineConfig {
-            timing: Timing {
-                restart_catch_up_window: config.timing.quick_reconnect_window,
-                live_update_interval: Duration::from_millis(200),
-                ..config.timing.clone()
-            },
-            ..config
-        },
-        start_time() + 10 * MINUTE,
-        8,
-    );
-    let url2 = second.add_relay(URL, SimRelayConfig::default(), &held);
+    let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 10 * MINUTE, |c| {
+        c.timing.restart_catch_up_window = c.timing.quick_reconnect_window;
+        c.timing.live_update_interval = Duration::from_millis(200);
+    });
+    for issue in &issues {
+        second.publish(&url2, issue.clone());
+    }
     // The new issues arrive 5 ms apart, each verified long after the session's first
     // live REQ.
     second.faults.frame_gap_ms = 5;
@@ -1300,11 +1286,7 @@ fn restart_against_a_req_only_relay_pages_from_the_checkpoints() {
         nip77: false,
         ..SimRelayConfig::default()
     };
-    let (mut first, url) = world(&corpus, req_only.clone());
-    first.run_for(HOUR);
-    assert_converged(&first, &url, &corpus.acceptable);
-    let checkpoints = first.checkpoints.clone();
-    let events: Vec<Event> = first.store.iter().cloned().collect();
+    let (first, checkpoints, events) = synced_once(&corpus, req_only.clone());
 
     let (mut second, url2) = world_with(&corpus, req_only, 8, |_| {});
     restore(&mut second, &events, checkpoints);
