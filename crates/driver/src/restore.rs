@@ -68,9 +68,10 @@ pub async fn tracked_roots<S: Store>(
     // Both reads at once: a future starts when first polled.
     let deletions = store.query(Filter::new().kind(kinds::DELETION));
     let roots = async {
-        match coords.is_empty() {
-            true => Ok(Vec::new()),
-            false => store.root_events(coords).await,
+        if coords.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store.root_events(coords).await
         }
     };
     let (roots, deletions) = futures::join!(roots, deletions);

@@ -55,9 +55,10 @@ async fn main() {
     }
     let daemon_alone = std::env::var("GRASP_E2E_RELAYS").is_ok_and(|v| v == "daemon");
     let mut daemon = Daemon::start(&data.path().join("daemon"), &args).await;
-    let mut nrr = match daemon_alone {
-        true => None,
-        false => Some(NostrRsRelay::start().await),
+    let mut nrr = if daemon_alone {
+        None
+    } else {
+        Some(NostrRsRelay::start().await)
     };
     let relays: Vec<String> = std::iter::once(daemon.url())
         .chain(nrr.as_ref().map(NostrRsRelay::url))
