@@ -117,6 +117,15 @@ fn failures_report_backoff_then_dead_with_the_reason() {
     drain(&mut engine, now);
     let id = handle(&engine);
     engine.handle_input(now, Input::Connected { relay: id });
+    // The relay has no NIP-11 document: the session waited for that answer.
+    let document = None;
+    engine.handle_input(
+        now,
+        Input::InfoFetched {
+            relay: id,
+            document,
+        },
+    );
     let (statuses, mut sent) = drain(&mut engine, now);
     assert!(
         matches!(statuses[..], [(Phase::Open, None)]),

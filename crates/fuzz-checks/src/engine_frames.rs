@@ -62,6 +62,11 @@ impl Driver {
                         batch,
                         result: Ok(Vec::new()),
                     }),
+                    // No NIP-11 document: the sessions start at once.
+                    Output::FetchInfo { relay, .. } => answers.push(Input::InfoFetched {
+                        relay,
+                        document: None,
+                    }),
                     Output::Connect { relay, .. } if !self.connecting.contains(&relay) => {
                         self.connecting.push(relay);
                     }

@@ -149,6 +149,9 @@ pub struct World {
     pub latency: Duration,
     /// How long a batch takes to verify (the browser's workers, say); zero by default.
     pub verify_latency: Duration,
+    /// How much longer than a connection a relay's NIP-11 document takes to arrive;
+    /// zero by default.
+    pub info_latency: Duration,
     /// How many times each event id was delivered to the engine, per relay.
     pub deliveries: HashMap<(RelayUrl, EventId), u32>,
     /// Every delivery of each event, per relay, with the kind of subscription that
@@ -190,6 +193,7 @@ impl World {
             faults: Faults::default(),
             latency: Duration::from_millis(20),
             verify_latency: Duration::ZERO,
+            info_latency: Duration::ZERO,
             deliveries: HashMap::new(),
             vias: HashMap::new(),
             accounting: true,
@@ -518,7 +522,7 @@ impl World {
                         .filter(|h| h.up)
                         .and_then(|h| h.relay.nip11_document());
                     self.schedule(
-                        later,
+                        later + self.info_latency,
                         Delivery::Input(Input::InfoFetched { relay, document }),
                     );
                 }

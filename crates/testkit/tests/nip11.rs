@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use grasp_sync_core::engine::{EngineConfig, Time};
+use grasp_sync_core::engine::{EngineConfig, Time, Timing};
 use grasp_sync_core::RelayUrl;
 use grasp_sync_testkit::{Corpus, CorpusSpec, ReqStats, SimRelayConfig, World};
 use nostr::prelude::EventId;
@@ -29,6 +29,15 @@ fn corpus() -> Corpus {
 /// holding `corpus`; the relay's REQ statistics and whether the store ended equal to
 /// the acceptable events.
 fn sync(corpus: &Corpus, relay: SimRelayConfig) -> (ReqStats, bool, World) {
+    sync_with(corpus, relay, |_| {})
+}
+
+/// [`sync`] in a world `adjust`ed first.
+fn sync_with(
+    corpus: &Corpus,
+    relay: SimRelayConfig,
+    adjust: impl FnOnce(&mut World),
+) -> (ReqStats, bool, World) {
     let url = RelayUrl::parse(URL).expect("relay url");
     let start =
         Time::from_secs(CorpusSpec::default().start + CorpusSpec::default().span_secs + 3600);
@@ -39,6 +48,7 @@ fn sync(corpus: &Corpus, relay: SimRelayConfig) -> (ReqStats, bool, World) {
     };
     let mut world = World::new(config, start, 5);
     world.add_relay(URL, relay, &corpus.events);
+    adjust(&mut world);
     world.run_for(HOUR);
     let stats = world.hosts[&url].relay.req_stats.clone();
     let stored: BTreeSet<EventId> = world.store.ids().collect();
@@ -137,4 +147,27 @@ fn a_generous_limitation_is_used() {
             + s.refused_subscriptions;
         assert_eq!(refused, 0, "{s:?}");
     }
+}
+
+/// A document that arrives after the connection opened (a slow HTTP answer, or the
+/// browser's socket opening before the fetch's body is read) still shapes the session:
+/// the session waits for it. A document later than that wait does not hold the sync
+/// up: the session starts under the defaults, which this strict relay refuses in part.
+#[test]
+fn a_document_later_than_the_connection_still_shapes_the_session() {
+    let corpus = corpus();
+    let relay = strict(false, true);
+    let wait = Timing::default().info_wait;
+    let (s, converged, _) = sync_with(&corpus, relay.clone(), |w| w.info_latency = wait / 4);
+    assert!(converged, "{s:?}");
+    let refused = s.refused_large_reqs + s.refused_filters + s.refused_subscriptions;
+    assert_eq!(refused, 0, "{s:?}");
+    assert!(s.max_limit <= relay.max_results, "{s:?}");
+
+    let (s, _, world) = sync_with(&corpus, relay, |w| w.info_latency = wait * 3);
+    assert!(
+        s.refused_large_reqs > 0,
+        "the document was waited for: {s:?}"
+    );
+    assert!(world.store.ids().next().is_some(), "nothing synced: {s:?}");
 }

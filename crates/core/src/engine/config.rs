@@ -13,6 +13,10 @@ use crate::relay_url::RelayUrl;
 pub struct Timing {
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
+    /// How long a session, once connected, waits for the relay's NIP-11 document (asked
+    /// for with the connection; counted from then): its limits shape the session's
+    /// filters. Past it, the session starts under what is known.
+    pub info_wait: Duration,
     /// How long a REQ may go without EOSE.
     pub eose_timeout: Duration,
     /// How long a NEG-OPEN may go without its first answer before falling back to REQ.
@@ -57,6 +61,7 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(10),
+            info_wait: Duration::from_secs(2),
             eose_timeout: Duration::from_secs(30),
             neg_first_frame_timeout: Duration::from_secs(10),
             neg_idle_timeout: Duration::from_secs(30),

@@ -59,13 +59,33 @@ impl SyncEngine {
             );
         }
         relay.connected_at = Some(now);
+        let info_awaited = relay.info_due.is_some_and(|due| due > now);
         self.clear_session(id);
         self.set_phase(id, Phase::Open);
         let session = match catch_up_from {
             Some(from) => Session::Quick { from },
             None => Session::Fresh,
         };
-        self.schedule_session(id, session);
+        if info_awaited {
+            if let Some(relay) = self.relays.get_mut(&id) {
+                relay.waiting_session = Some(session);
+            }
+        } else {
+            self.schedule_session(id, session);
+        }
+    }
+
+    /// The relay's NIP-11 document (or `None`): its limits apply, and a session that
+    /// waited for them starts.
+    pub(super) fn on_info(&mut self, id: RelayId, document: Option<&str>) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        relay.set_info(document);
+        relay.info_due = None;
+        if let Some(session) = relay.waiting_session.take() {
+            self.schedule_session(id, session);
+        }
     }
 
     /// For a relay not yet connected in this run (a restart) whose checkpoints are all
@@ -132,6 +152,7 @@ impl SyncEngine {
     /// session starts or ends).
     fn clear_session(&mut self, id: RelayId) {
         if let Some(relay) = self.relays.get_mut(&id) {
+            relay.waiting_session = None;
             relay.subs.clear();
             relay.closing_live.clear();
             relay.live_tail = None;

@@ -17,7 +17,7 @@ use crate::items::{Item, ItemId, Layer, RelayId, WorkKey};
 
 /// What a relay session's historic jobs cover for keys already confirmed there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Session {
+pub(crate) enum Session {
     /// A quick reconnect (or a catch-up after losses): everything from `from` on.
     Quick { from: Timestamp },
     /// First connection of this run (unless its checkpoints are recent: see

@@ -327,11 +327,7 @@ impl SyncEngine {
             Input::Connected { relay } => self.on_connected(relay),
             Input::Disconnected { relay, reason } => self.on_disconnected(relay, reason),
             Input::Frame { relay, text } => self.on_frame(relay, &text),
-            Input::InfoFetched { relay, document } => {
-                if let Some(state) = self.relays.get_mut(&relay) {
-                    state.set_info(document.as_deref());
-                }
-            }
+            Input::InfoFetched { relay, document } => self.on_info(relay, document.as_deref()),
             Input::LocalItemsLoaded { request, items } => self.on_local_items(request, items),
             Input::Verified { batch, valid } => self.on_verified(batch, &valid),
             Input::Stored { batch, result } => self.on_stored(batch, result),
@@ -421,8 +417,9 @@ impl SyncEngine {
             Phase::Idle if wanted => {
                 let url = relay.url.clone();
                 let deadline = now + self.config.timing.connect_timeout;
+                let info_due = now + self.config.timing.info_wait;
                 if let Some(relay) = self.relays.get_mut(&id) {
-                    relay.new_session();
+                    relay.new_session(info_due);
                 }
                 self.outputs.push_back(Output::FetchInfo {
                     relay: id,
@@ -439,6 +436,8 @@ impl SyncEngine {
                 }
                 self.set_phase(id, Phase::Idle);
             }
+            // The session waits for the relay's NIP-11 document (see `on_info`).
+            Phase::Open if relay.waiting_session.is_some() => {}
             Phase::Open => {
                 if let Some(first_drop) = relay.needs_catch_up {
                     if self.pipeline.len() < self.config.flow.max_ingest_queue / 2 {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::limits::RelayLimits;
+use std::time::Duration;
 
 fn relay() -> RelayUrl {
     RelayUrl::parse("ws://127.0.0.1:7777").expect("url")
@@ -24,10 +25,15 @@ fn frame(engine: &mut SyncEngine, now: Time, text: &str) {
     engine.handle_input(now, input);
 }
 
-/// An engine bootstrapping from [`relay`], just connected to it; and the time.
+/// An engine bootstrapping from [`relay`], just connected to it (its session does not
+/// wait for the NIP-11 document); and the time.
 fn connected_engine() -> (SyncEngine, Time) {
     let mut engine = SyncEngine::new(EngineConfig {
         bootstrap_relays: vec![relay()],
+        timing: Timing {
+            info_wait: Duration::ZERO,
+            ..Timing::default()
+        },
         ..EngineConfig::default()
     });
     let now = Time::from_secs(1_700_000_000);

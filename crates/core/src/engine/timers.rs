@@ -22,6 +22,9 @@ impl SyncEngine {
             self.set_phase(id, Phase::Idle);
             return;
         }
+        if let Some(session) = due.waiting_session {
+            self.schedule_session(id, session);
+        }
         if due.full_reconcile {
             // Keys other relays left to it (a relay without NIP-77) are theirs again.
             self.relays.mark_all();

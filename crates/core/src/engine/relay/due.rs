@@ -4,6 +4,7 @@
 
 use super::{Phase, RelayState, Sub};
 use crate::engine::job::{Job, JobId, JobState, NegRun};
+use crate::engine::jobs::Session;
 use crate::engine::sub_id::SubId;
 use crate::engine::time::{Jitter, Time};
 use crate::engine::Timing;
@@ -15,6 +16,8 @@ pub(crate) struct Due {
     pub connect_timed_out: bool,
     /// A backoff (or a dead relay's wait) is over: it may connect again.
     pub retry: bool,
+    /// The wait for the NIP-11 document is over: this session starts without it.
+    pub waiting_session: Option<Session>,
     /// The daily full reconciliation is due (the next one is scheduled already).
     pub full_reconcile: bool,
     /// Jobs whose page or NIP-77 answer is overdue.
@@ -77,6 +80,7 @@ impl RelayState {
                 _ => None,
             }));
             deadlines.extend(live);
+            deadlines.extend(self.info_due.filter(|_| self.waiting_session.is_some()));
             deadlines.extend(self.quiet_until);
             deadlines.extend(self.full_reconcile_at);
         }
@@ -97,6 +101,10 @@ impl RelayState {
             }
             Phase::Open => {}
             _ => return due,
+        }
+        if self.info_due.is_some_and(|t| now >= t) {
+            self.info_due = None;
+            due.waiting_session = self.waiting_session.take();
         }
         // A delayed job that is due waits for a slot from now on (slots free on inputs).
         for job in self.jobs.values_mut() {

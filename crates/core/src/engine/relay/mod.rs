@@ -8,6 +8,7 @@ use nostr::prelude::{EventId, Filter};
 
 use crate::engine::config::Timing;
 use crate::engine::job::{Job, JobId, JobState};
+use crate::engine::jobs::Session;
 use crate::engine::sub_id::SubId;
 use crate::engine::time::{Jitter, Time};
 use crate::items::{ItemId, WorkKey};
@@ -247,6 +248,12 @@ pub(crate) struct RelayState {
     /// Caps learned from the relay's behaviour this session; they survive its NIP-11
     /// document, which may arrive after them.
     pub learned: LearnedCaps,
+    /// The NIP-11 document asked for with this session's connection is awaited until
+    /// then (its limits shape the session's filters); `None` once it arrived.
+    pub info_due: Option<Time>,
+    /// A session that opened before the NIP-11 document arrived: it starts when the
+    /// document does, or at `info_due`.
+    pub waiting_session: Option<Session>,
     /// When the relay last sent a frame this session.
     pub last_frame_at: Option<Time>,
     /// Why the last connection failed; cleared once the relay has synced its work.
@@ -290,6 +297,8 @@ impl RelayState {
             needs_catch_up: None,
             cap_learned: false,
             learned: LearnedCaps::default(),
+            info_due: None,
+            waiting_session: None,
             last_frame_at: None,
             last_error: None,
             bootstrap,
@@ -319,8 +328,9 @@ impl RelayState {
     }
 
     /// A new connection attempt: what was learned about the relay's caps is learned
-    /// again (its NIP-11 document is fetched again too).
-    pub fn new_session(&mut self) {
+    /// again (its NIP-11 document is fetched again too, and awaited until `info_due`).
+    pub fn new_session(&mut self, info_due: Time) {
+        self.info_due = Some(info_due);
         self.cap_learned = false;
         self.learned = LearnedCaps::default();
     }
