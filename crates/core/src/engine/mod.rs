@@ -260,7 +260,8 @@ impl SyncEngine {
         self.pipeline.is_empty()
             && self.relays.iter().all(|(id, r)| match r.phase {
                 Phase::Open => {
-                    r.jobs.is_empty()
+                    r.waiting_session.is_none()
+                        && r.jobs.is_empty()
                         && r.fetch_queue.is_empty()
                         && self.work.pending(*id).next().is_none()
                 }

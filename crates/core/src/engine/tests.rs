@@ -96,6 +96,57 @@ fn nip11_after_learned_caps_keeps_them() {
     assert_eq!((fresh.max_subscriptions, fresh.max_results), (20, 5000));
 }
 
+/// A session that opens before the relay's NIP-11 document arrived waits for it: it
+/// sends nothing and is not settled (a one-shot sync does not end there, a page does
+/// not say "in sync"); the document starts it, under the document's limits. Without a
+/// document by the deadline, it starts anyway.
+#[test]
+fn a_session_waits_for_the_nip11_document() {
+    let config = EngineConfig {
+        bootstrap_relays: vec![relay()],
+        ..EngineConfig::default()
+    };
+    let wait = config.timing.info_wait;
+    let sends = |engine: &mut SyncEngine| {
+        std::iter::from_fn(|| engine.poll_output())
+            .filter(|o| matches!(o, Output::Send { .. } | Output::LoadLocalItems { .. }))
+            .count()
+    };
+    for document in [true, false] {
+        let mut engine = SyncEngine::new(config.clone());
+        let start = Time::from_secs(1_700_000_000);
+        engine.handle_timeout(start);
+        let id = handle(&engine);
+        let now = start + wait / 2;
+        engine.handle_input(now, Input::Connected { relay: id });
+        assert_eq!(engine.relays[&id].phase, Phase::Open);
+        assert_eq!(sends(&mut engine), 0, "nothing sent before the document");
+        assert!(!engine.is_settled(), "settled while waiting");
+        assert_eq!(engine.poll_timeout(), Some(start + wait));
+        if document {
+            let document = Some(r#"{"limitation":{"max_limit":77}}"#.to_owned());
+            engine.handle_input(
+                now,
+                Input::InfoFetched {
+                    relay: id,
+                    document,
+                },
+            );
+        } else {
+            engine.handle_timeout(start + wait);
+        }
+        assert!(sends(&mut engine) > 0, "the session started");
+        let expected = if document {
+            77
+        } else {
+            RelayLimits::default().max_results
+        };
+        assert_eq!(limits(&engine).max_results, expected);
+        let started = engine.relays[&id].waiting_session.is_none();
+        assert!(started && !engine.relays[&id].jobs.is_empty());
+    }
+}
+
 /// While the NIP-77 probe runs, a catch-up window (paged) still starts; a job that
 /// would reconcile waits for the probe's answer.
 #[test]
