@@ -30,7 +30,14 @@ impl SyncEngine {
         if !relay.live_dirty && relay.live_new.is_empty() {
             return;
         }
-        if !relay.live_dirty && relay.live_sent_at.is_some_and(|t| now < t + interval) {
+        // A session's whole set goes out now; the first update after it is not held to
+        // the interval (see `RelayState::live_set_fresh`).
+        let session_start = relay.live_dirty;
+        let interval_gated = !relay.live_set_fresh;
+        if !relay.live_dirty
+            && interval_gated
+            && relay.live_sent_at.is_some_and(|t| now < t + interval)
+        {
             return;
         }
         // Events still on their way may name more new items (new roots verified in two
@@ -49,7 +56,7 @@ impl SyncEngine {
         if self.config.one_shot {
             // No live REQ, but new items are taken up on the same schedule, so a burst
             // of discoveries becomes a few large historic jobs, not many small ones.
-            self.live_sent(id, None);
+            self.live_sent(id, None, session_start);
             if let Some(relay) = self.relays.get_mut(&id) {
                 relay.live_dirty = false;
             }
@@ -88,7 +95,7 @@ impl SyncEngine {
                 if let (1, Some(filters)) = (reqs.len(), reqs.pop()) {
                     let sub = self.send_live(id, filters, Some(items), discovery);
                     self.retire_live(id, &old, sub.as_ref());
-                    self.live_sent(id, sub);
+                    self.live_sent(id, sub, false);
                     return;
                 }
             }
@@ -100,7 +107,7 @@ impl SyncEngine {
                     let items = single.then(|| new.clone());
                     last = self.send_live(id, filters, items, false);
                 }
-                self.live_sent(id, last.filter(|_| single));
+                self.live_sent(id, last.filter(|_| single), false);
                 return;
             }
         }
@@ -132,7 +139,7 @@ impl SyncEngine {
                 }
             }
         }
-        self.live_sent(id, last.filter(|_| single));
+        self.live_sent(id, last.filter(|_| single), session_start);
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.live_dirty = false;
         }
@@ -164,9 +171,11 @@ impl SyncEngine {
         }
     }
 
-    /// Live subscriptions were sent: `tail` is the one to merge new items into.
-    fn live_sent(&mut self, id: RelayId, tail: Option<SubId>) {
+    /// Live subscriptions were sent (`whole`: every target, as at a session's start):
+    /// `tail` is the one to merge new items into.
+    fn live_sent(&mut self, id: RelayId, tail: Option<SubId>, whole: bool) {
         if let Some(relay) = self.relays.get_mut(&id) {
+            relay.live_set_fresh = whole;
             relay.live_new.clear();
             relay.live_new_since = None;
             relay.live_held_until = None;

@@ -56,8 +56,12 @@ impl RelayState {
         // A live update waits for the interval (or its hold) and for any quiet period.
         let live = (!self.live_new.is_empty())
             .then(|| {
-                self.live_held_until
-                    .or(self.live_sent_at.map(|t| t + timing.live_update_interval))
+                let gate = if self.live_set_fresh {
+                    self.live_new_since
+                } else {
+                    self.live_sent_at.map(|t| t + timing.live_update_interval)
+                };
+                self.live_held_until.or(gate)
             })
             .flatten()
             .map(|t| self.quiet_until.map_or(t, |q| t.max(q)));

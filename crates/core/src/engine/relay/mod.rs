@@ -226,6 +226,10 @@ pub(crate) struct RelayState {
     pub live_new: BTreeSet<ItemId>,
     /// When live subscriptions were last sent.
     pub live_sent_at: Option<Time>,
+    /// The last live send was the session's whole set: the first update after it (the
+    /// repositories a fresh page discovers, the new roots of a catch-up) waits only for
+    /// the hold, not the interval, which batches discoveries that trickle in.
+    pub live_set_fresh: bool,
     /// When the first of `live_new` became a target.
     pub live_new_since: Option<Time>,
     /// A live update held back while events on their way may name more new items: it
@@ -287,6 +291,7 @@ impl RelayState {
             live_dirty: true,
             live_new: BTreeSet::new(),
             live_sent_at: None,
+            live_set_fresh: false,
             live_new_since: None,
             live_held_until: None,
             live_tail: None,
