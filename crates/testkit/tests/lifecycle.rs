@@ -927,15 +927,11 @@ fn restart_within_the_window_catches_up_from_the_checkpoints() {
     assert!(second.writes.is_empty(), "events written again");
 }
 
-/// New roots found by one catch-up join the live subscriptions in one update, even when
-/// they are verified one by one after the live interval has passed: while events are
-/// still on their way, the update waits for them (at most a quarter interval after the
-/// first new root).
-#[test]
-fn new_roots_of_one_catch_up_join_the_live_subscriptions_together() {
-    let corpus = small();
-    let (_, checkpoints, events) = synced_once(&corpus, SimRelayConfig::default());
-
+/// A restart catch-up of `corpus` (synced once ten minutes earlier) that finds five new
+/// issues of its first repository, arriving 5 ms apart and verified 300 ms after the
+/// session's first live REQ; run to convergence. The world, the relay and the issues.
+fn catch_up_with_new_issues(corpus: &Corpus) -> (World, RelayUrl, Vec<Event>) {
+    let (_, checkpoints, events) = synced_once(corpus, SimRelayConfig::default());
     let coord = corpus.repos[0].to_string();
     let at = (start_time() + 5 * MINUTE).timestamp().as_secs();
     let issues: Vec<Event> = (0..5u64)
@@ -947,38 +943,51 @@ fn new_roots_of_one_catch_up_join_the_live_subscriptions_together() {
             sign(&keys(500 + n), 1621, at + n, tags, "a new issue")
         })
         .collect();
-    let (mut second, url2) = world_later(&corpus, SimRelayConfig::default(), 10 * MINUTE, |c| {
+    let (mut second, url) = world_later(corpus, SimRelayConfig::default(), 10 * MINUTE, |c| {
         c.timing.restart_catch_up_window = c.timing.quick_reconnect_window;
         c.timing.live_update_interval = Duration::from_millis(200);
     });
     for issue in &issues {
-        second.publish(&url2, issue.clone());
+        second.publish(&url, issue.clone());
     }
-    // The new issues arrive 5 ms apart, each verified long after the session's first
-    // live REQ.
     second.faults.frame_gap_ms = 5;
     second.verify_latency = Duration::from_millis(300);
     restore(&mut second, &events, checkpoints);
     second.run_for(HOUR);
     let mut expected = corpus.acceptable.clone();
     expected.extend(issues.iter().map(|e| e.id));
-    assert_converged(&second, &url2, &expected);
+    assert_converged(&second, &url, &expected);
+    (second, url, issues)
+}
 
-    let new: BTreeSet<String> = issues.iter().map(|e| e.id.to_hex()).collect();
-    let named: Vec<BTreeSet<String>> = log(&second, &url2)
+/// The root ids each live REQ sent to `url` names in `#e` (one set per REQ, in order).
+fn live_roots(world: &World, url: &RelayUrl) -> Vec<BTreeSet<String>> {
+    log(world, url)
         .iter()
         .filter_map(|f| parse(f))
-        .filter(|s| s.kind == "REQ")
-        .flat_map(|s| s.filters)
-        .filter(is_live)
-        .map(|f| {
-            let values = f.get("#e").and_then(Value::as_array).cloned();
-            let values = values.unwrap_or_default().into_iter();
-            values
+        .filter(|s| s.kind == "REQ" && s.filters.iter().any(is_live))
+        .map(|s| {
+            s.filters
+                .iter()
+                .filter_map(|f| f.get("#e").and_then(Value::as_array))
+                .flatten()
                 .filter_map(|v| v.as_str().map(str::to_owned))
-                .filter(|v| new.contains(v))
-                .collect::<BTreeSet<String>>()
+                .collect()
         })
+        .collect()
+}
+
+/// New roots found by one catch-up join the live subscriptions in one update, even when
+/// they are verified one by one after the live interval has passed: while events are
+/// still on their way, the update waits for them (at most a quarter interval after the
+/// first new root).
+#[test]
+fn new_roots_of_one_catch_up_join_the_live_subscriptions_together() {
+    let (world, url, issues) = catch_up_with_new_issues(&small());
+    let new: BTreeSet<String> = issues.iter().map(|e| e.id.to_hex()).collect();
+    let named: Vec<BTreeSet<String>> = live_roots(&world, &url)
+        .into_iter()
+        .map(|roots| roots.intersection(&new).cloned().collect::<BTreeSet<_>>())
         .filter(|n| !n.is_empty())
         .collect();
     assert_eq!(
@@ -986,6 +995,28 @@ fn new_roots_of_one_catch_up_join_the_live_subscriptions_together() {
         Some(&new),
         "the first live update naming new roots names them all: {named:?}"
     );
+}
+
+/// After a session's large live set (here over a hundred roots), new roots go out in a
+/// live REQ of their own: the set is sent once, not again with each update.
+#[test]
+fn new_roots_after_a_large_live_set_go_out_on_their_own() {
+    let corpus = Corpus::generate(&spec(43, 3, 600));
+    let (world, url, issues) = catch_up_with_new_issues(&corpus);
+    let new: BTreeSet<String> = issues.iter().map(|e| e.id.to_hex()).collect();
+    let live = live_roots(&world, &url);
+    let Some(first_update) = live.iter().position(|roots| !roots.is_disjoint(&new)) else {
+        panic!("no live REQ names the new roots");
+    };
+    let (session, updates) = live.split_at(first_update);
+    let old: usize = session.iter().map(BTreeSet::len).sum();
+    assert!(old > 100, "a small live set: {old} roots");
+    assert!(
+        updates.iter().all(|roots| roots.is_subset(&new)),
+        "an update named old roots again: {:?}",
+        updates.iter().map(BTreeSet::len).collect::<Vec<_>>()
+    );
+    assert_eq!(updates.first(), Some(&new));
 }
 
 /// Discovery narrowed to named repositories (the browser, a one-shot `sync`): a

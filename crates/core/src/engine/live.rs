@@ -1,6 +1,7 @@
 //! Live subscriptions (`limit: 0`): sent for every target at session start, new items
-//! merged into the newest REQ while it fits, consolidated when the relay's budget is
-//! exceeded; a replaced subscription's events count until its successor's EOSE.
+//! merged into the newest REQ while it is small and fits, consolidated when the relay's
+//! budget is exceeded; a replaced subscription's events count until its successor's
+//! EOSE.
 
 use nostr::prelude::Filter;
 
@@ -15,12 +16,18 @@ use crate::limits::RelayLimits;
 use crate::nip34::kinds;
 use crate::wire::ClientFrame;
 
+/// A live REQ naming more items than this takes no more: new items go out as a REQ of
+/// their own rather than re-sending it whole (a session's set of a thousand roots is a
+/// REQ of 200 KB).
+const MERGE_MAX_ITEMS: usize = 100;
+
 impl SyncEngine {
     /// Sends live subscriptions: all targets at session start; then items added since
     /// are merged into the newest live REQ (re-issued under a new id, the old one closed
-    /// after it) while that still fits one REQ, so an event matching an old and a new
-    /// item arrives on one subscription only; past that they go out as extra REQs, and
-    /// when those would exceed the relay's budget everything is consolidated again.
+    /// after it) while it names at most [`MERGE_MAX_ITEMS`] and still fits one REQ, so
+    /// an event matching an old and a new item arrives on one subscription only; past
+    /// that they go out as extra REQs (such an event may then arrive twice), and when
+    /// those would exceed the relay's budget everything is consolidated again.
     pub(super) fn refresh_live(&mut self, id: RelayId) {
         let now = self.now;
         let interval = self.config.timing.live_update_interval;
@@ -81,6 +88,7 @@ impl SyncEngine {
                     Some(Sub::Live(live)) => live
                         .items
                         .as_ref()
+                        .filter(|items| items.len() <= MERGE_MAX_ITEMS)
                         .map(|items| (sub.clone(), items.clone(), live.discovery)),
                     _ => None,
                 });
