@@ -53,7 +53,8 @@ impl RelayState {
     /// The earliest deadline of this relay. Every deadline is consumed by
     /// `handle_timeout` once due, so a past one fires once.
     pub fn next_deadline(&self, timing: &Timing) -> Option<Time> {
-        // A live update waits for the interval (or its hold) and for any quiet period.
+        // A live update waits for the interval (none for the first after a session's
+        // whole set), or its hold, and for any quiet period.
         let live = (!self.live_new.is_empty())
             .then(|| {
                 let gate = if self.live_set_fresh {
