@@ -1764,10 +1764,11 @@ fn fetched_copies_dropped_at_a_full_ingest_queue_are_fetched_again() {
         world.store.insert(e.clone());
     }
     world.input(Input::LocalEvents { events: half });
-    // Bursts of live comments on a root, each more than the queue holds, while the
-    // fetches go on (from about 2 s to 8 s); jitter makes frames bunch up (a WebSocket
-    // never reorders), so fetched copies arrive right behind a burst and find the queue
-    // full.
+    // Bursts of live comments on a root, each more than the queue holds, every 100 ms
+    // for the first 9 s, while the fetches go on; jitter makes frames bunch up (a
+    // WebSocket never reorders), so fetched copies arrive right behind a burst and find
+    // the queue full. (Bursts every 150 ms missed the fetches in a third of the runs
+    // once sessions started without waiting a live interval.)
     world.faults.jitter_ms = 100;
     let root = corpus
         .events
@@ -1776,7 +1777,7 @@ fn fetched_copies_dropped_at_a_full_ingest_queue_are_fetched_again() {
         .expect("an issue");
     let root_hex = root.id.to_hex();
     let at = world.now.timestamp().as_secs();
-    let (bursts, size, every) = (60, 7, Duration::from_millis(150));
+    let (bursts, size, every) = (90, 7, Duration::from_millis(100));
     let mut burst: Vec<Event> = Vec::new();
     for b in 0..bursts {
         for i in 0..size {
