@@ -374,6 +374,21 @@ fn one_shot_sync_opens_no_live_subscription() {
     assert!(jobs(&one_shot) <= jobs(&daemon));
 }
 
+/// A one-shot sync takes up items discovered at a relay with no job left at once, not at
+/// the next live interval (nothing is sent live, and nothing is left to batch them
+/// with): here the roots the repositories' jobs find, under an interval of two minutes,
+/// are all synced within one.
+#[test]
+fn a_one_shot_sync_takes_up_discoveries_at_an_idle_relay_at_once() {
+    let corpus = small();
+    let (mut world, url) = world_with(&corpus, SimRelayConfig::default(), 7, |c| {
+        c.one_shot = true;
+        c.timing.live_update_interval = Duration::from_secs(120);
+    });
+    world.run_for(Duration::from_secs(60));
+    assert_converged(&world, &url, &corpus.acceptable);
+}
+
 // -------------------------------------------------------------------------------------
 // 2. Fallbacks when the relay does not speak NIP-77
 

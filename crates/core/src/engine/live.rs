@@ -38,9 +38,12 @@ impl SyncEngine {
             return;
         }
         // A session's whole set goes out now; the first update after it is not held to
-        // the interval (see `RelayState::live_set_fresh`).
+        // the interval (see `RelayState::live_set_fresh`), nor, in a one-shot sync, is
+        // one at a relay with no job left (nothing is sent live, and nothing is left
+        // to batch the new jobs with).
         let session_start = relay.live_dirty;
-        let interval_gated = !relay.live_set_fresh;
+        let idle_one_shot = self.config.one_shot && relay.jobs.is_empty();
+        let interval_gated = !relay.live_set_fresh && !idle_one_shot;
         if !relay.live_dirty
             && interval_gated
             && relay.live_sent_at.is_some_and(|t| now < t + interval)
