@@ -184,8 +184,12 @@ fn run_seed(seed: u64, faulty: bool) -> Result<Outcome, String> {
         jitter_ms: rng.below(200),
         frame_gap_ms: 0,
     };
+    // The relays' NIP-11 documents come up to 3 s after their connections: a session
+    // waits for its document (2 s at most), or starts without it.
+    let info_latency = Duration::from_millis(rng.below(3_000));
     if faulty {
         world.faults = faults;
+        world.info_latency = info_latency;
     }
     let step = Duration::from_secs(10);
     let mut down_until: HashMap<usize, Time> = HashMap::new();

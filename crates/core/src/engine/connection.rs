@@ -153,6 +153,7 @@ impl SyncEngine {
     fn clear_session(&mut self, id: RelayId) {
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.waiting_session = None;
+            relay.live_set_fresh = false;
             relay.subs.clear();
             relay.closing_live.clear();
             relay.live_tail = None;

@@ -54,8 +54,9 @@ impl RelayState {
     /// `handle_timeout` once due, so a past one fires once.
     pub fn next_deadline(&self, timing: &Timing) -> Option<Time> {
         // A live update waits for the interval (none for the first after a session's
-        // whole set), or its hold, and for any quiet period.
-        let live = (!self.live_new.is_empty())
+        // whole set), or its hold, and for any quiet period; none goes out while the
+        // session waits for the NIP-11 document.
+        let live = (!self.live_new.is_empty() && self.waiting_session.is_none())
             .then(|| {
                 let gate = if self.live_set_fresh {
                     self.live_new_since
