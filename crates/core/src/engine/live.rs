@@ -43,11 +43,8 @@ impl SyncEngine {
         // to batch the new jobs with).
         let session_start = relay.live_dirty;
         let idle_one_shot = self.config.one_shot && relay.jobs.is_empty();
-        let interval_gated = !relay.live_set_fresh && !idle_one_shot;
-        if !relay.live_dirty
-            && interval_gated
-            && relay.live_sent_at.is_some_and(|t| now < t + interval)
-        {
+        let gated = relay.live_interval_ends(interval).is_some_and(|t| now < t);
+        if !relay.live_dirty && !idle_one_shot && gated {
             return;
         }
         // Events still on their way may name more new items (new roots verified in two

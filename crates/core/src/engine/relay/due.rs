@@ -50,6 +50,17 @@ impl RelayState {
         }
     }
 
+    /// When the live interval lets the next update go: `interval` after the last send,
+    /// but at once (when its first new item came) for the first update after the
+    /// session's whole set.
+    pub fn live_interval_ends(&self, interval: std::time::Duration) -> Option<Time> {
+        if self.live_set_fresh {
+            self.live_new_since
+        } else {
+            self.live_sent_at.map(|t| t + interval)
+        }
+    }
+
     /// The earliest deadline of this relay. Every deadline is consumed by
     /// `handle_timeout` once due, so a past one fires once.
     pub fn next_deadline(&self, timing: &Timing) -> Option<Time> {
@@ -58,12 +69,8 @@ impl RelayState {
         // session waits for the NIP-11 document.
         let live = (!self.live_new.is_empty() && self.waiting_session.is_none())
             .then(|| {
-                let gate = if self.live_set_fresh {
-                    self.live_new_since
-                } else {
-                    self.live_sent_at.map(|t| t + timing.live_update_interval)
-                };
-                self.live_held_until.or(gate)
+                self.live_held_until
+                    .or(self.live_interval_ends(timing.live_update_interval))
             })
             .flatten()
             .map(|t| self.quiet_until.map_or(t, |q| t.max(q)));
