@@ -1323,6 +1323,57 @@ fn a_failed_write_is_reported_until_one_succeeds() {
     );
 }
 
+/// A [`Restart`] whose connection drops as soon as it opened, before any of its jobs
+/// completed, then comes back at once: the quick reconnect still catches up what
+/// happened since the checkpoints (events the relay gained while the engine was not
+/// running), not only since the drop — whether the restart reconciled (a daemon) or
+/// caught up from the checkpoints (the browser's restart window), with or without
+/// NIP-77.
+#[test]
+fn a_reconnect_before_the_restart_caught_up_still_catches_up_from_the_checkpoints() {
+    let restart = Restart::new();
+    for (nip77, window) in [(true, false), (true, true), (false, false), (false, true)] {
+        let relay = SimRelayConfig {
+            nip77,
+            ..SimRelayConfig::default()
+        };
+        let (mut world, url) = world_later(&restart.corpus, relay, 2 * HOUR, |c| {
+            if window {
+                c.timing.restart_catch_up_window = 3 * HOUR;
+            }
+        });
+        if let Some(host) = world.hosts.get_mut(&url) {
+            for e in &restart.gained {
+                host.relay.insert(e.clone());
+            }
+        }
+        restore(&mut world, &restart.events, restart.checkpoints.clone());
+        let step = Duration::from_millis(1);
+        let give_up = world.now + MINUTE;
+        while relay_state(&world, &url).0 != Phase::Open && world.now < give_up {
+            world.run_for(step);
+        }
+        assert_eq!(relay_state(&world, &url).0, Phase::Open);
+        world.cut(&url);
+        world.run_for(30 * MINUTE);
+        let (got, held) = (stored(&world), relay_set(&world, &url));
+        // (The older of two state events of one repository was replaced at the relay.)
+        let missing = restart
+            .gained
+            .iter()
+            .filter(|e| held.contains(&e.id) && !got.contains(&e.id))
+            .count();
+        assert_eq!(
+            missing,
+            0,
+            "NIP-77 {nip77}, restart window {window}: {missing} of the events gained before \
+             the restart missing after the reconnect; {:?}",
+            relay_state(&world, &url)
+        );
+        assert_converged(&world, &url, &relay_set(&world, &url));
+    }
+}
+
 /// A restart against a relay without NIP-77 pages only from the checkpoints (minus
 /// the margin), not from the beginning: a restart is not a re-download.
 #[test]

@@ -5,7 +5,7 @@ use nostr::prelude::Timestamp;
 
 use super::jobs::Session;
 use super::relay;
-use super::{Output, Phase, SyncEngine};
+use super::{Output, Phase, SyncEngine, Time};
 use crate::items::RelayId;
 
 impl SyncEngine {
@@ -45,11 +45,17 @@ impl SyncEngine {
         let quick = relay
             .gap(now)
             .is_some_and(|gap| gap < timing.quick_reconnect_window);
-        let catch_up_from = relay
+        let reconnect_from = relay
             .disconnected_at
             .filter(|_| quick)
-            .map(|t| (t - timing.since_margin).timestamp())
-            .or(restart_from);
+            .map(|t| (t - timing.since_margin).timestamp());
+        // The session a quick reconnect follows: keys it did not settle catch up from
+        // their checkpoints.
+        let settled_since = relay
+            .connected_at
+            .filter(|_| reconnect_from.is_some())
+            .map(Time::timestamp);
+        let catch_up_from = reconnect_from.or(restart_from);
         if !quick {
             relay.nip77 = relay::Nip77::Unknown;
             relay.full_reconcile_at = Some(
@@ -63,7 +69,10 @@ impl SyncEngine {
         self.clear_session(id);
         self.set_phase(id, Phase::Open);
         let session = match catch_up_from {
-            Some(from) => Session::Quick { from },
+            Some(from) => Session::Quick {
+                from,
+                settled_since,
+            },
             None => Session::Fresh,
         };
         if info_awaited {

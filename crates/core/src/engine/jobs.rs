@@ -18,8 +18,14 @@ use crate::items::{Item, ItemId, Layer, RelayId, WorkKey};
 /// What a relay session's historic jobs cover for keys already confirmed there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Session {
-    /// A quick reconnect (or a catch-up after losses): everything from `from` on.
-    Quick { from: Timestamp },
+    /// A quick reconnect (or a catch-up after losses): everything from `from` on. After
+    /// a reconnect, `settled_since` is when the session before it started: a key
+    /// checkpointed before that had no job complete in it, so it catches up from its
+    /// checkpoint instead (what that session's job would have brought).
+    Quick {
+        from: Timestamp,
+        settled_since: Option<Timestamp>,
+    },
     /// First connection of this run (unless its checkpoints are recent: see
     /// `restart_from`), or a long disconnection: NIP-77 over everything, paging (without
     /// NIP-77) only from the checkpoints — a restart is not a re-download.
@@ -27,6 +33,18 @@ pub(crate) enum Session {
     /// The daily full reconciliation: everything, by either method — the only way a
     /// relay without NIP-77 yields events that arrived there late with old timestamps.
     Full,
+}
+
+/// What a session knows a key's relay gave it already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Coverage {
+    /// Never confirmed: synced from the beginning.
+    None,
+    /// Confirmed.
+    Confirmed,
+    /// Confirmed before the session a quick reconnect follows, which did not complete
+    /// its job: caught up from its checkpoint.
+    Unsettled,
 }
 
 /// How a job starts.
@@ -52,29 +70,44 @@ impl SyncEngine {
     pub(super) fn schedule_session(&mut self, id: RelayId, session: Session) {
         let keys: Vec<WorkKey> = self.target_keys(id).collect();
         let margin = self.config.timing.since_margin.as_secs();
-        // Confirmed keys: a quick reconnect catches up from the disconnection; a fresh
-        // start reconciles them in full with NIP-77, but pages (without NIP-77) only from
-        // the oldest of their checkpoints. Unconfirmed keys sync from the beginning.
-        let oldest_confirmed = keys
-            .iter()
-            .filter_map(|k| self.work.confirmed_at(id, *k))
-            .min()
-            .map(|t| Timestamp::from(t.as_secs().saturating_sub(margin)));
-        let mut groups: HashMap<(Layer, bool), Vec<ItemId>> = HashMap::new();
-        for key in keys {
-            let confirmed = self.work.confirmed_at(id, key).is_some();
+        let less_margin = |t: Timestamp| Timestamp::from(t.as_secs().saturating_sub(margin));
+        // Confirmed keys: a quick reconnect catches up from the disconnection (those the
+        // session before it left unsettled, from their checkpoints); a fresh start
+        // reconciles them in full with NIP-77, but pages (without NIP-77) only from the
+        // oldest of their checkpoints. Unconfirmed keys sync from the beginning.
+        let settled_since = match session {
+            Session::Quick { settled_since, .. } => settled_since,
+            Session::Fresh | Session::Full => None,
+        };
+        let coverage = |key: WorkKey| match self.work.confirmed_at(id, key) {
+            None => Coverage::None,
+            Some(at) if settled_since.is_some_and(|s| at < s) => Coverage::Unsettled,
+            Some(_) => Coverage::Confirmed,
+        };
+        let oldest = |wanted: Coverage| {
+            keys.iter()
+                .filter(|k| coverage(**k) == wanted)
+                .filter_map(|k| self.work.confirmed_at(id, *k))
+                .min()
+                .map(less_margin)
+        };
+        let (oldest_confirmed, oldest_unsettled) =
+            (oldest(Coverage::Confirmed), oldest(Coverage::Unsettled));
+        let mut groups: HashMap<(Layer, Coverage), Vec<ItemId>> = HashMap::new();
+        for key in &keys {
             groups
-                .entry((key.layer, confirmed))
+                .entry((key.layer, coverage(*key)))
                 .or_default()
                 .push(key.item);
         }
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_by_key(|(group, _)| *group);
-        for ((layer, confirmed), items) in groups {
-            let (since, paging_since) = match (confirmed, session) {
-                (true, Session::Quick { from }) => (Some(from), None),
-                (true, Session::Fresh) => (None, oldest_confirmed),
-                (true, Session::Full) | (false, _) => (None, None),
+        for ((layer, coverage), items) in groups {
+            let (since, paging_since) = match (coverage, session) {
+                (Coverage::Unsettled, _) => (oldest_unsettled, None),
+                (Coverage::Confirmed, Session::Quick { from, .. }) => (Some(from), None),
+                (Coverage::Confirmed, Session::Fresh) => (None, oldest_confirmed),
+                (Coverage::Confirmed, Session::Full) | (Coverage::None, _) => (None, None),
             };
             self.schedule_jobs(id, layer, &items, since, paging_since);
         }

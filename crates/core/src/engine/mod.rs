@@ -446,7 +446,11 @@ impl SyncEngine {
                             relay.needs_catch_up = None;
                         }
                         let from = (first_drop - self.config.timing.since_margin).timestamp();
-                        self.schedule_session(id, Session::Quick { from });
+                        let session = Session::Quick {
+                            from,
+                            settled_since: None,
+                        };
+                        self.schedule_session(id, session);
                     } else {
                         self.room_waiters.insert(id);
                     }
