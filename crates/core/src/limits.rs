@@ -57,6 +57,16 @@ impl RelayLimits {
         }
     }
 
+    /// Whether a request cut under `cut_under` may break these limits: a smaller message,
+    /// fewer filters per REQ, fewer values per filter or a shorter subscription id.
+    /// (Fewer subscriptions or results are learned from the relay's answers.)
+    pub fn tighter_than(&self, cut_under: &Self) -> bool {
+        self.max_message_bytes < cut_under.max_message_bytes
+            || self.max_filters < cut_under.max_filters
+            || self.max_values_per_filter < cut_under.max_values_per_filter
+            || self.max_subid_len < cut_under.max_subid_len
+    }
+
     /// These limits overridden by a NIP-11 `limitation` object.
     pub fn with_limitation(mut self, limitation: &Value) -> Self {
         let field = |name: &str, (lo, hi): (u64, u64)| {
@@ -121,6 +131,19 @@ mod tests {
                 "{doc}"
             );
         }
+    }
+
+    #[test]
+    fn tighter_means_some_request_may_be_refused() {
+        let defaults = RelayLimits::default();
+        assert!(!defaults.tighter_than(&defaults));
+        let strict = RelayLimits::from_nip11(r#"{"limitation":{"max_filters":2}}"#);
+        assert!(strict.tighter_than(&defaults));
+        assert!(!defaults.tighter_than(&strict));
+        // Fewer results or subscriptions are learned from answers, not refused requests.
+        let few =
+            RelayLimits::from_nip11(r#"{"limitation":{"max_limit":40,"max_subscriptions":2}}"#);
+        assert!(!few.tighter_than(&defaults));
     }
 
     #[test]

@@ -90,11 +90,29 @@ impl SyncEngine {
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
         };
+        let cut_under = relay.limits;
         relay.set_info(document);
         relay.info_due = None;
         if let Some(session) = relay.waiting_session.take() {
             self.schedule_session(id, session);
+        } else if relay.phase == Phase::Open && relay.limits.tighter_than(&cut_under) {
+            // Later than the wait: this session's requests were cut under looser limits,
+            // and the relay would refuse some of them (again at each retry). The next
+            // session is cut under the document's; as a quick reconnect, it does not ask
+            // again for what this one settled.
+            self.close_session(id);
         }
+    }
+
+    /// Closes an open relay's connection and session, to connect again when wanted.
+    pub(super) fn close_session(&mut self, id: RelayId) {
+        self.end_session(id);
+        self.outputs.push_back(Output::Close { relay: id });
+        let now = self.now;
+        if let Some(relay) = self.relays.get_mut(&id) {
+            relay.disconnected_at = Some(now);
+        }
+        self.set_phase(id, Phase::Idle);
     }
 
     /// For a relay not yet connected in this run (a restart) whose checkpoints are all

@@ -429,14 +429,7 @@ impl SyncEngine {
                 self.outputs.push_back(Output::Connect { relay: id, url });
                 self.set_phase(id, Phase::Connecting { deadline });
             }
-            Phase::Open if !wanted => {
-                self.end_session(id);
-                self.outputs.push_back(Output::Close { relay: id });
-                if let Some(r) = self.relays.get_mut(&id) {
-                    r.disconnected_at = Some(now);
-                }
-                self.set_phase(id, Phase::Idle);
-            }
+            Phase::Open if !wanted => self.close_session(id),
             // The session waits for the relay's NIP-11 document (see `on_info`).
             Phase::Open if relay.waiting_session.is_some() => {}
             Phase::Open => {
