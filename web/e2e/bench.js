@@ -7,7 +7,8 @@
 // side with a JavaScript peer (nostr-tools REQ, signatures verified, into nostr-idb;
 // bench/peer.js) doing the same job. Prints a markdown table (also results/bench.md):
 // wall time and its ratio to the peer's in the same run, bytes, round trips, the longest
-// main-thread task, the .wasm gzipped.
+// main-thread task, the .wasm gzipped. GRASP_BENCH_ROUNDS=N repeats the warm reopen and
+// the catch-up (new events each round) N times and adds their medians.
 //
 //   cargo build --release -p grasp-sync-tests --bin web-e2e-fixture --bin grasp-sync-under-test
 //   GRASP_E2E_FIXTURE=target/release/web-e2e-fixture GRASP_E2E_PKG=web/pkg node web/e2e/bench.js
@@ -79,24 +80,34 @@ const row = (what, who, r) => {
   results.push({ what, who, r });
   console.error(`${what} ${who}: ${JSON.stringify(r)}`);
 };
-/** A result's wall time over the peer's in the same kind of run, when the peer ran it. */
-const vsPeer = ({ what, who, r }) => {
-  const theirs = results.find((x) => x.what === what && x.who !== who && x.who !== "grasp-sync-web");
+/** A result's wall time over the peer's in the same kind of run and round, when the peer ran it. */
+const vsPeer = (x) => {
+  const { what, who, r } = x;
+  const at = results.indexOf(x);
+  const theirs = results.find((y, i) => i > at && y.what === what && y.who !== "grasp-sync-web");
   return who === "grasp-sync-web" && theirs ? `${(r.ms / theirs.r.ms).toFixed(2)}x` : "—";
 };
+const median = (values) => {
+  const v = [...values].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+const rounds = Math.max(1, Number(process.env.GRASP_BENCH_ROUNDS ?? "1"));
 try {
-  const started = Math.floor(Date.now() / 1000);
   row("cold", "grasp-sync-web", await ours("bench-ours"));
   row("cold", "nostr-tools + nostr-idb", await peer());
-  row("warm reopen", "grasp-sync-web", await ours("bench-ours"));
   const n = Math.max(1, Math.round(fixture.expected.repo.events * repos.length / 100));
-  const published = await fixture.command(`publish-mix ${n}`);
-  console.error(`published ${JSON.stringify(published)}`);
-  row(`catch-up (+${n})`, "grasp-sync-web", await ours("bench-ours"));
-  // Each peer run asks from the same `since` into its own database; the first does the
-  // whole job, the second the lighter one a peer asking only by repository tag does.
-  row(`catch-up (+${n})`, "nostr-tools + nostr-idb (`since`, cached roots)", await peer(started - 60, true));
-  row(`catch-up (+${n})`, "nostr-tools + nostr-idb (`since`, new roots only)", await peer(started - 60, false));
+  for (let round = 0; round < rounds; round++) {
+    row("warm reopen", "grasp-sync-web", await ours("bench-ours"));
+    // The peer asks from a second before this round's events were published.
+    const since = Math.floor(Date.now() / 1000) - 1;
+    const published = await fixture.command(`publish-mix ${n}`);
+    console.error(`published ${JSON.stringify(published)}`);
+    row(`catch-up (+${n})`, "grasp-sync-web", await ours("bench-ours"));
+    // Each peer run asks from the same `since` into its own database; the first does the
+    // whole job, the second the lighter one a peer asking only by repository tag does.
+    row(`catch-up (+${n})`, "nostr-tools + nostr-idb (`since`, cached roots)", await peer(since, true));
+    row(`catch-up (+${n})`, "nostr-tools + nostr-idb (`since`, new roots only)", await peer(since, false));
+  }
 } finally {
   await browser.close();
   await server.close();
@@ -117,6 +128,13 @@ const table = [
   }),
   "",
   "The peer's bytes are the JSON of the events it kept (no frame overhead, no duplicates); its round trips are REQs.",
+  ...(rounds > 1 ? ["", `Over ${rounds} rounds (warm reopen, then a catch-up of new events), medians:`, "",
+    "| run | client | median wall s | runs |", "| --- | --- | ---: | ---: |",
+    ...[...new Set(results.filter((x) => x.what !== "cold").map((x) => `${x.what}\u0000${x.who}`))].map((key) => {
+      const [what, who] = key.split("\u0000");
+      const ms = results.filter((x) => x.what === what && x.who === who).map((x) => x.r.ms);
+      return `| ${what} | ${who} | ${(median(ms) / 1000).toFixed(3)} | ${ms.length} |`;
+    })] : []),
 ].join("\n");
 writeFileSync(join(out, "bench.md"), table + "\n");
 console.log(table);
