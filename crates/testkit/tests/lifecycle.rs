@@ -1324,13 +1324,13 @@ fn a_failed_write_is_reported_until_one_succeeds() {
 }
 
 /// A [`Restart`] whose connection drops as soon as it opened, before any of its jobs
-/// completed, then comes back at once: the quick reconnect still catches up what
-/// happened since the checkpoints (events the relay gained while the engine was not
-/// running), not only since the drop — whether the restart reconciled (a daemon) or
-/// caught up from the checkpoints (the browser's restart window), with or without
+/// completed, then comes back at once: the quick reconnect still covers what happened
+/// since the checkpoints (events the relay gained while the engine was not running),
+/// not only since the drop, planned as the restart was — reconciled in full (a daemon)
+/// or caught up from the checkpoints (the browser's restart window), with or without
 /// NIP-77.
 #[test]
-fn a_reconnect_before_the_restart_caught_up_still_catches_up_from_the_checkpoints() {
+fn a_reconnect_before_the_restart_settled_still_covers_what_the_restart_was_to_fetch() {
     let restart = Restart::new();
     for (nip77, window) in [(true, false), (true, true), (false, false), (false, true)] {
         let relay = SimRelayConfig {
@@ -1355,7 +1355,22 @@ fn a_reconnect_before_the_restart_caught_up_still_catches_up_from_the_checkpoint
         }
         assert_eq!(relay_state(&world, &url).0, Phase::Open);
         world.cut(&url);
+        let mark = log(&world, &url).len();
         world.run_for(30 * MINUTE);
+        // Planned as the restart was: a daemon (no restart window) reconciles the
+        // repositories' filters in full, the browser catches up from the checkpoints.
+        let jobs = job_frames(&log(&world, &url)[mark..]);
+        let reconciled_in_full = jobs.iter().any(|j| {
+            j.kind == "NEG-OPEN"
+                && j.filters
+                    .iter()
+                    .all(|f| layer_of(f) == "L2" && since(f).is_none())
+        });
+        assert_eq!(
+            reconciled_in_full,
+            nip77 && !window,
+            "NIP-77 {nip77}, restart window {window}"
+        );
         let (got, held) = (stored(&world), relay_set(&world, &url));
         // (The older of two state events of one repository was replaced at the relay.)
         let missing = restart

@@ -20,8 +20,8 @@ use crate::items::{Item, ItemId, Layer, RelayId, WorkKey};
 pub(crate) enum Session {
     /// A quick reconnect (or a catch-up after losses): everything from `from` on. After
     /// a reconnect, `settled_since` is when the session before it started: a key
-    /// checkpointed before that had no job complete in it, so it catches up from its
-    /// checkpoint instead (what that session's job would have brought).
+    /// checkpointed before that had no job complete in it, so it is planned as a
+    /// restart plans it instead (from its checkpoint, or as a fresh start).
     Quick {
         from: Timestamp,
         settled_since: Option<Timestamp>,
@@ -43,7 +43,7 @@ enum Coverage {
     /// Confirmed.
     Confirmed,
     /// Confirmed before the session a quick reconnect follows, which did not complete
-    /// its job: caught up from its checkpoint.
+    /// its job: planned as after a restart.
     Unsettled,
 }
 
@@ -71,10 +71,12 @@ impl SyncEngine {
         let keys: Vec<WorkKey> = self.target_keys(id).collect();
         let margin = self.config.timing.since_margin.as_secs();
         let less_margin = |t: Timestamp| Timestamp::from(t.as_secs().saturating_sub(margin));
-        // Confirmed keys: a quick reconnect catches up from the disconnection (those the
-        // session before it left unsettled, from their checkpoints); a fresh start
-        // reconciles them in full with NIP-77, but pages (without NIP-77) only from the
-        // oldest of their checkpoints. Unconfirmed keys sync from the beginning.
+        // Confirmed keys: a quick reconnect catches up from the disconnection; a fresh
+        // start reconciles them in full with NIP-77, but pages (without NIP-77) only from
+        // the oldest of their checkpoints. Keys the session before a quick reconnect left
+        // unsettled are planned as a restart plans them: caught up from their checkpoints
+        // when those are younger than the restart catch-up window, else as a fresh start.
+        // Unconfirmed keys sync from the beginning.
         let settled_since = match session {
             Session::Quick { settled_since, .. } => settled_since,
             Session::Fresh | Session::Full => None,
@@ -93,6 +95,15 @@ impl SyncEngine {
         };
         let (oldest_confirmed, oldest_unsettled) =
             (oldest(Coverage::Confirmed), oldest(Coverage::Unsettled));
+        let window = self.config.timing.restart_catch_up_window.as_secs();
+        let unsettled_recent = oldest_unsettled.is_some_and(|t| {
+            let age = self
+                .now
+                .timestamp()
+                .as_secs()
+                .saturating_sub(t.as_secs() + margin);
+            age < window
+        });
         let mut groups: HashMap<(Layer, Coverage), Vec<ItemId>> = HashMap::new();
         for key in &keys {
             groups
@@ -104,7 +115,8 @@ impl SyncEngine {
         groups.sort_by_key(|(group, _)| *group);
         for ((layer, coverage), items) in groups {
             let (since, paging_since) = match (coverage, session) {
-                (Coverage::Unsettled, _) => (oldest_unsettled, None),
+                (Coverage::Unsettled, _) if unsettled_recent => (oldest_unsettled, None),
+                (Coverage::Unsettled, _) => (None, oldest_unsettled),
                 (Coverage::Confirmed, Session::Quick { from, .. }) => (Some(from), None),
                 (Coverage::Confirmed, Session::Fresh) => (None, oldest_confirmed),
                 (Coverage::Confirmed, Session::Full) | (Coverage::None, _) => (None, None),
