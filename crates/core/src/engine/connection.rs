@@ -49,8 +49,8 @@ impl SyncEngine {
             .disconnected_at
             .filter(|_| quick)
             .map(|t| (t - timing.since_margin).timestamp());
-        // The session a quick reconnect follows: keys it did not settle catch up from
-        // their checkpoints.
+        // When the session a quick reconnect follows started: keys it did not settle are
+        // planned as after a restart (see `Session::Quick`).
         let settled_since = relay
             .connected_at
             .filter(|_| reconnect_from.is_some())
