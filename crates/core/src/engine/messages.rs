@@ -111,6 +111,15 @@ pub enum Input {
         /// The entries.
         entries: Vec<SeenEntry>,
     },
+    /// Ids of events the store holds, loaded at start-up: those a restart's catch-up
+    /// windows may bring again (see [`SyncEngine::restart_window_start`]). A copy that
+    /// comes again is neither verified nor written again.
+    ///
+    /// [`SyncEngine::restart_window_start`]: super::SyncEngine::restart_window_start
+    HeldIds {
+        /// The ids.
+        ids: Vec<EventId>,
+    },
     /// An event a client of our relay published, its id and signature already verified
     /// by the caller: it goes through acceptance (with the configured announcement
     /// policy) and, when accepted, to the store and the index; answered with

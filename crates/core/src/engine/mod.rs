@@ -78,7 +78,7 @@ mod work;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use nostr::prelude::EventId;
+use nostr::prelude::{EventId, Timestamp};
 
 pub use config::{EngineConfig, Flow, Timing};
 pub use messages::{BatchId, Checkpoint, Input, Output, RequestId, Scope};
@@ -321,6 +321,16 @@ impl SyncEngine {
         });
     }
 
+    /// Where a restart's catch-up windows may start at the earliest, `None` when a
+    /// restart reconciles instead (see [`Timing::restart_catch_up_window`]): what the
+    /// store holds from then on is worth handing over as [`Input::HeldIds`] at start-up.
+    pub fn restart_window_start(&self, now: Time) -> Option<Timestamp> {
+        let timing = &self.config.timing;
+        let reach = timing.restart_catch_up_window + timing.since_margin;
+        (!timing.restart_catch_up_window.is_zero())
+            .then(|| Timestamp::from(now.timestamp().as_secs().saturating_sub(reach.as_secs())))
+    }
+
     /// Processes one input.
     pub fn handle_input(&mut self, now: Time, input: Input) {
         self.now = now;
@@ -338,6 +348,11 @@ impl SyncEngine {
                 let now = now.timestamp();
                 for entry in entries.into_iter().filter(|e| e.expires_at > now) {
                     self.seen.insert(entry);
+                }
+            }
+            Input::HeldIds { ids } => {
+                for id in ids {
+                    self.recent.insert(id);
                 }
             }
             Input::Publish {

@@ -17,12 +17,14 @@ use grasp_sync_core::engine::{EngineConfig, Time};
 use grasp_sync_core::RelayUrl;
 use grasp_sync_driver::{Clock, Exit};
 use grasp_sync_store::{MemoryStore, MemoryStores};
+use grasp_sync_testkit::corpus::{keys, sign};
 use grasp_sync_testkit::{Corpus, CorpusSpec, SimRelayConfig};
-use nostr::prelude::{EventId, Filter};
+use nostr::prelude::{Event, EventId, Filter};
 
 const NIP77: &str = "wss://relay-a.example.com";
 const REQ_ONLY: &str = "wss://relay-b.example.com";
 const HOUR: Duration = Duration::from_secs(3600);
+const MINUTE: Duration = Duration::from_secs(60);
 /// Virtual time a run without silent loss takes at most: frames arrive at once (a cut is
 /// reported at once), so a run that takes longer waited out a timeout (a lost EOSE, a
 /// silent relay).
@@ -217,6 +219,58 @@ fn first_sync_and_restart_with_latency_and_a_slow_store_seed_6() {
 #[test]
 fn first_sync_and_restart_with_latency_and_a_slow_store_seed_7() {
     first_sync_then_restart(7, SLOW);
+}
+
+/// `n` comments (NIP-22) on the corpus's first issue, created at `at`.
+fn comments(corpus: &Corpus, at: u64, n: u64) -> Vec<Event> {
+    let issue = corpus
+        .events
+        .iter()
+        .find(|e| e.kind.as_u16() == 1621)
+        .expect("an issue in the corpus");
+    let root = issue.id.to_hex();
+    (0..n)
+        .map(|i| {
+            let tags = [["E", &root], ["K", "1621"], ["e", &root], ["k", "1621"]];
+            let tags = tags.iter().map(|t| t.map(String::from).to_vec()).collect();
+            sign(&keys(7_000 + i), 1111, at, tags, &format!("comment {i}"))
+        })
+        .collect()
+}
+
+/// With a restart catch-up window (the browser's setting), a restart soon after a sync
+/// catches up the comments the relays gained; a second restart, whose window brings them
+/// again, neither verifies nor writes them again: the store's held ids were handed over
+/// at start-up.
+#[test]
+fn a_quick_restart_writes_nothing_its_window_brings_again() {
+    let seed = 4;
+    let corpus = corpus(seed);
+    let clock = ManualClock::new(start_time());
+    let (network, mut config) = setup(&corpus, seed, &clock, Duration::ZERO);
+    config.timing.restart_catch_up_window = config.timing.quick_reconnect_window;
+    let store = MemoryStores::with_clock(virtual_timestamp).open("driver");
+    let first = run(&config, &network, &store, &clock, Duration::ZERO);
+    assert_in_sync(&first);
+
+    clock.advance_to(clock.now() + MINUTE);
+    let fresh = comments(&corpus, clock.now().timestamp().as_secs(), 5);
+    network.insert_everywhere(&fresh);
+    let second = run(&config, &network, &store, &clock, Duration::ZERO);
+    assert_in_sync(&second);
+    let held = stored(&store);
+    assert!(fresh.iter().all(|e| held.contains(&e.id)), "not caught up");
+
+    clock.advance_to(clock.now() + MINUTE);
+    let sent_before = network.events_sent();
+    let third = run(&config, &network, &store, &clock, Duration::ZERO);
+    assert_in_sync(&third);
+    let brought = network.events_sent() - sent_before;
+    assert!(
+        brought >= fresh.len() as u64,
+        "the window did not bring the comments again: {brought} events"
+    );
+    assert_eq!(third.writes.events, 0, "written again: {third:#?}");
 }
 
 /// A relay that cuts the connection mid-sync: the driver hands the engine the close, the

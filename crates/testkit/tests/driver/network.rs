@@ -73,6 +73,15 @@ impl SimNetwork {
         url
     }
 
+    /// Adds `events` to every relay (published there while no driver ran).
+    pub(crate) fn insert_everywhere(&self, events: &[Event]) {
+        for relay in self.0.borrow_mut().relays.values_mut() {
+            for e in events {
+                relay.insert(e.clone());
+            }
+        }
+    }
+
     /// Frames each relay received so far.
     pub(crate) fn frames_in(&self) -> BTreeMap<RelayUrl, u64> {
         let net = self.0.borrow();
