@@ -222,8 +222,8 @@ where
 
     /// Restores what the store knows: announcements in `scope` (and their maintainers'),
     /// the root events of the tracked repositories, stored deletions, then checkpoints
-    /// and remembered ids —
-    /// so a restart behaves like a quick reconnect, not a first sync.
+    /// and remembered ids, and with a restart catch-up window the ids it holds within
+    /// reach of one — so a restart behaves like a quick reconnect, not a first sync.
     pub async fn start(&mut self, scope: &DiscoveryScope) -> Result<(), String> {
         let config = self.engine.index().config().clone();
         // The announcements first: the relays they list start connecting (and their
