@@ -22,10 +22,10 @@ use grasp_sync_core::engine::{
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::seen::SeenEntry;
 use grasp_sync_core::{RelayId, RelayUrl};
-use nostr::prelude::{Event, EventId, Filter, Timestamp};
+use nostr::prelude::{Event, EventId, Timestamp};
 
 use crate::ports::{Clock, Connection, Incoming, Network, SavedState, Store, Verifier};
-use crate::restore::{tracked_announcements, tracked_roots};
+use crate::restore::{held_ids, tracked_announcements, tracked_roots};
 
 /// Most items taken from one source before the others get a turn.
 const BURST: usize = 256;
@@ -232,28 +232,17 @@ where
         let (announcements, coords) = tracked_announcements(&self.store, scope, &config).await?;
         self.feed_local(announcements);
         self.execute_outputs();
-        // What a restart's catch-up windows may bring again, read beside them (from the
-        // store's index keys: no event is read).
         let held_since = self.engine.restart_window_start(self.clock.now());
-        let held = async {
-            match held_since {
-                Some(since) => self.store.items(Filter::new().since(since)).await,
-                None => Ok(Vec::new()),
-            }
-        };
         let (roots, state, held) = futures::join!(
             tracked_roots(&self.store, coords),
             self.store.load_state(),
-            held
+            held_ids(&self.store, held_since)
         );
         self.feed_local(roots?);
         let state = state?;
         let now = self.clock.now();
         match held {
-            Ok(items) if !items.is_empty() => {
-                let ids = items.into_iter().map(|(_, id)| id).collect();
-                self.engine.handle_input(now, Input::HeldIds { ids });
-            }
+            Ok(ids) if !ids.is_empty() => self.engine.handle_input(now, Input::HeldIds { ids }),
             Ok(_) => {}
             // Only a saving: what comes again is then verified and written again.
             Err(e) => tracing::warn!(error = %e, "the held ids could not be read"),

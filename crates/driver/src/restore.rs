@@ -3,12 +3,13 @@
 //! state (30618) versions, their root events and the stored deletions, so tracking
 //! resumes where it was, a deleted event that comes again is refused, and acceptance
 //! knows every held announcement and state version it may replace (the store replaces
-//! nothing itself).
+//! nothing itself); and the ids of the events held from where a restart's catch-up
+//! windows may start, so what they bring again is not verified and written again.
 
 use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
 use grasp_sync_core::nip34::kinds;
 use grasp_sync_core::{IndexConfig, RepoIndex, RepoRef};
-use nostr::prelude::{Event, Filter};
+use nostr::prelude::{Event, EventId, Filter, Timestamp};
 
 use crate::ports::Store;
 
@@ -78,4 +79,18 @@ pub async fn tracked_roots<S: Store>(
     let mut events = roots?;
     events.extend(deletions?);
     Ok(events)
+}
+
+/// The ids of the stored events created at `since` or later (from the store's index keys:
+/// no event is read); none without a `since` (see
+/// [`SyncEngine::restart_window_start`](grasp_sync_core::engine::SyncEngine::restart_window_start)).
+pub async fn held_ids<S: Store>(
+    store: &S,
+    since: Option<Timestamp>,
+) -> Result<Vec<EventId>, String> {
+    let Some(since) = since else {
+        return Ok(Vec::new());
+    };
+    let items = store.items(Filter::new().since(since)).await?;
+    Ok(items.into_iter().map(|(_, id)| id).collect())
 }
