@@ -4,7 +4,7 @@
 //! lower-case host, no trailing dot, no default port, no trailing
 //! slashes, no query or fragment. Numeric IPv4 spellings (`ws://2130706433`,
 //! `ws://0x7f.1`) become dotted quads. A host is ASCII: an internationalised name is
-//! written in its punycode form (`xn--…`); see [`check_ascii_host`]. Parsing applies no
+//! written in its punycode form (`xn--…`); see `check_ascii_host`. Parsing applies no
 //! address policy;
 //! [`RelayUrlPolicy::check`] decides whether a URL may become a sync target.
 

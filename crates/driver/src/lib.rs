@@ -1,4 +1,5 @@
-//! The async loop that runs the sans-IO [`SyncEngine`] against real peers, written once
+//! The async loop that runs the sans-IO
+//! [`SyncEngine`](grasp_sync_core::engine::SyncEngine) against real peers, written once
 //! for both front ends.
 //!
 //! It is generic over what a front end supplies ([`Network`], [`Store`], [`Verifier`],
