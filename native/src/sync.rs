@@ -141,6 +141,7 @@ impl SyncReport {
                     "failures": r.stats.failures,
                     "stalled_jobs": r.stats.stalled_jobs,
                     "abandoned_jobs": r.stats.abandoned_jobs,
+                    "abandoned_waiting": r.stats.abandoned_waiting,
                     "dropped": r.stats.dropped,
                     "undelivered_ids": r.stats.undelivered_ids,
                     "forged_twice": r.stats.forged_twice,

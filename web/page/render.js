@@ -94,7 +94,7 @@ export function relays(list) {
     cells[6].textContent = String(r.failures);
     const problems = [];
     if (r.incompleteWindows) problems.push(`gap: ${r.incompleteWindows} incomplete window(s)`);
-    if (r.abandonedJobs) problems.push(`gap: ${r.abandonedJobs} query(ies) given up after failing`);
+    if (r.abandonedWaiting) problems.push(`gap: ${r.abandonedWaiting} query(ies) given up after failing, asked again later`);
     if (r.undeliveredIds) problems.push(`gap: ${r.undeliveredIds} event(s) announced, never sent`);
     if (r.badFrames) problems.push(`${r.badFrames} bad frame(s)`);
     if (r.lastError) problems.push(r.lastError);

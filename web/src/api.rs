@@ -38,6 +38,7 @@ export interface RelayStatus {
   received: number; stored: number; rejected: number; badFrames: number;
   bytesIn: number; bytesOut: number; roundTrips: number; failures: number;
   incompleteWindows: number; undeliveredIds: number; abandonedJobs: number;
+  abandonedWaiting: number;   // of abandonedJobs, those not asked again yet (a gap)
   lastError: string | null;   // why the last connection failed
   storeError: string | null;  // why IndexedDB refused the last write (until one succeeds)
 }

@@ -38,6 +38,9 @@ pub struct RelayStatus {
     pub undelivered_ids: u64,
     /// Historic jobs given up on after repeated failures.
     pub abandoned_jobs: u64,
+    /// Of those, the ones not asked again yet (a gap; they are, 10 minutes later at
+    /// first).
+    pub abandoned_waiting: u64,
     pub last_error: Option<String>,
     /// Why IndexedDB refused the last write (e.g. its quota), until a write succeeds:
     /// this relay's events are not being stored (the same for every relay).
@@ -113,6 +116,7 @@ fn relay_status(
         incomplete_windows: s.incomplete_windows,
         undelivered_ids: s.undelivered_ids,
         abandoned_jobs: s.abandoned_jobs,
+        abandoned_waiting: s.abandoned_waiting,
         // Why the last connection failed; the engine forgets it once the relay is in
         // sync again.
         last_error: engine.relay_error(url).map(str::to_owned),

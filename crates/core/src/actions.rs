@@ -113,6 +113,17 @@ impl WorkState {
             .insert(key, Status::confirmed(at));
     }
 
+    /// Marks `key` pending at `relay` unless it is pending or confirmed there already;
+    /// whether it was added.
+    pub fn add_pending(&mut self, relay: RelayId, key: WorkKey) -> bool {
+        let work = self.relays.entry(relay).or_default();
+        if work.contains_key(&key) {
+            return false;
+        }
+        work.insert(key, Status::Pending);
+        true
+    }
+
     /// Forgets pending work that failed, so it can be added again.
     pub fn abandon(&mut self, relay: RelayId, key: WorkKey) -> bool {
         let Some(work) = self.relays.get_mut(&relay) else {

@@ -1389,6 +1389,37 @@ fn a_reconnect_before_the_restart_settled_still_covers_what_the_restart_was_to_f
     }
 }
 
+/// A [`Restart`] against a relay that fails every historic query for a while: its jobs
+/// are given up on (a gap), planned again after `abandoned_retry` (doubling per round),
+/// and the store converges with no gap left, without a reconnection.
+#[test]
+fn jobs_given_up_on_are_planned_again_later() {
+    let restart = Restart::new();
+    let relay = SimRelayConfig {
+        nip77: false,
+        failing_reqs: 40,
+        ..SimRelayConfig::default()
+    };
+    let (mut world, url) = world_later(&restart.corpus, relay, 2 * HOUR, |_| {});
+    if let Some(host) = world.hosts.get_mut(&url) {
+        for e in &restart.gained {
+            host.relay.insert(e.clone());
+        }
+    }
+    restore(&mut world, &restart.events, restart.checkpoints.clone());
+    world.run_for(2 * MINUTE);
+    let s = stats(&world, &url);
+    assert!(
+        s.abandoned_jobs > 0 && s.has_gaps(),
+        "nothing given up on: {s:?}"
+    );
+    world.run_for(2 * HOUR);
+    assert_converged(&world, &url, &relay_set(&world, &url));
+    let s = stats(&world, &url);
+    assert!(!s.has_gaps(), "{s:?}");
+    assert_eq!(s.failures, 0, "it reconnected: {s:?}");
+}
+
 /// A restart against a relay without NIP-77 pages only from the checkpoints (minus
 /// the margin), not from the beginning: a restart is not a re-download.
 #[test]

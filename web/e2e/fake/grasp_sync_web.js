@@ -51,7 +51,7 @@ export class GraspSync {
     this.listeners = [];
     this.relays = ["ws://127.0.0.1:7001", "ws://127.0.0.1:7002"].map((url, i) => ({
       url, state: "syncing", method: i ? "req" : "nip77", received: 0, stored: 0, rejected: 0,
-      badFrames: 0, bytesIn: 0, bytesOut: 0, roundTrips: 0, failures: 0, incompleteWindows: 0, undeliveredIds: 0, abandonedJobs: 0, lastError: null,
+      badFrames: 0, bytesIn: 0, bytesOut: 0, roundTrips: 0, failures: 0, incompleteWindows: 0, undeliveredIds: 0, abandonedJobs: 0, abandonedWaiting: 0, lastError: null,
     }));
   }
   async track(repo) { if (!this.tracked.includes(COORD)) this.tracked.push(COORD); }

@@ -51,6 +51,10 @@ pub struct Timing {
     /// Newly discovered items join live subscriptions at most this often (their
     /// historic jobs wait for it), so a burst of discoveries is one update.
     pub live_update_interval: Duration,
+    /// A relay's jobs given up on (see [`Flow::job_attempts`]) are planned again this
+    /// long after, while its connection stays open; the wait doubles with each round
+    /// that gives up again, up to six hours.
+    pub abandoned_retry: Duration,
     /// Full reconciliation happens at a random time between these after a fresh start.
     pub full_reconcile_min: Duration,
     /// See [`full_reconcile_min`](Self::full_reconcile_min).
@@ -75,6 +79,7 @@ impl Default for Timing {
             dead_retry: Duration::from_secs(24 * 3600),
             rate_limit_cooldown: Duration::from_secs(60),
             live_update_interval: Duration::from_secs(1),
+            abandoned_retry: Duration::from_secs(10 * 60),
             full_reconcile_min: Duration::from_secs(23 * 3600),
             full_reconcile_max: Duration::from_secs(25 * 3600),
         }

@@ -3,12 +3,13 @@
 //! (completing them is `complete`).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use nostr::prelude::{Filter, Timestamp};
 
 use super::job::{Job, JobId, JobState, Narrow};
 use super::keys::Woken;
-use super::relay;
+use super::relay::{self, Abandoned};
 use super::{Phase, SyncEngine};
 use crate::filters::{
     announcement_chunks, discovery_filter, repo_tag_chunks, root_tag_chunks, DiscoveryScope, Form,
@@ -34,6 +35,9 @@ pub(crate) enum Session {
     /// relay without NIP-77 yields events that arrived there late with old timestamps.
     Full,
 }
+
+/// The longest wait before jobs given up on are planned again.
+const MAX_ABANDONED_WAIT: Duration = Duration::from_secs(6 * 3600);
 
 /// What a session knows a key's relay gave it already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,9 +70,57 @@ impl SyncEngine {
     }
 
     /// Plans historic jobs for every key of a relay at the start of a session, a
-    /// catch-up or the daily full reconciliation (see [`Session`]).
+    /// catch-up or the daily full reconciliation (see [`Session`]). Keys given up on
+    /// earlier are pending again: these jobs confirm them.
     pub(super) fn schedule_session(&mut self, id: RelayId, session: Session) {
         let keys: Vec<WorkKey> = self.target_keys(id).collect();
+        for key in &keys {
+            self.work.add_pending(id, *key);
+        }
+        if let Some(relay) = self.relays.get_mut(&id) {
+            let rounds = relay.abandoned.rounds;
+            relay.abandoned = Abandoned {
+                rounds,
+                ..Abandoned::default()
+            };
+            relay.stats.abandoned_waiting = 0;
+        }
+        self.plan_keys(id, &keys, session);
+        self.plan_discovery(id, session);
+    }
+
+    /// Plans again, as after a restart, the jobs a relay gave up on (see
+    /// [`Timing::abandoned_retry`](super::Timing::abandoned_retry)): keys from their
+    /// checkpoints (or in full), keys never synced there from the beginning.
+    pub(super) fn retry_abandoned(&mut self, id: RelayId) {
+        let Some(relay) = self.relays.get_mut(&id) else {
+            return;
+        };
+        let abandoned = std::mem::take(&mut relay.abandoned);
+        relay.abandoned.rounds = abandoned.rounds.saturating_add(1);
+        relay.stats.abandoned_waiting = 0;
+        let targets = self.index.targets();
+        let keys: Vec<WorkKey> = abandoned
+            .keys
+            .into_iter()
+            .filter(|k| targets.contains(id, k.item))
+            .collect();
+        for key in &keys {
+            self.work.add_pending(id, *key);
+        }
+        let now = self.now.timestamp();
+        let session = Session::Quick {
+            from: now,
+            settled_since: Some(now),
+        };
+        self.plan_keys(id, &keys, session);
+        if abandoned.discovery {
+            self.plan_discovery(id, session);
+        }
+    }
+
+    /// Plans historic jobs for `keys` of a relay (see [`schedule_session`](Self::schedule_session)).
+    fn plan_keys(&mut self, id: RelayId, keys: &[WorkKey], session: Session) {
         let margin = self.config.timing.since_margin.as_secs();
         let less_margin = |t: Timestamp| Timestamp::from(t.as_secs().saturating_sub(margin));
         // Confirmed keys: a quick reconnect catches up from the disconnection; a fresh
@@ -105,7 +157,7 @@ impl SyncEngine {
             age < window
         });
         let mut groups: HashMap<(Layer, Coverage), Vec<ItemId>> = HashMap::new();
-        for key in &keys {
+        for key in keys {
             groups
                 .entry((key.layer, coverage(*key)))
                 .or_default()
@@ -123,6 +175,11 @@ impl SyncEngine {
             };
             self.schedule_jobs(id, layer, &items, since, paging_since);
         }
+    }
+
+    /// At a bootstrap relay, plans the discovery job of a session (see [`Session`]).
+    fn plan_discovery(&mut self, id: RelayId, session: Session) {
+        let margin = self.config.timing.since_margin.as_secs();
         if let Some(relay) = self.relays.get(&id).filter(|r| r.bootstrap) {
             // Discovery's checkpoint covers every announcement only when discovery is not
             // narrowed to named repositories: one named since has announcements older
@@ -463,8 +520,10 @@ impl SyncEngine {
         }
     }
 
-    /// Gives up on a job: its keys stay unconfirmed (pending keys are released so the
-    /// next fresh start adds them again), and it is reported in the counters.
+    /// Gives up on a job: its keys stay unconfirmed (pending keys are released, for other
+    /// relays), it is reported in the counters, and it is planned again after
+    /// `Timing::abandoned_retry` (doubling per round, at most [`MAX_ABANDONED_WAIT`]), or
+    /// by the next session.
     pub(super) fn abandon_job(&mut self, id: RelayId, job_id: JobId) {
         self.release(id, job_id);
         let Some(job) = self
@@ -479,6 +538,16 @@ impl SyncEngine {
                 relay.subs.remove(sub);
             }
             relay.stats.abandoned_jobs += 1;
+            relay.stats.abandoned_waiting += 1;
+            relay.abandoned.keys.extend(job.keys.iter().copied());
+            relay.abandoned.discovery |= job.keys.is_empty() && relay.bootstrap;
+            if relay.abandoned.retry_at.is_none() {
+                let doubling = 1u32 << relay.abandoned.rounds.min(16);
+                let wait = (self.config.timing.abandoned_retry)
+                    .saturating_mul(doubling)
+                    .min(MAX_ABANDONED_WAIT);
+                relay.abandoned.retry_at = Some(self.now + wait);
+            }
         }
         for key in job.keys {
             if self.work.is_pending(id, key) {

@@ -25,6 +25,9 @@ impl SyncEngine {
         if let Some(session) = due.waiting_session {
             self.schedule_session(id, session);
         }
+        if due.retry_abandoned {
+            self.retry_abandoned(id);
+        }
         if due.full_reconcile {
             // Keys other relays left to it (a relay without NIP-77) are theirs again.
             self.relays.mark_all();

@@ -27,6 +27,8 @@ pub(crate) struct Due {
     pub stalled_jobs: Vec<JobId>,
     /// `ids` fetches whose answer is overdue.
     pub overdue_fetches: Vec<SubId>,
+    /// The jobs given up on are to be planned again.
+    pub retry_abandoned: bool,
 }
 
 impl RelayState {
@@ -96,6 +98,7 @@ impl RelayState {
             deadlines.extend(self.info_due.filter(|_| self.waiting_session.is_some()));
             deadlines.extend(self.quiet_until);
             deadlines.extend(self.full_reconcile_at);
+            deadlines.extend(self.abandoned.retry_at);
         }
         deadlines.into_iter().min()
     }
@@ -127,6 +130,10 @@ impl RelayState {
         }
         if self.quiet_until.is_some_and(|t| now >= t) {
             self.quiet_until = None;
+        }
+        if self.abandoned.retry_at.is_some_and(|t| now >= t) {
+            self.abandoned.retry_at = None;
+            due.retry_abandoned = true;
         }
         if self.full_reconcile_at.is_some_and(|t| now >= t) {
             self.nip77 = super::Nip77::Unknown;

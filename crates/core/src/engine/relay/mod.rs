@@ -109,8 +109,11 @@ pub struct RelayStats {
     /// Jobs whose outstanding events stopped settling: run again instead of waiting.
     pub stalled_jobs: u64,
     /// Historic jobs given up on after failing `job_attempts` times (or refused for
-    /// good): their filters stay unconfirmed here until the next fresh start.
+    /// good), over the run.
     pub abandoned_jobs: u64,
+    /// Of those, the jobs given up on since their keys were last planned: a gap until
+    /// they are planned again (after `Timing::abandoned_retry`, or by the next session).
+    pub abandoned_waiting: u64,
 }
 
 impl RelayStats {
@@ -121,9 +124,10 @@ impl RelayStats {
 
     /// Whether this relay left something unsynced that no retry will cover before the
     /// next fresh start: an incomplete window, ids announced but never delivered, or an
-    /// abandoned job. A relay with gaps is not "in sync", whatever its phase.
+    /// abandoned job not planned again yet. A relay with gaps is not "in sync", whatever
+    /// its phase.
     pub fn has_gaps(&self) -> bool {
-        self.incomplete_windows > 0 || self.undelivered_ids > 0 || self.abandoned_jobs > 0
+        self.incomplete_windows > 0 || self.undelivered_ids > 0 || self.abandoned_waiting > 0
     }
 
     /// Counts one bad frame.
@@ -198,6 +202,19 @@ impl LearnedCaps {
     }
 }
 
+/// Jobs a relay's session gave up on, until they are planned again.
+#[derive(Debug, Default)]
+pub(crate) struct Abandoned {
+    /// Their keys.
+    pub keys: BTreeSet<WorkKey>,
+    /// Whether discovery was one of them.
+    pub discovery: bool,
+    /// When they are planned again.
+    pub retry_at: Option<Time>,
+    /// Retries run this session (each doubles the next wait).
+    pub rounds: u32,
+}
+
 /// Everything the engine keeps about one relay.
 pub(crate) struct RelayState {
     pub url: RelayUrl,
@@ -264,6 +281,8 @@ pub(crate) struct RelayState {
     pub last_error: Option<String>,
     /// Events were dropped since this time: catch up once the queue drains.
     pub needs_catch_up: Option<Time>,
+    /// Jobs given up on this session (see [`RelayStats::abandoned_waiting`]).
+    pub abandoned: Abandoned,
     /// A bootstrap relay: asked for every announcement.
     pub bootstrap: bool,
     /// When the last complete discovery (every announcement) started.
@@ -300,6 +319,7 @@ impl RelayState {
             jobs: BTreeMap::new(),
             fetch_queue: VecDeque::new(),
             needs_catch_up: None,
+            abandoned: Abandoned::default(),
             cap_learned: false,
             learned: LearnedCaps::default(),
             info_due: None,
