@@ -297,7 +297,12 @@ pub fn render(server: &ServerMetrics, connections: usize, sync: &SyncSnapshot) -
         (
             "grasp_sync_relay_abandoned_jobs_total",
             "counter",
-            "historic jobs given up on after repeated failures (a gap until a fresh start)",
+            "historic jobs given up on after repeated failures (asked again later)",
+        ),
+        (
+            "grasp_sync_relay_abandoned_waiting",
+            "gauge",
+            "historic jobs given up on and not asked again yet (a gap)",
         ),
     ];
     for (name, kind, help) in relay_series {
@@ -349,6 +354,7 @@ pub fn render(server: &ServerMetrics, connections: usize, sync: &SyncSnapshot) -
                 "grasp_sync_relay_failures_total" => line(String::new(), s.failures),
                 "grasp_sync_relay_dropped_total" => line(String::new(), s.dropped),
                 "grasp_sync_relay_abandoned_jobs_total" => line(String::new(), s.abandoned_jobs),
+                "grasp_sync_relay_abandoned_waiting" => line(String::new(), s.abandoned_waiting),
                 _ => {}
             }
         }
