@@ -38,10 +38,14 @@ const PROTOCOL_VERSION: u8 = 0x61;
 /// Bytes of one id in a frame.
 const ID_SIZE: usize = 32;
 
-/// Frame size limit for a relay: `min(DEFAULT_FRAME_LIMIT, (max_message_bytes - 200) / 2)`,
-/// but at least [`MIN_FRAME_LIMIT`].
-pub fn frame_limit(limits: &RelayLimits) -> u64 {
-    let fits = limits.max_message_bytes.saturating_sub(ENVELOPE_BYTES) / 2;
+/// Frame size limit for a relay, beside a filter of `filter_bytes` (a NEG-OPEN carries
+/// both): `min(DEFAULT_FRAME_LIMIT, (max_message_bytes - 200 - filter_bytes) / 2)`, but
+/// at least [`MIN_FRAME_LIMIT`].
+pub fn frame_limit(limits: &RelayLimits, filter_bytes: usize) -> u64 {
+    let room = limits
+        .max_message_bytes
+        .saturating_sub(ENVELOPE_BYTES + filter_bytes);
+    let fits = room / 2;
     u64::try_from(fits)
         .unwrap_or(u64::MAX)
         .clamp(MIN_FRAME_LIMIT, DEFAULT_FRAME_LIMIT)
@@ -654,13 +658,14 @@ mod tests {
     #[test]
     fn frame_limit_follows_relay_limits() {
         let mut limits = RelayLimits::default();
-        assert_eq!(frame_limit(&limits), (65_536 - 200) / 2);
+        assert_eq!(frame_limit(&limits, 0), (65_536 - 200) / 2);
+        assert_eq!(frame_limit(&limits, 20_000), (65_536 - 200 - 20_000) / 2);
         limits.max_message_bytes = 131_072;
-        assert_eq!(frame_limit(&limits), DEFAULT_FRAME_LIMIT);
+        assert_eq!(frame_limit(&limits, 0), DEFAULT_FRAME_LIMIT);
         limits.max_message_bytes = 4_096;
-        assert_eq!(frame_limit(&limits), MIN_FRAME_LIMIT);
+        assert_eq!(frame_limit(&limits, 0), MIN_FRAME_LIMIT);
         limits.max_message_bytes = 0;
-        assert_eq!(frame_limit(&limits), MIN_FRAME_LIMIT);
+        assert_eq!(frame_limit(&limits, 0), MIN_FRAME_LIMIT);
         // Hex doubles the frame; the default still fits strfry's 128 KiB.
         const { assert!(2 * DEFAULT_FRAME_LIMIT + 200 <= 128 * 1024) };
     }

@@ -103,13 +103,9 @@ fn req_packing_follows_a_published_limitation() {
                 (0, 0, 0),
                 "NIP-77 {nip77}: REQs refused for size, filters or subscriptions: {s:?}"
             );
-            if !nip77 {
-                assert_eq!(s.refused_large_other, 0, "{s:?}");
-            }
-            // Known gap with NIP-77 (measured, not asserted): under the strict limits a
-            // NEG-OPEN's filter and first message together can exceed
-            // max_message_length (2 refused here); they are retried and the sync
-            // converges.
+            // A NEG-OPEN carries a filter and the first message: its frame limit leaves
+            // room for the filter, and one still too large is paged instead.
+            assert_eq!(s.refused_large_other, 0, "NIP-77 {nip77}: {s:?}");
         }
     }
 }

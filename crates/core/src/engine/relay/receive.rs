@@ -109,12 +109,18 @@ impl RelayState {
 
     /// Queues a frame for the relay, counting its bytes and round trips.
     pub fn send(&mut self, frame: &ClientFrame) {
-        let text = frame.to_json();
-        self.stats.bytes_out += text.len() as u64;
-        if matches!(
+        let asks = matches!(
             frame,
             ClientFrame::Req { .. } | ClientFrame::NegOpen { .. } | ClientFrame::NegMsg { .. }
-        ) {
+        );
+        self.send_text(frame.to_json(), asks);
+    }
+
+    /// Sends a frame already serialised; `asks` counts a round trip (a frame the relay
+    /// answers).
+    pub fn send_text(&mut self, text: String, asks: bool) {
+        self.stats.bytes_out += text.len() as u64;
+        if asks {
             self.stats.round_trips += 1;
         }
         self.outbox.push(text);

@@ -128,7 +128,8 @@ impl RelayState {
     }
 
     /// Opens a job's NIP-77 run on its local set; false when no session could be built
-    /// from it (the job is to be paged instead).
+    /// from it, or its NEG-OPEN (filter and first message) would exceed the relay's
+    /// message size (the job is to be paged instead).
     pub fn open_neg(
         &mut self,
         job_id: JobId,
@@ -138,11 +139,20 @@ impl RelayState {
         let Some(filter) = self.jobs.get(&job_id).map(|j| j.filter.clone()) else {
             return false;
         };
-        let Ok((initiator, first)) = NegInitiator::new(items, neg::frame_limit(&self.limits))
-        else {
+        let frame_limit = neg::frame_limit(&self.limits, filter.as_json().len());
+        let Ok((initiator, first)) = NegInitiator::new(items, frame_limit) else {
             return false;
         };
         let sub = self.new_sub();
+        let open = ClientFrame::NegOpen {
+            subscription: sub.to_string(),
+            filter: Box::new(filter),
+            message: first,
+        }
+        .to_json();
+        if open.len() > self.limits.max_message_bytes {
+            return false;
+        }
         self.subs.insert(sub.clone(), Sub::Job(job_id));
         // Without a verdict on NIP-77 yet, this NEG-OPEN is the relay's probe.
         let probe = matches!(self.nip77, Nip77::Unknown | Nip77::Probing);
@@ -158,11 +168,7 @@ impl RelayState {
                 answered: false,
             });
         }
-        self.send(&ClientFrame::NegOpen {
-            subscription: sub.to_string(),
-            filter: Box::new(filter),
-            message: first,
-        });
+        self.send_text(open, true);
         true
     }
 
