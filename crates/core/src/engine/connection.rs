@@ -180,8 +180,8 @@ impl SyncEngine {
     fn clear_session(&mut self, id: RelayId) {
         if let Some(relay) = self.relays.get_mut(&id) {
             relay.waiting_session = None;
-            relay.abandoned = Default::default();
-            relay.stats.abandoned_waiting = 0;
+            relay.take_abandoned();
+            relay.abandoned.rounds = 0;
             relay.live_set_fresh = false;
             relay.subs.clear();
             relay.closing_live.clear();

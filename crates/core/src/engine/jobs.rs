@@ -3,13 +3,12 @@
 //! (completing them is `complete`).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use nostr::prelude::{Filter, Timestamp};
 
 use super::job::{Job, JobId, JobState, Narrow};
 use super::keys::Woken;
-use super::relay::{self, Abandoned};
+use super::relay;
 use super::{Phase, SyncEngine};
 use crate::filters::{
     announcement_chunks, discovery_filter, repo_tag_chunks, root_tag_chunks, DiscoveryScope, Form,
@@ -35,9 +34,6 @@ pub(crate) enum Session {
     /// relay without NIP-77 yields events that arrived there late with old timestamps.
     Full,
 }
-
-/// The longest wait before jobs given up on are planned again.
-const MAX_ABANDONED_WAIT: Duration = Duration::from_secs(6 * 3600);
 
 /// What a session knows a key's relay gave it already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,12 +74,7 @@ impl SyncEngine {
             self.work.add_pending(id, *key);
         }
         if let Some(relay) = self.relays.get_mut(&id) {
-            let rounds = relay.abandoned.rounds;
-            relay.abandoned = Abandoned {
-                rounds,
-                ..Abandoned::default()
-            };
-            relay.stats.abandoned_waiting = 0;
+            relay.take_abandoned();
         }
         self.plan_keys(id, &keys, session);
         self.plan_discovery(id, session);
@@ -96,9 +87,8 @@ impl SyncEngine {
         let Some(relay) = self.relays.get_mut(&id) else {
             return;
         };
-        let abandoned = std::mem::take(&mut relay.abandoned);
+        let abandoned = relay.take_abandoned();
         relay.abandoned.rounds = abandoned.rounds.saturating_add(1);
-        relay.stats.abandoned_waiting = 0;
         let targets = self.index.targets();
         let keys: Vec<WorkKey> = abandoned
             .keys
@@ -521,9 +511,8 @@ impl SyncEngine {
     }
 
     /// Gives up on a job: its keys stay unconfirmed (pending keys are released, for other
-    /// relays), it is reported in the counters, and it is planned again after
-    /// `Timing::abandoned_retry` (doubling per round, at most [`MAX_ABANDONED_WAIT`]), or
-    /// by the next session.
+    /// relays), and it is planned again after `Timing::abandoned_retry` (see
+    /// `RelayState::give_up`), or by the next session.
     pub(super) fn abandon_job(&mut self, id: RelayId, job_id: JobId) {
         self.release(id, job_id);
         let Some(job) = self
@@ -537,17 +526,7 @@ impl SyncEngine {
             if let Some(sub) = job.state.subscription() {
                 relay.subs.remove(sub);
             }
-            relay.stats.abandoned_jobs += 1;
-            relay.stats.abandoned_waiting += 1;
-            relay.abandoned.keys.extend(job.keys.iter().copied());
-            relay.abandoned.discovery |= job.keys.is_empty() && relay.bootstrap;
-            if relay.abandoned.retry_at.is_none() {
-                let doubling = 1u32 << relay.abandoned.rounds.min(16);
-                let wait = (self.config.timing.abandoned_retry)
-                    .saturating_mul(doubling)
-                    .min(MAX_ABANDONED_WAIT);
-                relay.abandoned.retry_at = Some(self.now + wait);
-            }
+            relay.give_up(&job.keys, self.now, self.config.timing.abandoned_retry);
         }
         for key in job.keys {
             if self.work.is_pending(id, key) {

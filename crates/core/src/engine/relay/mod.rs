@@ -202,6 +202,9 @@ impl LearnedCaps {
     }
 }
 
+/// The longest wait before jobs given up on are planned again.
+const MAX_ABANDONED_WAIT: Duration = Duration::from_secs(6 * 3600);
+
 /// Jobs a relay's session gave up on, until they are planned again.
 #[derive(Debug, Default)]
 pub(crate) struct Abandoned {
@@ -371,6 +374,35 @@ impl RelayState {
     pub fn learn_result_cap(&mut self, cap: usize) {
         self.learned.max_results = Some(self.learned.max_results.map_or(cap, |c| c.min(cap)));
         self.limits = self.learned.apply(self.limits);
+    }
+
+    /// Gives up on a job over `keys` (none: discovery): a gap until the jobs given up
+    /// on are planned again, `retry` after the first of them (doubling with each retry
+    /// this session, at most [`MAX_ABANDONED_WAIT`]).
+    pub fn give_up(&mut self, keys: &[WorkKey], now: Time, retry: Duration) {
+        self.stats.abandoned_jobs += 1;
+        self.stats.abandoned_waiting += 1;
+        self.abandoned.keys.extend(keys.iter().copied());
+        self.abandoned.discovery |= keys.is_empty() && self.bootstrap;
+        if self.abandoned.retry_at.is_none() {
+            let doubling = 1u32 << self.abandoned.rounds.min(16);
+            let wait = retry.saturating_mul(doubling).min(MAX_ABANDONED_WAIT);
+            self.abandoned.retry_at = Some(now + wait);
+        }
+    }
+
+    /// The jobs given up on, now to be planned again: no longer a gap (the count of
+    /// retries this session stays).
+    pub fn take_abandoned(&mut self) -> Abandoned {
+        self.stats.abandoned_waiting = 0;
+        let rounds = self.abandoned.rounds;
+        std::mem::replace(
+            &mut self.abandoned,
+            Abandoned {
+                rounds,
+                ..Abandoned::default()
+            },
+        )
     }
 
     /// The relay refused a subscription beyond `cap` open ones.
