@@ -149,6 +149,8 @@ pub struct World {
     pub latency: Duration,
     /// How long a batch takes to verify (the browser's workers, say); zero by default.
     pub verify_latency: Duration,
+    /// How long a store batch takes to be written (IndexedDB, say); zero by default.
+    pub store_latency: Duration,
     /// How much longer than a connection a relay's NIP-11 document takes to arrive;
     /// zero by default.
     pub info_latency: Duration,
@@ -193,6 +195,7 @@ impl World {
             faults: Faults::default(),
             latency: Duration::from_millis(20),
             verify_latency: Duration::ZERO,
+            store_latency: Duration::ZERO,
             info_latency: Duration::ZERO,
             deliveries: HashMap::new(),
             vias: HashMap::new(),
@@ -596,7 +599,7 @@ impl World {
                     self.checkpoints.extend(checkpoints);
                     self.record_crash_point();
                     self.schedule(
-                        now,
+                        now + self.store_latency,
                         Delivery::Input(Input::Stored {
                             batch,
                             result: Ok(removed),

@@ -946,6 +946,23 @@ fn restart_within_the_window_catches_up_from_the_checkpoints() {
 /// issues of its first repository, arriving 5 ms apart and verified 300 ms after the
 /// session's first live REQ; run to convergence. The world, the relay and the issues.
 fn catch_up_with_new_issues(corpus: &Corpus) -> (World, RelayUrl, Vec<Event>) {
+    let (mut second, url, issues) = catching_up_with_new_issues(corpus, |world| {
+        world.faults.frame_gap_ms = 5;
+        world.verify_latency = Duration::from_millis(300);
+    });
+    second.run_for(HOUR);
+    let mut expected = corpus.acceptable.clone();
+    expected.extend(issues.iter().map(|e| e.id));
+    assert_converged(&second, &url, &expected);
+    (second, url, issues)
+}
+
+/// The catch-up of [`catch_up_with_new_issues`], restored but not run, with the world's
+/// latencies set by `tune`.
+fn catching_up_with_new_issues(
+    corpus: &Corpus,
+    tune: impl FnOnce(&mut World),
+) -> (World, RelayUrl, Vec<Event>) {
     let (_, checkpoints, events) = synced_once(corpus, SimRelayConfig::default());
     let coord = corpus.repos[0].to_string();
     let at = (start_time() + 5 * MINUTE).timestamp().as_secs();
@@ -965,13 +982,8 @@ fn catch_up_with_new_issues(corpus: &Corpus) -> (World, RelayUrl, Vec<Event>) {
     for issue in &issues {
         second.publish(&url, issue.clone());
     }
-    second.faults.frame_gap_ms = 5;
-    second.verify_latency = Duration::from_millis(300);
+    tune(&mut second);
     restore(&mut second, &events, checkpoints);
-    second.run_for(HOUR);
-    let mut expected = corpus.acceptable.clone();
-    expected.extend(issues.iter().map(|e| e.id));
-    assert_converged(&second, &url, &expected);
     (second, url, issues)
 }
 
@@ -994,8 +1006,8 @@ fn live_roots(world: &World, url: &RelayUrl) -> Vec<BTreeSet<String>> {
 
 /// New roots found by one catch-up join the live subscriptions in one update, even when
 /// they are verified one by one after the live interval has passed: while events are
-/// still on their way, the update waits for them (at most a quarter interval after the
-/// first new root).
+/// still being verified, the update waits for them (at most a quarter interval after
+/// the first new root).
 #[test]
 fn new_roots_of_one_catch_up_join_the_live_subscriptions_together() {
     let (world, url, issues) = catch_up_with_new_issues(&small());
@@ -1009,6 +1021,48 @@ fn new_roots_of_one_catch_up_join_the_live_subscriptions_together() {
         named.first(),
         Some(&new),
         "the first live update naming new roots names them all: {named:?}"
+    );
+}
+
+/// New roots go live as soon as they are verified: the writes of the events that
+/// brought them, however slow, do not hold the update (only verifications still pending
+/// may, for they may name more new roots).
+#[test]
+fn new_roots_go_live_once_verified_however_slow_their_writes() {
+    let (mut world, url, issues) = catching_up_with_new_issues(&small(), |world| {
+        world.store_latency = Duration::from_millis(300);
+    });
+    let new: BTreeSet<String> = issues.iter().map(|e| e.id.to_hex()).collect();
+    let start = world.now;
+    let (mut window_at, mut live_at) = (None, None);
+    while live_at.is_none() && world.now < start + Duration::from_secs(10) {
+        world.run_until(world.now + Duration::from_millis(1));
+        let frames = log(&world, &url);
+        let window = |s: &Sent| {
+            s.kind == "REQ"
+                && s.filters
+                    .iter()
+                    .any(|f| !is_live(f) && f.get("#a").is_some())
+        };
+        if window_at.is_none() && frames.iter().filter_map(|f| parse(f)).any(|s| window(&s)) {
+            window_at = Some(world.now);
+        }
+        if live_roots(&world, &url)
+            .iter()
+            .any(|roots| !roots.is_disjoint(&new))
+        {
+            live_at = Some(world.now);
+        }
+    }
+    let (Some(window_at), Some(live_at)) = (window_at, live_at) else {
+        panic!("no window ({window_at:?}) or no live REQ naming the new roots ({live_at:?})");
+    };
+    // The window's answer comes back, and the live REQ goes out: two round trips of
+    // 20 ms each way, and no wait for the writes (300 ms) or the hold (50 ms).
+    let took = live_at.since(window_at);
+    assert!(
+        took <= Duration::from_millis(90),
+        "the new roots went live {took:?} after their window"
     );
 }
 

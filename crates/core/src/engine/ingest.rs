@@ -195,6 +195,9 @@ impl SyncEngine {
         if index_changed {
             self.retry_orphans();
         }
+        if !self.pipeline.verifying_any() {
+            self.release_held_live();
+        }
     }
 
     /// Applies an accepted event to the repo index when it can change it (an
@@ -220,7 +223,7 @@ impl SyncEngine {
         if settled {
             self.resolve_fetch(eid);
         }
-        if self.pipeline.is_empty() {
+        if !self.pipeline.verifying_any() {
             self.release_held_live();
         }
     }

@@ -47,11 +47,11 @@ impl SyncEngine {
         if !relay.live_dirty && !idle_one_shot && gated {
             return;
         }
-        // Events still on their way may name more new items (new roots verified in two
-        // batches): they join the same update, held for at most a quarter interval
+        // Events still to be verified may name more new items (new roots verified in
+        // two batches): they join the same update, held for at most a quarter interval
         // after the first new item.
         let hold = relay.live_new_since.map(|t| t + interval / 4);
-        if !relay.live_dirty && !self.pipeline.is_empty() && hold.is_some_and(|h| now < h) {
+        if !relay.live_dirty && self.pipeline.verifying_any() && hold.is_some_and(|h| now < h) {
             if relay.live_held_until.is_none() {
                 if let Some(relay) = self.relays.get_mut(&id) {
                     relay.live_held_until = hold;

@@ -51,6 +51,12 @@ impl Pipeline {
         self.ids.is_empty() && self.queued.is_empty()
     }
 
+    /// Whether events wait for verification or are being verified: only those can still
+    /// name new items (the index takes an event up when it is verified).
+    pub(super) fn verifying_any(&self) -> bool {
+        !self.queued.is_empty() || !self.verifying.is_empty()
+    }
+
     /// Queues a requested event for verification.
     pub(super) fn queue(&mut self, pipe: Pipe) {
         self.ids.insert(pipe.event.id);
