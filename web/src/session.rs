@@ -53,6 +53,8 @@ impl Session {
         // New roots found by a catch-up wait for this before their history is asked
         // (a page has few repositories: a short tick costs little).
         config.timing.live_update_interval = std::time::Duration::from_millis(200);
+        // The workers start while the store is read: the first events find them ready.
+        plan.verifier.warm();
         let mut driver = Driver::new(
             SyncEngine::new(config),
             BrowserNetwork::default(),

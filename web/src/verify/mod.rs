@@ -98,6 +98,14 @@ impl BrowserVerifier {
         Self { pool }
     }
 
+    /// Starts the pool's workers now rather than at the first batch, so that they are
+    /// ready when events come (a worker takes tens of milliseconds to start).
+    pub fn warm(&self) {
+        if let Some(pool) = &self.pool {
+            pool.live();
+        }
+    }
+
     /// Terminates the workers (later batches are checked on the main thread).
     pub fn shutdown(&self) {
         if let Some(pool) = &self.pool {
