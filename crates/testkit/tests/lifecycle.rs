@@ -1702,6 +1702,70 @@ fn clock_skew_beyond_the_margin_is_recovered_by_full_reconciliation() {
     }
 }
 
+/// A daily full reconciliation that a quick reconnect cuts short is finished in full
+/// after it, with or without NIP-77: what only a full reconciliation finds (events
+/// published during an earlier outage by clocks 30 minutes behind, see
+/// [`clock_skew_beyond_the_margin_is_recovered_by_full_reconciliation`]) comes within
+/// the hour, not at the next full reconciliation a day later.
+#[test]
+fn a_full_reconciliation_cut_short_by_a_quick_reconnect_is_finished() {
+    let corpus = small();
+    let full_every = 2 * HOUR;
+    for nip77 in [true, false] {
+        let relay = SimRelayConfig {
+            nip77,
+            ..SimRelayConfig::default()
+        };
+        let (mut world, url) = world_with(&corpus, relay, 7, |c| {
+            c.timing.full_reconcile_min = full_every;
+            c.timing.full_reconcile_max = full_every;
+        });
+        let connected = world.now;
+        world.run_for(HOUR);
+        assert_converged(&world, &url, &corpus.acceptable);
+        // An outage of two minutes, in which clocks 30 minutes behind publish: the
+        // quick reconnect after it does not reach back to them.
+        let cut_at = world.now;
+        world.set_up(&url, false);
+        world.run_for(MINUTE);
+        let skewed = new_events(&corpus, cut_at.timestamp().as_secs() + 60 - 30 * 60);
+        let ids: Vec<EventId> = skewed.iter().map(|e| e.id).collect();
+        for e in &skewed {
+            world.publish(&url, e.clone());
+        }
+        world.run_for(MINUTE);
+        world.set_up(&url, true);
+        world.run_for(10 * MINUTE);
+        assert_eq!(
+            missing(&world, &url, &ids).len(),
+            skewed.len(),
+            "nip77 {nip77}"
+        );
+        // The full reconciliation starts two hours after the connection: its first job
+        // frame, and the connection drops at once (a quick reconnect follows).
+        world.run_until(connected + full_every - 10 * SECOND);
+        let mark = log(&world, &url).len();
+        let give_up = world.now + MINUTE;
+        while world.now < give_up && job_frames(&log(&world, &url)[mark..]).is_empty() {
+            world.run_for(Duration::from_millis(1));
+        }
+        assert!(world.now < give_up, "nip77 {nip77}: no full reconciliation");
+        assert_eq!(
+            missing(&world, &url, &ids).len(),
+            skewed.len(),
+            "nip77 {nip77}"
+        );
+        world.cut(&url);
+        world.run_for(HOUR);
+        assert_eq!(
+            missing(&world, &url, &ids),
+            Vec::<EventId>::new(),
+            "nip77 {nip77}: the full reconciliation was not finished after the reconnect"
+        );
+        assert_converged(&world, &url, &relay_set(&world, &url));
+    }
+}
+
 // -------------------------------------------------------------------------------------
 // 12. A second holding more than a page
 

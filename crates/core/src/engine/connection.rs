@@ -55,9 +55,16 @@ impl SyncEngine {
             .connected_at
             .filter(|_| reconnect_from.is_some())
             .map(Time::timestamp);
+        // A full reconciliation it cut short is finished in full (a fresh start reconciles
+        // anew, and the next full reconciliation is a day away).
+        let full_since = relay
+            .full_started_at
+            .filter(|_| reconnect_from.is_some())
+            .map(Time::timestamp);
         let catch_up_from = reconnect_from.or(restart_from);
         if !quick {
             relay.nip77 = relay::Nip77::Unknown;
+            relay.full_started_at = None;
             relay.full_reconcile_at = Some(
                 now + self
                     .jitter
@@ -72,6 +79,7 @@ impl SyncEngine {
             Some(from) => Session::Quick {
                 from,
                 settled_since,
+                full_since,
             },
             None => Session::Fresh,
         };

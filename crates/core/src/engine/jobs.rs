@@ -9,6 +9,7 @@ use nostr::prelude::{Filter, Timestamp};
 use super::job::{Job, JobId, JobState, Narrow};
 use super::keys::Woken;
 use super::relay;
+use super::time::Time;
 use super::{Phase, SyncEngine};
 use crate::filters::{
     announcement_chunks, discovery_filter, repo_tag_chunks, root_tag_chunks, DiscoveryScope, Form,
@@ -21,10 +22,13 @@ pub(crate) enum Session {
     /// A quick reconnect (or a catch-up after losses): everything from `from` on. After
     /// a reconnect, `settled_since` is when the session before it started: a key
     /// checkpointed before that had no job complete in it, so it is planned as a
-    /// restart plans it instead (from its checkpoint, or as a fresh start).
+    /// restart plans it instead (from its checkpoint, or as a fresh start). And
+    /// `full_since` is when a full reconciliation of the connection started: a key
+    /// (or discovery) not confirmed since is reconciled in full, as it would have been.
     Quick {
         from: Timestamp,
         settled_since: Option<Timestamp>,
+        full_since: Option<Timestamp>,
     },
     /// First connection of this run (unless its checkpoints are recent: see
     /// `restart_from`), or a long disconnection: NIP-77 over everything, paging (without
@@ -45,6 +49,9 @@ enum Coverage {
     /// Confirmed before the session a quick reconnect follows, which did not complete
     /// its job: planned as after a restart.
     Unsettled,
+    /// Not confirmed since a full reconciliation that a quick reconnect cut short:
+    /// reconciled in full.
+    Unreconciled,
 }
 
 /// How a job starts.
@@ -89,6 +96,7 @@ impl SyncEngine {
         };
         let abandoned = relay.take_abandoned();
         relay.abandoned.rounds = abandoned.rounds.saturating_add(1);
+        let full_since = relay.full_started_at.map(Time::timestamp);
         let targets = self.index.targets();
         let keys: Vec<WorkKey> = abandoned
             .keys
@@ -102,6 +110,7 @@ impl SyncEngine {
         let session = Session::Quick {
             from: now,
             settled_since: Some(now),
+            full_since,
         };
         self.plan_keys(id, &keys, session);
         if abandoned.discovery {
@@ -119,12 +128,17 @@ impl SyncEngine {
         // unsettled are planned as a restart plans them: caught up from their checkpoints
         // when those are younger than the restart catch-up window, else as a fresh start.
         // Unconfirmed keys sync from the beginning.
-        let settled_since = match session {
-            Session::Quick { settled_since, .. } => settled_since,
-            Session::Fresh | Session::Full => None,
+        let (settled_since, full_since) = match session {
+            Session::Quick {
+                settled_since,
+                full_since,
+                ..
+            } => (settled_since, full_since),
+            Session::Fresh | Session::Full => (None, None),
         };
         let coverage = |key: WorkKey| match self.work.confirmed_at(id, key) {
             None => Coverage::None,
+            Some(at) if full_since.is_some_and(|s| at < s) => Coverage::Unreconciled,
             Some(at) if settled_since.is_some_and(|s| at < s) => Coverage::Unsettled,
             Some(_) => Coverage::Confirmed,
         };
@@ -161,7 +175,8 @@ impl SyncEngine {
                 (Coverage::Unsettled, _) => (None, oldest_unsettled),
                 (Coverage::Confirmed, Session::Quick { from, .. }) => (Some(from), None),
                 (Coverage::Confirmed, Session::Fresh) => (None, oldest_confirmed),
-                (Coverage::Confirmed, Session::Full) | (Coverage::None, _) => (None, None),
+                (Coverage::Confirmed, Session::Full)
+                | (Coverage::None | Coverage::Unreconciled, _) => (None, None),
             };
             self.schedule_jobs(id, layer, &items, since, paging_since);
         }
@@ -180,7 +195,18 @@ impl SyncEngine {
                 .map(|t| Timestamp::from(t.timestamp().as_secs().saturating_sub(margin)));
             // Discovery has its own checkpoint: caught up from it in a quick session,
             // else reconciled in full and paged from there.
+            // A full reconciliation cut short before discovery completed is finished in
+            // full.
+            let cut_short = |full_since: Timestamp| {
+                relay
+                    .discovered_at
+                    .is_none_or(|t| t.timestamp() < full_since)
+            };
             let (since, paging_since) = match session {
+                Session::Quick {
+                    full_since: Some(full_since),
+                    ..
+                } if cut_short(full_since) => (None, None),
                 Session::Quick { .. } if discovered.is_some() => (discovered, None),
                 Session::Full => (None, None),
                 _ => (None, discovered),

@@ -457,6 +457,7 @@ impl SyncEngine {
                         let session = Session::Quick {
                             from,
                             settled_since: None,
+                            full_since: None,
                         };
                         self.schedule_session(id, session);
                     } else {

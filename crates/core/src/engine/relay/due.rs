@@ -139,6 +139,7 @@ impl RelayState {
             self.nip77 = super::Nip77::Unknown;
             let wait = jitter.between(timing.full_reconcile_min, timing.full_reconcile_max);
             self.full_reconcile_at = Some(now + wait);
+            self.full_started_at = Some(now);
             due.full_reconcile = true;
         }
         due.overdue_jobs = self

@@ -234,6 +234,10 @@ pub(crate) struct RelayState {
     pub quiet_until: Option<Time>,
     /// When the next full reconciliation is due.
     pub full_reconcile_at: Option<Time>,
+    /// When the latest full reconciliation of this connection (and the quick reconnects
+    /// after it) started: a key not confirmed since is reconciled in full again when a
+    /// quick reconnect cuts it short (see `Session::Quick`).
+    pub full_started_at: Option<Time>,
     /// Open subscriptions.
     pub subs: HashMap<SubId, Sub>,
     /// Frames to send, in order, not yet handed to the engine's outputs.
@@ -307,6 +311,7 @@ impl RelayState {
             disconnected_at: None,
             quiet_until: None,
             full_reconcile_at: None,
+            full_started_at: None,
             subs: HashMap::new(),
             outbox: Vec::new(),
             next_sub: 0,
