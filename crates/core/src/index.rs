@@ -14,7 +14,7 @@ use nostr::prelude::{Event, EventId, Timestamp};
 use rustc_hash::FxHashMap;
 
 use crate::items::{Item, ItemId, Names, RelayId};
-use crate::nip34::{self, kinds, RepoRef, Version};
+use crate::nip34::{self, kinds, RepoRef, RootRef, Version};
 use crate::relay_url::{RelayUrl, RelayUrlError, RelayUrlPolicy};
 use crate::targets::{ChangeLog, TargetChange, Targets};
 
@@ -221,8 +221,8 @@ impl RepoIndex {
                 self.announcement(event, &mut log, &mut update.refused)
             } else if event.kind == kinds::DELETION {
                 self.deletion(event, &mut log)
-            } else if nip34::is_root(event) {
-                self.add_root(event, &mut log)
+            } else if let Some(root) = RootRef::of(event) {
+                self.add_root(&root, &mut log)
             } else {
                 false
             };
@@ -356,16 +356,33 @@ impl RepoIndex {
         true
     }
 
-    fn add_root(&mut self, event: &Event, log: &mut ChangeLog) -> bool {
-        let author = event.pubkey.to_bytes();
-        if self.deleted_ids.contains(&(event.id, author)) {
+    /// Root events stored earlier, as the store keeps them apart (see [`RootRef`]): as
+    /// [`apply`](Self::apply) takes their events.
+    pub fn apply_roots(&mut self, roots: &[RootRef]) -> IndexUpdate {
+        let mut log = ChangeLog::default();
+        let mut update = IndexUpdate::default();
+        for root in roots {
+            if self.add_root(root, &mut log) {
+                update.applied += 1;
+            } else {
+                update.ignored += 1;
+            }
+        }
+        update.changes = log.finish(&self.targets);
+        update
+    }
+
+    fn add_root(&mut self, root: &RootRef, log: &mut ChangeLog) -> bool {
+        let author = root.author.to_bytes();
+        if self.deleted_ids.contains(&(root.id, author)) {
             return false;
         }
-        let id = self.names.intern_root(event.id);
+        let id = self.names.intern_root(root.id);
         if self.roots.contains_key(&id) {
             return false;
         }
-        let coords: Vec<ItemId> = nip34::repo_refs(event)
+        let coords: Vec<ItemId> = root
+            .repos
             .iter()
             .take(self.config.max_repos_per_root)
             .map(|c| self.names.intern_coord(c))

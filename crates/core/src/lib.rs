@@ -32,6 +32,6 @@ pub use actions::{compute_actions, compute_all_actions, Actions, RelayActions, W
 pub use index::{IndexConfig, IndexUpdate, RepoIndex};
 pub use items::{Item, ItemId, Layer, RelayId, WorkKey};
 pub use limits::RelayLimits;
-pub use nip34::RepoRef;
+pub use nip34::{RepoRef, RootRef};
 pub use relay_url::{RelayUrl, RelayUrlPolicy};
 pub use targets::{ChangeKind, TargetChange, Targets};

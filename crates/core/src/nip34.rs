@@ -255,6 +255,30 @@ pub fn referenced_ids(event: &Event) -> Vec<EventId> {
     out
 }
 
+/// What the index keeps of a root event (see [`is_root`]): its id, its author (whose
+/// deletion removes it) and the repositories it names. A store that keeps these apart
+/// restores its roots without reading the events.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RootRef {
+    /// The root event's id.
+    pub id: EventId,
+    /// Its author.
+    pub author: PublicKey,
+    /// The repositories it names ([`repo_refs`]).
+    pub repos: Vec<RepoRef>,
+}
+
+impl RootRef {
+    /// `event`'s reference, when it is a root.
+    pub fn of(event: &Event) -> Option<Self> {
+        is_root(event).then(|| Self {
+            id: event.id,
+            author: event.pubkey,
+            repos: repo_refs(event),
+        })
+    }
+}
+
 /// Whether an event starts a thread that later events reference by id: a pull request,
 /// an issue, or a patch marked `t root` / `t root-revision`, or carrying no reply `e` tag.
 pub fn is_root(event: &Event) -> bool {

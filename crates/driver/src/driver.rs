@@ -25,7 +25,7 @@ use grasp_sync_core::{RelayId, RelayUrl};
 use nostr::prelude::{Event, EventId, Timestamp};
 
 use crate::ports::{Clock, Connection, Incoming, Network, SavedState, Store, Verifier};
-use crate::restore::{held_ids, tracked_announcements, tracked_roots};
+use crate::restore::{held_ids, tracked_announcements, tracked_root_refs};
 
 /// Most items taken from one source before the others get a turn.
 const BURST: usize = 256;
@@ -234,11 +234,17 @@ where
         self.execute_outputs();
         let held_since = self.engine.restart_window_start(self.clock.now());
         let (roots, state, held) = futures::join!(
-            tracked_roots(&self.store, coords),
+            tracked_root_refs(&self.store, coords),
             self.store.load_state(),
             held_ids(&self.store, held_since)
         );
-        self.feed_local(roots?);
+        let (roots, deletions) = roots?;
+        if !roots.is_empty() {
+            self.stats.loaded_events += roots.len() as u64;
+            let now = self.clock.now();
+            self.engine.handle_input(now, Input::LocalRoots { roots });
+        }
+        self.feed_local(deletions);
         let state = state?;
         let now = self.clock.now();
         match held {

@@ -10,7 +10,7 @@ use grasp_sync_core::accept::Removal;
 use grasp_sync_core::engine::{Checkpoint, Time};
 use grasp_sync_core::nip34::{kinds, REPO_TAGS};
 use grasp_sync_core::seen::SeenEntry;
-use grasp_sync_core::{RelayUrl, RepoRef};
+use grasp_sync_core::{RelayUrl, RepoRef, RootRef};
 use nostr::prelude::{Event, EventId, Filter, SingleLetterTag, Timestamp};
 
 /// Something that arrived on a WebSocket.
@@ -182,6 +182,17 @@ pub trait Store {
             Ok(events)
         }
         .boxed_local()
+    }
+
+    /// What [`root_events`](Self::root_events) answers, as the index keeps the roots
+    /// ([`RootRef`]: id, author, repositories). By default read from those events; a
+    /// store that keeps its roots apart answers without reading an event.
+    fn root_refs(
+        &self,
+        coords: Vec<RepoRef>,
+    ) -> LocalBoxFuture<'static, Result<Vec<RootRef>, StoreError>> {
+        let events = self.root_events(coords);
+        async move { Ok(events.await?.iter().filter_map(RootRef::of).collect()) }.boxed_local()
     }
 
     /// Puts every event of `events` (one already held stays as it is and is listed in

@@ -8,7 +8,7 @@
 
 use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
 use grasp_sync_core::nip34::kinds;
-use grasp_sync_core::{IndexConfig, RepoIndex, RepoRef};
+use grasp_sync_core::{IndexConfig, RepoIndex, RepoRef, RootRef};
 use nostr::prelude::{Event, EventId, Filter, Timestamp};
 
 use crate::ports::Store;
@@ -79,6 +79,28 @@ pub async fn tracked_roots<S: Store>(
     let mut events = roots?;
     events.extend(deletions?);
     Ok(events)
+}
+
+/// What [`tracked_roots`] reads, the roots as the store keeps them apart
+/// ([`Store::root_refs`]: feed them to the engine as [`Input::LocalRoots`]), and every
+/// stored deletion (as [`Input::LocalEvents`], after the roots).
+///
+/// [`Input::LocalRoots`]: grasp_sync_core::engine::Input::LocalRoots
+/// [`Input::LocalEvents`]: grasp_sync_core::engine::Input::LocalEvents
+pub async fn tracked_root_refs<S: Store>(
+    store: &S,
+    coords: Vec<RepoRef>,
+) -> Result<(Vec<RootRef>, Vec<Event>), String> {
+    let deletions = store.query(Filter::new().kind(kinds::DELETION));
+    let roots = async {
+        if coords.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store.root_refs(coords).await
+        }
+    };
+    let (roots, deletions) = futures::join!(roots, deletions);
+    Ok((roots?, deletions?))
 }
 
 /// The ids of the stored events created at `since` or later (from the store's index keys:

@@ -100,6 +100,12 @@ pub enum Input {
         /// The events.
         events: Vec<Event>,
     },
+    /// Root events held in the store, loaded at start-up as the store keeps them apart
+    /// (see [`RootRef`](crate::RootRef)): as [`Input::LocalEvents`] with their events.
+    LocalRoots {
+        /// The roots.
+        roots: Vec<crate::RootRef>,
+    },
     /// Checkpoints restored from the store at start-up.
     Checkpoints {
         /// The checkpoints.

@@ -343,6 +343,7 @@ impl SyncEngine {
             Input::Verified { batch, valid } => self.on_verified(batch, &valid),
             Input::Stored { batch, result } => self.on_stored(batch, result),
             Input::LocalEvents { events } => self.on_local_events(&events),
+            Input::LocalRoots { roots } => self.on_local_roots(&roots),
             Input::Checkpoints { checkpoints } => self.on_checkpoints(checkpoints),
             Input::Remembered { entries } => {
                 let now = now.timestamp();

@@ -6,7 +6,9 @@ use nostr::prelude::Event;
 use super::relay::RelayState;
 use super::{Checkpoint, Output, Phase, Scope, SyncEngine, Time};
 use crate::actions::{compute_actions, compute_all_actions, Actions};
+use crate::index::IndexUpdate;
 use crate::items::WorkKey;
+use crate::RootRef;
 
 impl SyncEngine {
     pub(super) fn on_local_events(&mut self, events: &[Event]) {
@@ -31,6 +33,22 @@ impl SyncEngine {
             });
         }
         let update = self.index.apply(events);
+        self.index_updated(&update);
+    }
+
+    /// Root events held in the store (see [`Input::LocalRoots`](super::Input::LocalRoots)).
+    pub(super) fn on_local_roots(&mut self, roots: &[RootRef]) {
+        for root in roots {
+            self.seen.forget(&root.id);
+            self.recent.insert(root.id);
+        }
+        let update = self.index.apply_roots(roots);
+        self.index_updated(&update);
+    }
+
+    /// Takes up what an index update changed: the targets' work, and orphans whose
+    /// parents may now be tracked.
+    fn index_updated(&mut self, update: &IndexUpdate) {
         if !update.changes.is_empty() {
             let actions = compute_actions(self.index.targets(), &update.changes, &self.work);
             self.take_actions(&actions);

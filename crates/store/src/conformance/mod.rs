@@ -147,3 +147,38 @@ fn ensure(holds: bool, what: impl FnOnce() -> String) -> Result<(), String> {
         Err(what())
     }
 }
+
+/// The roots a restart reads for `coords` that name one of them, as
+/// [`Store::root_refs`] gives them; `Err` unless they are what
+/// [`Store::root_events`] gives, as references (a store keeping its roots apart keeps
+/// them in step with its events).
+async fn root_refs_agree(
+    store: &impl Store,
+    coords: &[grasp_sync_core::RepoRef],
+) -> Result<std::collections::BTreeSet<grasp_sync_core::RootRef>, String> {
+    let wanted: std::collections::HashSet<&grasp_sync_core::RepoRef> = coords.iter().collect();
+    let naming = |r: &grasp_sync_core::RootRef| r.repos.iter().any(|c| wanted.contains(c));
+    let from_events: std::collections::BTreeSet<_> = store
+        .root_events(coords.to_vec())
+        .await?
+        .iter()
+        .filter_map(grasp_sync_core::RootRef::of)
+        .filter(|r| naming(r))
+        .collect();
+    let refs: std::collections::BTreeSet<_> = store
+        .root_refs(coords.to_vec())
+        .await?
+        .into_iter()
+        .filter(|r| naming(r))
+        .map(|mut r| {
+            r.repos.sort();
+            r
+        })
+        .collect();
+    same(
+        refs.clone(),
+        from_events,
+        "root references against root events",
+    )?;
+    Ok(refs)
+}

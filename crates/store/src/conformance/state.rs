@@ -6,12 +6,12 @@ use grasp_sync_core::engine::{Checkpoint, Scope};
 use grasp_sync_core::filters::DiscoveryScope;
 use grasp_sync_core::nip34::{self, kinds};
 use grasp_sync_core::seen::SeenEntry;
-use grasp_sync_core::{IndexConfig, Item, Layer, RelayUrl, RepoRef};
+use grasp_sync_core::{IndexConfig, Item, Layer, RelayUrl, RepoRef, RootRef};
 use grasp_sync_driver::{tracked_events, SavedState, Store};
 use nostr::prelude::{EventId, Filter, Timestamp};
 
 use super::data::{acceptable, corpus, id_set, ids, now};
-use super::{ensure, same, Backend, Case};
+use super::{ensure, root_refs_agree, same, Backend, Case};
 use crate::notes::names_a_repo;
 use crate::records::scope_text;
 
@@ -161,6 +161,7 @@ pub async fn state<B: Backend>(backend: &B) -> Result<(), String> {
 struct StartUp {
     tracked: BTreeSet<EventId>,
     roots: BTreeSet<EventId>,
+    root_refs: BTreeSet<RootRef>,
     checkpoints: Vec<(String, String, u64)>,
     remembered: Vec<SeenEntry>,
     events: Vec<EventId>,
@@ -171,6 +172,7 @@ async fn start_up(store: &impl Store, coords: &[RepoRef]) -> Result<StartUp, Str
     let tracked = tracked_events(store, &DiscoveryScope::All, &IndexConfig::default()).await?;
     let wanted: HashSet<&RepoRef> = coords.iter().collect();
     let roots = store.root_events(coords.to_vec()).await?;
+    let root_refs = root_refs_agree(store, coords).await?;
     let state = store.load_state().await?;
     Ok(StartUp {
         tracked: id_set(&tracked),
@@ -179,6 +181,7 @@ async fn start_up(store: &impl Store, coords: &[RepoRef]) -> Result<StartUp, Str
                 .iter()
                 .filter(|e| nip34::is_root(e) && names_a_repo(e, &wanted)),
         ),
+        root_refs,
         checkpoints: rows(&state.checkpoints),
         remembered: sorted(state.remembered),
         events: ids(&store.query(Filter::new()).await?),

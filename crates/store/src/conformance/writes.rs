@@ -12,7 +12,7 @@ use nostr::prelude::{Event, EventId, Filter, Keys, Kind};
 use super::data::{
     acceptable, announcement, coord, corpus, event, id_set, ids, keys, now, sign, tag, T0,
 };
-use super::{ensure, same, Backend, Case};
+use super::{ensure, root_refs_agree, same, Backend, Case};
 use crate::plan;
 
 /// The core's side of a save: acceptance over a repository index.
@@ -253,6 +253,13 @@ pub async fn deletions<B: Backend>(backend: &B) -> Result<(), String> {
     )?;
     let held = store.query(Filter::new()).await?;
     same(ids(&held), vec![e2.id], "held after removals")?;
+    let refs =
+        root_refs_agree(&store, &[RepoRef::parse(&repo).map_err(|e| e.to_string())?]).await?;
+    same(
+        refs.into_iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![e2.id],
+        "root references after removals",
+    )?;
     same(
         store.items(Filter::new()).await?,
         vec![(e2.created_at, e2.id)],
@@ -363,6 +370,12 @@ async fn check_expiration(
             .iter()
             .filter(|e| nip34::is_root(e) && crate::notes::names_a_repo(e, &wanted)),
     );
+    let refs = root_refs_agree(store, std::slice::from_ref(repo)).await?;
+    same(
+        refs.iter().map(|r| r.id).collect(),
+        roots.clone(),
+        "root references",
+    )?;
     same(roots, live, "root events")
 }
 
