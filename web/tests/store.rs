@@ -1,8 +1,8 @@
 //! The IndexedDB store on its own, in headless Chromium: newest-first limits over
 //! several index ranges, removals only by the author, items, sync state and reopen; a
 //! batch and a filter spanning many slices of the page's thread; the
-//! upgrade from schema version 1 (its roots noted), a blocked upgrade, and a connection closed for another
-//! tab's upgrade.
+//! upgrades from schema versions 1 and 3 (their roots noted and entered), a blocked
+//! upgrade, and a connection closed for another tab's upgrade.
 
 #![cfg(target_arch = "wasm32")]
 
@@ -208,9 +208,15 @@ async fn expired_events_are_in_neither_queries_nor_items() {
 /// the row format of web/src/idb before the `exp` index), holding `rows`, with the
 /// connection left open. It ignores `versionchange`, as a tab running older code would.
 async fn version_1(name: &str, rows: &[&Event]) -> Database {
+    old_version(name, 1, rows).await
+}
+
+/// A database as version 1 or 3 of the schema left it (see [`version_1`]); version 3
+/// adds the `exp` and `root` indexes, and the roots' `rc` field.
+async fn old_version(name: &str, version: u32, rows: &[&Event]) -> Database {
     let db = Database::open(name)
-        .with_version(1u32)
-        .with_on_upgrade_needed(|_, db| {
+        .with_version(version)
+        .with_on_upgrade_needed(move |_, db| {
             let events = db
                 .create_object_store("events")
                 .with_key_path(KeyPath::One("id"))
@@ -226,13 +232,20 @@ async fn version_1(name: &str, rows: &[&Event]) -> Database {
                 .create_index("tag", KeyPath::One("tk"))
                 .with_multi_entry(true)
                 .build()?;
+            if version >= 3 {
+                events.create_index("exp", KeyPath::One("exp")).build()?;
+                events
+                    .create_index("root", KeyPath::One("rc"))
+                    .with_multi_entry(true)
+                    .build()?;
+            }
             for store in ["checkpoints", "seen", "meta"] {
                 db.create_object_store(store).build()?;
             }
             Ok(())
         })
         .await
-        .expect("open at version 1");
+        .expect("open at an old version");
     let tx = db
         .transaction("events")
         .with_mode(TransactionMode::Readwrite)
@@ -252,12 +265,116 @@ async fn version_1(name: &str, rows: &[&Event]) -> Database {
         if let Some(exp) = e.tags.expiration() {
             row["exp"] = exp.as_secs().into();
         }
+        let coords: Vec<String> = grasp_sync_store::notes::root_repos(e)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if version >= 3 && !coords.is_empty() {
+            row["rc"] = coords.into();
+        }
         let row = js_sys::JSON::parse(&row.to_string()).expect("a row");
         drop(store.put(row).primitive().expect("put"));
     }
     drop(store);
     tx.commit().await.expect("commit");
     db
+}
+
+/// A version-3 database upgraded to version 4: its roots are entered in the `roots` store
+/// (one under two repositories; an expired one is not read), read from there, and later
+/// saves and removals keep the entries in step with the rows.
+#[wasm_bindgen_test]
+async fn a_version_3_database_gets_its_roots_entered() {
+    let db = name();
+    let first = format!("30617:{}:first", keys(2).public_key().to_hex());
+    let second = format!("30617:{}:second", keys(2).public_key().to_hex());
+    let repo = |coord: &str| grasp_sync_core::RepoRef::parse(coord).expect("a coordinate");
+    let both = sign(
+        &keys(3),
+        1621,
+        1_700_000_000,
+        vec![
+            vec!["a".into(), first.clone()],
+            vec!["a".into(), second.clone()],
+        ],
+        "an issue of both repositories",
+    );
+    let expired = sign(
+        &keys(3),
+        1621,
+        1_700_000_001,
+        vec![
+            vec!["a".into(), first.clone()],
+            vec!["expiration".into(), "1700000100".into()],
+        ],
+        "expired",
+    );
+    let comment = sign(
+        &keys(4),
+        1111,
+        1_700_000_002,
+        vec![
+            vec!["A".into(), first.clone()],
+            vec!["E".into(), both.id.to_hex()],
+        ],
+        "a comment",
+    );
+    old_version(&db, 3, &[&both, &expired, &comment])
+        .await
+        .close();
+    let store = IdbStore::open(&db).await.expect("open after the upgrade");
+    assert_eq!(store.count().await.expect("count"), 3);
+    let roots = |coords: &[&str]| {
+        let coords: Vec<_> = coords.iter().map(|c| repo(c)).collect();
+        let store = store.clone();
+        async move {
+            let mut got: Vec<EventId> = store
+                .root_refs(&coords)
+                .await
+                .expect("roots")
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            got.sort();
+            got
+        }
+    };
+    assert_eq!(roots(&[&first]).await, vec![both.id]);
+    assert_eq!(roots(&[&second]).await, vec![both.id]);
+    assert_eq!(roots(&[&first, &second]).await, vec![both.id]);
+
+    // A root saved now is entered; a removed one is no longer read.
+    let later = issue(5, 3, 1_700_000_010, &second);
+    store
+        .save_events(vec![later.clone()], Vec::new())
+        .await
+        .expect("save");
+    let mut expected = vec![both.id, later.id];
+    expected.sort();
+    assert_eq!(roots(&[&second]).await, expected);
+    let removal = Removal {
+        id: both.id,
+        author: both.pubkey,
+    };
+    store
+        .save_events(Vec::new(), vec![removal])
+        .await
+        .expect("remove");
+    assert_eq!(roots(&[&first]).await, Vec::<EventId>::new());
+    assert_eq!(roots(&[&second]).await, vec![later.id]);
+    // A root put and removed by one call ends with no entry.
+    let gone = issue(6, 3, 1_700_000_020, &first);
+    let removal = Removal {
+        id: gone.id,
+        author: gone.pubkey,
+    };
+    store
+        .save_events(vec![gone], vec![removal])
+        .await
+        .expect("put and remove");
+    assert_eq!(roots(&[&first]).await, Vec::<EventId>::new());
+    store.close();
+    schema::delete(&db).await.expect("delete");
 }
 
 #[wasm_bindgen_test]
@@ -298,11 +415,26 @@ async fn a_version_1_database_is_upgraded_in_place_and_a_blocked_upgrade_is_an_e
     old.close();
     let store = IdbStore::open(&db).await.expect("open after the upgrade");
     assert_eq!(store.count().await.expect("count"), 4);
-    // The upgrade noted the stored roots: the repository's root is read from the root
-    // index, the reply is not.
+    // The upgrade noted the stored roots and entered them in the `roots` store: the
+    // repository's root is read from the root index and from there, the reply is not.
     let repo = grasp_sync_core::RepoRef::parse(&coord).expect("a coordinate");
-    let roots: Vec<_> = ids(&store.root_events(&[repo]).await.expect("roots"));
+    let roots: Vec<_> = ids(&store
+        .root_events(std::slice::from_ref(&repo))
+        .await
+        .expect("roots"));
     assert_eq!(roots, vec![root.id]);
+    let refs = store
+        .root_refs(std::slice::from_ref(&repo))
+        .await
+        .expect("root refs");
+    assert_eq!(
+        refs,
+        vec![grasp_sync_core::RootRef {
+            id: root.id,
+            author: root.pubkey,
+            repos: vec![repo],
+        }]
+    );
     let a = SingleLetterTag::from_char('a').expect("a letter");
     let filter = Filter::new().custom_tags(a, ["r"]);
     assert_eq!(

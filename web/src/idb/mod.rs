@@ -25,7 +25,7 @@ use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt;
 use grasp_sync_core::accept::Removal;
 use grasp_sync_core::matching::event_matches;
-use grasp_sync_core::RepoRef;
+use grasp_sync_core::{RepoRef, RootRef};
 use grasp_sync_driver::{Saved, SavedState, Store, StoreError as PortError};
 use indexed_db_futures::internals::SystemRepr;
 use indexed_db_futures::prelude::*;
@@ -238,6 +238,44 @@ impl IdbStore {
         unexpired_events(&rows, |e| seen.insert(e.id)).await
     }
 
+    /// What [`root_events`](Self::root_events) answers, as the index keeps the roots
+    /// (id, author, repositories), from the `roots` store's entries under `coords`: no
+    /// event is read or parsed.
+    pub async fn root_refs(&self, coords: &[RepoRef]) -> Result<Vec<RootRef>, StoreError> {
+        if coords.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.tx(&[schema::ROOTS], TransactionMode::Readonly)?;
+        let roots = tx.object_store(schema::ROOTS)?;
+        let requests = coords
+            .iter()
+            .map(|c| {
+                let (low, high) = rows::root_entry_range(&c.to_string());
+                roots
+                    .get_all::<JsValue>()
+                    .with_query::<JsValue, _>(KeyRange::Bound(low, false, high, false))
+                    .primitive()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = Timestamp::now().as_secs();
+        let mut seen = HashSet::new();
+        let mut refs = Vec::new();
+        for result in join_all(requests).await {
+            for entry in result? {
+                let entry = entry?;
+                if rows::expired(&entry, now) {
+                    continue;
+                }
+                match rows::root_ref_of_entry(&entry) {
+                    Some(root) if seen.insert(root.id) => refs.push(root),
+                    Some(_) => {}
+                    None => tracing::warn!("an unreadable root entry, left out"),
+                }
+            }
+        }
+        Ok(refs)
+    }
+
     /// The rows the plan for `filter` reads (a superset of the matches; with a limit,
     /// at most `limit` newest per range, read with a cursor).
     async fn candidates(&self, filter: &Filter) -> Result<Vec<JsValue>, StoreError> {
@@ -337,18 +375,26 @@ impl IdbStore {
         let held = |v: &JsValue| !(v.is_undefined() || v.is_null());
         let mut removed = Vec::new();
         let mut deletes = Vec::new();
+        // The `roots` entries of the removed roots, by their repositories.
+        let mut unentered = Vec::new();
         for (removal, row) in remove.iter().zip(&removal_rows) {
             if deletes.contains(&removal.id) {
                 continue;
             }
             if held(row) {
                 if rows::author_of(row) == Some(removal.author.to_hex()) {
+                    let event = rows::event_of(row)?;
+                    let id = removal.id.to_hex();
+                    for coord in rows::root_coords(&event) {
+                        unentered.push(rows::root_entry_key(&coord, &id));
+                    }
                     deletes.push(removal.id);
-                    removed.push(rows::event_of(row)?);
+                    removed.push(event);
                 }
                 continue;
             }
-            // An event this same call puts, named by its author: it ends removed.
+            // An event this same call puts, named by its author: it ends removed (its
+            // row's `roots` entries below).
             if let Some(event) = events
                 .iter()
                 .find(|e| e.id == removal.id && e.pubkey == removal.author)
@@ -358,21 +404,51 @@ impl IdbStore {
             }
         }
         let mut built = Vec::with_capacity(events.len());
+        let mut entries = Vec::new();
         for (i, event) in events.iter().enumerate() {
             if i % SLICE_ROWS == SLICE_ROWS - 1 {
                 pace().await;
             }
-            built.push(rows::row(event)?);
+            let row = rows::row(event)?;
+            let coords = rows::root_coords(event);
+            if !coords.is_empty() {
+                let id = event.id.to_hex();
+                let entry = rows::root_entry(&row, &coords);
+                for coord in coords {
+                    let key = rows::root_entry_key(&coord, &id);
+                    if deletes.contains(&event.id) {
+                        unentered.push(key);
+                    } else {
+                        entries.push((key, entry.clone()));
+                    }
+                }
+            }
+            built.push(row);
         }
         // A batch of writes placed in one go held the page's thread for 100 ms and more.
-        // The sync state it carries is written in the same transaction.
+        // The rows first (their answers say which events existed), then the roots'
+        // entries, the removals and the sync state, all in one transaction.
         let writes = built
             .into_iter()
             .map(Request::Add)
+            .chain(entries.into_iter().map(|(key, value)| Request::Put {
+                store: schema::ROOTS,
+                key,
+                value,
+            }))
             .chain(deletes.iter().map(|id| Request::Delete(id.to_hex().into())))
+            .chain(unentered.into_iter().map(|key| Request::DeleteIn {
+                store: schema::ROOTS,
+                key,
+            }))
             .chain(state_writes(&state))
             .collect();
-        let stores = [schema::EVENTS, schema::CHECKPOINTS, schema::SEEN];
+        let stores = [
+            schema::EVENTS,
+            schema::CHECKPOINTS,
+            schema::SEEN,
+            schema::ROOTS,
+        ];
         let answers = paced::run(db, &stores, IdbTransactionMode::Readwrite, writes).await?;
         let mut existed = Vec::new();
         let mut new = Vec::new();
@@ -585,6 +661,14 @@ impl Store for IdbStore {
     ) -> LocalBoxFuture<'static, Result<Vec<Event>, PortError>> {
         let store = self.clone();
         async move { store.root_events(&coords).await.map_err(PortError::from) }.boxed_local()
+    }
+
+    fn root_refs(
+        &self,
+        coords: Vec<RepoRef>,
+    ) -> LocalBoxFuture<'static, Result<Vec<RootRef>, PortError>> {
+        let store = self.clone();
+        async move { store.root_refs(&coords).await.map_err(PortError::from) }.boxed_local()
     }
 
     fn save(

@@ -15,7 +15,8 @@ use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransa
 use super::error::StoreError;
 use crate::clock::Stretch;
 
-/// One request on the transaction's first object store, or (`Put`) on another.
+/// One request on the transaction's first object store, or (`Put`, `DeleteIn`) on
+/// another.
 pub enum Request {
     /// Add this row unless its key is held: a held key is not an error (the transaction
     /// goes on), and its answer is `undefined`.
@@ -30,6 +31,8 @@ pub enum Request {
         key: JsValue,
         value: JsValue,
     },
+    /// Delete what `key` names in the object store `store` (one of the transaction's).
+    DeleteIn { store: &'static str, key: JsValue },
 }
 
 /// Places `requests` on one transaction over `stores` (the first is the one `Add`,
@@ -144,6 +147,9 @@ fn place(state: &Rc<RefCell<State>>, tx: &IdbTransaction, objects: &IdbObjectSto
             Request::Put { store, key, value } => tx
                 .object_store(store)
                 .and_then(|other| other.put_with_key(&value, &key)),
+            Request::DeleteIn { store, key } => {
+                tx.object_store(store).and_then(|other| other.delete(&key))
+            }
         };
         let request = match placed {
             Ok(request) => request,

@@ -1,7 +1,8 @@
 //! An event as an IndexedDB row: its JSON plus the fields the indexes read.
 
+use grasp_sync_core::{RepoRef, RootRef};
 use grasp_sync_store::notes;
-use nostr::prelude::Event;
+use nostr::prelude::{Event, EventId, PublicKey};
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 
@@ -69,7 +70,7 @@ pub fn row(event: &Event) -> Result<JsValue, StoreError> {
 
 /// The `rc` field: a root's repositories as `30617:<pubkey>:<d>` (see
 /// [`notes::root_repos`]).
-fn root_coords(event: &Event) -> Vec<String> {
+pub fn root_coords(event: &Event) -> Vec<String> {
     notes::root_repos(event)
         .iter()
         .map(ToString::to_string)
@@ -116,4 +117,69 @@ pub fn expired(row: &JsValue, now: u64) -> bool {
     field(row, "exp")
         .and_then(|e| e.as_f64())
         .is_some_and(|exp| (exp as u64) <= now)
+}
+
+/// The repositories of a root row (its `rc` field; read from its event for a row written
+/// before version 3, which has none); empty for a row that is not a root.
+pub fn root_coords_of_row(row: &JsValue) -> Result<Vec<String>, StoreError> {
+    match field(row, "rc").filter(js_sys::Array::is_array) {
+        Some(list) => Ok(js_sys::Array::from(&list)
+            .iter()
+            .filter_map(|c| c.as_string())
+            .collect()),
+        None => Ok(root_coords(&event_of(row)?)),
+    }
+}
+
+/// The key of a root's entry in the `roots` store under one of its repositories:
+/// `[coord, id]`.
+pub fn root_entry_key(coord: &str, id: &str) -> JsValue {
+    js_sys::Array::of2(&coord.into(), &id.into()).into()
+}
+
+/// The range of `roots` keys under repository `coord`: `[coord]` (below every
+/// `[coord, id]`) to `[coord, []]` (above them: arrays sort after strings).
+pub fn root_entry_range(coord: &str) -> (JsValue, JsValue) {
+    let low = js_sys::Array::of1(&coord.into());
+    let high = js_sys::Array::of2(&coord.into(), &js_sys::Array::new());
+    (low.into(), high.into())
+}
+
+/// A root's entry in the `roots` store, from its row and repositories: what the index
+/// keeps of it (`i` its id, `p` its author, `c` its repositories) and `exp`, its
+/// expiration when it has one (so [`expired`] reads it as a row).
+pub fn root_entry(row: &JsValue, coords: &[String]) -> JsValue {
+    let entry = js_sys::Object::new();
+    let list: js_sys::Array = coords.iter().map(|c| JsValue::from_str(c)).collect();
+    for (name, value) in [
+        ("i", field(row, "id")),
+        ("p", field(row, "pk")),
+        ("c", Some(list.into())),
+        ("exp", field(row, "exp")),
+    ] {
+        if let Some(value) = value.filter(|v| !v.is_undefined()) {
+            let _ = js_sys::Reflect::set(&entry, &name.into(), &value);
+        }
+    }
+    entry.into()
+}
+
+/// The root an entry of the `roots` store names (`None` for an entry that does not
+/// read as one).
+pub fn root_ref_of_entry(entry: &JsValue) -> Option<RootRef> {
+    let id = EventId::from_hex(&field(entry, "i")?.as_string()?).ok()?;
+    let author = PublicKey::from_hex(&field(entry, "p")?.as_string()?).ok()?;
+    let list = field(entry, "c").filter(js_sys::Array::is_array)?;
+    let mut repos: Vec<RepoRef> = js_sys::Array::from(&list)
+        .iter()
+        .filter_map(|c| RepoRef::parse(&c.as_string()?).ok())
+        .collect();
+    repos.sort();
+    repos.dedup();
+    Some(RootRef { id, author, repos })
+}
+
+/// The id (hex) of a row.
+pub fn id_of(row: &JsValue) -> Option<String> {
+    field(row, "id")?.as_string()
 }
