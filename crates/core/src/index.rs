@@ -390,14 +390,14 @@ impl RepoIndex {
         for coord in &coords {
             self.coord_roots.entry(*coord).or_default().push(id);
         }
-        let root = Root {
+        let held = Root {
             author,
             coords: coords.into(),
         };
-        for relay in self.relays_of_root(&root) {
+        for relay in self.relays_of_root(&held) {
             log.set(&mut self.targets, relay, id, true);
         }
-        self.roots.insert(id, root);
+        self.roots.insert(id, held);
         true
     }
 

@@ -6,12 +6,13 @@
 //! nothing itself); and the ids of the events held from where a restart's catch-up
 //! windows may start, so what they bring again is not verified and written again.
 
+use futures::future::LocalBoxFuture;
 use grasp_sync_core::filters::{discovery_filter, DiscoveryScope, Form};
 use grasp_sync_core::nip34::kinds;
 use grasp_sync_core::{IndexConfig, RepoIndex, RepoRef, RootRef};
 use nostr::prelude::{Event, EventId, Filter, Timestamp};
 
-use crate::ports::Store;
+use crate::ports::{Store, StoreError};
 
 /// The stored announcements in `scope`, the maintainers' announcements and the state
 /// events (30618) of those repositories, the root events (patches, PRs, issues) that tag
@@ -66,18 +67,8 @@ pub async fn tracked_roots<S: Store>(
     store: &S,
     coords: Vec<RepoRef>,
 ) -> Result<Vec<Event>, String> {
-    // Both reads at once: a future starts when first polled.
-    let deletions = store.query(Filter::new().kind(kinds::DELETION));
-    let roots = async {
-        if coords.is_empty() {
-            Ok(Vec::new())
-        } else {
-            store.root_events(coords).await
-        }
-    };
-    let (roots, deletions) = futures::join!(roots, deletions);
-    let mut events = roots?;
-    events.extend(deletions?);
+    let (mut events, deletions) = roots_and_deletions(store, coords, S::root_events).await?;
+    events.extend(deletions);
     Ok(events)
 }
 
@@ -91,12 +82,23 @@ pub async fn tracked_root_refs<S: Store>(
     store: &S,
     coords: Vec<RepoRef>,
 ) -> Result<(Vec<RootRef>, Vec<Event>), String> {
+    roots_and_deletions(store, coords, S::root_refs).await
+}
+
+/// The roots of `coords` as `read` gives them (none asked for no coordinate), and every
+/// stored deletion, both read at once.
+async fn roots_and_deletions<S: Store, T>(
+    store: &S,
+    coords: Vec<RepoRef>,
+    read: impl FnOnce(&S, Vec<RepoRef>) -> LocalBoxFuture<'static, Result<Vec<T>, StoreError>>,
+) -> Result<(Vec<T>, Vec<Event>), String> {
+    // A future starts when first polled: both reads run side by side.
     let deletions = store.query(Filter::new().kind(kinds::DELETION));
     let roots = async {
         if coords.is_empty() {
             Ok(Vec::new())
         } else {
-            store.root_refs(coords).await
+            read(store, coords).await
         }
     };
     let (roots, deletions) = futures::join!(roots, deletions);

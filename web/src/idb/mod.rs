@@ -409,8 +409,7 @@ impl IdbStore {
             if i % SLICE_ROWS == SLICE_ROWS - 1 {
                 pace().await;
             }
-            let row = rows::row(event)?;
-            let coords = rows::root_coords(event);
+            let (row, coords) = rows::row(event)?;
             if !coords.is_empty() {
                 let id = event.id.to_hex();
                 let entry = rows::root_entry(&row, &coords);

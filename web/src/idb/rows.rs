@@ -35,8 +35,8 @@ pub fn tag_key(letter: &str, value: &str) -> String {
     format!("{letter}:{value}")
 }
 
-/// `event` as a row.
-pub fn row(event: &Event) -> Result<JsValue, StoreError> {
+/// `event` as a row, and the repositories it names when it is a root (its `rc` field).
+pub fn row(event: &Event) -> Result<(JsValue, Vec<String>), StoreError> {
     let json = event.as_json();
     let ca = event.created_at.as_secs();
     let mut tk: Vec<(String, u64)> = Vec::new();
@@ -65,7 +65,9 @@ pub fn row(event: &Event) -> Result<JsValue, StoreError> {
         exp: notes::expiration(event).map(|t| t.as_secs()),
         rc: root_coords(event),
     };
-    serde_wasm_bindgen::to_value(&row).map_err(|e| StoreError::Other(format!("encoding: {e}")))
+    let value = serde_wasm_bindgen::to_value(&row)
+        .map_err(|e| StoreError::Other(format!("encoding: {e}")))?;
+    Ok((value, row.rc))
 }
 
 /// The `rc` field: a root's repositories as `30617:<pubkey>:<d>` (see

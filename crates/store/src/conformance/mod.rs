@@ -15,9 +15,11 @@ mod queries;
 mod state;
 mod writes;
 
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
 
 use futures::future::LocalBoxFuture;
+use grasp_sync_core::{RepoRef, RootRef};
 use grasp_sync_driver::Store;
 
 /// A store backend under test.
@@ -154,18 +156,18 @@ fn ensure(holds: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 /// them in step with its events).
 async fn root_refs_agree(
     store: &impl Store,
-    coords: &[grasp_sync_core::RepoRef],
-) -> Result<std::collections::BTreeSet<grasp_sync_core::RootRef>, String> {
-    let wanted: std::collections::HashSet<&grasp_sync_core::RepoRef> = coords.iter().collect();
-    let naming = |r: &grasp_sync_core::RootRef| r.repos.iter().any(|c| wanted.contains(c));
-    let from_events: std::collections::BTreeSet<_> = store
+    coords: &[RepoRef],
+) -> Result<BTreeSet<RootRef>, String> {
+    let wanted: HashSet<&RepoRef> = coords.iter().collect();
+    let naming = |r: &RootRef| r.repos.iter().any(|c| wanted.contains(c));
+    let from_events: BTreeSet<RootRef> = store
         .root_events(coords.to_vec())
         .await?
         .iter()
-        .filter_map(grasp_sync_core::RootRef::of)
+        .filter_map(RootRef::of)
         .filter(|r| naming(r))
         .collect();
-    let refs: std::collections::BTreeSet<_> = store
+    let refs: BTreeSet<RootRef> = store
         .root_refs(coords.to_vec())
         .await?
         .into_iter()
