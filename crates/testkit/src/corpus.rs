@@ -126,6 +126,16 @@ pub fn tag(parts: &[&str]) -> Vec<String> {
 }
 
 impl Corpus {
+    /// The events a correct sync ends up storing ([`acceptable`](Self::acceptable)), in
+    /// corpus order.
+    pub fn acceptable_events(&self) -> Vec<Event> {
+        self.events
+            .iter()
+            .filter(|e| self.acceptable.contains(&e.id))
+            .cloned()
+            .collect()
+    }
+
     /// Generates the corpus `spec` describes.
     pub fn generate(spec: &CorpusSpec) -> Self {
         let mut rng = Rng::new(spec.seed);

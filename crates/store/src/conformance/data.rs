@@ -75,10 +75,5 @@ pub fn corpus(seed: u64, repos: usize, events_per_repo: usize) -> Corpus {
 
 /// The corpus events a correct sync keeps.
 pub fn acceptable(corpus: &Corpus) -> Vec<Event> {
-    corpus
-        .events
-        .iter()
-        .filter(|e| corpus.acceptable.contains(&e.id))
-        .cloned()
-        .collect()
+    corpus.acceptable_events()
 }
